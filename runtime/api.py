@@ -1,0 +1,489 @@
+"""The public API, Ray's on purpose: ``import runtime as ray`` and go."""
+
+from __future__ import annotations
+
+import atexit
+import inspect
+import os
+import socket
+import threading
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from . import config as cfg
+from . import launcher, serialization
+from .actor import ActorClass, ActorHandle
+from .client import HEAD, NODE, Client
+from .exceptions import (
+    ConnectionFailedError,
+    NotInitializedError,
+    TaskError,
+)
+from .object_ref import ObjectRef
+from .protocol import Kind, ids
+from .remote_function import RemoteFunction
+
+
+class _State:
+    client: Client | None = None
+    info: cfg.ConnectionInfo | None = None
+    head_proc = None
+    job_id: int = 0
+    namespace: str = ""
+    node: dict | None = None
+    worker: bool = False
+    conf: dict | None = None
+    ctx_provider = None  # notebook layer: the output context of new tasks
+
+
+_state = _State()
+_lock = threading.RLock()
+
+
+def _client() -> Client:
+    client = _state.client
+    if client is None:
+        raise NotInitializedError(
+            "the runtime is not initialized: call runtime.init() first (or %cluster start "
+            "in a notebook)"
+        )
+    return client
+
+
+def _client_or_none() -> Client | None:
+    return _state.client
+
+
+def _namespace() -> str:
+    return _state.namespace
+
+
+def _current_ctx() -> Any:
+    if _state.worker:
+        from .worker import current_task
+
+        cur = current_task()
+        return cur.ctx if cur is not None else None
+    provider = _state.ctx_provider
+    return provider() if provider is not None else None
+
+
+def _attach(client: Client, conf: dict, worker: bool) -> None:
+    """Make `client` this process's connection (used by workers)."""
+    _state.client = client
+    _state.worker = worker
+    _state.conf = conf
+
+
+class ClusterInfo(dict):
+    """What `init()` returns: the addresses (``address_info``), usable as a context manager."""
+
+    @property
+    def address_info(self) -> dict:
+        return self
+
+    def __enter__(self) -> ClusterInfo:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        shutdown()
+
+
+_INERT_INIT = {
+    "ignore_reinit_error", "log_to_driver", "logging_level", "include_dashboard",
+    "dashboard_host", "dashboard_port", "configure_logging", "runtime_env", "local_mode",
+    "_temp_dir", "num_returns", "object_spilling_directory", "_system_config",
+}
+
+
+def init(
+    address: str | None = None,
+    *,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    resources: dict[str, float] | None = None,
+    object_store_memory: int | None = None,
+    token: str | None = None,
+    namespace: str | None = None,
+    ignore_reinit_error: bool = False,
+    **kwargs: Any,
+) -> ClusterInfo:
+    """Start a local cluster owned by this process, or attach to a running one.
+
+    With no address, starts a head, a node daemon and one pre-started worker
+    per core; they exit with this process. ``address="host:port"`` or
+    ``"auto"`` (the newest cluster started with ``nbcluster start`` on this
+    machine) attaches instead; the key comes from the cluster's connection
+    file, or `token` when the file is not on this machine.
+
+    Example::
+
+        >>> import runtime as ray
+        >>> ray.init(num_cpus=2, resources={"alice": 2})
+        >>> ray.shutdown()
+    """
+    unknown = set(kwargs) - _INERT_INIT
+    if unknown:
+        raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    with _lock:
+        if _state.client is not None:
+            if _state.worker or ignore_reinit_error:
+                return ClusterInfo(_address_info())
+            raise RuntimeError(
+                "init() was already called in this process; call shutdown() first, or pass "
+                "ignore_reinit_error=True"
+            )
+        if address is None:
+            address = os.environ.get("RAY_ADDRESS") or os.environ.get("NBCLUSTER_ADDRESS")
+        if address in (None, "", "local"):
+            res = launcher.default_resources(num_cpus, num_gpus, resources)
+            info, proc, node_pid = launcher.start_cluster(
+                resources=res, object_store_memory=object_store_memory
+            )
+            _state.head_proc = proc
+            _connect(info, node_address=info.node_address, node_pid=node_pid, namespace=namespace)
+        else:
+            if num_cpus is not None or num_gpus is not None or resources or object_store_memory:
+                raise ValueError(
+                    "num_cpus, num_gpus, resources and object_store_memory describe a new "
+                    "cluster; they cannot be given when connecting to an existing one at "
+                    f"{address!r}. Set them with `nbcluster start --head` instead."
+                )
+            info = cfg.find_cluster(address)
+            if info is None:
+                if address == "auto" or token is None:
+                    raise ConnectionFailedError(
+                        f"no running cluster found at {address!r} on this machine. Start one with "
+                        "`nbcluster start --head`, or pass the cluster key with token=... "
+                        "(from its connection file) to connect to another machine's head"
+                    )
+                info = cfg.ConnectionInfo(cluster_id="", head_address=address, key=token)
+            elif token is not None:
+                info.key = token
+            _connect(info, node_address=info.node_address or None, node_pid=0, namespace=namespace)
+        return ClusterInfo(_address_info())
+
+
+def _connect(info: cfg.ConnectionInfo, node_address: str | None, node_pid: int,
+             namespace: str | None) -> None:
+    key = bytes.fromhex(info.key)
+
+    def fail() -> ConnectionFailedError:
+        if _state.head_proc is not None:
+            launcher.stop_embedded(_state.head_proc)
+            _state.head_proc = None
+        return ConnectionFailedError(
+            f"could not reach the cluster at {info.head_address}: no answer within 10 s. Either "
+            "nothing listens there, or the key is wrong (authentication failed: messages signed "
+            "with another key are dropped). Check the address and the key/connection file."
+        )
+
+    client = Client(cluster_id=info.cluster_id, key=key, node_address=node_address,
+                    head_address=info.head_address, node_id="", node_pid=node_pid)
+    try:
+        hello = client.request("hello", socket.gethostname(), timeout=10.0)
+    except ConnectionFailedError:
+        client.close(say_bye=False)
+        raise fail() from None
+    node = hello["node"]
+    if node is None:
+        client.close()
+        raise ConnectionFailedError(
+            f"the cluster at {info.head_address} has no node on this machine; a driver on "
+            "another machine needs a node there (start one with `nbcluster start --address`)"
+        )
+    if node_address is None or node_address != node["address"]:
+        client.close()
+        client = Client(cluster_id=hello["cluster_id"], key=key, node_address=node["address"],
+                        head_address=info.head_address, node_id="", node_pid=node["pid"])
+    client.cluster_id = hello["cluster_id"]
+    client.node_id = node["node_id"]
+    client.job_id = hello["job_id"]
+    client.node_pid = node_pid or node["pid"]
+    _state.client = client
+    _state.info = info
+    _state.job_id = hello["job_id"]
+    _state.node = node
+    _state.namespace = namespace or f"_job{hello['job_id']}_{ids.next().hex()[:8]}"
+    _state.worker = False
+
+
+def _address_info() -> dict:
+    info = _state.info
+    node = _state.node or {}
+    if info is None and _state.conf is not None:
+        return {"address": _state.conf.get("head_address"), "node_id": _state.conf.get("node_id")}
+    return {
+        "address": info.head_address if info else None,
+        "cluster_id": info.cluster_id if info else None,
+        "node_id": node.get("node_id"),
+        "node_ip_address": node.get("ip"),
+        "connection_file": str(info.path) if info and info.cluster_id else None,
+        "embedded": _state.head_proc is not None,
+    }
+
+
+def shutdown() -> None:
+    """Disconnect; a cluster that `init()` started is stopped and cleaned up."""
+    with _lock:
+        client = _state.client
+        if client is None or _state.worker:
+            return
+        _state.client = None
+        _state.info = None
+        _state.node = None
+        try:
+            client.close()
+        finally:
+            proc = _state.head_proc
+            _state.head_proc = None
+            if proc is not None:
+                launcher.stop_embedded(proc)
+
+
+atexit.register(shutdown)
+
+
+def is_initialized() -> bool:
+    """True after `init()` (and always inside tasks and actors)."""
+    return _state.client is not None
+
+
+def remote(*args, **options):
+    """Make a function a task (`RemoteFunction`) or a class an actor (`ActorClass`).
+
+    Use bare (``@remote``) or with options (``@remote(num_cpus=2,
+    resources={"alice": 1}, max_retries=1)``).
+    """
+    if len(args) == 1 and not options and callable(args[0]):
+        return _make_remote(args[0], {})
+    if args:
+        raise TypeError("use @remote or @remote(option=value, ...)")
+    return lambda obj: _make_remote(obj, options)
+
+
+def _make_remote(obj: Any, options: dict) -> Any:
+    if inspect.isclass(obj):
+        return ActorClass(obj, options)
+    if callable(obj):
+        return RemoteFunction(obj, options)
+    raise TypeError(f"@remote applies to functions and classes, not {type(obj).__name__}")
+
+
+def put(value: Any) -> ObjectRef:
+    """Store `value` in the cluster; large values go to shared memory once.
+
+    Example::
+
+        >>> ref = ray.put(numpy.ones((1000, 1000)))
+        >>> ray.get(ref).shape
+        (1000, 1000)
+    """
+    if isinstance(value, ObjectRef):
+        raise TypeError("put() of an ObjectRef is not allowed; pass the ref itself to tasks")
+    client = _client()
+    object_id = ids.next() + b"P"
+    path = serialization.segment_path(client.cluster_id, client.node_id, object_id)
+    wire, size, contained = serialization.serialize(value, path)
+    ref = ObjectRef(object_id, client, announce=False)
+    client.store_local(object_id, False, wire)
+    client.send(NODE, (Kind.PUT, object_id, False, wire, size, contained))
+    return ref
+
+
+def _value(client: Client, ref: ObjectRef) -> Any:
+    for _attempt in range(3):
+        is_error, wire = client.memstore[ref._id]
+        try:
+            value = serialization.deserialize(wire)
+        except FileNotFoundError:  # spilled or moved since we cached its path
+            client.forget(ref._id)
+            client.fetch([ref._id])
+            continue
+        if is_error:
+            if isinstance(value, TaskError):
+                raise value.as_instanceof_cause()
+            raise value
+        return value
+    raise ConnectionFailedError(f"could not read object {ref.hex()}")
+
+
+def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) -> Any:
+    """The value(s) of one ref or a list of refs, waiting until they are ready.
+
+    A task's exception is raised here as an instance of both `TaskError`
+    and its own class. ``timeout`` (seconds) raises `GetTimeoutError`.
+    """
+    client = _client()
+    if isinstance(object_refs, ObjectRef):
+        client.fetch([object_refs._id], timeout)
+        return _value(client, object_refs)
+    if not isinstance(object_refs, (list, tuple)):
+        raise TypeError(
+            f"get() expects an ObjectRef or a list of ObjectRefs, got {type(object_refs).__name__}. "
+            "Call it on the value .remote() returned."
+        )
+    for r in object_refs:
+        if not isinstance(r, ObjectRef):
+            raise TypeError(
+                f"get() expects a list of ObjectRefs, but it contains {type(r).__name__} {r!r:.60}"
+            )
+    client.fetch([r._id for r in object_refs], timeout)
+    return [_value(client, r) for r in object_refs]
+
+
+def wait(
+    object_refs: Sequence[ObjectRef],
+    *,
+    num_returns: int = 1,
+    timeout: float | None = None,
+    fetch_local: bool = True,
+) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    """Split refs into (ready, not ready) once `num_returns` are ready or `timeout` passes.
+
+    Both lists keep the order of `object_refs`.
+    """
+    client = _client()
+    if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
+        raise TypeError(f"wait() expects a list of ObjectRefs, got {type(object_refs).__name__}")
+    for r in object_refs:
+        if not isinstance(r, ObjectRef):
+            raise TypeError(f"wait() expects ObjectRefs, got {type(r).__name__}")
+    if len(set(object_refs)) != len(object_refs):
+        raise ValueError("wait() got the same ObjectRef twice; pass each ref once")
+    if num_returns < 0 or num_returns > len(object_refs):
+        raise ValueError(
+            f"num_returns={num_returns} must be between 0 and the number of refs ({len(object_refs)})"
+        )
+    ready_ids = set(client.fetch([r._id for r in object_refs], timeout, num=num_returns))
+    ready, not_ready = [], []
+    for r in object_refs:
+        (ready if r._id in ready_ids and len(ready) < num_returns else not_ready).append(r)
+    return ready, not_ready
+
+
+def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that makes `object_ref`: `get` then raises `TaskCancelledError`.
+
+    A queued task never runs; a running one gets KeyboardInterrupt, or its
+    worker is killed with ``force=True``.
+    """
+    if not isinstance(object_ref, ObjectRef):
+        raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
+    if object_ref._id.endswith(b"P"):
+        raise ValueError("cancel() applies to task results, not to put() objects")
+    _client().send(NODE, (Kind.CANCEL, object_ref.task_id(), force))
+
+
+def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
+    """Kill an actor's process now; its pending calls fail with `ActorDiedError`."""
+    if not isinstance(actor, ActorHandle):
+        raise TypeError(f"kill() expects an actor handle, got {type(actor).__name__}")
+    _client().send(NODE, (Kind.KILL_ACTOR, actor._actor_id, no_restart))
+
+
+def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
+    """The handle of the named actor (created with ``.options(name=...)``)."""
+    client = _client()
+    actor_id, meta = client.request("lookup_name", name, namespace or _state.namespace)
+    return ActorHandle(actor_id, meta, client)
+
+
+def _ray_node(n: dict) -> dict:
+    return {
+        "NodeID": n["node_id"],
+        "Alive": n["alive"],
+        "alive": n["alive"],
+        "NodeManagerAddress": n["ip"],
+        "NodeManagerHostname": n["hostname"],
+        "NodeName": n["ip"],
+        "Address": n["address"],
+        "Resources": dict(n["resources_total"], **{f"node:{n['ip']}": 1.0}),
+    }
+
+
+def nodes() -> list[dict]:
+    """The cluster's nodes, shaped like Ray's: NodeID, Alive, NodeManagerAddress, Resources."""
+    return [_ray_node(n) for n in _client().request("nodes")]
+
+
+def cluster_resources() -> dict[str, float]:
+    """Total resources of the live nodes."""
+    total: dict[str, float] = {}
+    for n in _client().request("nodes"):
+        if n["alive"]:
+            for k, v in _ray_node(n)["Resources"].items():
+                total[k] = total.get(k, 0.0) + v
+    return total
+
+
+def available_resources() -> dict[str, float]:
+    """Resources not in use right now (refreshed by the nodes every second)."""
+    total: dict[str, float] = {}
+    for n in _client().request("nodes"):
+        if n["alive"]:
+            for k, v in n["resources_available"].items():
+                if v > 0:
+                    total[k] = total.get(k, 0.0) + v
+    return total
+
+
+def get_gpu_ids() -> list[int]:
+    """GPU ids given to the current task or actor (from ``CUDA_VISIBLE_DEVICES``)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    return [int(x) for x in visible.split(",") if x.strip().isdigit()]
+
+
+class RuntimeContext:
+    """Where the caller runs: node, job, task and actor ids (Ray's runtime context)."""
+
+    def get_node_id(self) -> str:
+        if _state.worker:
+            return _state.conf["node_id"]
+        return (_state.node or {}).get("node_id", "")
+
+    def get_job_id(self) -> str:
+        return f"{_state.job_id:08x}"
+
+    def get_task_id(self) -> str | None:
+        if not _state.worker:
+            return None
+        from .worker import current_task
+
+        cur = current_task()
+        return cur.task_id.hex() if cur else None
+
+    def get_actor_id(self) -> str | None:
+        if not _state.worker:
+            return None
+        from .worker import current_task
+
+        cur = current_task()
+        return cur.actor_id.hex() if cur and cur.actor_id else None
+
+    def get_namespace(self) -> str:
+        return _state.namespace
+
+    node_id = property(get_node_id)
+    job_id = property(get_job_id)
+    task_id = property(get_task_id)
+    actor_id = property(get_actor_id)
+    namespace = property(get_namespace)
+
+    def get(self) -> dict:
+        return {"node_id": self.node_id, "job_id": self.job_id, "task_id": self.task_id,
+                "actor_id": self.actor_id, "namespace": self.namespace}
+
+
+def get_runtime_context() -> RuntimeContext:
+    _client()
+    return RuntimeContext()
+
+
+def _head_request(op: str, *args) -> Any:
+    return _client().request(op, *args, dest=HEAD)
+
+
+def _warn(msg: str) -> None:
+    warnings.warn(msg, stacklevel=3)

@@ -1,0 +1,162 @@
+"""Where a cluster keeps its files, and the connection file that finds it.
+
+A cluster owns one directory, ``<runtime dir>/<cluster id>/`` (mode 0700),
+holding its connection file, its ipc sockets, its logs and its spill
+files. The runtime dir is ``$NBCLUSTER_DIR`` or ``/tmp/nbcluster-<uid>``.
+Shared-memory segments are ``/dev/shm/nbc-<cluster id>-<object id>``, so
+one glob finds everything a cluster ever made.
+
+The connection file (mode 0600) carries the cluster key: whoever can read
+it can run code on the cluster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+
+# Values whose pickled size (with out-of-band buffers) is under this travel
+# inline in messages; larger ones go to shared memory.
+INLINE_THRESHOLD = 100 * 1024
+DEFAULT_PORT = 6380
+SHM_DIR = Path("/dev/shm")
+SHM_PREFIX = "nbc-"
+
+
+def runtime_dir() -> Path:
+    """The per-user directory under which every cluster has its folder."""
+    base = os.environ.get("NBCLUSTER_DIR")
+    path = Path(base) if base else Path(f"/tmp/nbcluster-{os.getuid()}")
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def new_cluster_id() -> str:
+    return secrets.token_hex(4)
+
+
+def shm_dir() -> Path:
+    global _shm_dir
+    if _shm_dir is None:
+        _shm_dir = SHM_DIR if SHM_DIR.is_dir() else runtime_dir() / "shm"
+        _shm_dir.mkdir(mode=0o700, exist_ok=True)
+    return _shm_dir
+
+
+_shm_dir: Path | None = None
+
+
+def shm_glob(cluster_id: str) -> list[Path]:
+    """Every shared-memory segment (live or leaked) of one cluster."""
+    return sorted(shm_dir().glob(f"{SHM_PREFIX}{cluster_id}-*"))
+
+
+@dataclasses.dataclass
+class ConnectionInfo:
+    """What a driver or a node needs to join a cluster."""
+
+    cluster_id: str
+    head_address: str  # host:port of the head
+    key: str  # hex HMAC key
+    node_address: str = ""  # the head machine's node daemon (ipc:// or tcp://)
+    head_pid: int = 0
+    started_at: float = 0.0
+    embedded: bool = False  # owned by a driver (init() / %cluster start)
+    owner_pid: int = 0
+    curve_public: str = ""  # CurveZMQ server key, when encryption is on
+
+    @property
+    def directory(self) -> Path:
+        return runtime_dir() / self.cluster_id
+
+    @property
+    def path(self) -> Path:
+        return self.directory / "connection.json"
+
+    def write(self) -> Path:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.directory / ".connection.json.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(dataclasses.asdict(self), f, indent=1)
+        os.replace(tmp, self.path)
+        return self.path
+
+    @classmethod
+    def read(cls, path: str | Path) -> ConnectionInfo:
+        with open(path) as f:
+            data = json.load(f)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+    def alive(self) -> bool:
+        return pid_alive(self.head_pid)
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); treat it as dead.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def list_clusters(include_dead: bool = False) -> list[ConnectionInfo]:
+    """Clusters on this machine, newest first."""
+    found = []
+    for path in runtime_dir().glob("*/connection.json"):
+        try:
+            info = ConnectionInfo.read(path)
+        except (OSError, ValueError, TypeError):
+            continue
+        if include_dead or info.alive():
+            found.append(info)
+    found.sort(key=lambda i: i.started_at, reverse=True)
+    return found
+
+
+def find_cluster(address: str | None = None) -> ConnectionInfo | None:
+    """The cluster at `address` ("host:port"), or the newest one for "auto"/None.
+
+    Clusters started with ``nbcluster start`` win over ones embedded in a
+    driver, as Ray's "auto" finds the cluster started with ``ray start``.
+    """
+    clusters = list_clusters()
+    if address in (None, "", "auto"):
+        clusters.sort(key=lambda i: (not i.embedded, i.started_at), reverse=True)
+        return clusters[0] if clusters else None
+    host, _, port = address.rpartition(":")
+    for info in clusters:
+        h, _, p = info.head_address.rpartition(":")
+        if p == port and (h == host or _same_host(h, host)):
+            return info
+    return None
+
+
+def _same_host(a: str, b: str) -> bool:
+    local = {"127.0.0.1", "localhost", "0.0.0.0", "::1", ""}
+    return a in local and b in local
+
+
+def remove_stale_clusters() -> None:
+    """Delete folders and segments of clusters whose head is gone (killed -9)."""
+    for info in list_clusters(include_dead=True):
+        if info.alive() or time.time() - info.started_at < 5:
+            continue
+        for seg in shm_glob(info.cluster_id):
+            seg.unlink(missing_ok=True)
+        shutil.rmtree(info.directory, ignore_errors=True)

@@ -1,0 +1,307 @@
+"""The head: the cluster's address and its control store. Never on a task's path.
+
+::
+
+    drivers ──REQUEST(hello | nodes | snapshot | register_name | lookup_name | shutdown)──┐
+    nodes   ──NODE_HELLO, NODE_REPORT (every second), ACTOR_EVENT (named actors)──────────┤
+                                                                                         ▼
+                          ROUTER tcp://host:port ─▶ nodes{}, names{}, jobs ─▶ REPLY / EXIT
+
+The head process also forks the head machine's node daemon at start-up
+(before any ZeroMQ context exists), so ``nbcluster start --head`` and an
+embedded ``init()`` cost one Python start-up. Its life is tied to its
+owner: an embedded head (started by ``init()``) exits when its driver's
+pipe closes, even after ``kill -9`` of the driver; the node it forked
+exits with it; the node's zygote takes the workers and the shared memory
+with it.
+
+Start-up protocol: the launcher writes one JSON line of settings to the
+head's stdin; the head answers one JSON line (the connection info) on
+stdout once its node has registered, then writes only to its log file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+import zmq
+
+from . import config as cfg
+from . import protocol
+from .protocol import Kind
+from .zygote import set_parent_death_signal
+
+log = logging.getLogger("runtime.head")
+NODE_TIMEOUT = 5.0
+
+
+class Head:
+    def __init__(self, conf: dict, info: cfg.ConnectionInfo) -> None:
+        self.conf = conf
+        self.info = info
+        self.signer = protocol.Signer(bytes.fromhex(info.key))
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.node_idents: dict[str, bytes] = {}
+        self.names: dict[tuple[str, str], dict[str, Any]] = {}
+        self.next_job = 1
+        self.running = True
+        self.out: dict[bytes, list] = {}
+        self.node_timeout = float(conf.get("node_timeout", NODE_TIMEOUT))
+
+    def emit(self, ident: bytes, msg: tuple) -> None:
+        self.out.setdefault(ident, []).append(msg)
+
+    def serve(self, sock: zmq.Socket, extra_fds: list[int], on_ready) -> None:
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        for fd in extra_fds:
+            poller.register(fd, zmq.POLLIN)
+        ready_sent = False
+        next_check = time.monotonic() + 1.0
+        while self.running:
+            events = dict(poller.poll(200))
+            if sock in events:
+                for ident, batch in protocol.recv_batches(sock, self.signer, True):
+                    for msg in batch:
+                        try:
+                            self.handle(ident, msg)
+                        except Exception:
+                            log.exception("error handling %s", protocol.KIND_NAMES.get(msg[0], msg[0]))
+            for fd in extra_fds:
+                if fd in events and not os.read(fd, 4096):
+                    log.info("owner or node is gone; shutting down")
+                    self.running = False
+            if not ready_sent and self.nodes:
+                ready_sent = True
+                on_ready()
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + 1.0
+                for node in self.nodes.values():
+                    if node["alive"] and now - node["last_seen"] > self.node_timeout:
+                        node["alive"] = False
+                        log.warning("node %s missed heartbeats; marked dead", node["node_id"])
+            self.flush(sock)
+        for ident in self.node_idents.values():
+            self.emit(ident, (Kind.EXIT,))
+        self.flush(sock)
+
+    def flush(self, sock: zmq.Socket) -> None:
+        if self.out:
+            out, self.out = self.out, {}
+            for ident, batch in out.items():
+                try:
+                    protocol.send(sock, self.signer, batch, ident)
+                except zmq.ZMQError as e:
+                    log.warning("could not send to %r: %s", ident, e)
+
+    def handle(self, ident: bytes, msg: tuple) -> None:
+        kind = msg[0]
+        if kind == Kind.NODE_HELLO:
+            _, node_id, address, resources, pid, hostname, ip = msg
+            self.node_idents[node_id] = ident
+            self.nodes[node_id] = {
+                "node_id": node_id, "address": address, "resources_total": resources,
+                "resources_available": dict(resources), "pid": pid, "hostname": hostname, "ip": ip,
+                "alive": True, "last_seen": time.monotonic(), "report": None,
+            }
+            log.info("node %s joined from %s with %s", node_id, address, resources)
+        elif kind == Kind.NODE_REPORT:
+            node = self.nodes.get(msg[1])
+            if node is not None:
+                node["report"] = msg[2]
+                node["resources_available"] = msg[2]["resources_available"]
+                node["last_seen"] = time.monotonic()
+                node["alive"] = True
+        elif kind == Kind.ACTOR_EVENT:
+            _, actor_id, name, namespace, state, node_id, _meta = msg
+            key = (namespace, name)
+            entry = self.names.get(key)
+            if state == "dead":
+                if entry is not None and entry["actor_id"] == actor_id:
+                    del self.names[key]
+            elif entry is not None and entry["actor_id"] == actor_id:
+                entry["state"] = state
+                entry["node_id"] = node_id
+        elif kind == Kind.REQUEST:
+            _, req_id, op, args = msg
+            try:
+                payload = getattr(self, f"op_{op}")(ident, *args)
+                self.emit(ident, (Kind.REPLY, req_id, True, payload))
+            except Exception as e:  # the caller re-raises it
+                self.emit(ident, (Kind.REPLY, req_id, False, e))
+
+    # -- requests ---------------------------------------------------------
+    def op_hello(self, ident: bytes, hostname: str) -> dict:
+        job_id = self.next_job
+        self.next_job += 1
+        local = [n for n in self.nodes.values() if n["alive"] and n["hostname"] == hostname]
+        return {
+            "job_id": job_id,
+            "cluster_id": self.info.cluster_id,
+            "node": local[0] if local else None,
+            "nodes": list(self.nodes.values()),
+        }
+
+    def op_nodes(self, ident: bytes) -> list[dict]:
+        return [dict(n, report=None) for n in self.nodes.values()]
+
+    def op_snapshot(self, ident: bytes) -> dict:
+        return {
+            "cluster_id": self.info.cluster_id,
+            "head_address": self.info.head_address,
+            "started_at": self.info.started_at,
+            "nodes": [
+                dict(n["report"] or n, alive=n["alive"]) for n in self.nodes.values()
+            ],
+            "named_actors": [
+                {"name": name, "namespace": ns, **{k: v for k, v in e.items() if k != "meta"}}
+                for (ns, name), e in self.names.items()
+            ],
+        }
+
+    def op_register_name(self, ident, name, namespace, actor_id, meta, get_if_exists) -> Any:
+        key = (namespace, name)
+        entry = self.names.get(key)
+        if entry is not None:
+            if get_if_exists:
+                return (entry["actor_id"], entry["meta"])
+            raise ValueError(
+                f"an actor named {name!r} already exists in namespace {namespace!r}; pick another "
+                "name, kill it first, or pass get_if_exists=True to reuse it"
+            )
+        self.names[key] = {"actor_id": actor_id, "meta": meta, "state": "pending", "node_id": ""}
+        return None
+
+    def op_lookup_name(self, ident, name, namespace) -> tuple:
+        entry = self.names.get((namespace, name))
+        if entry is None:
+            raise ValueError(
+                f"Failed to look up actor with name {name!r} in namespace {namespace!r}: no such "
+                "actor is alive. Named actors live in their creator's namespace; pass "
+                "namespace=... (or init(namespace=...)) to look in another one."
+            )
+        return (entry["actor_id"], entry["meta"])
+
+    def op_shutdown(self, ident: bytes) -> bool:
+        self.running = False
+        return True
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    """``python -m runtime.head``: settings as one JSON line on stdin."""
+    conf = json.loads(sys.stdin.readline())
+    cluster_id = conf.get("cluster_id") or cfg.new_cluster_id()
+    key = conf.get("key") or secrets.token_hex(32)
+    host = conf.get("host", "127.0.0.1")
+    port = int(conf.get("port") or 0) or _free_port(host)
+    cluster_dir = cfg.runtime_dir() / cluster_id
+    (cluster_dir / "logs").mkdir(parents=True, exist_ok=True)
+    os.chmod(cluster_dir, 0o700)
+    connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    node_id = secrets.token_hex(4)
+    node_conf = {
+        "cluster_id": cluster_id,
+        "node_id": node_id,
+        "key": key,
+        "node_address": f"ipc://{cluster_dir}/node-{node_id}.sock",
+        "head_address": f"{connect_host}:{port}",
+        "resources": conf["resources"],
+        "object_store_memory": conf["object_store_memory"],
+        "ip": connect_host,
+    }
+    # Fork the node before this process creates any ZeroMQ context or thread.
+    from . import node  # noqa: F401 - imported before the fork, so workers inherit it
+    from . import worker  # noqa: F401
+
+    r, w = os.pipe()
+    node_pid = os.fork()
+    if node_pid == 0:
+        os.close(w)
+        code = 0
+        try:
+            set_parent_death_signal(signal.SIGKILL)
+            node.main(node_conf, parent_fd=r)
+        except BaseException:
+            logging.getLogger("runtime.node").exception("node failed")
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(r)
+
+    logging.basicConfig(
+        filename=str(cluster_dir / "logs" / "head.log"),
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    info = cfg.ConnectionInfo(
+        cluster_id=cluster_id,
+        head_address=f"{connect_host}:{port}",
+        key=key,
+        node_address=node_conf["node_address"],
+        head_pid=os.getpid(),
+        started_at=time.time(),
+        embedded=bool(conf.get("embedded")),
+        owner_pid=int(conf.get("owner_pid") or 0),
+    )
+    head = Head(conf, info)
+    ctx = zmq.Context()
+    sock = protocol.tune(ctx.socket(zmq.ROUTER))
+    try:
+        sock.bind(f"tcp://{host}:{port}")
+    except zmq.ZMQError as e:
+        print(json.dumps({"error": f"cannot listen on {host}:{port}: {e}. Is another cluster "
+                          "running there? Pick another --port or stop it with `nbcluster stop`."}),
+              flush=True)
+        os.kill(node_pid, signal.SIGKILL)
+        shutil.rmtree(cluster_dir, ignore_errors=True)
+        return
+
+    def on_ready() -> None:
+        info.write()
+        print(json.dumps({"info": info.__dict__, "node_pid": node_pid}), flush=True)
+        logfd = os.open(cluster_dir / "logs" / "head.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(logfd, 1)
+        os.dup2(logfd, 2)
+        os.close(logfd)
+
+    watch = [sys.stdin.fileno()] if conf.get("embedded") else []
+    signal.signal(signal.SIGTERM, lambda *_: setattr(head, "running", False))
+    signal.signal(signal.SIGINT, lambda *_: setattr(head, "running", False))
+    try:
+        head.serve(sock, watch, on_ready)
+    finally:
+        sock.close(linger=200)
+        ctx.term()
+        os.close(w)  # the node sees EOF and shuts down
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            pid, _ = os.waitpid(node_pid, os.WNOHANG)
+            if pid:
+                break
+            time.sleep(0.01)
+        else:
+            os.kill(node_pid, signal.SIGKILL)
+            os.waitpid(node_pid, 0)
+        for seg in cfg.shm_glob(cluster_id):
+            seg.unlink(missing_ok=True)
+        shutil.rmtree(cluster_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""ObjectRef: a handle on a value that exists (or will) somewhere in the cluster."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from typing import Any
+
+from . import serialization
+
+
+class ObjectRef:
+    """A reference to a task's result or a `put` value.
+
+    Pass it to other tasks (it is resolved to its value when it is a
+    top-level argument), read it with `get`, `await` it in asyncio code,
+    or turn it into a `concurrent.futures.Future` with `future()`.
+    The value lives as long as some ObjectRef to it exists anywhere.
+
+    Example::
+
+        >>> ref = square.remote(4)
+        >>> ray.get(ref)
+        16
+    """
+
+    __slots__ = ("_id", "_client", "__weakref__")
+
+    def __init__(self, object_id: bytes, client=None, announce: bool = True) -> None:
+        self._id = object_id
+        if client is None:
+            from . import api
+
+            client = api._client_or_none()
+        self._client = client
+        if client is not None:
+            client.add_ref(object_id, announce)
+
+    def __del__(self) -> None:
+        client = self._client
+        if client is not None:
+            try:
+                client.remove_ref(self._id)
+            except Exception:
+                pass
+
+    def __reduce__(self):
+        serialization.note_ref(self._id)
+        return (_rebuild, (self._id,))
+
+    def binary(self) -> bytes:
+        return self._id
+
+    def hex(self) -> str:
+        return self._id.hex()
+
+    def task_id(self) -> bytes:
+        return self._id[:12]
+
+    def __repr__(self) -> str:
+        return f"ObjectRef({self._id.hex()})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ObjectRef) and other._id == self._id
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def future(self) -> Future:
+        """A `concurrent.futures.Future` that completes with the value (or its error)."""
+        from . import api
+
+        fut: Future = Future()
+
+        def done() -> None:
+            try:
+                fut.set_result(api.get(self))
+            except BaseException as e:  # noqa: BLE001 - the future carries it
+                fut.set_exception(e)
+
+        client = self._client or api._client()
+        client.add_callback(self._id, done)
+        return fut
+
+    def __await__(self) -> Any:
+        import asyncio
+
+        return asyncio.wrap_future(self.future()).__await__()
+
+
+def _rebuild(object_id: bytes) -> ObjectRef:
+    return ObjectRef(object_id)

@@ -1,0 +1,284 @@
+"""The object store: shared-memory segments and the node's table of objects.
+
+Data flow of a large value on one node::
+
+    creator (driver put / worker result)            reader (driver get / worker arg)
+      pickle5 -> write_segment(/dev/shm/nbc-C-ID) ----> read_segment: mmap PROT_READ,
+      send (PUT|DONE, path) to the node                  buffers are views on the mapping
+                     │
+                     ▼
+    node: ObjectTable entry {holders, pins, path, size}
+          last holder gone and no pins  -> unlink the segment
+          shared memory over capacity   -> copy least recently used to the
+                                           spill folder, unlink the segment
+
+A segment is one file: a 16-byte header (magic, buffer count, data
+length), a table of (offset, length) per buffer, the pickle stream, then
+each out-of-band buffer at a 64-byte aligned offset. Unlinking a segment
+while a reader still maps it is safe: the memory goes when the last
+mapping does (numpy views keep the mapping alive).
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import shutil
+import struct
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_MAGIC = b"NBC1"
+_HEAD = struct.Struct("<4sIQ")  # magic, nbuffers, data length
+_ENTRY = struct.Struct("<QQ")  # offset, length
+_ALIGN = 64
+
+
+def _align(n: int) -> int:
+    return (n + _ALIGN - 1) & ~(_ALIGN - 1)
+
+
+def write_segment(path: str, data: bytes, buffers: list[memoryview]) -> str:
+    """Write one object to a new file at `path` (mode 0600); return `path`."""
+    table_end = _HEAD.size + _ENTRY.size * len(buffers)
+    offset = _align(table_end + len(data))
+    entries = []
+    for buf in buffers:
+        entries.append((offset, buf.nbytes))
+        offset = _align(offset + buf.nbytes)
+    header = _HEAD.pack(_MAGIC, len(buffers), len(data)) + b"".join(
+        _ENTRY.pack(o, n) for o, n in entries
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.ftruncate(fd, max(offset, 1))
+        _pwrite_all(fd, header + data, 0)
+        for (off, _), buf in zip(entries, buffers):
+            _pwrite_all(fd, buf, off)
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)
+    return path
+
+
+def _pwrite_all(fd: int, data, offset: int) -> None:
+    view = memoryview(data).cast("B")
+    while view.nbytes:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+def read_segment(path: str) -> tuple[memoryview, list[memoryview]]:
+    """Map a segment read-only: (pickle stream, out-of-band buffers), no copies."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        mm = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    view = memoryview(mm)
+    magic, nbuf, data_len = _HEAD.unpack_from(view, 0)
+    if magic != _MAGIC:
+        raise ValueError(f"{path} is not an object segment")
+    buffers = []
+    pos = _HEAD.size
+    for _ in range(nbuf):
+        off, n = _ENTRY.unpack_from(view, pos)
+        pos += _ENTRY.size
+        buffers.append(view[off : off + n])
+    return view[pos : pos + data_len], buffers
+
+
+class Entry:
+    """What the node knows about one object (or actor handle, see `actor`)."""
+
+    __slots__ = (
+        "id", "ready", "is_error", "value", "size", "holders", "pins", "contained",
+        "subscribers", "last_used", "actor",
+    )
+
+    def __init__(self, object_id: bytes) -> None:
+        self.id = object_id
+        self.ready = False
+        self.is_error = False
+        self.value: bytes | str | None = None  # inline bytes or segment/spill path
+        self.size = 0
+        self.holders: set[bytes] = set()
+        self.pins = 0
+        self.contained: tuple = ()
+        self.subscribers: set[bytes] = set()
+        self.last_used = 0.0
+        self.actor = False  # an actor id: freeing it ends the actor
+
+    @property
+    def in_shm(self) -> bool:
+        return isinstance(self.value, str)
+
+
+class ObjectTable:
+    """Reference counts, readiness and memory of the objects of one node.
+
+    Pure bookkeeping with no sockets: callers pass in what happened and get
+    back what to do (whom to notify, which actors lost their last handle).
+    An object lives while some process holds a ref to it (`holders`) or
+    something pins it (a queued task's argument, a containing object).
+    """
+
+    def __init__(self, capacity: int, shm_dir: Path, spill_dir: Path) -> None:
+        self.entries: dict[bytes, Entry] = {}
+        self.by_holder: dict[bytes, set[bytes]] = {}
+        self.capacity = capacity
+        self.shm_used = 0
+        self.spilled_bytes = 0
+        self.shm_dir = shm_dir
+        self.spill_dir = spill_dir
+        self.freed_actors: list[bytes] = []
+
+    # -- creation ---------------------------------------------------------
+    def expect(self, object_id: bytes, holder: bytes) -> Entry:
+        """A task will produce this object; `holder` (its owner) holds a ref."""
+        e = self.entries.get(object_id)
+        if e is None:
+            e = self.entries[object_id] = Entry(object_id)
+        self._hold(e, holder)
+        return e
+
+    def set_ready(self, object_id: bytes, is_error: bool, value, size: int, contained: tuple) -> Entry | None:
+        """The value exists. Returns the entry, or None if nobody wanted it (freed)."""
+        e = self.entries.get(object_id)
+        if e is None:
+            e = Entry(object_id)
+            self.entries[object_id] = e
+        elif e.ready:
+            self._discard_value(value)  # a retried task produced it twice
+            return e
+        e.ready, e.is_error, e.value, e.size = True, is_error, value, size
+        e.last_used = time.monotonic()
+        if contained:
+            e.contained = contained
+            self.pin(contained)
+        if isinstance(value, str):
+            self.shm_used += size
+        if not e.holders and not e.pins:
+            self._free(e)
+            return None
+        return e
+
+    def mark_actor(self, actor_id: bytes, holder: bytes) -> None:
+        e = self.expect(actor_id, holder)
+        e.actor = True
+        e.ready = True
+
+    # -- reference counting -----------------------------------------------
+    def hold(self, object_id: bytes, holder: bytes) -> None:
+        e = self.entries.get(object_id)
+        if e is None:  # the HOLD overtook the message that creates it
+            e = self.entries[object_id] = Entry(object_id)
+        self._hold(e, holder)
+
+    def _hold(self, e: Entry, holder: bytes) -> None:
+        if holder not in e.holders:
+            e.holders.add(holder)
+            self.by_holder.setdefault(holder, set()).add(e.id)
+
+    def release(self, object_id: bytes, holder: bytes) -> None:
+        e = self.entries.get(object_id)
+        if e is None or holder not in e.holders:
+            return
+        e.holders.discard(holder)
+        held = self.by_holder.get(holder)
+        if held is not None:
+            held.discard(object_id)
+        self._maybe_free(e)
+
+    def pin(self, ids: Iterable[bytes]) -> None:
+        for object_id in ids:
+            e = self.entries.get(object_id)
+            if e is None:
+                e = self.entries[object_id] = Entry(object_id)
+            e.pins += 1
+
+    def unpin(self, ids: Iterable[bytes]) -> None:
+        for object_id in ids:
+            e = self.entries.get(object_id)
+            if e is not None:
+                e.pins -= 1
+                self._maybe_free(e)
+
+    def drop_holder(self, holder: bytes) -> None:
+        """A process is gone: everything it held is released."""
+        for object_id in self.by_holder.pop(holder, ()):
+            e = self.entries.get(object_id)
+            if e is not None:
+                e.holders.discard(holder)
+                self._maybe_free(e)
+
+    def _maybe_free(self, e: Entry) -> None:
+        if not e.holders and e.pins <= 0 and (e.ready or e.actor):
+            self._free(e)
+
+    def _free(self, e: Entry) -> None:
+        del self.entries[e.id]
+        if e.actor:
+            self.freed_actors.append(e.id)
+            return
+        if isinstance(e.value, str):
+            if e.value.startswith(str(self.spill_dir)):
+                self.spilled_bytes -= e.size
+            else:
+                self.shm_used -= e.size
+            self._discard_value(e.value)
+        if e.contained:
+            self.unpin(e.contained)
+
+    @staticmethod
+    def _discard_value(value) -> None:
+        if isinstance(value, str):
+            try:
+                os.unlink(value)
+            except FileNotFoundError:
+                pass
+
+    # -- memory -----------------------------------------------------------
+    def spill_if_needed(self) -> int:
+        """Move least recently used segments to disk until under capacity."""
+        if self.shm_used <= self.capacity:
+            return 0
+        spilled = 0
+        candidates = sorted(
+            (e for e in self.entries.values() if e.ready and e.in_shm and not e.value.startswith(str(self.spill_dir))),
+            key=lambda e: e.last_used,
+        )
+        self.spill_dir.mkdir(parents=True, exist_ok=True)
+        for e in candidates:
+            if self.shm_used <= self.capacity:
+                break
+            target = self.spill_dir / os.path.basename(e.value)
+            try:
+                shutil.copyfile(e.value, target)
+                os.unlink(e.value)
+            except OSError as err:
+                log.error("could not spill %s to %s: %s", e.value, target, err)
+                break
+            e.value = str(target)
+            self.shm_used -= e.size
+            self.spilled_bytes += e.size
+            spilled += 1
+        return spilled
+
+    def clear(self) -> None:
+        """Shutdown: remove every segment and spill file."""
+        for e in list(self.entries.values()):
+            if isinstance(e.value, str):
+                self._discard_value(e.value)
+        self.entries.clear()
+        self.by_holder.clear()
+        self.shm_used = 0
+        self.spilled_bytes = 0

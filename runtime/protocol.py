@@ -1,0 +1,194 @@
+"""The wire protocol: every message kind, the task record, signing and framing.
+
+A message on the wire is one ZeroMQ multipart message::
+
+    [identity]          only on ROUTER sockets, added/removed by ZeroMQ
+    signature           HMAC-SHA256(cluster key, body), 32 bytes
+    body                pickle of a *batch*: a list of messages
+
+and each message in a batch is a plain tuple ``(Kind.X, field, ...)``.
+Batching is what makes small tasks cheap: a burst of ``.remote()`` calls
+becomes one frame, one signature and one syscall.
+
+The signature is checked **before** the body is unpickled; a message that
+fails the check is dropped and counted, never deserialized. User code and
+data inside a body are cloudpickled bytes that only the worker that runs
+them unpickles.
+
+Values (task results and `put` objects) travel as ``(object_id, is_error,
+value, size, contained)`` where ``value`` is the pickled bytes when small
+(inline) or the path of a shared-memory segment (a ``str``) when large.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import pickle
+from typing import Any, NamedTuple
+
+import zmq
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = 5  # pickle protocol
+
+
+class Kind:
+    """Message kinds. Fields follow the kind in each tuple."""
+
+    # process (driver or worker) -> node
+    HELLO = 1  # (role, pid, job_id, worker_id, recv_identity)
+    SUBMIT = 2  # (TaskSpec)
+    PUT = 3  # (object_id, is_error, value, size, contained)
+    HOLD = 4  # (object_id,)          this process now holds a ref
+    RELEASE = 5  # (object_id,)       this process dropped its last ref
+    SUBSCRIBE = 6  # (object_ids,)     send me these values when ready
+    CANCEL = 7  # (task_id, force)
+    KILL_ACTOR = 8  # (actor_id, no_restart)
+    DONE = 9  # (task_id, results, error_kind)   worker finished a task
+    BLOCKED = 10  # ()                worker waits in get(): lend its CPU
+    UNBLOCKED = 11  # ()
+    LOG = 12  # (owner, ctx, stream, text, label)
+    FUNC_FETCH = 13  # (function_id,)
+    ACTOR_READY = 14  # (actor_id, error_or_None)
+    REQUEST = 15  # (request_id, op, args)   control-plane call, answered by REPLY
+    BYE = 16  # ()
+    REGISTER_FUNC = 17  # (function_id, blob)
+
+    # node -> process
+    EXECUTE = 30  # (TaskSpec, resolved)   resolved: {object_id: (is_error, value)}
+    RESULT = 31  # (object_id, is_error, value, size, contained)
+    FUNC = 32  # (function_id, blob)
+    INTERRUPT = 33  # (task_id,)   cancel a running task (KeyboardInterrupt)
+    EXIT = 34  # ()
+    REPLY = 35  # (request_id, ok, payload)
+    WELCOME = 36  # (node_id, info)
+
+    # node <-> head
+    NODE_HELLO = 50  # (node_id, address, resources, pid, hostname)
+    NODE_REPORT = 51  # (node_id, NodeReport-as-dict)   heartbeat + status
+    ACTOR_EVENT = 52  # (actor_id, name, namespace, state, node_id, meta)
+
+
+KIND_NAMES = {v: k for k, v in vars(Kind).items() if isinstance(v, int)}
+
+# Task kinds
+TASK = 0
+ACTOR_CREATE = 1
+ACTOR_CALL = 2
+
+
+class TaskSpec(NamedTuple):
+    """One unit of work: a task, an actor's creation, or an actor call."""
+
+    task_id: bytes
+    kind: int  # TASK / ACTOR_CREATE / ACTOR_CALL
+    name: str  # what status and logs show: "f", "Counter.__init__", "Counter.incr"
+    function_id: bytes  # function or class; for ACTOR_CALL the method name (utf-8)
+    args: bytes | str  # pickled (args, kwargs), refs as placeholders; or a segment path
+    deps: tuple  # object ids of top-level ObjectRef arguments, in order
+    contained: tuple  # ids of refs (and actor ids) nested inside the arguments
+    return_ids: tuple  # object ids of the results
+    owner: bytes  # identity that receives the results
+    resources: tuple  # ((name, amount), ...) sorted
+    max_retries: int
+    retry_exceptions: bool
+    actor_id: bytes  # b"" for plain tasks
+    ctx: Any  # output context of the submitter, inherited by children
+    options: dict | None  # actor creation: max_restarts, max_concurrency, name, ...
+
+
+class Signer:
+    """HMAC-SHA256 with the cluster key, as Jupyter and ipyparallel sign."""
+
+    def __init__(self, key: bytes) -> None:
+        if not key:
+            raise ValueError("a cluster key is required")
+        self._proto = hmac.new(key, digestmod=hashlib.sha256)
+        self.dropped = 0
+
+    def sign(self, body: bytes) -> bytes:
+        h = self._proto.copy()
+        h.update(body)
+        return h.digest()
+
+    def verify(self, sig: bytes, body: bytes) -> bool:
+        return hmac.compare_digest(sig, self.sign(body))
+
+
+def pack(signer: Signer, batch: list) -> list[bytes]:
+    body = pickle.dumps(batch, PROTOCOL)
+    return [signer.sign(body), body]
+
+
+def unpack(signer: Signer, frames: list[bytes], source: str = "") -> list | None:
+    """The batch in `frames`, or None (logged, counted) if it is not signed with our key."""
+    if len(frames) != 2 or len(frames[0]) != 32 or not signer.verify(frames[0], frames[1]):
+        signer.dropped += 1
+        if signer.dropped <= 10 or signer.dropped % 1000 == 0:
+            log.warning("dropped an unsigned or wrongly signed message%s (%d so far)",
+                        f" from {source}" if source else "", signer.dropped)
+        return None
+    try:
+        batch = pickle.loads(frames[1])
+    except Exception:  # signed by a peer with the key but unreadable: a bug, not an attack
+        log.exception("dropped a signed message that could not be read")
+        return None
+    return batch if isinstance(batch, list) else None
+
+
+def send(sock: zmq.Socket, signer: Signer, batch: list, identity: bytes | None = None) -> None:
+    frames = pack(signer, batch)
+    if identity is not None:
+        frames.insert(0, identity)
+    sock.send_multipart(frames, copy=True)
+
+
+def tune(sock: zmq.Socket) -> zmq.Socket:
+    """Settings every socket of ours gets: no silent drops, no hang at close."""
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.setsockopt(zmq.RECONNECT_IVL, 20)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+    return sock
+
+
+class IdSource:
+    """Unique ids: 8 random bytes per process + a counter (fast, no syscalls)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._prefix = os.urandom(6)
+        self._n = 0
+
+    def next(self) -> bytes:
+        self._n += 1
+        return self._prefix + self._n.to_bytes(6, "little")
+
+
+ids = IdSource()
+os.register_at_fork(after_in_child=ids.reset)
+
+
+def object_id_for(task_id: bytes, index: int) -> bytes:
+    """The id of a task's `index`-th return value."""
+    return task_id + bytes((index,)) if index < 256 else task_id + index.to_bytes(2, "little")
+
+
+def recv_batches(sock: zmq.Socket, signer: Signer, router: bool, limit: int = 1000):
+    """Yield (identity, batch) for every message waiting on `sock` (non-blocking)."""
+    for _ in range(limit):
+        try:
+            frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+        except zmq.Again:
+            return
+        ident = frames.pop(0) if router else None
+        batch = unpack(signer, frames, source=repr(ident) if ident else "")
+        if batch is not None:
+            yield ident, batch

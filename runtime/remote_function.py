@@ -1,0 +1,160 @@
+"""RemoteFunction: what ``@remote`` makes of a function, and task submission."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import sys
+from typing import Any
+
+import cloudpickle
+
+from . import options as opt
+from . import serialization
+from .client import NODE, Client
+from .object_ref import ObjectRef
+from .protocol import TASK, Kind, TaskSpec, ids, object_id_for
+from .serialization import Dep
+
+
+def encode_args(client: Client, args: tuple, kwargs: dict, task_id: bytes) -> tuple[Any, tuple, tuple]:
+    """(wire args, deps, contained): top-level refs become placeholders resolved by the node."""
+    deps: list[bytes] = []
+    if any(type(a) is ObjectRef for a in args):
+        new = []
+        for a in args:
+            if type(a) is ObjectRef:
+                new.append(Dep(len(deps)))
+                deps.append(a._id)
+            else:
+                new.append(a)
+        args = tuple(new)
+    if kwargs and any(type(v) is ObjectRef for v in kwargs.values()):
+        kw = {}
+        for k, v in kwargs.items():
+            if type(v) is ObjectRef:
+                kw[k] = Dep(len(deps))
+                deps.append(v._id)
+            else:
+                kw[k] = v
+        kwargs = kw
+    path = serialization.segment_path(client.cluster_id, client.node_id, task_id + b"args")
+    wire, _, contained = serialization.serialize((args, kwargs), path)
+    return wire, tuple(deps), contained
+
+
+def register(client: Client, obj: Any, cache_owner: Any) -> bytes:
+    """Ship a function or class to the node once per process; its id."""
+    fid = cache_owner.__dict__.get("_fid")
+    if fid is None:
+        try:
+            blob = cloudpickle.dumps(obj, protocol=5)
+        except Exception as e:
+            raise serialization.SerializationError(
+                f"could not serialize {getattr(obj, '__qualname__', obj)!r} to send it to the cluster: "
+                f"{type(e).__name__}: {e}. Globals it uses must be picklable; create locks, "
+                "sockets and clients inside the function instead."
+            ) from e
+        fid = hashlib.blake2b(blob, digest_size=16).digest()
+        cache_owner.__dict__["_fid"] = fid
+        cache_owner.__dict__["_blob"] = blob
+    if fid not in client.registered_functions:
+        client.registered_functions.add(fid)
+        client.send(NODE, (Kind.REGISTER_FUNC, fid, cache_owner.__dict__["_blob"], sys.path[:]))
+    return fid
+
+
+def check_arity(sig: inspect.Signature | None, name: str, args: tuple, kwargs: dict) -> None:
+    if sig is None:
+        return
+    try:
+        sig.bind(*args, **kwargs)
+    except TypeError as e:
+        raise TypeError(f"{name}() {e}") from None
+
+
+def _signature(fn: Any) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+
+
+class RemoteFunction:
+    """A function that runs as a task: ``f.remote(*args)`` returns an ObjectRef.
+
+    Example::
+
+        >>> @ray.remote(num_cpus=1, max_retries=2)
+        ... def square(x):
+        ...     return x * x
+        >>> ray.get([square.remote(i) for i in range(4)])
+        [0, 1, 4, 9]
+    """
+
+    def __init__(self, fn: Any, options: dict[str, Any]) -> None:
+        self._function = fn
+        self._options = opt.validate(dict(options), actor=False)
+        self._sig = _signature(fn)
+        self._shape = opt.shape(self._options, 1)
+        self.__name__ = getattr(fn, "__name__", "function")
+        self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.__module__ = getattr(fn, "__module__", None)
+        self.__wrapped__ = fn
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            f"remote function {self.__name__}() cannot be called directly; call "
+            f"{self.__name__}.remote(...) to run it as a task, or decorate a plain function"
+        )
+
+    def __getstate__(self) -> dict:
+        return {"fn": self._function, "options": self._options}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["fn"], state["options"])
+
+    def remote(self, *args, **kwargs) -> Any:
+        return self._remote(args, kwargs, self._options, self._shape)
+
+    def options(self, **options) -> _BoundOptions:
+        """The same function with some options changed for the next calls."""
+        merged = dict(self._options)
+        merged.update(opt.validate(options, actor=False))
+        return _BoundOptions(self, merged)
+
+    def _remote(self, args: tuple, kwargs: dict, options: dict, shape: tuple) -> Any:
+        from . import api
+
+        client = api._client()
+        check_arity(self._sig, self.__name__, args, kwargs)
+        fid = register(client, self._function, self)
+        task_id = ids.next()
+        num_returns = options.get("num_returns", 1)
+        return_ids = tuple(object_id_for(task_id, i) for i in range(num_returns))
+        wire, deps, contained = encode_args(client, args, kwargs, task_id)
+        retry_exc = options.get("retry_exceptions", False)
+        spec = TaskSpec(
+            task_id, TASK, options.get("name") or self.__name__, fid, wire, deps, contained,
+            return_ids, client.identity, shape, options.get("max_retries", 3),
+            bool(retry_exc), b"", api._current_ctx(), None,
+        )
+        refs = [ObjectRef(rid, client, announce=False) for rid in return_ids]
+        client.expect(return_ids)
+        client.send(NODE, (Kind.SUBMIT, spec))
+        if num_returns == 1:
+            return refs[0]
+        return refs if num_returns else None
+
+
+class _BoundOptions:
+    """`f.options(...)`: call `.remote()` on it."""
+
+    def __init__(self, fn: RemoteFunction, options: dict) -> None:
+        self._fn = fn
+        self._options = options
+        self._shape = opt.shape(options, 1)
+
+    def remote(self, *args, **kwargs) -> Any:
+        return self._fn._remote(args, kwargs, self._options, self._shape)

@@ -1,0 +1,137 @@
+"""Turning values into bytes and back.
+
+Values are pickled with protocol 5. Large buffers (numpy arrays, bytes,
+anything exposing the buffer protocol) are taken out of band: small values
+travel inline (one ``bytes``), large ones are written once into a
+shared-memory segment and read back zero-copy (numpy arrays come back as
+read-only views on the segment, as in Ray).
+
+Plain builtin values use the C pickler directly; everything else goes
+through cloudpickle so lambdas, closures and classes defined in
+``__main__`` or a notebook work.
+
+While a value is pickled, every `ObjectRef` and `ActorHandle` inside it is
+recorded (`collect_refs`), so the node can keep those objects alive for as
+long as the value that contains them exists.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from typing import Any
+
+import cloudpickle
+
+from . import object_store
+from .config import INLINE_THRESHOLD
+from .exceptions import SerializationError
+
+PROTOCOL = 5
+_SIMPLE = (int, float, str, bool, type(None), bytes)
+_local = threading.local()
+
+
+class collect_refs:
+    """Context manager: the ids of refs/handles pickled inside the block."""
+
+    def __enter__(self) -> list[bytes]:
+        self.outer = getattr(_local, "found", None)
+        _local.found = self.found = []
+        return self.found
+
+    def __exit__(self, *exc) -> None:
+        _local.found = self.outer
+        if self.outer is not None:
+            self.outer.extend(self.found)
+
+
+def note_ref(ref_id: bytes) -> None:
+    """Called by ObjectRef/ActorHandle.__reduce__."""
+    found = getattr(_local, "found", None)
+    if found is not None:
+        found.append(ref_id)
+
+
+def _is_simple(value: Any) -> bool:
+    t = type(value)
+    if t in _SIMPLE:
+        return True
+    if t is tuple or t is list:
+        return len(value) < 64 and all(type(v) in _SIMPLE for v in value)
+    if t is dict:
+        return len(value) < 64 and all(
+            type(k) in _SIMPLE and type(v) in _SIMPLE for k, v in value.items()
+        )
+    return False
+
+
+def dumps(value: Any, buffer_callback=None) -> bytes:
+    """Pickle `value` (cloudpickle when needed); a clear error if it cannot be."""
+    if _is_simple(value):
+        return pickle.dumps(value, PROTOCOL)
+    try:
+        return cloudpickle.dumps(value, protocol=PROTOCOL, buffer_callback=buffer_callback)
+    except Exception as e:
+        raise SerializationError(
+            f"could not serialize {_describe(value)}: {type(e).__name__}: {e}. "
+            "Pass values that can be pickled (open files, sockets, locks and "
+            "generators cannot), or create them inside the task."
+        ) from e
+
+
+def loads(data) -> Any:
+    return pickle.loads(data)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def serialize(value: Any, segment_name: str | None) -> tuple[bytes | str, int, tuple]:
+    """``(wire value, size, contained ref ids)`` for `value`.
+
+    Small values come back as pickled bytes; when the pickled size reaches
+    the inline threshold and `segment_name` is given, the value is written
+    to that shared-memory segment and its path is returned instead.
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    with collect_refs() as found:
+        data = dumps(value, buffer_callback=buffers.append)
+    size = len(data) + sum(b.raw().nbytes for b in buffers)
+    if size < INLINE_THRESHOLD or segment_name is None:
+        if buffers:  # small arrays: keep them in band, one bytes object on the wire
+            with collect_refs():
+                data = dumps(value)
+        return data, len(data), tuple(found)
+    path = object_store.write_segment(segment_name, data, [b.raw() for b in buffers])
+    return path, size, tuple(found)
+
+
+def deserialize(value: bytes | str) -> Any:
+    """The Python value of a wire value (inline bytes or a segment path)."""
+    if isinstance(value, str):
+        data, buffers = object_store.read_segment(value)
+        return pickle.loads(data, buffers=buffers)
+    return pickle.loads(value)
+
+
+class Dep:
+    """Placeholder for the `index`-th top-level ObjectRef argument of a task."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __reduce__(self):
+        return (Dep, (self.index,))
+
+
+def segment_path(cluster_id: str, node_id: str, object_id: bytes) -> str:
+    from .config import SHM_PREFIX, shm_dir
+
+    return f"{shm_dir()}/{SHM_PREFIX}{cluster_id}-{node_id}-{object_id.hex()}"

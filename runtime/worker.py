@@ -1,0 +1,338 @@
+"""The worker process: runs one task at a time, or hosts one actor.
+
+::
+
+    node ──EXECUTE──▶ I/O thread (client) ──inbox──▶ main thread: run the task
+                                                      │  print() ─▶ LOG to the owner
+    node ◀──DONE(results)── outbox ◀──────────────────┘  nested .remote()/get() as a driver
+
+Workers are forked by the zygote with the runtime already imported, so a
+new one is ready in milliseconds. A task's top-level ObjectRef arguments
+arrive resolved (inline bytes or a shared-memory path) with the EXECUTE
+message; its return values are pickled here and written to shared memory
+when large. An actor worker keeps the instance between calls; with
+``max_concurrency > 1`` calls run on a thread pool, and ``async def``
+methods run on an event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import pickle
+import queue
+import signal
+import socket
+import sys
+import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import cloudpickle
+
+from . import config as cfg
+from . import output, serialization
+from .client import NODE, Client
+from .exceptions import TaskCancelledError, TaskError, task_error_from_exception
+from .protocol import ACTOR_CALL, ACTOR_CREATE, Kind, TaskSpec
+from .serialization import Dep
+
+
+class Current:
+    """What the running task is (for get_runtime_context and nested submissions)."""
+
+    __slots__ = ("task_id", "actor_id", "ctx", "name")
+
+    def __init__(self, task_id: bytes, actor_id: bytes, ctx: Any, name: str) -> None:
+        self.task_id, self.actor_id, self.ctx, self.name = task_id, actor_id, ctx, name
+
+
+_local = threading.local()
+_process_task: list[Current | None] = [None]
+
+
+def current_task() -> Current | None:
+    cur = getattr(_local, "task", None)
+    return cur if cur is not None else _process_task[0]
+
+
+class WorkerLoop:
+    def __init__(self, client: Client, conf: dict) -> None:
+        self.client = client
+        self.conf = conf
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.functions: dict[bytes, Any] = {}
+        self.instance: Any = None
+        self.actor_id = b""
+        self.class_name = ""
+        self.pool: ThreadPoolExecutor | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.async_slots: threading.Semaphore | None = None
+        self.running_task: bytes = b""
+        self.interrupted: set[bytes] = set()
+        self.pid = os.getpid()
+        ip = conf.get("ip", "127.0.0.1")
+        self.ip_suffix = "" if ip in ("127.0.0.1", "localhost") else f", ip={ip}"
+        self.where = f"{socket.gethostname()} (pid={self.pid}{self.ip_suffix})"
+        client.on_message = self.on_message
+
+    # called on the I/O thread
+    def on_message(self, msg: tuple) -> None:
+        kind = msg[0]
+        if kind == Kind.EXECUTE:
+            self.inbox.put(msg)
+        elif kind == Kind.INTERRUPT:
+            if msg[1] == self.running_task:
+                self.interrupted.add(msg[1])
+                os.kill(self.pid, signal.SIGINT)
+        elif kind == Kind.EXIT:
+            self.inbox.put(None)
+
+    def run(self) -> None:
+        while True:
+            try:
+                msg = self.inbox.get()
+                if msg is None:
+                    break
+                _, spec, resolved, gpu_ids = msg
+                if gpu_ids:
+                    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
+                if spec.kind == ACTOR_CALL:
+                    self.dispatch_call(spec, resolved)
+                elif spec.kind == ACTOR_CREATE:
+                    self.create_actor(spec, resolved)
+                else:
+                    self.run_task(spec, resolved)
+            except KeyboardInterrupt:
+                continue  # an interrupt that arrived after its task ended
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+
+    # -- functions --------------------------------------------------------
+    def function(self, function_id: bytes) -> Any:
+        fn = self.functions.get(function_id)
+        if fn is not None:
+            return fn
+        client = self.client
+        if function_id not in client.function_blobs:
+            client.send(NODE, (Kind.FUNC_FETCH, function_id))
+            with client.cv:
+                client.cv.wait_for(lambda: function_id in client.function_blobs or client.dead_reason, 30)
+        blob = client.function_blobs.get(function_id)
+        if blob is None:
+            raise RuntimeError(f"function {function_id.hex()} is unknown to this node")
+        data, sys_path = blob if isinstance(blob, tuple) else (blob, [])
+        if data is None:
+            raise RuntimeError(f"function {function_id.hex()} is unknown to this node")
+        for entry in sys_path:
+            if entry not in sys.path:
+                sys.path.append(entry)
+        fn = self.functions[function_id] = pickle.loads(data)
+        return fn
+
+    # -- arguments and results ---------------------------------------------
+    def decode_args(self, spec: TaskSpec, resolved: dict) -> tuple[tuple, dict]:
+        args, kwargs = serialization.deserialize(spec.args)
+        if not spec.deps:
+            return args, kwargs
+        values = []
+        cache: dict[bytes, Any] = {}
+        for dep in spec.deps:
+            if dep not in cache:
+                is_error, value = resolved[dep]
+                obj = serialization.deserialize(value)
+                if is_error:
+                    raise obj
+                cache[dep] = obj
+            values.append(cache[dep])
+        args = tuple(values[a.index] if type(a) is Dep else a for a in args)
+        if kwargs:
+            kwargs = {k: values[v.index] if type(v) is Dep else v for k, v in kwargs.items()}
+        return args, kwargs
+
+    def encode_results(self, spec: TaskSpec, value: Any) -> list[tuple]:
+        ids = spec.return_ids
+        n = len(ids)
+        if n == 1:
+            values = [value]
+        elif n == 0:
+            values = []
+        else:
+            try:
+                values = list(value)
+            except TypeError:
+                values = None
+            if values is None or len(values) != n:
+                raise ValueError(
+                    f"{spec.name}() was declared with num_returns={n} but returned "
+                    f"{type(value).__name__} {'of length ' + str(len(values)) if values is not None else ''}; "
+                    f"return a tuple or list of {n} values"
+                )
+        out = []
+        for object_id, v in zip(ids, values):
+            path = serialization.segment_path(self.client.cluster_id, self.client.node_id, object_id)
+            wire, size, contained = serialization.serialize(v, path)
+            out.append((object_id, False, wire, size, contained))
+        return out
+
+    def encode_error(self, spec: TaskSpec, exc: BaseException) -> tuple[list[tuple], bool]:
+        if isinstance(exc, KeyboardInterrupt) and spec.task_id in self.interrupted:
+            err: BaseException = TaskCancelledError(spec.name)
+            retryable = False
+        else:
+            err = task_error_from_exception(spec.name, exc, self.where)
+            retryable = bool(spec.retry_exceptions) and not isinstance(exc, TaskError)
+        try:
+            data = cloudpickle.dumps(err, protocol=5)
+        except Exception:
+            assert isinstance(err, TaskError)
+            data = pickle.dumps(TaskError(err.function_name, err.remote_traceback, None, err.where))
+        return [(object_id, True, data, len(data), ()) for object_id in spec.return_ids], retryable
+
+    # -- plain tasks ------------------------------------------------------
+    def run_task(self, spec: TaskSpec, resolved: dict) -> None:
+        client = self.client
+        label = f"{spec.name} pid={self.pid}{self.ip_suffix}"
+        self.begin(spec, label)
+        retryable = False
+        try:
+            client.executing = True
+            fn = self.function(spec.function_id)
+            args, kwargs = self.decode_args(spec, resolved)
+            value = fn(*args, **kwargs)
+            results = self.encode_results(spec, value)
+        except BaseException as exc:  # noqa: BLE001 - everything goes back to the owner
+            results, retryable = self.encode_error(spec, exc)
+        finally:
+            client.executing = False
+            self.running_task = b""
+        self.end(spec, results, retryable)
+
+    def begin(self, spec: TaskSpec, label: str, thread_only: bool = False) -> None:
+        cur = Current(spec.task_id, spec.actor_id, spec.ctx, spec.name)
+        if thread_only:
+            _local.task = cur
+        else:
+            _process_task[0] = cur
+            _local.task = None
+            self.running_task = spec.task_id
+        output.set_current(output.TaskOutput(spec.owner, spec.ctx, label), thread_only)
+
+    def end(self, spec: TaskSpec, results: list, retryable: bool) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.interrupted.discard(spec.task_id)
+        self.client.send(NODE, (Kind.DONE, spec.task_id, results, retryable))
+
+    # -- actors -----------------------------------------------------------
+    def create_actor(self, spec: TaskSpec, resolved: dict) -> None:
+        opts = spec.options or {}
+        self.actor_id = spec.actor_id
+        self.class_name = spec.name.split(".")[0]
+        label = f"{self.class_name} pid={self.pid}{self.ip_suffix}"
+        self.begin(spec, label)
+        error = None
+        try:
+            cls = self.function(spec.function_id)
+            args, kwargs = self.decode_args(spec, resolved)
+            self.instance = cls(*args, **kwargs)
+            is_async = any(
+                inspect.iscoroutinefunction(m) for _, m in inspect.getmembers(cls, inspect.isfunction)
+            )
+            concurrency = opts.get("max_concurrency") or (1000 if is_async else 1)
+            if is_async:
+                self.loop = asyncio.new_event_loop()
+                self.async_slots = threading.Semaphore(concurrency)
+                threading.Thread(target=self.loop.run_forever, name="actor-loop", daemon=True).start()
+            elif concurrency > 1:
+                self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix="actor")
+        except BaseException as exc:  # noqa: BLE001
+            error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.client.send(NODE, (Kind.ACTOR_READY, spec.actor_id, error))
+        if error is not None:
+            self.inbox.put(None)
+
+    def dispatch_call(self, spec: TaskSpec, resolved: dict) -> None:
+        if self.loop is not None:
+            self.async_slots.acquire()
+            asyncio.run_coroutine_threadsafe(self.run_call_async(spec, resolved), self.loop)
+        elif self.pool is not None:
+            self.pool.submit(self.run_call, spec, resolved, True)
+        else:
+            self.run_call(spec, resolved, False)
+
+    def run_call(self, spec: TaskSpec, resolved: dict, threaded: bool) -> None:
+        label = f"{self.class_name} pid={self.pid}{self.ip_suffix}"
+        self.begin(spec, label, thread_only=threaded)
+        retryable = False
+        try:
+            method = getattr(self.instance, spec.function_id.decode())
+            args, kwargs = self.decode_args(spec, resolved)
+            results = self.encode_results(spec, method(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001
+            results, retryable = self.encode_error(spec, exc)
+        finally:
+            if not threaded:
+                self.running_task = b""
+        self.end(spec, results, retryable)
+
+    async def run_call_async(self, spec: TaskSpec, resolved: dict) -> None:
+        label = f"{self.class_name} pid={self.pid}{self.ip_suffix}"
+        try:
+            self.begin(spec, label, thread_only=True)
+            try:
+                method = getattr(self.instance, spec.function_id.decode())
+                args, kwargs = self.decode_args(spec, resolved)
+                value = method(*args, **kwargs)
+                if inspect.isawaitable(value):
+                    value = await value
+                results, retryable = self.encode_results(spec, value), False
+            except BaseException as exc:  # noqa: BLE001
+                results, retryable = self.encode_error(spec, exc)
+            self.end(spec, results, retryable)
+        finally:
+            self.async_slots.release()
+
+
+def main(conf: dict, wid: int) -> None:
+    """Entry point of a worker process (called in the child forked by the zygote)."""
+    logdir = cfg.runtime_dir() / conf["cluster_id"] / "logs"
+    fd = os.open(logdir / f"worker-{wid}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    client = Client(
+        cluster_id=conf["cluster_id"],
+        key=bytes.fromhex(conf["key"]),
+        node_address=conf["node_address"],
+        head_address=conf.get("head_address"),
+        node_id=conf["node_id"],
+        role="worker",
+        worker_id=wid,
+    )
+    from . import api
+
+    api._attach(client, conf, worker=True)
+    loop = WorkerLoop(client, conf)
+    sys.stdout = output.ForwardStream(client, 1, sys.stdout)
+    sys.stderr = output.ForwardStream(client, 2, sys.stderr)
+    try:
+        loop.run()
+    finally:
+        try:
+            client.close(say_bye=False)
+        except Exception:
+            pass
+        sys.exit(0)
+
