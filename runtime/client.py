@@ -1,27 +1,36 @@
-"""The core every driver and worker runs: one connection to the local node.
+"""The core every driver and worker runs: one connection to its node.
 
 ::
 
-    user threads                                  I/O thread (one per process)
-    ────────────                                  ────────────────────────────
-    .remote() / put / HOLD / RELEASE ─▶ outbox ─▶ drain, batch, sign, send ─▶ node
-                          wake pipe ─(once per burst)─▶ poll(node, head, wake pipe)
-    get / wait / futures ◀── memstore ◀── RESULT ──────┤
-    printed output       ◀── log_handler ◀── LOG ──────┤
-    worker executor      ◀── on_message ◀── EXECUTE ───┘ (workers only)
+    user threads                                     driver I/O thread (drivers only)
+    ────────────                                     ──────────────────────────────
+    .remote()/put ─▶ node_pending ─(burst: wake once)─▶ flush: one signed batch ─▶ node
+    get()/wait()  ─▶ flush now, then read the socket  ◀─ yields the socket while a
+                     itself (leader/follower)            user thread waits (want_read)
+    RESULT ─▶ memstore ─▶ notify waiters / futures
+    LOG    ─▶ log_handler (prints "(f pid=…) …", or routes to a notebook cell)
+    EXECUTE ─▶ on_message (worker: its task inbox)
 
-User threads never touch a socket: they append to the outbox and wake the
-I/O thread only when the outbox was idle, so a burst of ``.remote()``
-calls leaves as one signed batch. Results are pushed by the node to the
-owner of each task; values the process does not own are asked for with
-SUBSCRIBE. The memstore keeps a result for as long as a local ref to it
-exists.
+    head (control plane, ZeroMQ/TCP) ◀─▶ owned by the I/O thread; workers have none
+                                          (their control requests go via the node)
+
+Latency is what shapes this: a thread hand-off costs ~80 µs on the CI
+machine, so a thread that waits for a value reads the socket itself
+instead of being woken by another thread, and a sync ``get`` sends its
+queued submissions itself. Bursts of ``.remote()`` still leave as one
+batch: the first call of a burst wakes the I/O thread, which sends what
+has accumulated when it next holds the GIL.
+
+Results are pushed by the node to the owner of each task; values the
+process does not own are asked for with SUBSCRIBE. The memstore keeps a
+value as long as a local ref to it exists.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import select
 import sys
 import threading
 import time
@@ -32,8 +41,7 @@ from typing import Any
 
 import zmq
 
-from . import protocol
-from .config import pid_alive
+from . import protocol, transport
 from .exceptions import ConnectionFailedError, GetTimeoutError
 from .protocol import Kind
 
@@ -62,11 +70,11 @@ class Client:
         self.job_id = job_id
         self.head_address = head_address
         self.node_address = node_address or ""
-        self.welcome: dict = {}
         self.signer = protocol.Signer(key)
-        prefix = b"w" if role == "worker" else b"d"
-        self.identity = prefix + (str(worker_id).encode() if role == "worker" else os.urandom(7).hex().encode())
-        self.outbox: deque = deque()
+        if role == "worker":
+            self.identity = b"w%d" % worker_id
+        else:
+            self.identity = b"d" + os.urandom(7).hex().encode()
         self.memstore: dict[bytes, tuple[bool, Any]] = {}
         self.pending: set[bytes] = set()  # results we own that have not arrived
         self.subscribed: set[bytes] = set()
@@ -75,37 +83,86 @@ class Client:
         self.ref_lock = threading.Lock()
         self.callbacks: dict[bytes, list[Callable]] = {}
         self.requests: dict[int, Future] = {}
-        self.function_blobs: dict[bytes, bytes] = {}
+        self.function_blobs: dict[bytes, tuple[bytes, list]] = {}
         self.registered_functions: set[bytes] = set()
         self.on_message: Callable[[tuple], None] | None = None
         self.log_handler: Callable[..., None] = print_log
+        self.welcome: dict = {}
         self.closed = False
         self.dead_reason = ""
+        self.executing = False  # worker: inside a task that holds a CPU
         self._req_ids = itertools.count(1)
+
+        # sending: any thread, one lock
+        self.node_pending: list = []
+        self.send_lock = threading.Lock()
+        self.head_outbox: deque = deque()
+        # reading: whoever holds read_lock
+        self.read_lock = threading.Lock()
+        self.want_read = 0
+        self.io_cv = threading.Condition()
+        self.link: transport.Link | None = None
+        if node_address:
+            try:
+                self.link = transport.Link(node_address, self.signer)
+            except OSError as e:
+                raise ConnectionFailedError(
+                    f"cannot connect to the node at {node_address}: {e}. Is the cluster running? "
+                    "Check with `nbcluster status`."
+                ) from None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._wake_pending = False
-        self._blocked_depth = 0
-        self.executing = False  # worker: inside a task that holds a CPU
-
-        self.ctx = zmq.Context()
-        self.node_sock = protocol.tune(self.ctx.socket(zmq.DEALER))
-        self.node_sock.setsockopt(zmq.IDENTITY, self.identity)
-        if node_address:
-            self.node_sock.connect(node_address)
+        self.ctx: zmq.Context | None = None
         self.head_sock = None
         if head_address:
+            self.ctx = zmq.Context()
             self.head_sock = protocol.tune(self.ctx.socket(zmq.DEALER))
             self.head_sock.connect(f"tcp://{head_address}")
+        # Workers read in their main thread; drivers keep a thread that reads
+        # whenever no user thread waits (live output, futures, head replies).
+        self.thread: threading.Thread | None = None
         if node_address:
-            self.send(NODE, (Kind.HELLO, role, os.getpid(), job_id, worker_id, sys.path[:]))
-        self.thread = threading.Thread(target=self._run, name="runtime-io", daemon=True)
-        self.thread.start()
+            self.node_pending.append(
+                (Kind.HELLO, role, os.getpid(), job_id, worker_id, sys.path[:], self.identity))
+        if role != "worker":
+            self.thread = threading.Thread(target=self._run, name="runtime-io", daemon=True)
+            self.thread.start()
+        else:
+            self.flush_node()
 
     # -- sending ----------------------------------------------------------
     def send(self, dest: int, msg: tuple, urgent: bool = True) -> None:
-        self.outbox.append((dest, msg))
-        if urgent and not self._wake_pending:
+        """Queue `msg` for the node or the head.
+
+        To the node: workers send at once; drivers send on the next flush (a
+        `get`/`wait`, or the I/O thread woken by the first message of a
+        burst). Non-urgent messages (reference counts) ride along with the
+        next urgent one, in order.
+        """
+        if dest == NODE:
+            with self.send_lock:
+                self.node_pending.append(msg)
+                if not urgent:
+                    return
+                if self.thread is None:
+                    batch, self.node_pending = self.node_pending, []
+                    if self.link is not None:
+                        self.link.send(batch)
+                    return
+            self._wake()
+            return
+        self.head_outbox.append(msg)
+        self._wake()
+
+    def flush_node(self) -> None:
+        with self.send_lock:
+            if self.node_pending and self.link is not None:
+                batch, self.node_pending = self.node_pending, []
+                self.link.send(batch)
+
+    def _wake(self) -> None:
+        if not self._wake_pending:
             self._wake_pending = True
             try:
                 os.write(self._wake_w, b"x")
@@ -113,21 +170,28 @@ class Client:
                 pass
 
     def request(self, op: str, *args, dest: int = HEAD, timeout: float | None = 30.0) -> Any:
-        """A control-plane call to the head (or the node), answered by REPLY."""
+        """A control-plane call to the head (relayed by the node for workers)."""
         if dest == HEAD and self.head_sock is None:
+            op, args = "relay", (op, args)
             dest = NODE
         req_id = next(self._req_ids)
         fut: Future = Future()
         self.requests[req_id] = fut
         self.send(dest, (Kind.REQUEST, req_id, op, args))
+        if self.thread is None:  # a worker: read until the reply arrives
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not fut.done() and not self.dead_reason:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._read_or_wait(0.05 if left is None else min(left, 0.05), fut.done)
         try:
-            ok, payload = fut.result(timeout)
+            ok, payload = fut.result(0 if self.thread is None else timeout)
         except TimeoutError:
             self.requests.pop(req_id, None)
-            self._check_alive()
             raise ConnectionFailedError(
-                f"the cluster did not answer {op!r} within {timeout} s; is it running? "
-                "Check with `nbcluster status`."
+                self.dead_reason or f"the cluster did not answer {op!r} within {timeout} s; is it "
+                "running? Check with `nbcluster status`."
             ) from None
         if not ok:
             raise payload
@@ -139,7 +203,7 @@ class Client:
             count = self.refcounts.get(object_id, 0)
             self.refcounts[object_id] = count + 1
         if count == 0 and announce:
-            self.outbox.append((NODE, (Kind.HOLD, object_id)))
+            self.send(NODE, (Kind.HOLD, object_id), urgent=False)
 
     def remove_ref(self, object_id: bytes) -> None:
         if self.closed:
@@ -152,7 +216,7 @@ class Client:
             self.refcounts.pop(object_id, None)
         self.memstore.pop(object_id, None)
         self.subscribed.discard(object_id)
-        self.outbox.append((NODE, (Kind.RELEASE, object_id)))
+        self.send(NODE, (Kind.RELEASE, object_id), urgent=False)
 
     # -- values -----------------------------------------------------------
     def expect(self, return_ids) -> None:
@@ -177,31 +241,88 @@ class Client:
         if ask:
             self.subscribed.update(ask)
             self.send(NODE, (Kind.SUBSCRIBE, ask))
-        deadline = None if timeout is None else time.monotonic() + timeout
-        blocked = self.executing and self.role == "worker"
+        blocked = self.executing
         if blocked:
             self.send(NODE, (Kind.BLOCKED,))
+        self.flush_node()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.io_cv:
+            self.want_read += 1
+        if self.thread is not None:
+            os.write(self._wake_w, b"r")  # the I/O thread hands us the socket
         try:
-            with self.cv:
-                while True:
-                    missing = [i for i in missing if i not in memstore]
-                    if len(ids) - len(missing) >= want:
+            while True:
+                missing = [i for i in missing if i not in memstore]
+                if len(ids) - len(missing) >= want:
+                    break
+                if self.dead_reason:
+                    raise ConnectionFailedError(self.dead_reason)
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    if num is not None:
                         break
-                    if self.dead_reason:
-                        raise ConnectionFailedError(self.dead_reason)
-                    left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
-                        if num is not None:
-                            break
-                        raise GetTimeoutError(
-                            f"get timed out after {timeout} s with {len(missing)} of {len(ids)} "
-                            "values not ready; raise the timeout, or use wait() to take the ready ones"
-                        )
-                    self.cv.wait(left if left is not None else 1.0)
+                    raise GetTimeoutError(
+                        f"get timed out after {timeout} s with {len(missing)} of {len(ids)} "
+                        "values not ready; raise the timeout, or use wait() to take the ready ones"
+                    )
+                self._read_or_wait(0.1 if left is None else min(left, 0.1),
+                                   lambda: all(i in memstore for i in missing[:want]))
         finally:
+            with self.io_cv:
+                self.want_read -= 1
+                if not self.want_read:
+                    self.io_cv.notify_all()
             if blocked:
                 self.send(NODE, (Kind.UNBLOCKED,))
         return [i for i in ids if i in memstore]
+
+    def _read_or_wait(self, timeout: float, done: Callable[[], bool] | None = None) -> None:
+        """Read the socket if no other thread does; else wait for that thread's news.
+
+        `done` is checked once the socket is ours: another thread may have read
+        what we wait for just before it let go.
+        """
+        if self.thread is None:
+            got = self.read_lock.acquire(blocking=False)
+        else:
+            got = self.read_lock.acquire(timeout=min(timeout, 0.002))
+        if got:
+            try:
+                if done is None or not done():
+                    self._read(timeout)
+            finally:
+                self.read_lock.release()
+        else:
+            with self.cv:
+                self.cv.wait(timeout)
+
+    def _read(self, timeout: float) -> bool:
+        """Wait up to `timeout` for the node; dispatch what it sent (holding read_lock)."""
+        link = self.link
+        if link is None or link.closed:
+            return False
+        try:
+            ready, _, _ = select.select([link.sock], [], [], timeout)
+        except (OSError, ValueError):
+            return False
+        if not ready:
+            return False
+        batches = link.recv()
+        if batches is None:
+            if not self.closed:
+                self._mark_dead(
+                    "the connection to the cluster's node daemon closed: the cluster stopped or "
+                    "crashed; results not received are lost. Call init() again to start or join "
+                    "a cluster."
+                )
+            return False
+        for batch in batches:
+            self._dispatch(batch)
+        return True
+
+    def pump(self, timeout: float, done: Callable[[], bool] | None = None) -> None:
+        """Worker main loop: read and dispatch what arrives within `timeout`."""
+        self._read_or_wait(timeout, done)
 
     def add_callback(self, object_id: bytes, fn: Callable[[], None]) -> None:
         with self.cv:
@@ -213,47 +334,57 @@ class Client:
                 return
         fn()
 
-    # -- the I/O thread ---------------------------------------------------
+    # -- the driver's I/O thread -----------------------------------------
     def _run(self) -> None:
         poller = zmq.Poller()
-        poller.register(self.node_sock, zmq.POLLIN)
         if self.head_sock is not None:
             poller.register(self.head_sock, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
-        last_check = time.monotonic()
+        link_fd = None
+        last_flush = time.monotonic()
         try:
             while not self.closed:
-                events = dict(poller.poll(100))
-                if self._wake_r in events:
-                    try:
-                        while os.read(self._wake_r, 4096):
+                if self.want_read:
+                    with self.io_cv:
+                        self.io_cv.wait_for(lambda: not self.want_read or self.closed, 0.05)
+                # Read the node only while no user thread does.
+                if link_fd is None and self.link is not None and not self.link.closed:
+                    link_fd = self.link.fileno()
+                    poller.register(link_fd, zmq.POLLIN)
+                holding = self.read_lock.acquire(blocking=False) if link_fd is not None else False
+                if not holding and link_fd is not None:
+                    poller.unregister(link_fd)
+                    link_fd = None
+                try:
+                    events = dict(poller.poll(100))
+                    if self._wake_r in events:
+                        self._wake_pending = False  # before draining: a later wake writes again
+                        try:
+                            while os.read(self._wake_r, 4096):
+                                pass
+                        except BlockingIOError:
                             pass
-                    except BlockingIOError:
-                        pass
-                self._wake_pending = False
-                self._flush()
-                if self.node_sock in events:
-                    for _, batch in protocol.recv_batches(self.node_sock, self.signer, False):
-                        self._dispatch(batch)
-                if self.head_sock is not None and self.head_sock in events:
-                    for _, batch in protocol.recv_batches(self.head_sock, self.signer, False):
-                        self._dispatch(batch)
-                now = time.monotonic()
-                if now - last_check > 1.0:
-                    last_check = now
-                    self._check_alive()
+                    self._flush_head()
+                    now = time.monotonic()
+                    if self.node_pending and (self._wake_r in events or now - last_flush > 0.1):
+                        last_flush = now
+                        self.flush_node()
+                    if holding and link_fd in events:
+                        if not self._read(0):
+                            if self.link is None or self.link.closed or self.dead_reason:
+                                poller.unregister(link_fd)
+                                link_fd = None
+                    if self.head_sock is not None and self.head_sock in events:
+                        for _, batch in protocol.recv_batches(self.head_sock, self.signer, False):
+                            self._dispatch(batch)
+                finally:
+                    if holding:
+                        self.read_lock.release()
         except zmq.ContextTerminated:
             pass
         except Exception as e:  # never die silently: waiters must learn about it
             self._mark_dead(f"the runtime's I/O thread failed: {e!r}")
             raise
-
-    def _check_alive(self) -> None:
-        if self.node_pid and not self.dead_reason and not pid_alive(self.node_pid):
-            self._mark_dead(
-                "the cluster's node daemon has exited; results not received are lost. "
-                "Call init() again to start a new cluster."
-            )
 
     def _mark_dead(self, reason: str) -> None:
         self.dead_reason = reason
@@ -265,22 +396,16 @@ class Client:
         if self.on_message is not None:
             self.on_message((Kind.EXIT,))
 
-    def _flush(self) -> None:
-        outbox = self.outbox
+    def _flush_head(self) -> None:
+        """Send what user threads queued for the head (ZeroMQ: only this thread may)."""
+        outbox = self.head_outbox
         if not outbox:
             return
-        to_node: list = []
-        to_head: list = []
+        batch = []
         while outbox:
-            dest, msg = outbox.popleft()
-            (to_node if dest == NODE else to_head).append(msg)
-            if len(to_node) >= 2000:
-                protocol.send(self.node_sock, self.signer, to_node)
-                to_node = []
-        if to_node:
-            protocol.send(self.node_sock, self.signer, to_node)
-        if to_head and self.head_sock is not None:
-            protocol.send(self.head_sock, self.signer, to_head)
+            batch.append(outbox.popleft())
+        if self.head_sock is not None:
+            protocol.send(self.head_sock, self.signer, batch)
 
     def _dispatch(self, batch: list) -> None:
         got_values = False
@@ -307,10 +432,9 @@ class Client:
                     fut.set_result((msg[2], msg[3]))
             elif kind == Kind.FUNC:
                 self.function_blobs[msg[1]] = (msg[2], msg[3])
-                got_values = True
             elif kind == Kind.WELCOME:
                 self.welcome = msg[2]
-                if self.node_address.startswith("ipc://") and not self.node_pid:
+                if not self.node_pid:
                     self.node_pid = msg[2].get("pid", 0)
             elif self.on_message is not None:
                 self.on_message(msg)
@@ -327,22 +451,28 @@ class Client:
     def close(self, say_bye: bool = True) -> None:
         if self.closed:
             return
-        if not self.dead_reason:
-            if say_bye:
-                self.send(NODE, (Kind.BYE,))
-            elif self.outbox:
-                os.write(self._wake_w, b"x")
-            deadline = time.monotonic() + 1.0
-            while self.outbox and time.monotonic() < deadline and self.thread.is_alive():
-                time.sleep(0.002)
+        if not self.dead_reason and self.link is not None:
+            with self.send_lock:
+                batch, self.node_pending = self.node_pending, []
+                if say_bye:
+                    batch.append((Kind.BYE,))
+                if batch:
+                    self.link.send(batch)
+        deadline = time.monotonic() + 1.0
+        while self.head_outbox and time.monotonic() < deadline and self.thread and self.thread.is_alive():
+            time.sleep(0.002)
         self.closed = True
         os.write(self._wake_w, b"x")
-        self.thread.join(timeout=2.0)
-        linger = 0 if self.dead_reason else 1000  # let the last batch (DONE, BYE) leave
-        for sock in (self.node_sock, self.head_sock):
-            if sock is not None:
-                sock.close(linger=linger)
-        self.ctx.term()
+        with self.io_cv:
+            self.io_cv.notify_all()
+        if self.thread is not None:
+            self.thread.join(timeout=2.0)
+        if self.link is not None:
+            self.link.close()
+        if self.head_sock is not None:
+            self.head_sock.close(linger=0 if self.dead_reason else 500)
+        if self.ctx is not None:
+            self.ctx.term()
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)

@@ -219,7 +219,7 @@ def main() -> None:
         "cluster_id": cluster_id,
         "node_id": node_id,
         "key": key,
-        "node_address": f"ipc://{cluster_dir}/node-{node_id}.sock",
+        "node_address": f"{cluster_dir}/node-{node_id}.sock",
         "head_address": f"{connect_host}:{port}",
         "resources": conf["resources"],
         "object_store_memory": conf["object_store_memory"],

@@ -36,7 +36,7 @@ from typing import Any
 import zmq
 
 from . import config as cfg
-from . import protocol, zygote
+from . import protocol, transport, zygote
 from .exceptions import (
     ActorDiedError,
     ObjectLostError,
@@ -148,6 +148,9 @@ class Node:
         self.actor_dep_waiters: dict[bytes, set[bytes]] = {}
         self.actors: dict[bytes, Actor] = {}
         self.out: dict[bytes, list] = {}
+        self.links: dict[bytes, transport.Conn] = {}
+        self.relayed: dict[int, tuple[bytes, int]] = {}
+        self.relay_id = 0
         self.head_out: list = []
         self.dirty = False
         self.running_flag = True
@@ -185,17 +188,16 @@ class Node:
 
     def serve(self, parent_fd: int | None = None) -> None:
         self.ctx = zmq.Context()
-        self.router = protocol.tune(self.ctx.socket(zmq.ROUTER))
-        self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
-        self.router.bind(self.address)
+        self.server = transport.Server(self.address, self.signer)
         self.head = None
         if self.conf.get("head_address"):
             self.head = protocol.tune(self.ctx.socket(zmq.DEALER))
             self.head.connect(f"tcp://{self.conf['head_address']}")
             self.head_out.append((Kind.NODE_HELLO, self.node_id, self.address, self.total_resources,
                                   os.getpid(), self.hostname, self.ip))
-        poller = zmq.Poller()
-        poller.register(self.router, zmq.POLLIN)
+        self.poller = poller = zmq.Poller()
+        listener = self.server.listener.fileno()
+        poller.register(listener, zmq.POLLIN)
         if self.head is not None:
             poller.register(self.head, zmq.POLLIN)
         poller.register(self.zygote.event_fd, zmq.POLLIN)
@@ -203,35 +205,34 @@ class Node:
             poller.register(parent_fd, zmq.POLLIN)
         for _ in range(self.pool_size):
             self.spawn_worker()
+        conns = self.server.conns
         next_tick = time.monotonic()
         try:
             while self.running_flag:
                 self.flush()
                 timeout = max(0, (next_tick - time.monotonic()) * 1000)
-                events = dict(poller.poll(timeout))
-                if self.router in events:
-                    for ident, batch in protocol.recv_batches(self.router, self.signer, True):
-                        for msg in batch:
-                            handler = self.handlers.get(msg[0])
-                            if handler is None:
-                                log.warning("unknown message kind %r from %r", msg[0], ident)
-                                continue
-                            try:
-                                handler(ident, msg)
-                            except Exception:
-                                log.exception("error handling %s from %r",
-                                              protocol.KIND_NAMES.get(msg[0], msg[0]), ident)
-                if self.head is not None and self.head in events:
-                    for _, batch in protocol.recv_batches(self.head, self.signer, False):
-                        for msg in batch:
-                            self.on_head_message(msg)
-                if self.zygote.event_fd in events:
-                    for event in self.zygote.events():
-                        self.on_zygote_event(*event)
-                if parent_fd is not None and parent_fd in events:
-                    if not os.read(parent_fd, 4096):
-                        log.info("parent is gone; shutting down")
-                        break
+                for fd, ev in poller.poll(timeout):
+                    conn = conns.get(fd) if isinstance(fd, int) else None
+                    if conn is not None:
+                        if ev & zmq.POLLOUT and self.server.flush(conn):
+                            poller.modify(fd, zmq.POLLIN)
+                            conn.want_write = False
+                        if ev & (zmq.POLLIN | zmq.POLLERR):
+                            self.read(conn)
+                    elif fd == listener:
+                        for new in self.server.accept():
+                            poller.register(new.fd, zmq.POLLIN)
+                    elif fd is self.head:
+                        for _, batch in protocol.recv_batches(self.head, self.signer, False):
+                            for msg in batch:
+                                self.on_head_message(msg)
+                    elif fd == self.zygote.event_fd:
+                        for event in self.zygote.events():
+                            self.on_zygote_event(*event)
+                    elif fd == parent_fd:
+                        if not os.read(parent_fd, 4096):
+                            log.info("parent is gone; shutting down")
+                            self.running_flag = False
                 if self.table.freed_actors:
                     freed, self.table.freed_actors = self.table.freed_actors, []
                     for actor_id in freed:
@@ -246,14 +247,45 @@ class Node:
         finally:
             self.shutdown()
 
+    def read(self, conn: transport.Conn) -> None:
+        batches = self.server.read(conn)
+        if batches is None:
+            self.poller.unregister(conn.fd)
+            if conn.identity:
+                if self.links.get(conn.identity) is conn:
+                    del self.links[conn.identity]
+                self.drop_process(conn.identity)
+            return
+        for batch in batches:
+            for msg in batch:
+                ident = conn.identity
+                if not ident:
+                    if msg[0] != Kind.HELLO:
+                        continue
+                    ident = conn.identity = msg[-1]
+                    self.links[ident] = conn
+                handler = self.handlers.get(msg[0])
+                if handler is None:
+                    log.warning("unknown message kind %r from %r", msg[0], ident)
+                    continue
+                try:
+                    handler(ident, msg)
+                except Exception:
+                    log.exception("error handling %s from %r",
+                                  protocol.KIND_NAMES.get(msg[0], msg[0]), ident)
+
     def flush(self) -> None:
         if self.out:
             out, self.out = self.out, {}
+            server = self.server
             for ident, batch in out.items():
-                try:
-                    protocol.send(self.router, self.signer, batch, ident)
-                except zmq.ZMQError as e:
-                    log.warning("could not send to %r: %s", ident, e)
+                conn = self.links.get(ident)
+                if conn is None:
+                    continue
+                server.queue(conn, batch)
+                if not conn.want_write and not server.flush(conn):
+                    conn.want_write = True
+                    self.poller.modify(conn.fd, zmq.POLLIN | zmq.POLLOUT)
         if self.head_out and self.head is not None:
             batch, self.head_out = self.head_out, []
             protocol.send(self.head, self.signer, batch)
@@ -280,7 +312,7 @@ class Node:
             os.waitpid(self.zygote.pid, 0)
         except ChildProcessError:
             pass
-        self.router.close(linger=0)
+        self.server.close()
         if self.head is not None:
             self.head.close(linger=0)
         self.ctx.term()
@@ -432,7 +464,7 @@ class Node:
 
     # ------------------------------------------------------------ handlers
     def on_hello(self, ident: bytes, msg: tuple) -> None:
-        _, role, pid, job_id, worker_id, sys_path = msg
+        _, role, pid, job_id, worker_id, sys_path, _identity = msg
         if role == "worker":
             w = self.workers.get(worker_id)
             if w is None:
@@ -657,8 +689,11 @@ class Node:
                     os.kill(w.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            else:
-                self.emit(w.identity, (Kind.INTERRUPT, task_id))
+            else:  # KeyboardInterrupt in the task (workers get no terminal signals)
+                try:
+                    os.kill(w.pid, signal.SIGINT)
+                except ProcessLookupError:
+                    pass
             return
         queued = self.scheduler.remove(task_id)
         if queued is None:
@@ -687,6 +722,11 @@ class Node:
     def on_request(self, ident: bytes, msg: tuple) -> None:
         _, req_id, op, args = msg
         try:
+            if op == "relay":  # a worker's control request for the head
+                self.relay_id += 1
+                self.relayed[self.relay_id] = (ident, req_id)
+                self.head_out.append((Kind.REQUEST, self.relay_id, args[0], args[1]))
+                return
             if op == "report":
                 payload = self.report()
             elif op == "actor_state":
@@ -853,8 +893,17 @@ class Node:
         if kind == Kind.EXIT:
             log.info("the head asked this node to stop")
             self.running_flag = False
+        elif kind == Kind.REPLY:
+            target = self.relayed.pop(msg[1], None)
+            if target is not None:
+                self.emit(target[0], (Kind.REPLY, target[1], msg[2], msg[3]))
         elif kind == Kind.REQUEST:
-            self.on_request(b"", msg)  # replies go to the head
+            _, req_id, op, args = msg
+            try:
+                payload = self.report() if op == "report" else None
+                self.head_out.append((Kind.REPLY, req_id, True, payload))
+            except Exception as e:
+                self.head_out.append((Kind.REPLY, req_id, False, e))
 
     # -------------------------------------------------------------- status
     def report(self) -> dict[str, Any]:

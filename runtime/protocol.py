@@ -62,7 +62,6 @@ class Kind:
     EXECUTE = 30  # (TaskSpec, resolved)   resolved: {object_id: (is_error, value)}
     RESULT = 31  # (object_id, is_error, value, size, contained)
     FUNC = 32  # (function_id, blob)
-    INTERRUPT = 33  # (task_id,)   cancel a running task (KeyboardInterrupt)
     EXIT = 34  # ()
     REPLY = 35  # (request_id, ok, payload)
     WELCOME = 36  # (node_id, info)

@@ -26,6 +26,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -70,30 +71,36 @@ class WorkerLoop:
         self.pool: ThreadPoolExecutor | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.async_slots: threading.Semaphore | None = None
-        self.running_task: bytes = b""
-        self.interrupted: set[bytes] = set()
+        self.in_task = False
         self.pid = os.getpid()
         ip = conf.get("ip", "127.0.0.1")
         self.ip_suffix = "" if ip in ("127.0.0.1", "localhost") else f", ip={ip}"
         self.where = f"{socket.gethostname()} (pid={self.pid}{self.ip_suffix})"
         client.on_message = self.on_message
 
-    # called on the I/O thread
     def on_message(self, msg: tuple) -> None:
+        """Called by whichever thread reads the node's socket."""
         kind = msg[0]
         if kind == Kind.EXECUTE:
             self.inbox.put(msg)
-        elif kind == Kind.INTERRUPT:
-            if msg[1] == self.running_task:
-                self.interrupted.add(msg[1])
-                os.kill(self.pid, signal.SIGINT)
         elif kind == Kind.EXIT:
             self.inbox.put(None)
 
+    def on_sigint(self, signum, frame) -> None:
+        # The node cancels a running task with SIGINT (cancel(force=False)).
+        # Outside a task it must not interrupt the worker's own bookkeeping.
+        if self.in_task:
+            raise KeyboardInterrupt
+
     def run(self) -> None:
+        signal.signal(signal.SIGINT, self.on_sigint)
+        inbox = self.inbox
         while True:
             try:
-                msg = self.inbox.get()
+                if inbox.empty():
+                    self.client.pump(1.0, lambda: not inbox.empty())
+                    continue
+                msg = inbox.get()
                 if msg is None:
                     break
                 _, spec, resolved, gpu_ids = msg
@@ -123,8 +130,11 @@ class WorkerLoop:
         client = self.client
         if function_id not in client.function_blobs:
             client.send(NODE, (Kind.FUNC_FETCH, function_id))
-            with client.cv:
-                client.cv.wait_for(lambda: function_id in client.function_blobs or client.dead_reason, 30)
+            deadline = time.monotonic() + 30
+            while function_id not in client.function_blobs and not client.dead_reason:
+                if time.monotonic() > deadline:
+                    break
+                client.pump(0.05, lambda: function_id in client.function_blobs)
         blob = client.function_blobs.get(function_id)
         if blob is None:
             raise RuntimeError(f"function {function_id.hex()} is unknown to this node")
@@ -183,7 +193,7 @@ class WorkerLoop:
         return out
 
     def encode_error(self, spec: TaskSpec, exc: BaseException) -> tuple[list[tuple], bool]:
-        if isinstance(exc, KeyboardInterrupt) and spec.task_id in self.interrupted:
+        if isinstance(exc, KeyboardInterrupt):
             err: BaseException = TaskCancelledError(spec.name)
             retryable = False
         else:
@@ -204,15 +214,17 @@ class WorkerLoop:
         retryable = False
         try:
             client.executing = True
+            self.in_task = True
             fn = self.function(spec.function_id)
             args, kwargs = self.decode_args(spec, resolved)
             value = fn(*args, **kwargs)
             results = self.encode_results(spec, value)
         except BaseException as exc:  # noqa: BLE001 - everything goes back to the owner
+            self.in_task = False
             results, retryable = self.encode_error(spec, exc)
         finally:
+            self.in_task = False
             client.executing = False
-            self.running_task = b""
         self.end(spec, results, retryable)
 
     def begin(self, spec: TaskSpec, label: str, thread_only: bool = False) -> None:
@@ -222,13 +234,11 @@ class WorkerLoop:
         else:
             _process_task[0] = cur
             _local.task = None
-            self.running_task = spec.task_id
         output.set_current(output.TaskOutput(spec.owner, spec.ctx, label), thread_only)
 
     def end(self, spec: TaskSpec, results: list, retryable: bool) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
-        self.interrupted.discard(spec.task_id)
         self.client.send(NODE, (Kind.DONE, spec.task_id, results, retryable))
 
     # -- actors -----------------------------------------------------------
@@ -280,9 +290,6 @@ class WorkerLoop:
             results = self.encode_results(spec, method(*args, **kwargs))
         except BaseException as exc:  # noqa: BLE001
             results, retryable = self.encode_error(spec, exc)
-        finally:
-            if not threaded:
-                self.running_task = b""
         self.end(spec, results, retryable)
 
     async def run_call_async(self, spec: TaskSpec, resolved: dict) -> None:
