@@ -66,9 +66,7 @@ class ActorClass:
             "class_name": cls.__name__,
             "methods": _methods(cls),
         }
-        self._sigs = {
-            name: _signature(getattr(cls, name)) for name in self._meta["methods"]
-        }
+        self._sigs = {name: _signature(getattr(cls, name)) for name in self._meta["methods"]}
 
     def __call__(self, *args, **kwargs):
         raise TypeError(
@@ -102,16 +100,29 @@ class ActorClass:
         name = options.get("name")
         namespace = options.get("namespace") or api._namespace()
         if name:
-            existing = client.request("register_name", name, namespace, actor_id, meta,
-                                      bool(options.get("get_if_exists")))
+            existing = client.request(
+                "register_name", name, namespace, actor_id, meta, bool(options.get("get_if_exists"))
+            )
             if existing is not None:
                 return ActorHandle(existing[0], existing[1], client)
         fid = register(client, self._cls, self)
         task_id = ids.next()
         wire, deps, contained = encode_args(client, args, kwargs, task_id)
         spec = TaskSpec(
-            task_id, ACTOR_CREATE, f"{self.__name__}.__init__", fid, wire, deps, contained, (),
-            client.identity, opt.shape(options, 0), 0, False, actor_id, api._current_ctx(),
+            task_id,
+            ACTOR_CREATE,
+            f"{self.__name__}.__init__",
+            fid,
+            wire,
+            deps,
+            contained,
+            (),
+            client.identity,
+            opt.shape(options, 0),
+            0,
+            False,
+            actor_id,
+            api._current_ctx(),
             {
                 "max_restarts": options.get("max_restarts", 0),
                 "max_task_retries": options.get("max_task_retries", 0),
@@ -121,8 +132,14 @@ class ActorClass:
                 "lifetime": options.get("lifetime"),
             },
         )
-        handle = ActorHandle(actor_id, meta, client, announce=False, sigs=self._sigs,
-                             max_task_retries=options.get("max_task_retries", 0))
+        handle = ActorHandle(
+            actor_id,
+            meta,
+            client,
+            announce=False,
+            sigs=self._sigs,
+            max_task_retries=options.get("max_task_retries", 0),
+        )
         client.send(NODE, (Kind.SUBMIT, spec))
         return handle
 
@@ -153,8 +170,15 @@ class ActorHandle:
     handle to it exists (unless started with ``lifetime="detached"``).
     """
 
-    def __init__(self, actor_id: bytes, meta: dict, client: Client | None = None,
-                 announce: bool = True, sigs: dict | None = None, max_task_retries: int = 0) -> None:
+    def __init__(
+        self,
+        actor_id: bytes,
+        meta: dict,
+        client: Client | None = None,
+        announce: bool = True,
+        sigs: dict | None = None,
+        max_task_retries: int = 0,
+    ) -> None:
         self._actor_id = actor_id
         self._meta = meta
         self._sigs = sigs or {}
@@ -212,9 +236,21 @@ class ActorHandle:
         return_ids = tuple(object_id_for(task_id, i) for i in range(num_returns))
         wire, deps, contained = encode_args(client, args, kwargs, task_id)
         spec = TaskSpec(
-            task_id, ACTOR_CALL, f"{self._meta['class_name']}.{name}", name.encode(), wire, deps,
-            contained, return_ids, client.identity, (), self._max_task_retries, False,
-            self._actor_id, api._current_ctx(), None,
+            task_id,
+            ACTOR_CALL,
+            f"{self._meta['class_name']}.{name}",
+            name.encode(),
+            wire,
+            deps,
+            contained,
+            return_ids,
+            client.identity,
+            (),
+            self._max_task_retries,
+            False,
+            self._actor_id,
+            api._current_ctx(),
+            None,
         )
         refs = [ObjectRef(rid, client, announce=False) for rid in return_ids]
         client.expect(return_ids)
@@ -240,11 +276,11 @@ class ActorMethod:
         return self._handle._call(self._name, args, kwargs, self._num_returns)
 
     def options(self, num_returns: int | None = None, **_ignored) -> ActorMethod:
-        return ActorMethod(self._handle, self._name,
-                           self._num_returns if num_returns is None else num_returns)
+        return ActorMethod(
+            self._handle, self._name, self._num_returns if num_returns is None else num_returns
+        )
 
     def __call__(self, *args, **kwargs):
         raise TypeError(
-            f"actor method {self._name}() cannot be called directly; use "
-            f"handle.{self._name}.remote(...)"
+            f"actor method {self._name}() cannot be called directly; use handle.{self._name}.remote(...)"
         )

@@ -45,8 +45,7 @@ def _client() -> Client:
     client = _state.client
     if client is None:
         raise NotInitializedError(
-            "the runtime is not initialized: call runtime.init() first (or %cluster start "
-            "in a notebook)"
+            "the runtime is not initialized: call runtime.init() first (or %cluster start in a notebook)"
         )
     return client
 
@@ -91,9 +90,19 @@ class ClusterInfo(dict):
 
 
 _INERT_INIT = {
-    "ignore_reinit_error", "log_to_driver", "logging_level", "include_dashboard",
-    "dashboard_host", "dashboard_port", "configure_logging", "runtime_env", "local_mode",
-    "_temp_dir", "num_returns", "object_spilling_directory", "_system_config",
+    "ignore_reinit_error",
+    "log_to_driver",
+    "logging_level",
+    "include_dashboard",
+    "dashboard_host",
+    "dashboard_port",
+    "configure_logging",
+    "runtime_env",
+    "local_mode",
+    "_temp_dir",
+    "num_returns",
+    "object_spilling_directory",
+    "_system_config",
 }
 
 
@@ -165,8 +174,9 @@ def init(
         return ClusterInfo(_address_info())
 
 
-def _connect(info: cfg.ConnectionInfo, node_address: str | None, node_pid: int,
-             namespace: str | None) -> None:
+def _connect(
+    info: cfg.ConnectionInfo, node_address: str | None, node_pid: int, namespace: str | None
+) -> None:
     key = bytes.fromhex(info.key)
 
     def fail() -> ConnectionFailedError:
@@ -179,8 +189,14 @@ def _connect(info: cfg.ConnectionInfo, node_address: str | None, node_pid: int,
             "with another key are dropped). Check the address and the key/connection file."
         )
 
-    client = Client(cluster_id=info.cluster_id, key=key, node_address=node_address,
-                    head_address=info.head_address, node_id="", node_pid=node_pid)
+    client = Client(
+        cluster_id=info.cluster_id,
+        key=key,
+        node_address=node_address,
+        head_address=info.head_address,
+        node_id="",
+        node_pid=node_pid,
+    )
     try:
         hello = client.request("hello", socket.gethostname(), timeout=10.0)
     except ConnectionFailedError:
@@ -195,8 +211,14 @@ def _connect(info: cfg.ConnectionInfo, node_address: str | None, node_pid: int,
         )
     if node_address is None or node_address != node["address"]:
         client.close()
-        client = Client(cluster_id=hello["cluster_id"], key=key, node_address=node["address"],
-                        head_address=info.head_address, node_id="", node_pid=node["pid"])
+        client = Client(
+            cluster_id=hello["cluster_id"],
+            key=key,
+            node_address=node["address"],
+            head_address=info.head_address,
+            node_id="",
+            node_pid=node["pid"],
+        )
     client.cluster_id = hello["cluster_id"]
     client.node_id = node["node_id"]
     client.job_id = hello["job_id"]
@@ -472,8 +494,13 @@ class RuntimeContext:
     namespace = property(get_namespace)
 
     def get(self) -> dict:
-        return {"node_id": self.node_id, "job_id": self.job_id, "task_id": self.task_id,
-                "actor_id": self.actor_id, "namespace": self.namespace}
+        return {
+            "node_id": self.node_id,
+            "job_id": self.job_id,
+            "task_id": self.task_id,
+            "actor_id": self.actor_id,
+            "namespace": self.namespace,
+        }
 
 
 def get_runtime_context() -> RuntimeContext:

@@ -124,7 +124,8 @@ class Client:
         self.thread: threading.Thread | None = None
         if node_address:
             self.node_pending.append(
-                (Kind.HELLO, role, os.getpid(), job_id, worker_id, sys.path[:], self.identity))
+                (Kind.HELLO, role, os.getpid(), job_id, worker_id, sys.path[:], self.identity)
+            )
         if role != "worker":
             self.thread = threading.Thread(target=self._run, name="runtime-io", daemon=True)
             self.thread.start()
@@ -190,7 +191,8 @@ class Client:
         except TimeoutError:
             self.requests.pop(req_id, None)
             raise ConnectionFailedError(
-                self.dead_reason or f"the cluster did not answer {op!r} within {timeout} s; is it "
+                self.dead_reason
+                or f"the cluster did not answer {op!r} within {timeout} s; is it "
                 "running? Check with `nbcluster status`."
             ) from None
         if not ok:
@@ -265,8 +267,10 @@ class Client:
                         f"get timed out after {timeout} s with {len(missing)} of {len(ids)} "
                         "values not ready; raise the timeout, or use wait() to take the ready ones"
                     )
-                self._read_or_wait(0.1 if left is None else min(left, 0.1),
-                                   lambda: all(i in memstore for i in missing[:want]))
+                self._read_or_wait(
+                    0.1 if left is None else min(left, 0.1),
+                    lambda m=missing: len(ids) - sum(i not in memstore for i in m) >= want,
+                )
         finally:
             with self.io_cv:
                 self.want_read -= 1

@@ -110,9 +110,16 @@ class Head:
             _, node_id, address, resources, pid, hostname, ip = msg
             self.node_idents[node_id] = ident
             self.nodes[node_id] = {
-                "node_id": node_id, "address": address, "resources_total": resources,
-                "resources_available": dict(resources), "pid": pid, "hostname": hostname, "ip": ip,
-                "alive": True, "last_seen": time.monotonic(), "report": None,
+                "node_id": node_id,
+                "address": address,
+                "resources_total": resources,
+                "resources_available": dict(resources),
+                "pid": pid,
+                "hostname": hostname,
+                "ip": ip,
+                "alive": True,
+                "last_seen": time.monotonic(),
+                "report": None,
             }
             log.info("node %s joined from %s with %s", node_id, address, resources)
         elif kind == Kind.NODE_REPORT:
@@ -160,9 +167,7 @@ class Head:
             "cluster_id": self.info.cluster_id,
             "head_address": self.info.head_address,
             "started_at": self.info.started_at,
-            "nodes": [
-                dict(n["report"] or n, alive=n["alive"]) for n in self.nodes.values()
-            ],
+            "nodes": [dict(n["report"] or n, alive=n["alive"]) for n in self.nodes.values()],
             "named_actors": [
                 {"name": name, "namespace": ns, **{k: v for k, v in e.items() if k != "meta"}}
                 for (ns, name), e in self.names.items()
@@ -226,8 +231,10 @@ def main() -> None:
         "ip": connect_host,
     }
     # Fork the node before this process creates any ZeroMQ context or thread.
-    from . import node  # noqa: F401 - imported before the fork, so workers inherit it
-    from . import worker  # noqa: F401
+    from . import (
+        node,  # noqa: F401 - imported before the fork, so workers inherit it
+        worker,  # noqa: F401
+    )
 
     r, w = os.pipe()
     node_pid = os.fork()
@@ -265,9 +272,15 @@ def main() -> None:
     try:
         sock.bind(f"tcp://{host}:{port}")
     except zmq.ZMQError as e:
-        print(json.dumps({"error": f"cannot listen on {host}:{port}: {e}. Is another cluster "
-                          "running there? Pick another --port or stop it with `nbcluster stop`."}),
-              flush=True)
+        print(
+            json.dumps(
+                {
+                    "error": f"cannot listen on {host}:{port}: {e}. Is another cluster "
+                    "running there? Pick another --port or stop it with `nbcluster stop`."
+                }
+            ),
+            flush=True,
+        )
         os.kill(node_pid, signal.SIGKILL)
         shutil.rmtree(cluster_dir, ignore_errors=True)
         return

@@ -37,9 +37,7 @@ def default_resources(
     if resources:
         for bad in ("CPU", "GPU"):
             if bad in resources:
-                raise ValueError(
-                    f"pass {bad} as num_{bad.lower()}s=..., not inside resources={resources!r}"
-                )
+                raise ValueError(f"pass {bad} as num_{bad.lower()}s=..., not inside resources={resources!r}")
         for name, amount in resources.items():
             if not isinstance(amount, (int, float)) or amount < 0:
                 raise ValueError(f"resource {name!r} must be a non-negative number, got {amount!r}")

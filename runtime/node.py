@@ -54,8 +54,18 @@ PENDING, ALIVE, RESTARTING, DEAD, TERMINATING = "pending", "alive", "restarting"
 
 
 class Worker:
-    __slots__ = ("wid", "pid", "identity", "state", "task", "actor_id", "known", "blocked",
-                 "idle_since", "gpu_ids")
+    __slots__ = (
+        "wid",
+        "pid",
+        "identity",
+        "state",
+        "task",
+        "actor_id",
+        "known",
+        "blocked",
+        "idle_since",
+        "gpu_ids",
+    )
 
     def __init__(self, wid: int) -> None:
         self.wid = wid
@@ -84,9 +94,23 @@ class Task:
 
 
 class Actor:
-    __slots__ = ("actor_id", "create", "worker", "state", "restarts_left", "queue", "inflight",
-                 "name", "namespace", "detached", "cause", "class_name", "owner", "demand",
-                 "terminate_requested")
+    __slots__ = (
+        "actor_id",
+        "create",
+        "worker",
+        "state",
+        "restarts_left",
+        "queue",
+        "inflight",
+        "name",
+        "namespace",
+        "detached",
+        "cause",
+        "class_name",
+        "owner",
+        "demand",
+        "terminate_requested",
+    )
 
     def __init__(self, create: Task) -> None:
         opts = create.spec.options or {}
@@ -135,7 +159,9 @@ class Node:
         self.pool_size = max(1, int(resources.get("CPU", 1)))
         self.max_workers = max(self.pool_size * 4, 32)
         self.table = ObjectTable(
-            conf["object_store_memory"], cfg.shm_dir(), cfg.runtime_dir() / self.cluster_id / "spill" / self.node_id
+            conf["object_store_memory"],
+            cfg.shm_dir(),
+            cfg.runtime_dir() / self.cluster_id / "spill" / self.node_id,
         )
         self.workers: dict[int, Worker] = {}
         self.by_identity: dict[bytes, Worker] = {}
@@ -193,8 +219,17 @@ class Node:
         if self.conf.get("head_address"):
             self.head = protocol.tune(self.ctx.socket(zmq.DEALER))
             self.head.connect(f"tcp://{self.conf['head_address']}")
-            self.head_out.append((Kind.NODE_HELLO, self.node_id, self.address, self.total_resources,
-                                  os.getpid(), self.hostname, self.ip))
+            self.head_out.append(
+                (
+                    Kind.NODE_HELLO,
+                    self.node_id,
+                    self.address,
+                    self.total_resources,
+                    os.getpid(),
+                    self.hostname,
+                    self.ip,
+                )
+            )
         self.poller = poller = zmq.Poller()
         listener = self.server.listener.fileno()
         poller.register(listener, zmq.POLLIN)
@@ -271,8 +306,7 @@ class Node:
                 try:
                     handler(ident, msg)
                 except Exception:
-                    log.exception("error handling %s from %r",
-                                  protocol.KIND_NAMES.get(msg[0], msg[0]), ident)
+                    log.exception("error handling %s from %r", protocol.KIND_NAMES.get(msg[0], msg[0]), ident)
 
     def flush(self) -> None:
         if self.out:
@@ -385,11 +419,16 @@ class Node:
                 task.worker = None
                 self.scheduler.add(spec.task_id, spec.resources, task)
             else:
-                self.finish_with_error(task, _err(WorkerCrashedError(
-                    f"the worker running {spec.name}() (pid {pid}) died ({how}) and its retries "
-                    f"ran out (max_retries={spec.max_retries}). If the task is killed by memory "
-                    "pressure, give it more memory or smaller inputs; raise max_retries for flaky nodes."
-                )))
+                self.finish_with_error(
+                    task,
+                    _err(
+                        WorkerCrashedError(
+                            f"the worker running {spec.name}() (pid {pid}) died ({how}) and its retries "
+                            f"ran out (max_retries={spec.max_retries}). If the task is killed by memory "
+                            "pressure, give it more memory or smaller inputs; raise max_retries for flaky nodes."
+                        )
+                    ),
+                )
         self.drop_process(w.identity)
         plain = sum(1 for x in self.workers.values() if not x.actor_id)
         if self.running_flag and plain < self.pool_size:
@@ -477,8 +516,10 @@ class Node:
             self.dirty = True
         else:
             self.procs[ident] = Proc(ident, role, pid, job_id, sys_path)
-        self.emit(ident, (Kind.WELCOME, self.node_id,
-                         {"ip": self.ip, "hostname": self.hostname, "pid": os.getpid()}))
+        self.emit(
+            ident,
+            (Kind.WELCOME, self.node_id, {"ip": self.ip, "hostname": self.hostname, "pid": os.getpid()}),
+        )
 
     def on_register_func(self, ident: bytes, msg: tuple) -> None:
         _, function_id, blob, sys_path = msg
@@ -501,9 +542,15 @@ class Node:
         if spec.kind == ACTOR_CALL:
             actor = self.actors.get(spec.actor_id)
             if actor is None:
-                self.finish_with_error(task, _err(ActorDiedError(
-                    f"actor {spec.actor_id.hex()} is unknown to this cluster; it may have been "
-                    "killed, or its handle comes from another cluster")))
+                self.finish_with_error(
+                    task,
+                    _err(
+                        ActorDiedError(
+                            f"actor {spec.actor_id.hex()} is unknown to this cluster; it may have been "
+                            "killed, or its handle comes from another cluster"
+                        )
+                    ),
+                )
                 return
             actor.queue.append(task)
             self.pump_actor(actor)
@@ -514,8 +561,17 @@ class Node:
             if opts.get("lifetime") != "detached":
                 table.mark_actor(spec.actor_id, spec.owner)
             if opts.get("name"):
-                self.head_out.append((Kind.ACTOR_EVENT, spec.actor_id, opts["name"],
-                                      opts.get("namespace", ""), PENDING, self.node_id, None))
+                self.head_out.append(
+                    (
+                        Kind.ACTOR_EVENT,
+                        spec.actor_id,
+                        opts["name"],
+                        opts.get("namespace", ""),
+                        PENDING,
+                        self.node_id,
+                        None,
+                    )
+                )
         missing = {d for d in spec.deps if not self.is_ready(d)}
         if missing:
             task.waiting = len(missing)
@@ -548,9 +604,11 @@ class Node:
         demand = dict(spec.resources)
         have = {k: v for k, v in self.total_resources.items() if k in demand or k == "CPU"}
         what = "actor " + spec.name.split(".")[0] if spec.kind == ACTOR_CREATE else f"task {spec.name}()"
-        text = (f"Warning: {what} needs {demand}, but no node of this cluster has that much "
-                f"(this node has {have}). It stays pending until a node with those resources "
-                "joins; `nbcluster status` lists it as infeasible.\n")
+        text = (
+            f"Warning: {what} needs {demand}, but no node of this cluster has that much "
+            f"(this node has {have}). It stays pending until a node with those resources "
+            "joins; `nbcluster status` lists it as infeasible.\n"
+        )
         self.emit(spec.owner, (Kind.LOG, spec.owner, spec.ctx, 2, text, "runtime"))
 
     def on_put(self, ident: bytes, msg: tuple) -> None:
@@ -595,9 +653,21 @@ class Node:
         for object_id in msg[1]:
             e = entries.get(object_id)
             if e is None:
-                self.emit(ident, (Kind.RESULT, object_id, True, _err(ObjectLostError(
-                    f"object {object_id.hex()} no longer exists: every reference to it was "
-                    "dropped before it was read")), 0))
+                self.emit(
+                    ident,
+                    (
+                        Kind.RESULT,
+                        object_id,
+                        True,
+                        _err(
+                            ObjectLostError(
+                                f"object {object_id.hex()} no longer exists: every reference to it was "
+                                "dropped before it was read"
+                            )
+                        ),
+                        0,
+                    ),
+                )
             elif e.ready:
                 e.last_used = time.monotonic()
                 self.emit(ident, (Kind.RESULT, object_id, e.is_error, e.value, e.size))
@@ -712,7 +782,7 @@ class Node:
             self.finish_with_error(queued, _err(TaskCancelledError(queued.spec.name)))
 
     def _remove_waiting(self, task_id: bytes) -> Task | None:
-        for dep, tasks in self.waiting_deps.items():
+        for tasks in self.waiting_deps.values():
             for t in tasks:
                 if t.spec.task_id == task_id:
                     tasks.remove(t)
@@ -764,6 +834,19 @@ class Node:
                     shape_q.remove(entry)
                     self.scheduler.queued -= 1
                     self.task_cleanup(entry[3])
+        for task_id, (_, task) in list(self.scheduler.infeasible.items()):
+            if task.spec.owner == ident:
+                del self.scheduler.infeasible[task_id]
+                self.task_cleanup(task)
+        for dep, tasks in list(self.waiting_deps.items()):
+            kept = [t for t in tasks if t.spec.owner != ident]
+            for t in tasks:
+                if t.spec.owner == ident:
+                    self.task_cleanup(t)
+            if kept:
+                self.waiting_deps[dep] = kept
+            else:
+                del self.waiting_deps[dep]
 
     # -------------------------------------------------------------- actors
     def pump_actor(self, actor: Actor) -> None:
@@ -798,8 +881,14 @@ class Node:
             self.emit(w.identity, (Kind.EXIT,))
 
     def fail_actor_call(self, actor: Actor, task: Task) -> None:
-        self.finish_with_error(task, _err(ActorDiedError(
-            f"actor {actor.class_name} ({actor.actor_id.hex()[:12]}) is dead: {actor.cause}")))
+        self.finish_with_error(
+            task,
+            _err(
+                ActorDiedError(
+                    f"actor {actor.class_name} ({actor.actor_id.hex()[:12]}) is dead: {actor.cause}"
+                )
+            ),
+        )
 
     def on_actor_ready(self, ident: bytes, msg: tuple) -> None:
         _, actor_id, error = msg
@@ -814,8 +903,9 @@ class Node:
         actor.state = ALIVE
         actor.cause = ""
         if actor.name:
-            self.head_out.append((Kind.ACTOR_EVENT, actor_id, actor.name, actor.namespace, ALIVE,
-                                  self.node_id, None))
+            self.head_out.append(
+                (Kind.ACTOR_EVENT, actor_id, actor.name, actor.namespace, ALIVE, self.node_id, None)
+            )
         self.pump_actor(actor)
 
     def on_kill_actor(self, ident: bytes, msg: tuple) -> None:
@@ -883,8 +973,9 @@ class Node:
         while actor.queue:
             self.fail_actor_call(actor, actor.queue.popleft())
         if actor.name:
-            self.head_out.append((Kind.ACTOR_EVENT, actor.actor_id, actor.name, actor.namespace, DEAD,
-                                  self.node_id, None))
+            self.head_out.append(
+                (Kind.ACTOR_EVENT, actor.actor_id, actor.name, actor.namespace, DEAD, self.node_id, None)
+            )
         self.task_cleanup(actor.create)
 
     # ---------------------------------------------------------------- head
@@ -948,10 +1039,16 @@ class Node:
             "infeasible": infeasible,
             "tasks_finished": self.tasks_finished,
             "actors": [
-                {"actor_id": a.actor_id.hex(), "class_name": a.class_name, "name": a.name,
-                 "state": a.state, "pid": a.worker.pid if a.worker else 0,
-                 "pending_calls": len(a.queue) + len(a.inflight)}
-                for a in self.actors.values() if a.state != DEAD
+                {
+                    "actor_id": a.actor_id.hex(),
+                    "class_name": a.class_name,
+                    "name": a.name,
+                    "state": a.state,
+                    "pid": a.worker.pid if a.worker else 0,
+                    "pending_calls": len(a.queue) + len(a.inflight),
+                }
+                for a in self.actors.values()
+                if a.state != DEAD
             ],
         }
 

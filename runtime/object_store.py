@@ -50,14 +50,12 @@ def write_segment(path: str, data: bytes, buffers: list[memoryview]) -> str:
     for buf in buffers:
         entries.append((offset, buf.nbytes))
         offset = _align(offset + buf.nbytes)
-    header = _HEAD.pack(_MAGIC, len(buffers), len(data)) + b"".join(
-        _ENTRY.pack(o, n) for o, n in entries
-    )
+    header = _HEAD.pack(_MAGIC, len(buffers), len(data)) + b"".join(_ENTRY.pack(o, n) for o, n in entries)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.ftruncate(fd, max(offset, 1))
         _pwrite_all(fd, header + data, 0)
-        for (off, _), buf in zip(entries, buffers):
+        for (off, _), buf in zip(entries, buffers, strict=True):
             _pwrite_all(fd, buf, off)
     except BaseException:
         os.close(fd)
@@ -100,8 +98,17 @@ class Entry:
     """What the node knows about one object (or actor handle, see `actor`)."""
 
     __slots__ = (
-        "id", "ready", "is_error", "value", "size", "holders", "pins", "contained",
-        "subscribers", "last_used", "actor",
+        "id",
+        "ready",
+        "is_error",
+        "value",
+        "size",
+        "holders",
+        "pins",
+        "contained",
+        "subscribers",
+        "last_used",
+        "actor",
     )
 
     def __init__(self, object_id: bytes) -> None:
@@ -253,7 +260,11 @@ class ObjectTable:
             return 0
         spilled = 0
         candidates = sorted(
-            (e for e in self.entries.values() if e.ready and e.in_shm and not e.value.startswith(str(self.spill_dir))),
+            (
+                e
+                for e in self.entries.values()
+                if e.ready and e.in_shm and not e.value.startswith(str(self.spill_dir))
+            ),
             key=lambda e: e.last_used,
         )
         self.spill_dir.mkdir(parents=True, exist_ok=True)

@@ -6,13 +6,35 @@ import warnings
 from typing import Any
 
 TASK_OPTIONS = {
-    "num_cpus", "num_gpus", "resources", "memory", "max_retries", "retry_exceptions",
-    "num_returns", "name", "scheduling_strategy", "runtime_env", "accelerator_type", "max_calls",
+    "num_cpus",
+    "num_gpus",
+    "resources",
+    "memory",
+    "max_retries",
+    "retry_exceptions",
+    "num_returns",
+    "name",
+    "scheduling_strategy",
+    "runtime_env",
+    "accelerator_type",
+    "max_calls",
 }
 ACTOR_OPTIONS = {
-    "num_cpus", "num_gpus", "resources", "memory", "max_restarts", "max_task_retries",
-    "max_concurrency", "name", "namespace", "lifetime", "get_if_exists", "scheduling_strategy",
-    "runtime_env", "accelerator_type", "max_pending_calls",
+    "num_cpus",
+    "num_gpus",
+    "resources",
+    "memory",
+    "max_restarts",
+    "max_task_retries",
+    "max_concurrency",
+    "name",
+    "namespace",
+    "lifetime",
+    "get_if_exists",
+    "scheduling_strategy",
+    "runtime_env",
+    "accelerator_type",
+    "max_pending_calls",
 }
 # Accepted for compatibility; they change nothing on this runtime.
 _INERT = {"scheduling_strategy", "accelerator_type", "max_calls", "max_pending_calls"}
@@ -37,9 +59,7 @@ def validate(opts: dict[str, Any], actor: bool) -> dict[str, Any]:
             raise TypeError(f"resources must be a dict like {{'alice': 1}}, got {type(res).__name__}")
         for name, amount in res.items():
             if name in ("CPU", "GPU"):
-                raise ValueError(
-                    f"use num_{name.lower()}s=... instead of resources={{'{name}': ...}}"
-                )
+                raise ValueError(f"use num_{name.lower()}s=... instead of resources={{'{name}': ...}}")
             if not isinstance(amount, (int, float)) or amount < 0:
                 raise ValueError(f"resource {name!r} must be a non-negative number, got {amount!r}")
     nr = opts.get("num_returns")

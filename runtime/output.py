@@ -99,7 +99,7 @@ class ForwardStream(io.TextIOBase):
 
     def flush(self) -> None:
         with self.lock:
-            for key, (target, parts) in list(self.pending.items()):
+            for target, parts in list(self.pending.values()):
                 if parts:
                     self._send(target, "".join(parts))
                     parts.clear()

@@ -128,8 +128,11 @@ def unpack(signer: Signer, frames: list[bytes], source: str = "") -> list | None
     if len(frames) != 2 or len(frames[0]) != 32 or not signer.verify(frames[0], frames[1]):
         signer.dropped += 1
         if signer.dropped <= 10 or signer.dropped % 1000 == 0:
-            log.warning("dropped an unsigned or wrongly signed message%s (%d so far)",
-                        f" from {source}" if source else "", signer.dropped)
+            log.warning(
+                "dropped an unsigned or wrongly signed message%s (%d so far)",
+                f" from {source}" if source else "",
+                signer.dropped,
+            )
         return None
     try:
         batch = pickle.loads(frames[1])

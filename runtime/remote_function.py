@@ -136,9 +136,21 @@ class RemoteFunction:
         wire, deps, contained = encode_args(client, args, kwargs, task_id)
         retry_exc = options.get("retry_exceptions", False)
         spec = TaskSpec(
-            task_id, TASK, options.get("name") or self.__name__, fid, wire, deps, contained,
-            return_ids, client.identity, shape, options.get("max_retries", 3),
-            bool(retry_exc), b"", api._current_ctx(), None,
+            task_id,
+            TASK,
+            options.get("name") or self.__name__,
+            fid,
+            wire,
+            deps,
+            contained,
+            return_ids,
+            client.identity,
+            shape,
+            options.get("max_retries", 3),
+            bool(retry_exc),
+            b"",
+            api._current_ctx(),
+            None,
         )
         refs = [ObjectRef(rid, client, announce=False) for rid in return_ids]
         client.expect(return_ids)

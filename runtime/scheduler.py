@@ -69,7 +69,7 @@ class Scheduler:
         """Take a queued (not started) task out; its item, or None."""
         if task_id in self.infeasible:
             return self.infeasible.pop(task_id)[1]
-        for shape, q in self.queues.items():
+        for q in self.queues.values():
             for entry in q:
                 if entry[1] == task_id:
                     q.remove(entry)

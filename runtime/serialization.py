@@ -60,9 +60,7 @@ def _is_simple(value: Any) -> bool:
     if t is tuple or t is list:
         return len(value) < 64 and all(type(v) in _SIMPLE for v in value)
     if t is dict:
-        return len(value) < 64 and all(
-            type(k) in _SIMPLE and type(v) in _SIMPLE for k, v in value.items()
-        )
+        return len(value) < 64 and all(type(k) in _SIMPLE and type(v) in _SIMPLE for k, v in value.items())
     return False
 
 

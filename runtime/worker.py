@@ -186,7 +186,7 @@ class WorkerLoop:
                     f"return a tuple or list of {n} values"
                 )
         out = []
-        for object_id, v in zip(ids, values):
+        for object_id, v in zip(ids, values, strict=True):
             path = serialization.segment_path(self.client.cluster_id, self.client.node_id, object_id)
             wire, size, contained = serialization.serialize(v, path)
             out.append((object_id, False, wire, size, contained))
@@ -342,4 +342,3 @@ def main(conf: dict, wid: int) -> None:
         except Exception:
             pass
         sys.exit(0)
-

@@ -1,0 +1,95 @@
+"""Fixtures: real clusters, and a check after every test that nothing leaked.
+
+Every test runs with its own ``NBCLUSTER_DIR`` (a temporary folder), so
+the processes a test started can be found by that variable in their
+environment, and must all be gone when it ends; so must every
+shared-memory segment and every cluster folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def ours(marker: str) -> list[psutil.Process]:
+    """Processes whose environment carries this test's NBCLUSTER_DIR."""
+    me = os.getpid()
+    found = []
+    for p in psutil.process_iter(["pid"]):
+        if p.pid == me:
+            continue
+        try:
+            if p.environ().get("NBCLUSTER_DIR") == marker:
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return [p for p in found if _alive(p)]
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def segments() -> list[str]:
+    return sorted(str(p) for p in Path("/dev/shm").glob("nbc-*"))
+
+
+def wait_for(condition, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(tmp_path_factory, monkeypatch):
+    """Give the test its own runtime dir; afterwards nothing of ours may remain."""
+    import runtime
+
+    d = tmp_path_factory.mktemp("nbc")
+    monkeypatch.setenv("NBCLUSTER_DIR", str(d))
+    before = set(segments())
+    yield str(d)
+    runtime.shutdown()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = ours(str(d))
+        leaked = set(segments()) - before
+        clusters = [p for p in d.glob("*") if p.is_dir()]
+        if not left and not leaked and not clusters:
+            break
+        time.sleep(0.05)
+    for p in left:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    assert not left, f"processes left running: {[(p.pid, p.cmdline()) for p in left]}"
+    assert not leaked, f"shared-memory segments left: {sorted(leaked)}"
+    assert not clusters, f"cluster folders left: {clusters}"
+
+
+@pytest.fixture
+def ray():
+    """A fresh local cluster with 2 CPUs and custom resources, owned by the test."""
+    import runtime
+
+    runtime.init(num_cpus=2, resources={"alice": 2})
+    yield runtime
+    runtime.shutdown()

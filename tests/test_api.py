@@ -1,0 +1,447 @@
+"""The public API with Ray's semantics, against a real local cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import numpy as np
+import pytest
+
+import runtime
+from runtime import exceptions
+
+
+def test_tasks_round_trip(ray):
+    @ray.remote
+    def square(x):
+        return x * x
+
+    refs = [square.remote(i) for i in range(400)]
+    assert ray.get(refs) == [i * i for i in range(400)]
+    assert isinstance(refs[0], ray.ObjectRef)
+
+
+def test_options_num_returns_and_kwargs(ray):
+    @ray.remote(num_returns=2)
+    def pair(a, b=10):
+        return a, b
+
+    x, y = pair.remote(1, b=2)
+    assert ray.get([x, y]) == [1, 2]
+    three = pair.options(num_returns=3).remote(1, b=2)  # returns 2 values, not 3
+    with pytest.raises(ValueError, match="num_returns=3"):
+        ray.get(three[0])
+
+
+def test_actor_calls_run_in_order(ray):
+    @ray.remote(num_cpus=1)
+    class Counter:
+        def __init__(self, start=0):
+            self.i = start
+
+        def incr(self, v):
+            self.i += v
+            return self.i
+
+    c = Counter.remote(5)
+    refs = [c.incr.remote(1) for _ in range(10)]
+    assert ray.get(refs) == list(range(6, 16))
+    assert isinstance(c, runtime.actor.ActorHandle)
+
+
+def test_put_get_numpy_zero_copy(ray):
+    arr = np.ones((1000, 1000))
+    ref = ray.put(arr)
+    out = ray.get(ref)
+    assert out.shape == (1000, 1000) and out.sum() == 1e6
+    assert not out.flags.writeable  # a read-only view on shared memory, as in Ray
+    assert not out.flags.owndata
+
+    @ray.remote
+    def total(x):
+        return float(x.sum())
+
+    assert ray.get(total.remote(ref)) == 1e6
+
+
+def test_wait(ray):
+    import time
+
+    @ray.remote
+    def slow(t):
+        time.sleep(t)
+        return t
+
+    refs = [slow.remote(0), slow.remote(30)]
+    ready, pending = ray.wait(refs, num_returns=1, timeout=10)
+    assert ready == [refs[0]] and pending == [refs[1]]
+    ready, pending = ray.wait(refs, num_returns=2, timeout=0.2)
+    assert len(ready) == 1 and len(pending) == 1
+    ray.cancel(refs[1], force=True)
+
+
+def test_get_timeout(ray):
+    import time
+
+    @ray.remote
+    def slow():
+        time.sleep(30)
+
+    ref = slow.remote()
+    with pytest.raises(exceptions.GetTimeoutError) as info:
+        ray.get(ref, timeout=0.2)
+    assert isinstance(info.value, TimeoutError)
+    ray.cancel(ref, force=True)
+
+
+def test_remote_exception_is_both_types(ray):
+    class MyError(Exception):
+        pass
+
+    @ray.remote
+    def boom():
+        raise MyError("no way")
+
+    with pytest.raises(MyError) as info:
+        ray.get(boom.remote())
+    err = info.value
+    assert isinstance(err, exceptions.TaskError) and isinstance(err, exceptions.RayTaskError)
+    assert "no way" in str(err) and "boom" in str(err)
+    assert "raise MyError" in "\n".join(err._render_traceback_())
+
+
+def test_errors_propagate_through_dependent_tasks(ray):
+    @ray.remote
+    def boom():
+        raise KeyError("upstream")
+
+    @ray.remote
+    def plus_one(x):
+        return x + 1
+
+    with pytest.raises(KeyError, match="upstream"):
+        ray.get(plus_one.remote(plus_one.remote(boom.remote())))
+
+
+def test_refs_as_arguments_are_resolved(ray):
+    @ray.remote
+    def add(a, b):
+        return a + b
+
+    @ray.remote
+    def inner(xs):
+        return [type(x).__name__ for x in xs]
+
+    one = ray.put(1)
+    assert ray.get(add.remote(one, add.remote(one, 2))) == 4
+    assert ray.get(add.remote(*[one, one])) == 2
+    assert ray.get(add.remote(a=one, b=one)) == 2
+    # refs nested in containers stay refs
+    assert ray.get(inner.remote([one])) == ["ObjectRef"]
+
+
+def test_nested_tasks_and_actors(ray):
+    @ray.remote
+    def square(x):
+        return x * x
+
+    @ray.remote
+    def fan_out(n):
+        return sum(runtime.get([square.remote(i) for i in range(n)]))
+
+    @ray.remote
+    class Acc:
+        def __init__(self):
+            self.total = 0
+
+        def add(self, v):
+            self.total += v
+            return self.total
+
+    @ray.remote
+    def use_actor(acc, n):
+        return runtime.get([acc.add.remote(1) for _ in range(n)])[-1]
+
+    @ray.remote
+    def make_actor():
+        a = Acc.remote()
+        return runtime.get(a.add.remote(7))
+
+    # more nested tasks than CPUs: blocked parents lend their CPU
+    assert ray.get([fan_out.remote(10) for _ in range(4)]) == [285] * 4
+    acc = Acc.remote()
+    assert ray.get(use_actor.remote(acc, 5)) == 5
+    assert ray.get(acc.add.remote(0)) == 5
+    assert ray.get(make_actor.remote()) == 7
+
+
+def test_staticmethod_remote_inside_class(ray):
+    class Tools:
+        @staticmethod
+        @ray.remote
+        def double(x):
+            return 2 * x
+
+    assert ray.get(Tools.double.remote(4)) == 8
+
+
+def test_wrong_arity_fails_at_remote(ray):
+    @ray.remote
+    def f(a, b):
+        return a + b
+
+    @ray.remote
+    class A:
+        def __init__(self, x):
+            self.x = x
+
+        def m(self, y):
+            return y
+
+    with pytest.raises(TypeError, match="missing a required argument"):
+        f.remote(1)
+    with pytest.raises(TypeError):
+        f.remote(1, 2, 3)
+    with pytest.raises(TypeError):
+        A.remote()
+    a = A.remote(1)
+    with pytest.raises(TypeError):
+        a.m.remote()
+    assert ray.get(f.remote(1, 2)) == 3
+
+
+def test_unpicklable_argument_is_a_clear_error(ray):
+    import threading
+
+    @ray.remote
+    def f(x):
+        return 1
+
+    with pytest.raises(exceptions.SerializationError, match="could not serialize"):
+        f.remote(threading.Lock())
+    assert ray.get(f.remote(1)) == 1  # nothing else disturbed
+
+
+def test_get_of_a_non_ref(ray):
+    with pytest.raises(TypeError, match="ObjectRef"):
+        ray.get(1)
+    with pytest.raises(TypeError, match="ObjectRef"):
+        ray.get([ray.put(1), "x"])
+
+
+def test_calling_remote_things_directly_is_an_error(ray):
+    @ray.remote
+    def f():
+        return 1
+
+    @ray.remote
+    class A:
+        def m(self):
+            return 1
+
+    with pytest.raises(TypeError, match=r"f\.remote"):
+        f()
+    with pytest.raises(TypeError, match=r"A\.remote"):
+        A()
+
+
+def test_invalid_options(ray):
+    with pytest.raises(ValueError, match="invalid option"):
+        ray.remote(num_cpu=1)(lambda: 1)
+    with pytest.raises(ValueError, match="num_cpus"):
+        ray.remote(resources={"CPU": 1})(lambda: 1)
+
+
+def test_cluster_information(ray):
+    nodes = ray.nodes()
+    assert len(nodes) == 1 and nodes[0]["Alive"]
+    assert nodes[0]["Resources"]["CPU"] == 2 and nodes[0]["Resources"]["alice"] == 2
+    res = ray.cluster_resources()
+    assert res["CPU"] == 2 and res["alice"] == 2
+    assert ray.available_resources()["CPU"] <= 2
+    ctx = ray.get_runtime_context()
+    assert ctx.get_node_id() == nodes[0]["NodeID"] and ctx.get_task_id() is None
+
+    @ray.remote
+    def where():
+        c = runtime.get_runtime_context()
+        return c.get_node_id(), c.get_task_id(), c.get_actor_id()
+
+    @ray.remote
+    class Where:
+        def ids(self):
+            c = runtime.get_runtime_context()
+            return c.get_actor_id(), c.get_task_id()
+
+    node_id, task_id, actor_id = ray.get(where.remote())
+    assert node_id == nodes[0]["NodeID"] and task_id and actor_id is None
+    a = Where.remote()
+    actor_id, task_id = ray.get(a.ids.remote())
+    assert actor_id and task_id
+
+
+def test_named_actors(ray):
+    @ray.remote
+    class Box:
+        def __init__(self, v):
+            self.v = v
+
+        def get(self):
+            return self.v
+
+    b = Box.options(name="box").remote(3)
+    assert ray.get(ray.get_actor("box").get.remote()) == 3
+    with pytest.raises(ValueError, match="already exists"):
+        Box.options(name="box").remote(4)
+    same = Box.options(name="box", get_if_exists=True).remote(5)
+    assert ray.get(same.get.remote()) == 3
+    with pytest.raises(ValueError, match="Failed to look up"):
+        ray.get_actor("nope")
+    del b, same
+
+
+def test_kill_actor(ray):
+    @ray.remote
+    class A:
+        def ping(self):
+            return "pong"
+
+    a = A.remote()
+    assert ray.get(a.ping.remote()) == "pong"
+    ray.kill(a)
+    with pytest.raises(exceptions.ActorDiedError):
+        ray.get(a.ping.remote())
+
+
+def test_actor_constructor_error(ray):
+    @ray.remote
+    class Bad:
+        def __init__(self):
+            raise RuntimeError("bad init")
+
+        def m(self):
+            return 1
+
+    b = Bad.remote()
+    with pytest.raises(exceptions.ActorDiedError, match="bad init"):
+        ray.get(b.m.remote())
+
+
+def test_actor_method_error_keeps_actor_alive(ray):
+    @ray.remote
+    class A:
+        def fail(self):
+            raise ValueError("oops")
+
+        def ok(self):
+            return 1
+
+    a = A.remote()
+    with pytest.raises(ValueError):
+        ray.get(a.fail.remote())
+    assert ray.get(a.ok.remote()) == 1
+
+
+def test_async_and_threaded_actors(ray):
+    @ray.remote
+    class AsyncActor:
+        async def slow(self, i):
+            await asyncio.sleep(0.2)
+            return i
+
+    @ray.remote(max_concurrency=4)
+    class Threaded:
+        def slow(self, i):
+            import time
+
+            time.sleep(0.2)
+            return i
+
+    for cls in (AsyncActor, Threaded):
+        a = cls.remote()
+        assert ray.get([a.slow.remote(i) for i in range(4)]) == [0, 1, 2, 3]
+
+
+def test_await_ref_and_future(ray):
+    @ray.remote
+    def f(x):
+        return x + 1
+
+    async def main():
+        return await f.remote(1)
+
+    assert asyncio.run(main()) == 2
+    assert f.remote(2).future().result(timeout=10) == 3
+
+
+def test_method_num_returns(ray):
+    @ray.remote
+    class P:
+        @runtime.method(num_returns=2)
+        def two(self):
+            return 1, 2
+
+    p = P.remote()
+    a, b = p.two.remote()
+    assert ray.get([a, b]) == [1, 2]
+
+
+def test_cancel_queued_and_running(ray):
+    import time
+
+    @ray.remote
+    def sleeper(t):
+        time.sleep(t)
+        return t
+
+    running = [sleeper.remote(30) for _ in range(2)]
+    queued = sleeper.remote(30)
+    time.sleep(0.5)
+    ray.cancel(queued)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(queued, timeout=10)
+    ray.cancel(running[0])
+    ray.cancel(running[1], force=True)
+    for r in running:
+        with pytest.raises(exceptions.TaskCancelledError):
+            ray.get(r, timeout=10)
+
+    @ray.remote
+    def ok():
+        return 1
+
+    assert ray.get(ok.remote(), timeout=10) == 1
+
+
+def test_worker_output_reaches_the_driver(ray, capfd):
+    @ray.remote
+    def talk():
+        import sys
+
+        print("hello from a task")
+        print("to stderr", file=sys.stderr)
+        return os.getpid()
+
+    pid = ray.get(talk.remote())
+    out, err = capfd.readouterr()
+    assert f"(talk pid={pid}) hello from a task" in out
+    assert f"(talk pid={pid}) to stderr" in err
+
+
+def test_init_twice_and_not_initialized():
+    with pytest.raises(exceptions.NotInitializedError, match="init"):
+        runtime.put(1)
+    runtime.init(num_cpus=1)
+    with pytest.raises(RuntimeError, match="already"):
+        runtime.init()
+    runtime.init(ignore_reinit_error=True)
+    assert runtime.is_initialized()
+    runtime.shutdown()
+    assert not runtime.is_initialized()
+
+
+def test_public_names():
+    assert sorted(runtime.__all__) == runtime.__all__
+    for name in runtime.__all__:
+        assert getattr(runtime, name) is not None
