@@ -6,9 +6,9 @@ import inspect
 from typing import Any
 
 from . import options as opt
-from .client import NODE, Client
+from .client import Client
 from .object_ref import ObjectRef
-from .protocol import ACTOR_CALL, ACTOR_CREATE, Kind, TaskSpec, ids, object_id_for
+from .protocol import ACTOR_CALL, ACTOR_CREATE, TaskSpec, ids, object_id_for
 from .remote_function import _signature, check_arity, encode_args, register
 from .serialization import note_ref
 
@@ -107,7 +107,7 @@ class ActorClass:
                 return ActorHandle(existing[0], existing[1], client)
         fid = register(client, self._cls, self)
         task_id = ids.next()
-        wire, deps, contained = encode_args(client, args, kwargs, task_id)
+        wire, deps, contained, _keep = encode_args(client, args, kwargs, task_id)
         spec = TaskSpec(
             task_id,
             ACTOR_CREATE,
@@ -140,7 +140,7 @@ class ActorClass:
             sigs=self._sigs,
             max_task_retries=options.get("max_task_retries", 0),
         )
-        client.send(NODE, (Kind.SUBMIT, spec))
+        client.submit_to_node(spec)  # the node places it and pins its arguments until it runs
         return handle
 
 
@@ -215,7 +215,7 @@ class ActorHandle:
 
     def __reduce__(self):
         if not self._meta.get("detached"):
-            note_ref(self._actor_id)
+            note_ref(self._actor_id, self)
         return (_rebuild_handle, (self._actor_id, self._meta, self._max_task_retries))
 
     def __repr__(self) -> str:
@@ -234,7 +234,7 @@ class ActorHandle:
         check_arity(self._sigs.get(name), f"{self._meta['class_name']}.{name}", (None, *args), kwargs)
         task_id = ids.next()
         return_ids = tuple(object_id_for(task_id, i) for i in range(num_returns))
-        wire, deps, contained = encode_args(client, args, kwargs, task_id)
+        wire, deps, contained, keep = encode_args(client, args, kwargs, task_id)
         spec = TaskSpec(
             task_id,
             ACTOR_CALL,
@@ -253,8 +253,7 @@ class ActorHandle:
             None,
         )
         refs = [ObjectRef(rid, client, announce=False) for rid in return_ids]
-        client.expect(return_ids)
-        client.send(NODE, (Kind.SUBMIT, spec))
+        client.submit(spec, keep)
         if num_returns == 1:
             return refs[0]
         return refs if num_returns else None

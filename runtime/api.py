@@ -395,14 +395,14 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
         raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
     if object_ref._id.endswith(b"P"):
         raise ValueError("cancel() applies to task results, not to put() objects")
-    _client().send(NODE, (Kind.CANCEL, object_ref.task_id(), force))
+    _client().cancel(object_ref.task_id(), force)
 
 
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     """Kill an actor's process now; its pending calls fail with `ActorDiedError`."""
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"kill() expects an actor handle, got {type(actor).__name__}")
-    _client().send(NODE, (Kind.KILL_ACTOR, actor._actor_id, no_restart))
+    _client().kill_actor(actor._actor_id, no_restart)
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:

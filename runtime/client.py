@@ -1,29 +1,28 @@
-"""The core every driver and worker runs: one connection to its node.
+"""The core every driver and worker runs: its connections, its objects, its submissions.
 
 ::
 
-    user threads                                     driver I/O thread (drivers only)
-    ────────────                                     ──────────────────────────────
-    .remote()/put ─▶ node_pending ─(burst: wake once)─▶ flush: one signed batch ─▶ node
-    get()/wait()  ─▶ flush now, then read the socket  ◀─ yields the socket while a
-                     itself (leader/follower)            user thread waits (want_read)
-    RESULT ─▶ memstore ─▶ notify waiters / futures
-    LOG    ─▶ log_handler (prints "(f pid=…) …", or routes to a notebook cell)
-    EXECUTE ─▶ on_message (worker: its task inbox)
+    .remote() ──▶ Call ──deps ready?──▶ task: queue per resource shape ──▶ leased worker ─┐
+                   │        (local         actor call: queue per actor ───▶ actor worker ─┤ EXECUTE
+                   │         memstore)                                                    │ (direct,
+                   └──▶ actor creation ──▶ node (places it)                               │  Unix socket)
+    get()/wait() ──▶ flush, then read every socket itself (leader/follower)               │
+                     ◀── DONE / LOG ◀──────────────────────────────────────────────────────┘
+    node ◀── LEASE_REQUEST / LEASE_RETURN, PUT, HOLD / RELEASE, SUBSCRIBE, STATS
+    node ──▶ LEASE_GRANT / LEASE_REVOKE, ACTOR_LOCATION, RESULT (subscribed values)
 
-    head (control plane, ZeroMQ/TCP) ◀─▶ owned by the I/O thread; workers have none
-                                          (their control requests go via the node)
+The node is off the per-task path: it lends workers (leases) and places
+actors; the owner of a task sends it straight to a leased worker and gets
+the result straight back, like Ray's core worker. Results live in the
+owner's memstore. When a ref leaves the process (inside an argument, a
+`put`, or a result) its value is *promoted* to the node first, so any
+process can read it; large values are registered with the node when they
+arrive, since it owns their shared-memory lifetime.
 
-Latency is what shapes this: a thread hand-off costs ~80 µs on the CI
-machine, so a thread that waits for a value reads the socket itself
-instead of being woken by another thread, and a sync ``get`` sends its
-queued submissions itself. Bursts of ``.remote()`` still leave as one
-batch: the first call of a burst wakes the I/O thread, which sends what
-has accumulated when it next holds the GIL.
-
-Results are pushed by the node to the owner of each task; values the
-process does not own are asked for with SUBSCRIBE. The memstore keeps a
-value as long as a local ref to it exists.
+Latency shapes the threading: a thread hand-off costs ~80 µs here, so a
+thread that waits for a value reads the sockets itself instead of being
+woken. Drivers keep an I/O thread that reads when nobody waits (live
+output, futures) and sends bursts as batches; workers have no I/O thread.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from __future__ import annotations
 import itertools
 import os
 import select
+import signal
 import sys
 import threading
 import time
@@ -42,10 +42,67 @@ from typing import Any
 import zmq
 
 from . import protocol, transport
-from .exceptions import ConnectionFailedError, GetTimeoutError
-from .protocol import Kind
+from .exceptions import (
+    ActorDiedError,
+    ConnectionFailedError,
+    GetTimeoutError,
+    TaskCancelledError,
+    WorkerCrashedError,
+)
+from .protocol import Kind, TaskSpec
 
 NODE, HEAD = 0, 1
+LEASE_IDLE = 0.2  # seconds an idle lease is kept for the next task of its shape
+PIPELINE = 2  # tasks in flight per leased worker when more are queued (an idle one steals)
+
+
+def _err(exc: BaseException) -> bytes:
+    import pickle
+
+    return pickle.dumps(exc, protocol.PROTOCOL)
+
+
+class Call:
+    """A task or actor call this process submitted and has not seen finish."""
+
+    __slots__ = ("spec", "keep", "missing", "retries_left", "cancelled", "lease", "shape")
+
+    def __init__(self, spec: TaskSpec, keep: tuple) -> None:
+        self.spec = spec
+        self.keep = keep  # refs/handles inside the arguments, alive until done
+        self.missing = 0
+        self.retries_left = spec.max_retries
+        self.cancelled = False
+        self.lease: Lease | None = None
+        self.shape = spec.resources
+
+
+class Lease:
+    __slots__ = ("lease_id", "shape", "link", "pid", "inflight", "idle_since", "revoked")
+
+    def __init__(self, lease_id: int, shape: tuple, link: transport.Link, pid: int) -> None:
+        self.lease_id = lease_id
+        self.shape = shape
+        self.link = link
+        self.pid = pid
+        self.inflight: dict[bytes, Call] = {}
+        self.idle_since = time.monotonic()
+        self.revoked = False
+
+
+class ActorConn:
+    """This process's view of one actor: where it is and the calls for it."""
+
+    __slots__ = ("actor_id", "state", "link", "pid", "queue", "inflight", "cause")
+
+    def __init__(self, actor_id: bytes) -> None:
+        self.actor_id = actor_id
+        self.state = "unknown"  # unknown -> locating -> alive | dead
+        self.link: transport.Link | None = None
+        self.pid = 0
+        self.queue: deque[Call] = deque()
+        self.inflight: dict[bytes, Call] = {}
+        self.cause = ""
 
 
 class Client:
@@ -61,6 +118,7 @@ class Client:
         role: str = "driver",
         worker_id: int = 0,
         job_id: int = 0,
+        listen: str | None = None,
     ) -> None:
         self.cluster_id = cluster_id
         self.node_id = node_id
@@ -79,13 +137,18 @@ class Client:
         self.pending: set[bytes] = set()  # results we own that have not arrived
         self.subscribed: set[bytes] = set()
         self.refcounts: dict[bytes, int] = {}
+        self.local_only: set[bytes] = set()  # owned values the node has not seen
+        self.escaped: set[bytes] = set()  # pending results to promote on arrival
+        self.held_inside: dict[bytes, tuple] = {}  # result id -> refs its value contains
         self.cv = threading.Condition()
         self.ref_lock = threading.Lock()
+        self.lock = threading.RLock()  # submissions, leases, actor connections
         self.callbacks: dict[bytes, list[Callable]] = {}
         self.requests: dict[int, Future] = {}
         self.function_blobs: dict[bytes, tuple[bytes, list]] = {}
         self.registered_functions: set[bytes] = set()
-        self.on_message: Callable[[tuple], None] | None = None
+        self.on_message: Callable[[tuple, transport.Link | None], None] | None = None
+        self.on_blocked: Callable[[], None] | None = None
         self.log_handler: Callable[..., None] = print_log
         self.welcome: dict = {}
         self.closed = False
@@ -93,8 +156,22 @@ class Client:
         self.executing = False  # worker: inside a task that holds a CPU
         self._req_ids = itertools.count(1)
 
-        # sending: any thread, one lock
-        self.node_pending: list = []
+        # direct submissions
+        self.calls: dict[bytes, Call] = {}  # task id -> call, until done
+        self.dep_waiters: dict[bytes, list[Call]] = {}
+        self.task_queues: dict[tuple, deque[Call]] = {}
+        self.leases: dict[tuple, list[Lease]] = {}
+        self.lease_requests: dict[tuple, int] = {}
+        self.lease_by_id: dict[int, Lease] = {}
+        self.actors: dict[bytes, ActorConn] = {}
+        self.workers_by_identity: dict[bytes, transport.Link] = {}
+        self.peers: dict[int, transport.Link] = {}  # fd -> link (workers we use, callers of ours)
+        self.listener = None  # a worker's socket for its callers
+        self.stats_sent: tuple = ()
+        self.last_tick = time.monotonic()
+
+        # sending: any thread; a pending batch per link
+        self.outq: dict[transport.Link, list] = {}
         self.send_lock = threading.Lock()
         self.head_outbox: deque = deque()
         # reading: whoever holds read_lock
@@ -104,7 +181,7 @@ class Client:
         self.link: transport.Link | None = None
         if node_address:
             try:
-                self.link = transport.Link(node_address, self.signer)
+                self.link = transport.Link(node_address, self.signer, identity=b"node")
             except OSError as e:
                 raise ConnectionFailedError(
                     f"cannot connect to the node at {node_address}: {e}. Is the cluster running? "
@@ -119,47 +196,65 @@ class Client:
             self.ctx = zmq.Context()
             self.head_sock = protocol.tune(self.ctx.socket(zmq.DEALER))
             self.head_sock.connect(f"tcp://{head_address}")
-        # Workers read in their main thread; drivers keep a thread that reads
-        # whenever no user thread waits (live output, futures, head replies).
         self.thread: threading.Thread | None = None
-        if node_address:
-            self.node_pending.append(
+        if self.link is not None:
+            self.outq[self.link] = [
                 (Kind.HELLO, role, os.getpid(), job_id, worker_id, sys.path[:], self.identity)
-            )
+            ]
+        if listen:
+            self.listen(listen)  # before HELLO: the node lends us out once it hears from us
         if role != "worker":
             self.thread = threading.Thread(target=self._run, name="runtime-io", daemon=True)
             self.thread.start()
         else:
-            self.flush_node()
+            self.flush()
 
-    # -- sending ----------------------------------------------------------
+    # ================================================================ sending
+    def queue(self, link: transport.Link | None, msg: tuple, urgent: bool = True) -> None:
+        """Send `msg` on `link`: now (workers), or with the next batch (drivers)."""
+        if link is None:
+            return
+        with self.send_lock:
+            batch = self.outq.get(link)
+            if batch is None:
+                self.outq[link] = [msg]
+            else:
+                batch.append(msg)
+            if not urgent:
+                return
+            if self.thread is None:
+                self._flush_locked()
+                return
+        self._wake()
+
     def send(self, dest: int, msg: tuple, urgent: bool = True) -> None:
-        """Queue `msg` for the node or the head.
-
-        To the node: workers send at once; drivers send on the next flush (a
-        `get`/`wait`, or the I/O thread woken by the first message of a
-        burst). Non-urgent messages (reference counts) ride along with the
-        next urgent one, in order.
-        """
         if dest == NODE:
-            with self.send_lock:
-                self.node_pending.append(msg)
-                if not urgent:
-                    return
-                if self.thread is None:
-                    batch, self.node_pending = self.node_pending, []
-                    if self.link is not None:
-                        self.link.send(batch)
-                    return
-            self._wake()
+            self.queue(self.link, msg, urgent)
             return
         self.head_outbox.append(msg)
         self._wake()
 
+    def flush(self) -> None:
+        """Send every pending batch."""
+        with self.send_lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        # The node's batch first: HOLDs of refs we received must reach it
+        # before the results we send make their senders let go of them.
+        if not self.outq:
+            return
+        out, self.outq = self.outq, {}
+        node_batch = out.pop(self.link, None) if self.link is not None else None
+        if node_batch:
+            self.link.send(node_batch)
+        for link, batch in out.items():
+            link.send(batch)
+
     def flush_node(self) -> None:
         with self.send_lock:
-            if self.node_pending and self.link is not None:
-                batch, self.node_pending = self.node_pending, []
+            batch = self.outq.pop(self.link, None) if self.link is not None else None
+            if batch:
                 self.link.send(batch)
 
     def _wake(self) -> None:
@@ -171,7 +266,7 @@ class Client:
                 pass
 
     def request(self, op: str, *args, dest: int = HEAD, timeout: float | None = 30.0) -> Any:
-        """A control-plane call to the head (relayed by the node for workers)."""
+        """A control-plane call to the head (relayed by the node for workers) or the node."""
         if dest == HEAD and self.head_sock is None:
             op, args = "relay", (op, args)
             dest = NODE
@@ -191,15 +286,14 @@ class Client:
         except TimeoutError:
             self.requests.pop(req_id, None)
             raise ConnectionFailedError(
-                self.dead_reason
-                or f"the cluster did not answer {op!r} within {timeout} s; is it "
+                self.dead_reason or f"the cluster did not answer {op!r} within {timeout} s; is it "
                 "running? Check with `nbcluster status`."
             ) from None
         if not ok:
             raise payload
         return payload
 
-    # -- references -------------------------------------------------------
+    # ============================================================= references
     def add_ref(self, object_id: bytes, announce: bool = True) -> None:
         with self.ref_lock:
             count = self.refcounts.get(object_id, 0)
@@ -218,9 +312,29 @@ class Client:
             self.refcounts.pop(object_id, None)
         self.memstore.pop(object_id, None)
         self.subscribed.discard(object_id)
-        self.send(NODE, (Kind.RELEASE, object_id), urgent=False)
+        inside = self.held_inside.pop(object_id, None)
+        if object_id in self.local_only:
+            self.local_only.discard(object_id)
+        elif object_id not in self.pending or object_id in self.escaped:
+            self.send(NODE, (Kind.RELEASE, object_id), urgent=False)
+        self.escaped.discard(object_id)
+        if inside:
+            for inner in inside:
+                self.remove_ref(inner)
 
-    # -- values -----------------------------------------------------------
+    def promote(self, ids) -> None:
+        """Refs are leaving this process: make sure the node has their values."""
+        for object_id in ids:
+            if object_id in self.local_only:
+                entry = self.memstore.get(object_id)
+                if entry is not None:
+                    self.local_only.discard(object_id)
+                    self.send(NODE, (Kind.PUT, object_id, entry[0], entry[1], 0,
+                                     self.held_inside.get(object_id, ())))
+            elif object_id in self.pending:
+                self.escaped.add(object_id)
+
+    # ================================================================= values
     def expect(self, return_ids) -> None:
         self.pending.update(return_ids)
 
@@ -239,19 +353,18 @@ class Client:
         missing = [i for i in ids if i not in memstore]
         if len(ids) - len(missing) >= want:
             return [i for i in ids if i in memstore]
-        ask = [i for i in missing if i not in self.pending and i not in self.subscribed]
-        if ask:
-            self.subscribed.update(ask)
-            self.send(NODE, (Kind.SUBSCRIBE, ask))
+        self._subscribe(missing)
         blocked = self.executing
         if blocked:
+            if self.on_blocked is not None:
+                self.on_blocked()
             self.send(NODE, (Kind.BLOCKED,))
-        self.flush_node()
+        self.flush()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.io_cv:
             self.want_read += 1
         if self.thread is not None:
-            os.write(self._wake_w, b"r")  # the I/O thread hands us the socket
+            os.write(self._wake_w, b"r")  # the I/O thread hands us the sockets
         try:
             while True:
                 missing = [i for i in missing if i not in memstore]
@@ -280,16 +393,415 @@ class Client:
                 self.send(NODE, (Kind.UNBLOCKED,))
         return [i for i in ids if i in memstore]
 
-    def _read_or_wait(self, timeout: float, done: Callable[[], bool] | None = None) -> None:
-        """Read the socket if no other thread does; else wait for that thread's news.
+    def _subscribe(self, ids) -> None:
+        ask = [i for i in ids if i not in self.pending and i not in self.subscribed and i not in self.memstore]
+        if ask:
+            self.subscribed.update(ask)
+            self.send(NODE, (Kind.SUBSCRIBE, ask))
 
-        `done` is checked once the socket is ours: another thread may have read
-        what we wait for just before it let go.
-        """
-        if self.thread is None:
-            got = self.read_lock.acquire(blocking=False)
+    def add_callback(self, object_id: bytes, fn: Callable[[], None]) -> None:
+        with self.cv:
+            if object_id not in self.memstore:
+                self.callbacks.setdefault(object_id, []).append(fn)
+                self._subscribe([object_id])
+                self._wake()
+                return
+        fn()
+
+    def _arrived(self, object_id: bytes, is_error: bool, value, contained: tuple = ()) -> bool:
+        """A value reached us (result of our call, or a subscription). True if kept."""
+        self.pending.discard(object_id)
+        wanted = object_id in self.refcounts or object_id in self.callbacks
+        if not wanted:
+            if isinstance(value, str) and object_id not in self.subscribed:
+                try:  # an unwanted large result of ours: nobody else knows the segment
+                    os.unlink(value)
+                except OSError:
+                    pass
+            self.escaped.discard(object_id)
+            return False
+        self.memstore[object_id] = (is_error, value)
+        waiting = self.dep_waiters.pop(object_id, None)
+        if waiting:
+            for call in waiting:
+                call.missing -= 1
+                if call.missing == 0:
+                    self._deps_ready(call)
+        cbs = self.callbacks.pop(object_id, None)
+        if cbs:
+            for fn in cbs:
+                try:
+                    fn()
+                except Exception:
+                    pass
+        return True
+
+    # ============================================================ submissions
+    def submit(self, spec: TaskSpec, keep: tuple = ()) -> None:
+        """Run a task or an actor call: straight to a worker once its arguments exist."""
+        call = Call(spec, keep)
+        if spec.contained:
+            self.promote(spec.contained)
+        with self.lock:
+            self.calls[spec.task_id] = call
+            self.pending.update(spec.return_ids)
+            if spec.actor_id:
+                self._actor(spec.actor_id).queue.append(call)
+            for dep in spec.deps:
+                if dep not in self.memstore:
+                    waiters = self.dep_waiters.setdefault(dep, [])
+                    if call not in waiters:
+                        waiters.append(call)
+                        call.missing += 1
+            if call.missing:
+                self._subscribe(spec.deps)
+            else:
+                self._deps_ready(call)
+
+    def submit_to_node(self, spec: TaskSpec) -> None:
+        """An actor's creation: the node places it; it needs the argument values."""
+        self.promote(spec.deps)
+        self.promote(spec.contained)
+        self.send(NODE, (Kind.SUBMIT, spec))
+
+    def _deps_ready(self, call: Call) -> None:
+        spec = call.spec
+        for dep in spec.deps:
+            is_error, value = self.memstore[dep]
+            if is_error:
+                self._finish_error(call, value)
+                return
+        if spec.actor_id:
+            self._pump_actor(self.actors[spec.actor_id])
         else:
-            got = self.read_lock.acquire(timeout=min(timeout, 0.002))
+            self.task_queues.setdefault(spec.resources, deque()).append(call)
+            self._dispatch_tasks(spec.resources)
+
+    def _resolved(self, spec: TaskSpec) -> dict:
+        memstore = self.memstore
+        return {dep: memstore[dep] for dep in spec.deps}
+
+    def _finish(self, call: Call, results: list) -> None:
+        """Results of a call arrived (from its worker, or made up here on failure)."""
+        self.calls.pop(call.spec.task_id, None)
+        if isinstance(call.spec.args, str):  # large arguments went through shared memory
+            try:
+                os.unlink(call.spec.args)
+            except OSError:
+                pass
+        for object_id, is_error, value, size, contained in results:
+            escaped = object_id in self.escaped
+            kept = self._arrived(object_id, is_error, value, contained)
+            if not kept:
+                if escaped:  # passed on, then dropped here: the node keeps it for the others
+                    self.send(NODE, (Kind.PUT, object_id, is_error, value, size, contained))
+                    self.send(NODE, (Kind.RELEASE, object_id), urgent=False)
+                continue
+            if contained:
+                self.held_inside[object_id] = contained
+                for inner in contained:
+                    self.add_ref(inner)
+            if isinstance(value, str):  # a segment: the node owns its lifetime from now on
+                self.send(NODE, (Kind.PUT, object_id, is_error, value, size, ()), urgent=False)
+            elif object_id in self.escaped:
+                self.escaped.discard(object_id)
+                self.send(NODE, (Kind.PUT, object_id, is_error, value, size, contained))
+            else:
+                self.local_only.add(object_id)
+        with self.cv:
+            self.cv.notify_all()
+
+    def _finish_error(self, call: Call, error: bytes) -> None:
+        self._finish(call, [(rid, True, error, len(error), ()) for rid in call.spec.return_ids])
+
+    # ----------------------------------------------------------------- tasks
+    def _dispatch_tasks(self, shape: tuple) -> None:
+        queue = self.task_queues.get(shape)
+        if not queue:
+            return
+        leases = self.leases.get(shape, ())
+        for depth in (1, PIPELINE):
+            for lease in leases:
+                while queue and len(lease.inflight) < depth and not lease.revoked:
+                    call = queue.popleft()
+                    if call.cancelled:
+                        continue
+                    call.lease = lease
+                    lease.inflight[call.spec.task_id] = call
+                    self._send_function(lease.link, call.spec.function_id)
+                    self.queue(lease.link, (Kind.EXECUTE, call.spec, self._resolved(call.spec), ()))
+            if not queue:
+                return
+        # more work than leased workers: ask for more (the node grants what fits)
+        asked = self.lease_requests.get(shape, 0)
+        want = min(len(queue), 16) - asked
+        if want > 0:
+            name = queue[0].spec.name
+            self.lease_requests[shape] = asked + want
+            for _ in range(want):
+                self.send(NODE, (Kind.LEASE_REQUEST, next(self._req_ids), shape, name))
+
+    def _send_function(self, link: transport.Link, function_id: bytes) -> None:
+        """A worker gets a function's code with its first task (no round trip to the node)."""
+        known = link.state
+        if known is None:
+            known = link.state = set()
+        if function_id not in known:
+            known.add(function_id)
+            blob = self.function_blobs.get(function_id)
+            if blob is not None:
+                self.queue(link, (Kind.FUNC, function_id, blob[0], blob[1]))
+
+    def _on_lease_grant(self, msg: tuple) -> None:
+        _, _req, lease_id, identity, path, pid, shape = msg
+        with self.lock:
+            self.lease_requests[shape] = max(0, self.lease_requests.get(shape, 0) - 1)
+            link = self._worker_link(identity, path) if self.task_queues.get(shape) else None
+            if link is None:
+                self.send(NODE, (Kind.LEASE_RETURN, lease_id))
+                if not self.task_queues.get(shape):
+                    if self.lease_requests.get(shape):
+                        self.lease_requests[shape] = 0
+                        self.send(NODE, (Kind.LEASE_CANCEL, shape))
+                else:
+                    self._dispatch_tasks(shape)  # that worker just died: ask again
+                return
+            lease = Lease(lease_id, shape, link, pid)
+            self.leases.setdefault(shape, []).append(lease)
+            self.lease_by_id[lease_id] = lease
+            self._dispatch_tasks(shape)
+
+    def _worker_link(self, identity: bytes, path: str) -> transport.Link | None:
+        link = self.workers_by_identity.get(identity)
+        if link is not None and not link.closed:
+            return link
+        try:
+            link = transport.Link(path, self.signer, identity=identity)
+        except OSError:
+            return None
+        link.send([(Kind.HELLO, self.role, os.getpid(), self.job_id, self.worker_id, [], self.identity)])
+        self.workers_by_identity[identity] = link
+        self.peers[link.sock.fileno()] = link
+        return link
+
+    def _return_lease(self, lease: Lease) -> None:
+        leases = self.leases.get(lease.shape)
+        if leases and lease in leases:
+            leases.remove(lease)
+        self.lease_by_id.pop(lease.lease_id, None)
+        self.send(NODE, (Kind.LEASE_RETURN, lease.lease_id))
+
+    def _on_lease_revoke(self, lease_id: int) -> None:
+        with self.lock:
+            lease = self.lease_by_id.get(lease_id)
+            if lease is not None:
+                lease.revoked = True
+                if not lease.inflight:
+                    self._return_lease(lease)
+
+    # ---------------------------------------------------------------- actors
+    def _actor(self, actor_id: bytes) -> ActorConn:
+        ac = self.actors.get(actor_id)
+        if ac is None:
+            ac = self.actors[actor_id] = ActorConn(actor_id)
+        return ac
+
+    def _pump_actor(self, ac: ActorConn) -> None:
+        if ac.state == "dead":
+            while ac.queue:
+                self._fail_actor_call(ac, ac.queue.popleft())
+            return
+        if ac.state != "alive":
+            if ac.state == "unknown":
+                ac.state = "locating"
+                self.send(NODE, (Kind.REQUEST, 0, "actor_location", (ac.actor_id,)))
+            return
+        while ac.queue:
+            call = ac.queue[0]
+            if call.missing:
+                return
+            ac.queue.popleft()
+            if call.cancelled:
+                continue
+            ac.inflight[call.spec.task_id] = call
+            self.queue(ac.link, (Kind.EXECUTE, call.spec, self._resolved(call.spec), ()))
+
+    def _fail_actor_call(self, ac: ActorConn, call: Call) -> None:
+        self._finish_error(call, _err(ActorDiedError(
+            f"actor {call.spec.name.split('.')[0]} ({ac.actor_id.hex()[:12]}) is dead: {ac.cause}")))
+
+    def _on_actor_location(self, msg: tuple) -> None:
+        _, actor_id, state, identity, path, pid, cause = msg
+        with self.lock:
+            ac = self._actor(actor_id)
+            if state == "alive":
+                link = self._worker_link(identity, path)
+                if link is None:
+                    ac.state = "unknown"  # it died meanwhile: ask again
+                    self._pump_actor(ac)
+                    return
+                ac.state, ac.link, ac.pid = "alive", link, pid
+            elif state == "dead":
+                ac.state, ac.cause = "dead", cause
+            else:
+                ac.state = "locating"  # the node tells us when it is up
+                return
+            self._pump_actor(ac)
+
+    # ------------------------------------------------------- results, failures
+    def _on_done(self, msg: tuple, link: transport.Link | None) -> None:
+        _, task_id, results, retryable = msg
+        lease = None
+        with self.lock:
+            call = self.calls.get(task_id)
+            if call is None:
+                return
+            spec = call.spec
+            if spec.actor_id:
+                ac = self.actors.get(spec.actor_id)
+                if ac is not None:
+                    ac.inflight.pop(task_id, None)
+            else:
+                lease = call.lease
+                if lease is not None:
+                    lease.inflight.pop(task_id, None)
+                    if not lease.inflight:
+                        lease.idle_since = time.monotonic()
+                call.lease = None
+                if retryable and call.retries_left != 0 and not call.cancelled:
+                    if call.retries_left > 0:
+                        call.retries_left -= 1
+                    self.task_queues.setdefault(call.shape, deque()).appendleft(call)
+                    self._dispatch_tasks(call.shape)
+                    return
+            self._finish(call, results)
+            if not spec.actor_id and lease is not None:
+                if lease.revoked and not lease.inflight:
+                    self._return_lease(lease)
+                else:
+                    self._dispatch_tasks(lease.shape)
+                    if not lease.inflight:
+                        self._steal_for(lease)
+
+    def _steal_for(self, idle: Lease) -> None:
+        """An idle worker while another has a task queued behind a running one: move it."""
+        for other in self.leases.get(idle.shape, ()):
+            if other is not idle and len(other.inflight) > 1:
+                task_id = next(reversed(other.inflight))
+                self.queue(other.link, (Kind.CANCEL, task_id, "steal"))  # answered by REJECTED
+                return
+
+    def _on_rejected(self, task_ids: list) -> None:
+        """A worker that blocked in get() hands back tasks it had not started."""
+        with self.lock:
+            shapes = set()
+            for task_id in reversed(task_ids):
+                call = self.calls.get(task_id)
+                if call is None or call.lease is None:
+                    continue
+                call.lease.inflight.pop(task_id, None)
+                call.lease = None
+                self.task_queues.setdefault(call.shape, deque()).appendleft(call)
+                shapes.add(call.shape)
+            for shape in shapes:
+                self._dispatch_tasks(shape)
+
+    def _on_peer_closed(self, link: transport.Link) -> None:
+        """A worker we send work to is gone: retry its tasks, fail its actor's calls."""
+        with self.lock:
+            self.peers.pop(link.sock.fileno(), None)
+            if self.workers_by_identity.get(link.identity) is link:
+                del self.workers_by_identity[link.identity]
+            for shape, leases in list(self.leases.items()):
+                for lease in [x for x in leases if x.link is link]:
+                    leases.remove(lease)
+                    self.lease_by_id.pop(lease.lease_id, None)
+                    for call in lease.inflight.values():
+                        call.lease = None
+                        if call.cancelled:
+                            self._finish_error(call, _err(TaskCancelledError(call.spec.name)))
+                        elif call.retries_left != 0:
+                            if call.retries_left > 0:
+                                call.retries_left -= 1
+                            self.task_queues.setdefault(shape, deque()).appendleft(call)
+                        else:
+                            self._finish_error(call, _err(WorkerCrashedError(
+                                f"the worker running {call.spec.name}() (pid {lease.pid}) died and "
+                                f"its retries ran out (max_retries={call.spec.max_retries}). If it "
+                                "was killed by memory pressure, give it more memory or smaller "
+                                "inputs; raise max_retries for flaky machines.")))
+                    lease.inflight.clear()
+                    self._dispatch_tasks(shape)
+            for ac in self.actors.values():
+                if ac.link is link:
+                    ac.link = None
+                    ac.state = "unknown"
+                    ac.cause = f"its worker process (pid {ac.pid}) died"
+                    for call in ac.inflight.values():
+                        self._fail_actor_call(ac, call)
+                    ac.inflight.clear()
+                    if ac.queue:
+                        self._pump_actor(ac)
+
+    def kill_actor(self, actor_id: bytes, no_restart: bool) -> None:
+        self.send(NODE, (Kind.KILL_ACTOR, actor_id, no_restart))
+        self.flush()
+        if no_restart:  # later calls fail here; calls in flight fail when its socket closes
+            with self.lock:
+                ac = self._actor(actor_id)
+                ac.state, ac.cause = "dead", "it was killed with kill()"
+                self._pump_actor(ac)
+
+    def cancel(self, task_id: bytes, force: bool) -> None:
+        with self.lock:
+            call = self.calls.get(task_id)
+            if call is None:
+                return
+            spec = call.spec
+            if spec.actor_id:
+                ac = self.actors.get(spec.actor_id)
+                if ac is not None and call in ac.queue:
+                    ac.queue.remove(call)
+                    self._finish_error(call, _err(TaskCancelledError(spec.name)))
+                return  # a running actor call is not interrupted (as in Ray)
+            call.cancelled = True
+            lease = call.lease
+            if lease is not None:
+                running = next(iter(lease.inflight)) == task_id  # a worker runs them in order
+                if force or running:
+                    try:  # SIGINT: KeyboardInterrupt in the task; SIGKILL: the worker dies
+                        os.kill(lease.pid, signal.SIGKILL if force else signal.SIGINT)
+                    except ProcessLookupError:
+                        pass
+                else:  # still queued in the worker: it will skip it
+                    del lease.inflight[task_id]
+                    call.lease = None
+                    self.queue(lease.link, (Kind.CANCEL, task_id, "drop"))
+                    self._finish_error(call, _err(TaskCancelledError(spec.name)))
+                return
+            queue = self.task_queues.get(call.shape)
+            if queue is not None and call in queue:
+                queue.remove(call)
+            for waiters in self.dep_waiters.values():
+                if call in waiters:
+                    waiters.remove(call)
+            self._finish_error(call, _err(TaskCancelledError(spec.name)))
+
+    # ================================================================ reading
+    def _read_or_wait(self, timeout: float, done: Callable[[], bool] | None = None) -> None:
+        """Read the sockets if no other thread does; else wait for that thread's news.
+
+        `done` is checked once the sockets are ours: another thread may have
+        read what we wait for just before it let go.
+        """
+        if self.thread is None and self.read_lock.acquire(blocking=False):
+            got = True  # a worker's main thread; its other threads wait on the condition
+        elif self.thread is not None:
+            # The holder is the I/O thread (about to yield: want_read) or another
+            # waiting thread, which releases within one read.
+            got = self.read_lock.acquire(timeout=timeout)
+        else:
+            got = False
         if got:
             try:
                 if done is None or not done():
@@ -300,68 +812,149 @@ class Client:
             with self.cv:
                 self.cv.wait(timeout)
 
-    def _read(self, timeout: float) -> bool:
-        """Wait up to `timeout` for the node; dispatch what it sent (holding read_lock)."""
-        link = self.link
-        if link is None or link.closed:
-            return False
+    def _sockets(self) -> list:
+        socks = [link.sock for link in self.peers.values()]
+        if self.link is not None and not self.link.closed:
+            socks.append(self.link.sock)
+        if self.listener is not None:
+            socks.append(self.listener)
+        return socks
+
+    def _read(self, timeout: float, extra: list | None = None) -> list:
+        """Wait up to `timeout` for any socket; dispatch what came (holding read_lock)."""
+        socks = self._sockets()
         try:
-            ready, _, _ = select.select([link.sock], [], [], timeout)
-        except (OSError, ValueError):
-            return False
-        if not ready:
-            return False
-        batches = link.recv()
-        if batches is None:
-            if not self.closed:
-                self._mark_dead(
-                    "the connection to the cluster's node daemon closed: the cluster stopped or "
-                    "crashed; results not received are lost. Call init() again to start or join "
-                    "a cluster."
-                )
-            return False
-        for batch in batches:
-            self._dispatch(batch)
-        return True
+            if extra:  # the I/O thread: also the wake pipe and the head's ZeroMQ socket
+                by_fd = {s.fileno(): s for s in socks}
+                ready, _, _ = zmq.select(list(by_fd) + extra, [], [], timeout)
+                ready = [by_fd.get(s, s) if isinstance(s, int) else s for s in ready]
+            else:
+                ready, _, _ = select.select(socks, [], [], timeout)
+        except (OSError, ValueError, zmq.ZMQError):
+            return []
+        rest = []
+        for sock in ready:
+            if self.link is not None and sock is self.link.sock:
+                batches = self.link.recv()
+                if batches is None:
+                    if not self.closed:
+                        self._mark_dead(
+                            "the connection to the cluster's node daemon closed: the cluster "
+                            "stopped or crashed; results not received are lost. Call init() "
+                            "again to start or join a cluster."
+                        )
+                    continue
+                for batch in batches:
+                    self._dispatch(batch, None)
+            elif sock is self.listener:
+                self._accept()
+            elif isinstance(sock, (int, zmq.Socket)):
+                rest.append(sock)
+            else:
+                link = self.peers.get(sock.fileno())
+                if link is None:
+                    continue
+                batches = link.recv()
+                if batches is None:
+                    self._on_peer_closed(link)
+                    link.close()
+                    continue
+                for batch in batches:
+                    self._dispatch(batch, link)
+        if self.outq:
+            self.flush()  # what handling those messages queued (next tasks, HOLDs)
+        return rest
+
+    def listen(self, path: str) -> None:
+        """A worker: accept callers (task owners, actor callers) on `path`."""
+        import socket
+
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+        os.chmod(path, 0o600)
+        sock.listen(256)
+        sock.setblocking(False)
+        self.listener = sock
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            sock.setblocking(True)
+            link = transport.Link(None, self.signer, sock=sock)
+            self.peers[sock.fileno()] = link
 
     def pump(self, timeout: float, done: Callable[[], bool] | None = None) -> None:
         """Worker main loop: read and dispatch what arrives within `timeout`."""
         self._read_or_wait(timeout, done)
+        now = time.monotonic()
+        if now - self.last_tick > 0.1:
+            self.last_tick = now
+            self._tick()
 
-    def add_callback(self, object_id: bytes, fn: Callable[[], None]) -> None:
-        with self.cv:
-            if object_id not in self.memstore:
-                self.callbacks.setdefault(object_id, []).append(fn)
-                if object_id not in self.pending and object_id not in self.subscribed:
-                    self.subscribed.add(object_id)
-                    self.send(NODE, (Kind.SUBSCRIBE, [object_id]))
-                return
-        fn()
-
-    # -- the driver's I/O thread -----------------------------------------
-    def _run(self) -> None:
-        poller = zmq.Poller()
-        if self.head_sock is not None:
-            poller.register(self.head_sock, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
-        link_fd = None
-        last_flush = time.monotonic()
-        try:
-            while not self.closed:
-                if self.want_read:
-                    with self.io_cv:
-                        self.io_cv.wait_for(lambda: not self.want_read or self.closed, 0.05)
-                # Read the node only while no user thread does.
-                if link_fd is None and self.link is not None and not self.link.closed:
-                    link_fd = self.link.fileno()
-                    poller.register(link_fd, zmq.POLLIN)
-                holding = self.read_lock.acquire(blocking=False) if link_fd is not None else False
-                if not holding and link_fd is not None:
-                    poller.unregister(link_fd)
-                    link_fd = None
+    def _dispatch(self, batch: list, link: transport.Link | None) -> None:
+        got_values = False
+        for msg in batch:
+            kind = msg[0]
+            if kind == Kind.DONE:
+                self._on_done(msg, link)
+                got_values = True
+            elif kind == Kind.RESULT:
+                self._arrived(msg[1], msg[2], msg[3])
+                got_values = True
+            elif kind == Kind.LOG:
                 try:
-                    events = dict(poller.poll(100))
-                    if self._wake_r in events:
+                    self.log_handler(*msg[1:])
+                except Exception:
+                    pass
+            elif kind == Kind.REPLY:
+                fut = self.requests.pop(msg[1], None)
+                if fut is not None and not fut.done():
+                    fut.set_result((msg[2], msg[3]))
+            elif kind == Kind.LEASE_GRANT:
+                self._on_lease_grant(msg)
+            elif kind == Kind.LEASE_REVOKE:
+                self._on_lease_revoke(msg[1])
+            elif kind == Kind.ACTOR_LOCATION:
+                self._on_actor_location(msg)
+            elif kind == Kind.REJECTED:
+                self._on_rejected(msg[1])
+            elif kind == Kind.FUNC:
+                self.function_blobs[msg[1]] = (msg[2], msg[3])
+                got_values = True
+            elif kind == Kind.WELCOME:
+                self.welcome = msg[2]
+                if not self.node_pid:
+                    self.node_pid = msg[2].get("pid", 0)
+            elif kind == Kind.HELLO and link is not None:
+                link.identity = msg[-1]
+            elif self.on_message is not None:
+                self.on_message(msg, link)
+        if got_values:
+            with self.cv:
+                self.cv.notify_all()
+
+    # ============================================================ I/O thread
+    def _run(self) -> None:
+        try:
+            extra = [self._wake_r]
+            if self.head_sock is not None:
+                extra.append(self.head_sock)
+            while not self.closed:
+                # Read the sockets only while no user thread waits in get().
+                holding = not self.want_read and self.read_lock.acquire(blocking=False)
+                try:
+                    if holding:
+                        rest = self._read(0.1, extra)
+                    else:
+                        rest, _, _ = zmq.select(extra, [], [], 0.05)
+                    if self._wake_r in rest:
                         self._wake_pending = False  # before draining: a later wake writes again
                         try:
                             while os.read(self._wake_r, 4096):
@@ -369,18 +962,14 @@ class Client:
                         except BlockingIOError:
                             pass
                     self._flush_head()
-                    now = time.monotonic()
-                    if self.node_pending and (self._wake_r in events or now - last_flush > 0.1):
-                        last_flush = now
-                        self.flush_node()
-                    if holding and link_fd in events:
-                        if not self._read(0):
-                            if self.link is None or self.link.closed or self.dead_reason:
-                                poller.unregister(link_fd)
-                                link_fd = None
-                    if self.head_sock is not None and self.head_sock in events:
+                    self.flush()
+                    if self.head_sock is not None and self.head_sock in rest:
                         for _, batch in protocol.recv_batches(self.head_sock, self.signer, False):
-                            self._dispatch(batch)
+                            self._dispatch(batch, None)
+                    now = time.monotonic()
+                    if now - self.last_tick > 0.1:
+                        self.last_tick = now
+                        self._tick()
                 finally:
                     if holding:
                         self.read_lock.release()
@@ -390,6 +979,27 @@ class Client:
             self._mark_dead(f"the runtime's I/O thread failed: {e!r}")
             raise
 
+    def _tick(self) -> None:
+        """Every ~100 ms: give back idle leases, report what we run, send stragglers."""
+        now = time.monotonic()
+        with self.lock:
+            for leases in list(self.leases.values()):
+                for lease in list(leases):
+                    if not lease.inflight and now - lease.idle_since > LEASE_IDLE:
+                        self._return_lease(lease)
+            running: dict[str, int] = {}
+            queued: dict[str, int] = {}
+            for call in self.calls.values():
+                if call.spec.actor_id:
+                    continue
+                target = running if call.lease is not None else queued
+                target[call.spec.name] = target.get(call.spec.name, 0) + 1
+        stats = (running, queued)
+        if stats != self.stats_sent:
+            self.stats_sent = stats
+            self.send(NODE, (Kind.STATS, running, queued))
+        self.flush()
+
     def _mark_dead(self, reason: str) -> None:
         self.dead_reason = reason
         with self.cv:
@@ -398,7 +1008,7 @@ class Client:
             if not fut.done():
                 fut.set_result((False, ConnectionFailedError(reason)))
         if self.on_message is not None:
-            self.on_message((Kind.EXIT,))
+            self.on_message((Kind.EXIT,), None)
 
     def _flush_head(self) -> None:
         """Send what user threads queued for the head (ZeroMQ: only this thread may)."""
@@ -411,57 +1021,18 @@ class Client:
         if self.head_sock is not None:
             protocol.send(self.head_sock, self.signer, batch)
 
-    def _dispatch(self, batch: list) -> None:
-        got_values = False
-        fire: list[Callable] = []
-        for msg in batch:
-            kind = msg[0]
-            if kind == Kind.RESULT:
-                object_id = msg[1]
-                self.pending.discard(object_id)
-                if object_id in self.refcounts or object_id in self.callbacks:
-                    self.memstore[object_id] = (msg[2], msg[3])
-                    got_values = True
-                    cbs = self.callbacks.pop(object_id, None)
-                    if cbs:
-                        fire.extend(cbs)
-            elif kind == Kind.LOG:
-                try:
-                    self.log_handler(*msg[1:])
-                except Exception:
-                    pass
-            elif kind == Kind.REPLY:
-                fut = self.requests.pop(msg[1], None)
-                if fut is not None and not fut.done():
-                    fut.set_result((msg[2], msg[3]))
-            elif kind == Kind.FUNC:
-                self.function_blobs[msg[1]] = (msg[2], msg[3])
-            elif kind == Kind.WELCOME:
-                self.welcome = msg[2]
-                if not self.node_pid:
-                    self.node_pid = msg[2].get("pid", 0)
-            elif self.on_message is not None:
-                self.on_message(msg)
-        if got_values:
-            with self.cv:
-                self.cv.notify_all()
-        for fn in fire:
-            try:
-                fn()
-            except Exception:
-                pass
-
-    # -- shutdown ---------------------------------------------------------
+    # ============================================================== shutdown
     def close(self, say_bye: bool = True) -> None:
         if self.closed:
             return
+        with self.lock:
+            for leases in self.leases.values():
+                for lease in list(leases):
+                    self._return_lease(lease)
         if not self.dead_reason and self.link is not None:
-            with self.send_lock:
-                batch, self.node_pending = self.node_pending, []
-                if say_bye:
-                    batch.append((Kind.BYE,))
-                if batch:
-                    self.link.send(batch)
+            if say_bye:
+                self.send(NODE, (Kind.BYE,), urgent=False)
+            self.flush()
         deadline = time.monotonic() + 1.0
         while self.head_outbox and time.monotonic() < deadline and self.thread and self.thread.is_alive():
             time.sleep(0.002)
@@ -471,8 +1042,12 @@ class Client:
             self.io_cv.notify_all()
         if self.thread is not None:
             self.thread.join(timeout=2.0)
+        for link in list(self.peers.values()):
+            link.close()
         if self.link is not None:
             self.link.close()
+        if self.listener is not None:
+            self.listener.close()
         if self.head_sock is not None:
             self.head_sock.close(linger=0 if self.dead_reason else 500)
         if self.ctx is not None:

@@ -56,6 +56,11 @@ def shm_glob(cluster_id: str) -> list[Path]:
     return sorted(shm_dir().glob(f"{SHM_PREFIX}{cluster_id}-*"))
 
 
+def worker_socket(cluster_id: str, node_id: str, worker_id: int) -> str:
+    """Where a worker listens for the owners of its tasks and the callers of its actor."""
+    return str(runtime_dir() / cluster_id / f"{node_id}-w{worker_id}.sock")
+
+
 @dataclasses.dataclass
 class ConnectionInfo:
     """What a driver or a node needs to join a cluster."""

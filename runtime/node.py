@@ -1,25 +1,24 @@
-"""The node daemon: one per machine; it owns the workers, the local resources
-and the object table, and runs every task and actor of its machine.
+"""The node daemon: one per machine. It lends workers, places actors, and
+keeps the machine's object table; it is not on a task's path.
 
 ::
 
-    drivers, workers ──DEALER──▶ ROUTER (ipc://…/node.sock) ──▶ handlers ──▶ out[identity]
-                                                                  │            (one signed
-    head ◀──DEALER── NODE_HELLO / NODE_REPORT every second        │             batch per peer
-    zygote pipe ──▶ "started"/"exit" worker events ───────────────┘             per loop turn)
+    drivers, workers ──Unix socket──▶ Server ──▶ handlers ──▶ out[identity] (one signed
+                                                                batch per peer per turn)
+    head ◀──ZeroMQ/TCP── NODE_HELLO, NODE_REPORT every second, named-actor events
+    zygote pipe ──▶ "started" / "exit" worker events
 
-    SUBMIT ─▶ deps ready? ─no─▶ dep_waiters[object] ─(object ready)─┐
-                │yes                                               │
-                ▼                                                  ▼
-          Scheduler.add ─▶ pop_runnable (resources) ─▶ idle worker: EXECUTE
-                                                         (no idle worker: zygote spawn)
-          DONE ─▶ ObjectTable.set_ready ─▶ RESULT to owner + subscribers,
-                  resources released, worker idle, schedule again
+    LEASE_REQUEST(shape) ─▶ Scheduler (resources, FIFO per shape) ─▶ idle worker
+        ─▶ LEASE_GRANT(worker socket) ─▶ the owner sends its tasks to the worker itself
+        LEASE_RETURN / owner gone / worker died ─▶ resources back, worker idle or replaced
+    SUBMIT(actor creation) ─▶ arguments ready? ─▶ Scheduler ─▶ a worker becomes the actor
+        ─▶ ACTOR_LOCATION to whoever asked; callers then talk to the actor directly
+    PUT / HOLD / RELEASE / SUBSCRIBE ─▶ ObjectTable (refcounts, shared memory, spilling)
 
-An actor call skips the scheduler: it is queued on its actor, in arrival
-order, and forwarded to the actor's worker when its arguments exist. A
-worker that blocks in `get` lends its CPU (BLOCKED/UNBLOCKED) so nested
-tasks cannot deadlock the node.
+A worker that blocks in `get` lends its lease's CPU (BLOCKED/UNBLOCKED),
+so nested tasks cannot deadlock the node. When a lease request waits
+while another owner holds leases, those leases are revoked: their owner
+gives them back as soon as they are idle.
 """
 
 from __future__ import annotations
@@ -30,97 +29,85 @@ import pickle
 import signal
 import socket
 import time
-from collections import Counter, deque
+from collections import deque
 from typing import Any
 
 import zmq
 
 from . import config as cfg
 from . import protocol, transport, zygote
-from .exceptions import (
-    ActorDiedError,
-    ObjectLostError,
-    TaskCancelledError,
-    WorkerCrashedError,
-)
+from .exceptions import ObjectLostError
 from .object_store import ObjectTable
-from .protocol import ACTOR_CALL, ACTOR_CREATE, Kind, TaskSpec
+from .protocol import ACTOR_CREATE, Kind, TaskSpec
 from .scheduler import Scheduler, from_units, to_units
 
 log = logging.getLogger("runtime.node")
 
-STARTING, IDLE, BUSY, ACTOR = "starting", "idle", "busy", "actor"
+STARTING, IDLE, LEASED, ACTOR = "starting", "idle", "leased", "actor"
 PENDING, ALIVE, RESTARTING, DEAD, TERMINATING = "pending", "alive", "restarting", "dead", "terminating"
 
 
 class Worker:
-    __slots__ = (
-        "wid",
-        "pid",
-        "identity",
-        "state",
-        "task",
-        "actor_id",
-        "known",
-        "blocked",
-        "idle_since",
-        "gpu_ids",
-    )
+    __slots__ = ("wid", "pid", "identity", "path", "state", "actor_id", "known", "blocked",
+                 "idle_since", "gpu_ids", "lease")
 
-    def __init__(self, wid: int) -> None:
+    def __init__(self, wid: int, path: str) -> None:
         self.wid = wid
         self.pid = 0
         self.identity = b"w%d" % wid
+        self.path = path
         self.state = STARTING
-        self.task: Task | None = None
         self.actor_id = b""
         self.known: set[bytes] = set()
         self.blocked = False
         self.idle_since = time.monotonic()
         self.gpu_ids: list[int] = []
+        self.lease: Lease | None = None
 
 
-class Task:
-    __slots__ = ("spec", "demand", "worker", "retries_left", "cancelled", "waiting", "queued_at")
+class LeaseRequest:
+    __slots__ = ("owner", "request_id", "shape", "name", "demand")
+
+    def __init__(self, owner: bytes, request_id: int, shape: tuple, name: str) -> None:
+        self.owner, self.request_id, self.shape, self.name = owner, request_id, shape, name
+        self.demand = to_units(shape)
+
+
+class Lease:
+    __slots__ = ("lease_id", "owner", "worker", "demand", "shape", "name", "revoked")
+
+    def __init__(self, lease_id: int, req: LeaseRequest, worker: Worker) -> None:
+        self.lease_id = lease_id
+        self.owner = req.owner
+        self.worker = worker
+        self.demand = req.demand
+        self.shape = req.shape
+        self.name = req.name
+        self.revoked = False
+
+
+class Creation:
+    """An actor's creation task, waiting for its arguments or for resources."""
+
+    __slots__ = ("spec", "demand", "waiting")
 
     def __init__(self, spec: TaskSpec) -> None:
         self.spec = spec
         self.demand = to_units(spec.resources)
-        self.worker: Worker | None = None
-        self.retries_left = spec.max_retries
-        self.cancelled = False
         self.waiting = 0
-        self.queued_at = time.monotonic()
 
 
 class Actor:
-    __slots__ = (
-        "actor_id",
-        "create",
-        "worker",
-        "state",
-        "restarts_left",
-        "queue",
-        "inflight",
-        "name",
-        "namespace",
-        "detached",
-        "cause",
-        "class_name",
-        "owner",
-        "demand",
-        "terminate_requested",
-    )
+    __slots__ = ("actor_id", "create", "worker", "state", "restarts_left", "name", "namespace",
+                 "detached", "cause", "class_name", "owner", "demand", "watchers")
 
-    def __init__(self, create: Task) -> None:
+    def __init__(self, create: Creation) -> None:
         opts = create.spec.options or {}
         self.actor_id = create.spec.actor_id
         self.create = create
         self.worker: Worker | None = None
         self.state = PENDING
         self.restarts_left = opts.get("max_restarts", 0)
-        self.queue: deque[Task] = deque()
-        self.inflight: dict[bytes, Task] = {}
         self.name = opts.get("name") or ""
         self.namespace = opts.get("namespace") or ""
         self.detached = opts.get("lifetime") == "detached"
@@ -128,14 +115,15 @@ class Actor:
         self.class_name = create.spec.name.split(".")[0]
         self.owner = create.spec.owner
         self.demand: dict[str, int] = {}
-        self.terminate_requested = False
+        self.watchers: set[bytes] = set()
 
 
 class Proc:
-    __slots__ = ("identity", "role", "pid", "job_id", "sys_path")
+    __slots__ = ("identity", "role", "pid", "job_id", "sys_path", "stats")
 
     def __init__(self, identity: bytes, role: str, pid: int, job_id: int, sys_path: list) -> None:
         self.identity, self.role, self.pid, self.job_id, self.sys_path = identity, role, pid, job_id, sys_path
+        self.stats: tuple[dict, dict] = ({}, {})
 
 
 def _err(exc: BaseException) -> bytes:
@@ -154,24 +142,22 @@ class Node:
         resources = dict(conf["resources"])
         self.scheduler = Scheduler(resources)
         self.total_resources = resources
-        self.num_gpus = int(resources.get("GPU", 0))
-        self.free_gpus = list(range(self.num_gpus))
+        self.free_gpus = list(range(int(resources.get("GPU", 0))))
         self.pool_size = max(1, int(resources.get("CPU", 1)))
         self.max_workers = max(self.pool_size * 4, 32)
-        self.table = ObjectTable(
-            conf["object_store_memory"],
-            cfg.shm_dir(),
-            cfg.runtime_dir() / self.cluster_id / "spill" / self.node_id,
-        )
+        cluster_dir = cfg.runtime_dir() / self.cluster_id
+        self.cluster_dir = cluster_dir
+        self.table = ObjectTable(conf["object_store_memory"], cfg.shm_dir(), cluster_dir / "spill" / self.node_id)
         self.workers: dict[int, Worker] = {}
         self.by_identity: dict[bytes, Worker] = {}
         self.idle: deque[Worker] = deque()
         self.next_wid = 1
         self.procs: dict[bytes, Proc] = {}
         self.functions: dict[bytes, tuple[bytes, list]] = {}
-        self.running: dict[bytes, Task] = {}
-        self.waiting_deps: dict[bytes, list[Task]] = {}
-        self.actor_dep_waiters: dict[bytes, set[bytes]] = {}
+        self.function_waiters: dict[bytes, list[bytes]] = {}
+        self.leases: dict[int, Lease] = {}
+        self.next_lease = 1
+        self.waiting_deps: dict[bytes, list[Creation]] = {}
         self.actors: dict[bytes, Actor] = {}
         self.out: dict[bytes, list] = {}
         self.links: dict[bytes, transport.Conn] = {}
@@ -180,9 +166,8 @@ class Node:
         self.head_out: list = []
         self.dirty = False
         self.running_flag = True
-        self.warned_infeasible: set[bytes] = set()
-        self.started_at = time.time()
-        self.tasks_finished = 0
+        self.warned_infeasible: set[tuple] = set()
+        self.leases_granted = 0
         self.handlers = {
             Kind.HELLO: self.on_hello,
             Kind.SUBMIT: self.on_submit,
@@ -190,9 +175,7 @@ class Node:
             Kind.HOLD: self.on_hold,
             Kind.RELEASE: self.on_release,
             Kind.SUBSCRIBE: self.on_subscribe,
-            Kind.CANCEL: self.on_cancel,
             Kind.KILL_ACTOR: self.on_kill_actor,
-            Kind.DONE: self.on_done,
             Kind.BLOCKED: self.on_blocked,
             Kind.UNBLOCKED: self.on_unblocked,
             Kind.LOG: self.on_log,
@@ -201,6 +184,10 @@ class Node:
             Kind.ACTOR_READY: self.on_actor_ready,
             Kind.REQUEST: self.on_request,
             Kind.BYE: self.on_bye,
+            Kind.LEASE_REQUEST: self.on_lease_request,
+            Kind.LEASE_RETURN: self.on_lease_return,
+            Kind.LEASE_CANCEL: self.on_lease_cancel,
+            Kind.STATS: self.on_stats,
         }
 
     # ------------------------------------------------------------------ run
@@ -219,17 +206,8 @@ class Node:
         if self.conf.get("head_address"):
             self.head = protocol.tune(self.ctx.socket(zmq.DEALER))
             self.head.connect(f"tcp://{self.conf['head_address']}")
-            self.head_out.append(
-                (
-                    Kind.NODE_HELLO,
-                    self.node_id,
-                    self.address,
-                    self.total_resources,
-                    os.getpid(),
-                    self.hostname,
-                    self.ip,
-                )
-            )
+            self.head_out.append((Kind.NODE_HELLO, self.node_id, self.address, self.total_resources,
+                                  os.getpid(), self.hostname, self.ip))
         self.poller = poller = zmq.Poller()
         listener = self.server.listener.fileno()
         poller.register(listener, zmq.POLLIN)
@@ -242,10 +220,12 @@ class Node:
             self.spawn_worker()
         conns = self.server.conns
         next_tick = time.monotonic()
+        next_collect = next_tick
         try:
             while self.running_flag:
                 self.flush()
-                timeout = max(0, (next_tick - time.monotonic()) * 1000)
+                timeout = max(0, (min(next_tick, next_collect if self.table.doomed else next_tick)
+                                  - time.monotonic()) * 1000)
                 for fd, ev in poller.poll(timeout):
                     conn = conns.get(fd) if isinstance(fd, int) else None
                     if conn is not None:
@@ -268,6 +248,10 @@ class Node:
                         if not os.read(parent_fd, 4096):
                             log.info("parent is gone; shutting down")
                             self.running_flag = False
+                now = time.monotonic()
+                if self.table.doomed and now >= next_collect:
+                    next_collect = now + 0.25
+                    self.table.collect()
                 if self.table.freed_actors:
                     freed, self.table.freed_actors = self.table.freed_actors, []
                     for actor_id in freed:
@@ -275,7 +259,6 @@ class Node:
                 if self.dirty:
                     self.dirty = False
                     self.schedule()
-                now = time.monotonic()
                 if now >= next_tick:
                     next_tick = now + 1.0
                     self.tick()
@@ -352,11 +335,7 @@ class Node:
         self.ctx.term()
 
     def tick(self) -> None:
-        """Once a second: dead drivers, idle workers, spilling, report to the head."""
-        for ident, proc in list(self.procs.items()):
-            if proc.role == "driver" and proc.pid and not cfg.pid_alive(proc.pid):
-                log.info("driver pid %d is gone", proc.pid)
-                self.drop_process(ident)
+        """Once a second: idle workers, spilling, report to the head."""
         now = time.monotonic()
         plain = [w for w in self.workers.values() if not w.actor_id]
         extra = len(plain) - self.pool_size
@@ -374,7 +353,7 @@ class Node:
 
     # ------------------------------------------------------------- workers
     def spawn_worker(self) -> Worker:
-        w = Worker(self.next_wid)
+        w = Worker(self.next_wid, cfg.worker_socket(self.cluster_id, self.node_id, self.next_wid))
         self.next_wid += 1
         self.workers[w.wid] = w
         self.by_identity[w.identity] = w
@@ -399,48 +378,30 @@ class Node:
         self.by_identity.pop(w.identity, None)
         if w in self.idle:
             self.idle.remove(w)
+        try:
+            os.unlink(w.path)
+        except OSError:
+            pass
         how = f"killed by signal {-status}" if status < 0 else f"exit code {status}"
         if w.actor_id:
             actor = self.actors.get(w.actor_id)
             if actor is not None:
-                self.actor_died(actor, f"the actor's worker process (pid {pid}) died ({how})")
-        elif w.task is not None:
-            task = w.task
-            w.task = None
-            self.running.pop(task.spec.task_id, None)
-            self.release_task_resources(task, w)
-            spec = task.spec
-            if task.cancelled:
-                self.finish_with_error(task, _err(TaskCancelledError(spec.name)))
-            elif task.retries_left != 0:
-                if task.retries_left > 0:
-                    task.retries_left -= 1
-                log.info("retrying %s after its worker died (%s)", spec.name, how)
-                task.worker = None
-                self.scheduler.add(spec.task_id, spec.resources, task)
-            else:
-                self.finish_with_error(
-                    task,
-                    _err(
-                        WorkerCrashedError(
-                            f"the worker running {spec.name}() (pid {pid}) died ({how}) and its retries "
-                            f"ran out (max_retries={spec.max_retries}). If the task is killed by memory "
-                            "pressure, give it more memory or smaller inputs; raise max_retries for flaky nodes."
-                        )
-                    ),
-                )
+                self.actor_died(actor, f"its worker process (pid {pid}) died ({how})")
+        elif w.lease is not None:
+            self.end_lease(w.lease)  # its owner sees the socket close and retries its tasks
         self.drop_process(w.identity)
         plain = sum(1 for x in self.workers.values() if not x.actor_id)
         if self.running_flag and plain < self.pool_size:
             self.spawn_worker()
         self.dirty = True
 
-    def release_task_resources(self, task: Task, w: Worker) -> None:
-        demand = task.demand
-        if w.blocked:
-            demand = {k: v for k, v in demand.items() if k != "CPU"}
-            w.blocked = False
-        self.scheduler.release(demand)
+    def give_gpus(self, w: Worker, demand: dict[str, int]) -> None:
+        gpus = demand.get("GPU", 0)
+        if gpus and self.free_gpus:
+            n = max(1, gpus // 10_000)
+            w.gpu_ids, self.free_gpus = self.free_gpus[:n], self.free_gpus[n:]
+
+    def take_gpus(self, w: Worker) -> None:
         if w.gpu_ids:
             self.free_gpus.extend(w.gpu_ids)
             w.gpu_ids = []
@@ -452,42 +413,71 @@ class Node:
             runnable = sched.pop_runnable(len(self.idle))
             if not runnable:
                 break
-            for _task_id, _demand, task in runnable:
-                self.start(self.idle.popleft(), task)
-        if sched.queued and not self.idle and sched.has_runnable():
+            for _key, _demand, item in runnable:
+                w = self.idle.popleft()
+                if isinstance(item, LeaseRequest):
+                    self.grant(w, item)
+                else:
+                    self.start_actor(w, item)
+        if not sched.queued:
+            return
+        if not self.idle and sched.has_runnable():
             starting = sum(1 for w in self.workers.values() if w.state == STARTING)
             if starting == 0 and len(self.workers) < self.max_workers:
                 self.spawn_worker()
+        elif not sched.has_runnable():
+            # Requests wait on resources other owners hold: ask for them back.
+            waiting = {item.owner for q in sched.queues.values() for _, _, _, item in q
+                       if isinstance(item, LeaseRequest)}
+            for lease in self.leases.values():
+                if not lease.revoked and lease.owner not in waiting:
+                    lease.revoked = True
+                    self.emit(lease.owner, (Kind.LEASE_REVOKE, lease.lease_id))
 
-    def start(self, w: Worker, task: Task) -> None:
-        spec = task.spec
-        task.worker = w
-        gpus = task.demand.get("GPU", 0)
-        if gpus and self.free_gpus:
-            n = max(1, gpus // 10_000)
-            w.gpu_ids, self.free_gpus = self.free_gpus[:n], self.free_gpus[n:]
-        if spec.kind == ACTOR_CREATE:
-            actor = self.actors[spec.actor_id]
-            w.state = ACTOR
-            w.actor_id = spec.actor_id
-            actor.worker = w
-            actor.demand = task.demand
-            plain = sum(1 for x in self.workers.values() if not x.actor_id)
-            if plain < self.pool_size:
-                self.spawn_worker()
-        else:
-            w.state = BUSY
-            w.task = task
-            self.running[spec.task_id] = task
-        self.send_function(w, spec.function_id)
+    def grant(self, w: Worker, req: LeaseRequest) -> None:
+        lease = Lease(self.next_lease, req, w)
+        self.next_lease += 1
+        self.leases[lease.lease_id] = lease
+        self.leases_granted += 1
+        w.state = LEASED
+        w.lease = lease
+        self.give_gpus(w, req.demand)
+        self.emit(req.owner, (Kind.LEASE_GRANT, req.request_id, lease.lease_id, w.identity, w.path,
+                              w.pid, req.shape))
+
+    def end_lease(self, lease: Lease) -> None:
+        if self.leases.pop(lease.lease_id, None) is None:
+            return
+        w = lease.worker
+        demand = lease.demand
+        if w.blocked:
+            demand = {k: v for k, v in demand.items() if k != "CPU"}
+            w.blocked = False
+        self.scheduler.release(demand)
+        self.take_gpus(w)
+        w.lease = None
+        if w.state == LEASED and w.wid in self.workers:
+            w.state = IDLE
+            w.idle_since = time.monotonic()
+            self.idle.append(w)
+        self.dirty = True
+
+    def start_actor(self, w: Worker, create: Creation) -> None:
+        spec = create.spec
+        actor = self.actors[spec.actor_id]
+        w.state = ACTOR
+        w.actor_id = spec.actor_id
+        actor.worker = w
+        actor.demand = create.demand
+        self.give_gpus(w, create.demand)
+        plain = sum(1 for x in self.workers.values() if not x.actor_id)
+        if plain < self.pool_size:
+            self.spawn_worker()
+        fn = self.functions.get(spec.function_id)
+        if fn is not None and spec.function_id not in w.known:
+            w.known.add(spec.function_id)
+            self.emit(w.identity, (Kind.FUNC, spec.function_id, fn[0], fn[1]))
         self.emit(w.identity, (Kind.EXECUTE, spec, self.resolve(spec), w.gpu_ids))
-
-    def send_function(self, w: Worker, function_id: bytes) -> None:
-        if function_id not in w.known:
-            fn = self.functions.get(function_id)
-            if fn is not None:
-                w.known.add(function_id)
-                self.emit(w.identity, (Kind.FUNC, function_id, fn[0], fn[1]))
 
     def resolve(self, spec: TaskSpec) -> dict:
         resolved = {}
@@ -500,6 +490,52 @@ class Node:
             else:
                 resolved[dep] = (True, _err(ObjectLostError(f"object {dep.hex()} is gone")))
         return resolved
+
+    def enqueue(self, key: bytes, shape: tuple, item, owner: bytes, name: str, ctx: Any) -> None:
+        if not self.scheduler.add(key, shape, item):
+            self.warn_infeasible(owner, name, shape, ctx)
+        self.dirty = True
+
+    def warn_infeasible(self, owner: bytes, name: str, shape: tuple, ctx: Any) -> None:
+        if (owner, shape) in self.warned_infeasible:
+            return
+        self.warned_infeasible.add((owner, shape))
+        demand = dict(shape)
+        have = {k: v for k, v in self.total_resources.items() if k in demand or k == "CPU"}
+        text = (f"Warning: {name} needs {demand}, but no node of this cluster has that much "
+                f"(this node has {have}). It stays pending until a node with those resources "
+                "joins; `nbcluster status` lists it as infeasible.\n")
+        self.emit(owner, (Kind.LOG, owner, ctx, 2, text, "runtime"))
+
+    # ------------------------------------------------------------- leases
+    def on_lease_request(self, ident: bytes, msg: tuple) -> None:
+        _, request_id, shape, name = msg
+        req = LeaseRequest(ident, request_id, shape, name)
+        self.enqueue(b"L%d" % request_id + ident, shape, req, ident, f"task {name}()", None)
+
+    def on_lease_return(self, ident: bytes, msg: tuple) -> None:
+        lease = self.leases.get(msg[1])
+        if lease is not None and lease.owner == ident:
+            self.end_lease(lease)
+
+    def on_lease_cancel(self, ident: bytes, msg: tuple) -> None:
+        shape = msg[1]
+        sched = self.scheduler
+        for q in sched.queues.values():
+            for entry in list(q):
+                item = entry[3]
+                if isinstance(item, LeaseRequest) and item.owner == ident and item.shape == shape:
+                    q.remove(entry)
+                    sched.queued -= 1
+        for key, (_, item) in list(sched.infeasible.items()):
+            if isinstance(item, LeaseRequest) and item.owner == ident and item.shape == shape:
+                del sched.infeasible[key]
+        self.warned_infeasible.discard((ident, shape))
+
+    def on_stats(self, ident: bytes, msg: tuple) -> None:
+        proc = self.procs.get(ident)
+        if proc is not None:
+            proc.stats = (msg[1], msg[2])
 
     # ------------------------------------------------------------ handlers
     def on_hello(self, ident: bytes, msg: tuple) -> None:
@@ -514,131 +550,87 @@ class Node:
             w.idle_since = time.monotonic()
             self.idle.append(w)
             self.dirty = True
-        else:
-            self.procs[ident] = Proc(ident, role, pid, job_id, sys_path)
-        self.emit(
-            ident,
-            (Kind.WELCOME, self.node_id, {"ip": self.ip, "hostname": self.hostname, "pid": os.getpid()}),
-        )
+        self.procs[ident] = Proc(ident, role, pid, job_id, sys_path)
+        self.emit(ident, (Kind.WELCOME, self.node_id,
+                          {"ip": self.ip, "hostname": self.hostname, "pid": os.getpid()}))
 
     def on_register_func(self, ident: bytes, msg: tuple) -> None:
         _, function_id, blob, sys_path = msg
         self.functions[function_id] = (blob, sys_path)
+        for waiter in self.function_waiters.pop(function_id, ()):
+            self.emit(waiter, (Kind.FUNC, function_id, blob, sys_path))
 
     def on_func_fetch(self, ident: bytes, msg: tuple) -> None:
         fn = self.functions.get(msg[1])
-        self.emit(ident, (Kind.FUNC, msg[1], fn[0] if fn else None, fn[1] if fn else []))
+        if fn is None:  # its registration is on its way from the owner
+            self.function_waiters.setdefault(msg[1], []).append(ident)
+            return
+        self.emit(ident, (Kind.FUNC, msg[1], fn[0], fn[1]))
 
     def on_submit(self, ident: bytes, msg: tuple) -> None:
+        """An actor's creation (tasks and actor calls go to workers directly)."""
         spec: TaskSpec = msg[1]
-        task = Task(spec)
+        if spec.kind != ACTOR_CREATE:
+            log.warning("ignored a SUBMIT of kind %s from %r", spec.kind, ident)
+            return
+        create = Creation(spec)
         table = self.table
-        for rid in spec.return_ids:
-            table.expect(rid, spec.owner)
         if spec.deps:
             table.pin(spec.deps)
         if spec.contained:
             table.pin(spec.contained)
-        if spec.kind == ACTOR_CALL:
-            actor = self.actors.get(spec.actor_id)
-            if actor is None:
-                self.finish_with_error(
-                    task,
-                    _err(
-                        ActorDiedError(
-                            f"actor {spec.actor_id.hex()} is unknown to this cluster; it may have been "
-                            "killed, or its handle comes from another cluster"
-                        )
-                    ),
-                )
-                return
-            actor.queue.append(task)
-            self.pump_actor(actor)
-            return
-        if spec.kind == ACTOR_CREATE:
-            self.actors[spec.actor_id] = Actor(task)
-            opts = spec.options or {}
-            if opts.get("lifetime") != "detached":
-                table.mark_actor(spec.actor_id, spec.owner)
-            if opts.get("name"):
-                self.head_out.append(
-                    (
-                        Kind.ACTOR_EVENT,
-                        spec.actor_id,
-                        opts["name"],
-                        opts.get("namespace", ""),
-                        PENDING,
-                        self.node_id,
-                        None,
-                    )
-                )
+        actor = self.actors[spec.actor_id] = Actor(create)
+        opts = spec.options or {}
+        if not actor.detached:
+            table.mark_actor(spec.actor_id, spec.owner)
+        if opts.get("name"):
+            self.head_out.append((Kind.ACTOR_EVENT, spec.actor_id, opts["name"], opts.get("namespace", ""),
+                                  PENDING, self.node_id, None))
         missing = {d for d in spec.deps if not self.is_ready(d)}
         if missing:
-            task.waiting = len(missing)
+            create.waiting = len(missing)
             for dep in missing:
-                self.waiting_deps.setdefault(dep, []).append(task)
+                self.waiting_deps.setdefault(dep, []).append(create)
         else:
-            self.ready(task)
+            self.creation_ready(create)
 
     def is_ready(self, object_id: bytes) -> bool:
         e = self.table.entries.get(object_id)
         return e is not None and e.ready
 
-    def ready(self, task: Task) -> None:
-        """All arguments exist: fail fast on a failed argument, else queue."""
-        spec = task.spec
+    def creation_ready(self, create: Creation) -> None:
+        spec = create.spec
+        actor = self.actors.get(spec.actor_id)
+        if actor is None or actor.state == DEAD:
+            return
         for dep in spec.deps:
             e = self.table.entries.get(dep)
             if e is not None and e.is_error:
-                self.finish_with_error(task, e.value)
+                actor.restarts_left = 0
+                self.actor_died(actor, "an argument of its constructor failed:\n"
+                                + _describe_error(e.value))
                 return
-        if not self.scheduler.add(spec.task_id, spec.resources, task):
-            self.warn_infeasible(task)
-        self.dirty = True
-
-    def warn_infeasible(self, task: Task) -> None:
-        spec = task.spec
-        if spec.task_id in self.warned_infeasible:
-            return
-        self.warned_infeasible.add(spec.task_id)
-        demand = dict(spec.resources)
-        have = {k: v for k, v in self.total_resources.items() if k in demand or k == "CPU"}
-        what = "actor " + spec.name.split(".")[0] if spec.kind == ACTOR_CREATE else f"task {spec.name}()"
-        text = (
-            f"Warning: {what} needs {demand}, but no node of this cluster has that much "
-            f"(this node has {have}). It stays pending until a node with those resources "
-            "joins; `nbcluster status` lists it as infeasible.\n"
-        )
-        self.emit(spec.owner, (Kind.LOG, spec.owner, spec.ctx, 2, text, "runtime"))
+        self.enqueue(spec.task_id, spec.resources, create, spec.owner, f"actor {actor.class_name}", spec.ctx)
 
     def on_put(self, ident: bytes, msg: tuple) -> None:
         _, object_id, is_error, value, size, contained = msg
         self.table.hold(object_id, ident)
-        self.object_ready(object_id, is_error, value, size, contained, None)
+        self.object_ready(object_id, is_error, value, size, contained)
 
-    def object_ready(self, object_id, is_error, value, size, contained, owner) -> None:
+    def object_ready(self, object_id, is_error, value, size, contained) -> None:
         e = self.table.set_ready(object_id, is_error, value, size, contained)
         if e is None:
             return
-        if owner is not None and owner in e.holders:
-            self.emit(owner, (Kind.RESULT, object_id, is_error, value, size))
         if e.subscribers:
             for sub in e.subscribers:
-                if sub != owner:
-                    self.emit(sub, (Kind.RESULT, object_id, is_error, value, size))
+                self.emit(sub, (Kind.RESULT, object_id, is_error, value, size))
             e.subscribers.clear()
         waiting = self.waiting_deps.pop(object_id, None)
         if waiting:
-            for task in waiting:
-                task.waiting -= 1
-                if task.waiting == 0 and not task.cancelled:
-                    self.ready(task)
-        actors = self.actor_dep_waiters.pop(object_id, None)
-        if actors:
-            for actor_id in actors:
-                actor = self.actors.get(actor_id)
-                if actor is not None:
-                    self.pump_actor(actor)
+            for create in waiting:
+                create.waiting -= 1
+                if create.waiting == 0:
+                    self.creation_ready(create)
         if isinstance(value, str) and self.table.shm_used > self.table.capacity:
             self.table.spill_if_needed()
 
@@ -653,141 +645,42 @@ class Node:
         for object_id in msg[1]:
             e = entries.get(object_id)
             if e is None:
-                self.emit(
-                    ident,
-                    (
-                        Kind.RESULT,
-                        object_id,
-                        True,
-                        _err(
-                            ObjectLostError(
-                                f"object {object_id.hex()} no longer exists: every reference to it was "
-                                "dropped before it was read"
-                            )
-                        ),
-                        0,
-                    ),
-                )
-            elif e.ready:
+                # Not (yet) known here: its owner promotes it when it passes the ref on.
+                e = self.table.placeholder(object_id)
+            if e.ready:
                 e.last_used = time.monotonic()
                 self.emit(ident, (Kind.RESULT, object_id, e.is_error, e.value, e.size))
             else:
                 e.subscribers.add(ident)
 
-    def on_done(self, ident: bytes, msg: tuple) -> None:
-        _, task_id, results, retryable = msg
-        w = self.by_identity.get(ident)
-        task = self.running.pop(task_id, None)
-        if task is None:
-            return
-        spec = task.spec
-        if w is not None and spec.kind != ACTOR_CALL:
-            self.release_task_resources(task, w)
-            w.task = None
-            if w.state == BUSY:
-                w.state = IDLE
-                w.idle_since = time.monotonic()
-                self.idle.append(w)
-            self.dirty = True
-        elif spec.kind == ACTOR_CALL:
-            actor = self.actors.get(spec.actor_id)
-            if actor is not None:
-                actor.inflight.pop(task_id, None)
-        if retryable and task.retries_left != 0 and not task.cancelled:
-            if task.retries_left > 0:
-                task.retries_left -= 1
-            for _, _, value, _, _ in results:
-                self.table._discard_value(value)
-            self.scheduler.add(spec.task_id, spec.resources, task)
-            self.dirty = True
-            return
-        self.tasks_finished += 1
-        for object_id, is_error, value, size, contained in results:
-            self.object_ready(object_id, is_error, value, size, contained, spec.owner)
-        self.task_cleanup(task)
-
-    def task_cleanup(self, task: Task) -> None:
-        spec = task.spec
+    def creation_cleanup(self, create: Creation) -> None:
+        spec = create.spec
         if spec.deps:
             self.table.unpin(spec.deps)
         if spec.contained:
             self.table.unpin(spec.contained)
         if isinstance(spec.args, str):
-            self.table._discard_value(spec.args)
-        self.warned_infeasible.discard(spec.task_id)
-
-    def finish_with_error(self, task: Task, error: bytes) -> None:
-        """The task will not run (or ran and crashed): every result is `error`."""
-        spec = task.spec
-        self.running.pop(spec.task_id, None)
-        for rid in spec.return_ids:
-            self.object_ready(rid, True, error, len(error), (), spec.owner)
-        self.task_cleanup(task)
+            self.table.discard_value(spec.args)
 
     def on_blocked(self, ident: bytes, msg: tuple) -> None:
         w = self.by_identity.get(ident)
-        if w is not None and w.task is not None and not w.blocked:
+        if w is not None and w.lease is not None and not w.blocked:
             w.blocked = True
-            cpu = w.task.demand.get("CPU", 0)
+            cpu = w.lease.demand.get("CPU", 0)
             if cpu:
                 self.scheduler.release({"CPU": cpu})
                 self.dirty = True
 
     def on_unblocked(self, ident: bytes, msg: tuple) -> None:
         w = self.by_identity.get(ident)
-        if w is not None and w.task is not None and w.blocked:
+        if w is not None and w.lease is not None and w.blocked:
             w.blocked = False
-            cpu = w.task.demand.get("CPU", 0)
+            cpu = w.lease.demand.get("CPU", 0)
             if cpu:
                 self.scheduler.acquire({"CPU": cpu})
 
     def on_log(self, ident: bytes, msg: tuple) -> None:
         self.emit(msg[1], msg)
-
-    def on_cancel(self, ident: bytes, msg: tuple) -> None:
-        _, task_id, force = msg
-        task = self.running.get(task_id)
-        if task is not None:
-            if task.spec.kind == ACTOR_CALL:
-                return  # a running actor call is not interrupted (as in Ray)
-            task.cancelled = True
-            w = task.worker
-            if w is None:
-                return
-            if force:
-                try:
-                    os.kill(w.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            else:  # KeyboardInterrupt in the task (workers get no terminal signals)
-                try:
-                    os.kill(w.pid, signal.SIGINT)
-                except ProcessLookupError:
-                    pass
-            return
-        queued = self.scheduler.remove(task_id)
-        if queued is None:
-            queued = self._remove_waiting(task_id)
-        if queued is None:
-            for actor in self.actors.values():
-                for t in actor.queue:
-                    if t.spec.task_id == task_id:
-                        actor.queue.remove(t)
-                        queued = t
-                        break
-                if queued is not None:
-                    break
-        if queued is not None:
-            queued.cancelled = True
-            self.finish_with_error(queued, _err(TaskCancelledError(queued.spec.name)))
-
-    def _remove_waiting(self, task_id: bytes) -> Task | None:
-        for tasks in self.waiting_deps.values():
-            for t in tasks:
-                if t.spec.task_id == task_id:
-                    tasks.remove(t)
-                    return t
-        return None
 
     def on_request(self, ident: bytes, msg: tuple) -> None:
         _, req_id, op, args = msg
@@ -797,11 +690,11 @@ class Node:
                 self.relayed[self.relay_id] = (ident, req_id)
                 self.head_out.append((Kind.REQUEST, self.relay_id, args[0], args[1]))
                 return
+            if op == "actor_location":
+                self.tell_location(ident, args[0])
+                return
             if op == "report":
                 payload = self.report()
-            elif op == "actor_state":
-                actor = self.actors.get(args[0])
-                payload = None if actor is None else (actor.state, actor.cause)
             else:
                 raise ValueError(f"unknown node request {op!r}")
             self.emit(ident, (Kind.REPLY, req_id, True, payload))
@@ -812,83 +705,52 @@ class Node:
         self.drop_process(ident)
 
     def drop_process(self, ident: bytes) -> None:
-        """A driver or worker left: its refs go, a driver's tasks and actors too."""
+        """A driver or worker left: its refs go; its leases, requests and actors too."""
         proc = self.procs.pop(ident, None)
         self.table.drop_holder(ident)
+        for actor in self.actors.values():
+            actor.watchers.discard(ident)
+        sched = self.scheduler
+        for q in sched.queues.values():
+            for entry in list(q):
+                if isinstance(entry[3], LeaseRequest) and entry[3].owner == ident:
+                    q.remove(entry)
+                    sched.queued -= 1
+        for key, (_, item) in list(sched.infeasible.items()):
+            if getattr(item, "owner", None) == ident or getattr(getattr(item, "spec", None), "owner", None) == ident:
+                del sched.infeasible[key]
+        self.warned_infeasible = {k for k in self.warned_infeasible if k[0] != ident}
+        for lease in list(self.leases.values()):
+            if lease.owner == ident:
+                # Its tasks' results have nowhere to go: stop them now.
+                try:
+                    os.kill(lease.worker.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         if proc is None or proc.role != "driver":
             return
         for actor in list(self.actors.values()):
             if actor.owner == ident and not actor.detached and actor.state != DEAD:
                 self.kill_actor(actor, "its driver exited", restart=False)
-        for task in list(self.running.values()):
-            if task.spec.owner == ident and task.worker is not None and task.spec.kind != ACTOR_CALL:
-                task.cancelled = True
-                task.retries_left = 0
-                try:
-                    os.kill(task.worker.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        for shape_q in self.scheduler.queues.values():
-            for entry in list(shape_q):
-                if entry[3].spec.owner == ident:
-                    shape_q.remove(entry)
-                    self.scheduler.queued -= 1
-                    self.task_cleanup(entry[3])
-        for task_id, (_, task) in list(self.scheduler.infeasible.items()):
-            if task.spec.owner == ident:
-                del self.scheduler.infeasible[task_id]
-                self.task_cleanup(task)
-        for dep, tasks in list(self.waiting_deps.items()):
-            kept = [t for t in tasks if t.spec.owner != ident]
-            for t in tasks:
-                if t.spec.owner == ident:
-                    self.task_cleanup(t)
-            if kept:
-                self.waiting_deps[dep] = kept
-            else:
-                del self.waiting_deps[dep]
 
     # -------------------------------------------------------------- actors
-    def pump_actor(self, actor: Actor) -> None:
-        if actor.state == DEAD:
-            while actor.queue:
-                self.fail_actor_call(actor, actor.queue.popleft())
-            return
-        if actor.state != ALIVE or actor.worker is None:
-            return
-        entries = self.table.entries
-        w = actor.worker
-        while actor.queue:
-            task = actor.queue[0]
-            for dep in task.spec.deps:
-                e = entries.get(dep)
-                if e is None or not e.ready:
-                    self.actor_dep_waiters.setdefault(dep, set()).add(actor.actor_id)
-                    return
-            actor.queue.popleft()
-            if task.cancelled:
-                continue
-            failed = next((entries[d] for d in task.spec.deps if entries[d].is_error), None)
-            if failed is not None:
-                self.finish_with_error(task, failed.value)
-                continue
-            task.worker = w
-            actor.inflight[task.spec.task_id] = task
-            self.running[task.spec.task_id] = task
-            self.emit(w.identity, (Kind.EXECUTE, task.spec, self.resolve(task.spec), w.gpu_ids))
-        if actor.terminate_requested and not actor.inflight:
-            actor.state = TERMINATING
-            self.emit(w.identity, (Kind.EXIT,))
+    def tell_location(self, ident: bytes, actor_id: bytes) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is None:
+            self.emit(ident, (Kind.ACTOR_LOCATION, actor_id, "dead", b"", "", 0,
+                              "it is unknown to this cluster (killed long ago, or from another cluster)"))
+        elif actor.state == ALIVE and actor.worker is not None:
+            w = actor.worker
+            self.emit(ident, (Kind.ACTOR_LOCATION, actor_id, "alive", w.identity, w.path, w.pid, ""))
+        elif actor.state in (DEAD, TERMINATING):
+            self.emit(ident, (Kind.ACTOR_LOCATION, actor_id, "dead", b"", "", 0, actor.cause))
+        else:
+            actor.watchers.add(ident)
 
-    def fail_actor_call(self, actor: Actor, task: Task) -> None:
-        self.finish_with_error(
-            task,
-            _err(
-                ActorDiedError(
-                    f"actor {actor.class_name} ({actor.actor_id.hex()[:12]}) is dead: {actor.cause}"
-                )
-            ),
-        )
+    def tell_watchers(self, actor: Actor) -> None:
+        watchers, actor.watchers = actor.watchers, set()
+        for ident in watchers:
+            self.tell_location(ident, actor.actor_id)
 
     def on_actor_ready(self, ident: bytes, msg: tuple) -> None:
         _, actor_id, error = msg
@@ -903,10 +765,9 @@ class Node:
         actor.state = ALIVE
         actor.cause = ""
         if actor.name:
-            self.head_out.append(
-                (Kind.ACTOR_EVENT, actor_id, actor.name, actor.namespace, ALIVE, self.node_id, None)
-            )
-        self.pump_actor(actor)
+            self.head_out.append((Kind.ACTOR_EVENT, actor_id, actor.name, actor.namespace, ALIVE,
+                                  self.node_id, None))
+        self.tell_watchers(actor)
 
     def on_kill_actor(self, ident: bytes, msg: tuple) -> None:
         _, actor_id, no_restart = msg
@@ -929,18 +790,18 @@ class Node:
             self.actor_died(actor, cause)
 
     def terminate_actor(self, actor_id: bytes) -> None:
-        """The last handle is gone: finish the queued calls, then exit."""
+        """The last handle is gone: the actor finishes the calls it has, then exits."""
         actor = self.actors.get(actor_id)
-        if actor is None or actor.detached or actor.state == DEAD:
+        if actor is None or actor.detached or actor.state in (DEAD, TERMINATING):
             return
         actor.cause = "all handles to it went out of scope"
         actor.restarts_left = 0
-        if actor.state in (PENDING, RESTARTING) and actor.worker is None:
+        if actor.worker is None:
             self.scheduler.remove(actor.create.spec.task_id)
             self.actor_died(actor, actor.cause)
             return
-        actor.terminate_requested = True
-        self.pump_actor(actor)
+        actor.state = TERMINATING
+        self.emit(actor.worker.identity, (Kind.EXIT,))
 
     def actor_died(self, actor: Actor, reason: str) -> None:
         w = actor.worker
@@ -949,34 +810,26 @@ class Node:
             self.scheduler.release(actor.demand)
             actor.demand = {}
             self.dirty = True
-        if w is not None and w.gpu_ids:
-            self.free_gpus.extend(w.gpu_ids)
-            w.gpu_ids = []
+        if w is not None:
+            self.take_gpus(w)
         if not actor.cause:
             actor.cause = reason
-        inflight = list(actor.inflight.values())
-        actor.inflight.clear()
-        for task in inflight:
-            self.running.pop(task.spec.task_id, None)
-            self.fail_actor_call(actor, task)
-        if actor.restarts_left != 0 and actor.state != TERMINATING and not actor.terminate_requested:
+        if actor.restarts_left != 0 and actor.state != TERMINATING:
             if actor.restarts_left > 0:
                 actor.restarts_left -= 1
             log.info("restarting actor %s: %s", actor.class_name, reason)
             actor.state = RESTARTING
-            create = actor.create
-            create.worker = None
-            self.scheduler.add(create.spec.task_id, create.spec.resources, create)
-            self.dirty = True
+            actor.cause = ""
+            spec = actor.create.spec
+            self.enqueue(spec.task_id, spec.resources, actor.create, spec.owner,
+                         f"actor {actor.class_name}", spec.ctx)
             return
         actor.state = DEAD
-        while actor.queue:
-            self.fail_actor_call(actor, actor.queue.popleft())
+        self.tell_watchers(actor)
         if actor.name:
-            self.head_out.append(
-                (Kind.ACTOR_EVENT, actor.actor_id, actor.name, actor.namespace, DEAD, self.node_id, None)
-            )
-        self.task_cleanup(actor.create)
+            self.head_out.append((Kind.ACTOR_EVENT, actor.actor_id, actor.name, actor.namespace, DEAD,
+                                  self.node_id, None))
+        self.creation_cleanup(actor.create)
 
     # ---------------------------------------------------------------- head
     def on_head_message(self, msg: tuple) -> None:
@@ -1001,20 +854,24 @@ class Node:
         """This node's part of the cluster snapshot (see `snapshot.py`)."""
         import psutil
 
-        running = Counter(t.spec.name for t in self.running.values() if t.spec.kind != ACTOR_CALL)
-        pending = Counter()
+        running: dict[str, int] = {}
+        pending: dict[str, int] = {}
+        for proc in self.procs.values():
+            for target, counts in zip((running, pending), proc.stats, strict=True):
+                for name, n in counts.items():
+                    target[name] = target.get(name, 0) + n
         for q in self.scheduler.queues.values():
             for entry in q:
-                pending[entry[3].spec.name] += 1
-        for tasks in self.waiting_deps.values():
-            for t in tasks:
-                pending[t.spec.name] += 1
+                item = entry[3]
+                if isinstance(item, Creation):
+                    name = item.spec.name
+                    pending[name] = pending.get(name, 0) + 1
         infeasible = [
-            {"name": item.spec.name, "resources": dict(shape)}
+            {"name": item.name if isinstance(item, LeaseRequest) else item.spec.name,
+             "resources": dict(shape)}
             for shape, item in self.scheduler.infeasible.values()
         ]
         mem = psutil.virtual_memory()
-        busy = sum(1 for w in self.workers.values() if w.state == BUSY)
         return {
             "node_id": self.node_id,
             "address": self.address,
@@ -1031,13 +888,13 @@ class Node:
             "object_store_capacity": self.table.capacity,
             "object_store_spilled": self.table.spilled_bytes,
             "num_objects": len(self.table.entries),
-            "workers_busy": busy,
+            "workers_busy": sum(1 for w in self.workers.values() if w.state == LEASED),
             "workers_idle": len(self.idle),
             "workers_blocked": sum(1 for w in self.workers.values() if w.blocked),
-            "running": dict(running),
-            "pending": dict(pending),
+            "running": running,
+            "pending": pending,
             "infeasible": infeasible,
-            "tasks_finished": self.tasks_finished,
+            "tasks_finished": self.leases_granted,
             "actors": [
                 {
                     "actor_id": a.actor_id.hex(),
@@ -1045,12 +902,19 @@ class Node:
                     "name": a.name,
                     "state": a.state,
                     "pid": a.worker.pid if a.worker else 0,
-                    "pending_calls": len(a.queue) + len(a.inflight),
+                    "pending_calls": 0,
                 }
                 for a in self.actors.values()
                 if a.state != DEAD
             ],
         }
+
+
+def _describe_error(value) -> str:
+    try:
+        return str(pickle.loads(value))
+    except Exception:
+        return "(unreadable error)"
 
 
 # ------------------------------------------------------------------ process
@@ -1079,3 +943,4 @@ def _setup_logging(conf: dict, name: str) -> None:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         force=True,
     )
+

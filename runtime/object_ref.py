@@ -44,7 +44,7 @@ class ObjectRef:
                 pass
 
     def __reduce__(self):
-        serialization.note_ref(self._id)
+        serialization.note_ref(self._id, self)
         return (_rebuild, (self._id,))
 
     def binary(self) -> bytes:

@@ -133,10 +133,15 @@ class ObjectTable:
     """Reference counts, readiness and memory of the objects of one node.
 
     Pure bookkeeping with no sockets: callers pass in what happened and get
-    back what to do (whom to notify, which actors lost their last handle).
-    An object lives while some process holds a ref to it (`holders`) or
-    something pins it (a queued task's argument, a containing object).
+    back what to do. An object lives while some process holds a ref to it
+    (`holders`) or something pins it (an actor's constructor arguments, a
+    containing object). An object nobody references is freed only after a
+    short grace period: holds and releases from different processes travel
+    on different sockets, so a HOLD sent before a RELEASE (in real time) can
+    still arrive after it.
     """
+
+    GRACE = 0.5  # seconds
 
     def __init__(self, capacity: int, shm_dir: Path, spill_dir: Path) -> None:
         self.entries: dict[bytes, Entry] = {}
@@ -147,25 +152,22 @@ class ObjectTable:
         self.shm_dir = shm_dir
         self.spill_dir = spill_dir
         self.freed_actors: list[bytes] = []
+        self.doomed: dict[bytes, float] = {}
 
     # -- creation ---------------------------------------------------------
-    def expect(self, object_id: bytes, holder: bytes) -> Entry:
-        """A task will produce this object; `holder` (its owner) holds a ref."""
+    def placeholder(self, object_id: bytes) -> Entry:
         e = self.entries.get(object_id)
         if e is None:
             e = self.entries[object_id] = Entry(object_id)
-        self._hold(e, holder)
         return e
 
     def set_ready(self, object_id: bytes, is_error: bool, value, size: int, contained: tuple) -> Entry | None:
-        """The value exists. Returns the entry, or None if nobody wanted it (freed)."""
-        e = self.entries.get(object_id)
-        if e is None:
-            e = Entry(object_id)
-            self.entries[object_id] = e
-        elif e.ready:
-            self._discard_value(value)  # a retried task produced it twice
-            return e
+        """The value exists. Returns the entry (None if it was known already)."""
+        e = self.placeholder(object_id)
+        if e.ready:
+            if value != e.value:
+                self.discard_value(value)  # a retried task produced it twice
+            return None
         e.ready, e.is_error, e.value, e.size = True, is_error, value, size
         e.last_used = time.monotonic()
         if contained:
@@ -173,27 +175,24 @@ class ObjectTable:
             self.pin(contained)
         if isinstance(value, str):
             self.shm_used += size
-        if not e.holders and not e.pins:
-            self._free(e)
-            return None
+        self._maybe_free(e)
         return e
 
     def mark_actor(self, actor_id: bytes, holder: bytes) -> None:
-        e = self.expect(actor_id, holder)
+        e = self.placeholder(actor_id)
+        self._hold(e, holder)
         e.actor = True
         e.ready = True
 
     # -- reference counting -----------------------------------------------
     def hold(self, object_id: bytes, holder: bytes) -> None:
-        e = self.entries.get(object_id)
-        if e is None:  # the HOLD overtook the message that creates it
-            e = self.entries[object_id] = Entry(object_id)
-        self._hold(e, holder)
+        self._hold(self.placeholder(object_id), holder)
 
     def _hold(self, e: Entry, holder: bytes) -> None:
         if holder not in e.holders:
             e.holders.add(holder)
             self.by_holder.setdefault(holder, set()).add(e.id)
+        self.doomed.pop(e.id, None)
 
     def release(self, object_id: bytes, holder: bytes) -> None:
         e = self.entries.get(object_id)
@@ -207,10 +206,9 @@ class ObjectTable:
 
     def pin(self, ids: Iterable[bytes]) -> None:
         for object_id in ids:
-            e = self.entries.get(object_id)
-            if e is None:
-                e = self.entries[object_id] = Entry(object_id)
+            e = self.placeholder(object_id)
             e.pins += 1
+            self.doomed.pop(object_id, None)
 
     def unpin(self, ids: Iterable[bytes]) -> None:
         for object_id in ids:
@@ -227,9 +225,26 @@ class ObjectTable:
                 e.holders.discard(holder)
                 self._maybe_free(e)
 
+    def _unreferenced(self, e: Entry) -> bool:
+        return not e.holders and e.pins <= 0 and not e.subscribers and (e.ready or e.actor)
+
     def _maybe_free(self, e: Entry) -> None:
-        if not e.holders and e.pins <= 0 and (e.ready or e.actor):
-            self._free(e)
+        if self._unreferenced(e) and e.id not in self.doomed:
+            self.doomed[e.id] = time.monotonic()
+
+    def collect(self) -> int:
+        """Free what has stayed unreferenced for the grace period."""
+        now = time.monotonic()
+        freed = 0
+        for object_id, since in list(self.doomed.items()):
+            if now - since < self.GRACE:
+                continue
+            del self.doomed[object_id]
+            e = self.entries.get(object_id)
+            if e is not None and self._unreferenced(e):
+                self._free(e)
+                freed += 1
+        return freed
 
     def _free(self, e: Entry) -> None:
         del self.entries[e.id]
@@ -241,12 +256,12 @@ class ObjectTable:
                 self.spilled_bytes -= e.size
             else:
                 self.shm_used -= e.size
-            self._discard_value(e.value)
+            self.discard_value(e.value)
         if e.contained:
             self.unpin(e.contained)
 
     @staticmethod
-    def _discard_value(value) -> None:
+    def discard_value(value) -> None:
         if isinstance(value, str):
             try:
                 os.unlink(value)
@@ -259,12 +274,9 @@ class ObjectTable:
         if self.shm_used <= self.capacity:
             return 0
         spilled = 0
+        spill = str(self.spill_dir)
         candidates = sorted(
-            (
-                e
-                for e in self.entries.values()
-                if e.ready and e.in_shm and not e.value.startswith(str(self.spill_dir))
-            ),
+            (e for e in self.entries.values() if e.ready and e.in_shm and not e.value.startswith(spill)),
             key=lambda e: e.last_used,
         )
         self.spill_dir.mkdir(parents=True, exist_ok=True)
@@ -288,8 +300,9 @@ class ObjectTable:
         """Shutdown: remove every segment and spill file."""
         for e in list(self.entries.values()):
             if isinstance(e.value, str):
-                self._discard_value(e.value)
+                self.discard_value(e.value)
         self.entries.clear()
         self.by_holder.clear()
+        self.doomed.clear()
         self.shm_used = 0
         self.spilled_bytes = 0

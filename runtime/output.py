@@ -25,12 +25,12 @@ _local = threading.local()
 
 
 class TaskOutput:
-    """Where the output of the running task goes."""
+    """Where the output of the running task goes: its owner, directly when `link` is set."""
 
-    __slots__ = ("owner", "ctx", "label")
+    __slots__ = ("owner", "ctx", "label", "link")
 
-    def __init__(self, owner: bytes, ctx: Any, label: str) -> None:
-        self.owner, self.ctx, self.label = owner, ctx, label
+    def __init__(self, owner: bytes, ctx: Any, label: str, link=None) -> None:
+        self.owner, self.ctx, self.label, self.link = owner, ctx, label, link
 
 
 _process_current: list[TaskOutput | None] = [None]
@@ -111,4 +111,8 @@ class ForwardStream(io.TextIOBase):
 
     def _send(self, target: TaskOutput, text: str) -> None:
         if text:
-            self.client.send(0, (Kind.LOG, target.owner, target.ctx, self.stream, text, target.label))
+            msg = (Kind.LOG, target.owner, target.ctx, self.stream, text, target.label)
+            if target.link is not None:
+                self.client.queue(target.link, msg)
+            else:
+                self.client.send(0, msg)  # the node forwards it to the owner

@@ -46,9 +46,9 @@ class Kind:
     HOLD = 4  # (object_id,)          this process now holds a ref
     RELEASE = 5  # (object_id,)       this process dropped its last ref
     SUBSCRIBE = 6  # (object_ids,)     send me these values when ready
-    CANCEL = 7  # (task_id, force)
+    CANCEL = 7  # (task_id, force)   owner -> worker: drop this queued task
     KILL_ACTOR = 8  # (actor_id, no_restart)
-    DONE = 9  # (task_id, results, error_kind)   worker finished a task
+    DONE = 9  # (task_id, results, retryable)   a worker finished a task
     BLOCKED = 10  # ()                worker waits in get(): lend its CPU
     UNBLOCKED = 11  # ()
     LOG = 12  # (owner, ctx, stream, text, label)
@@ -56,7 +56,11 @@ class Kind:
     ACTOR_READY = 14  # (actor_id, error_or_None)
     REQUEST = 15  # (request_id, op, args)   control-plane call, answered by REPLY
     BYE = 16  # ()
-    REGISTER_FUNC = 17  # (function_id, blob)
+    REGISTER_FUNC = 17  # (function_id, blob, sys_path)
+    LEASE_REQUEST = 18  # (request_id, shape, name)   lend me a worker for this shape
+    LEASE_RETURN = 19  # (lease_id,)
+    STATS = 20  # (running_by_name, queued_by_name)   what this owner runs through leases
+    LEASE_CANCEL = 21  # (shape,)   drop my queued lease requests for this shape
 
     # node -> process
     EXECUTE = 30  # (TaskSpec, resolved)   resolved: {object_id: (is_error, value)}
@@ -65,6 +69,13 @@ class Kind:
     EXIT = 34  # ()
     REPLY = 35  # (request_id, ok, payload)
     WELCOME = 36  # (node_id, info)
+    LEASE_GRANT = 37  # (request_id, lease_id, worker_identity, socket_path, pid)
+    LEASE_REVOKE = 38  # (lease_id,)   another owner waits: give it back when idle
+    ACTOR_LOCATION = 39  # (actor_id, state, worker_identity, socket_path, pid, cause)
+    REJECTED = 40  # (task_ids,)   worker -> caller: not started, run them elsewhere
+
+    # caller <-> worker, directly (leased tasks and actor calls):
+    #   EXECUTE (caller -> worker), DONE and LOG (worker -> caller)
 
     # node <-> head
     NODE_HELLO = 50  # (node_id, address, resources, pid, hostname)

@@ -17,15 +17,24 @@ from .protocol import TASK, Kind, TaskSpec, ids, object_id_for
 from .serialization import Dep
 
 
-def encode_args(client: Client, args: tuple, kwargs: dict, task_id: bytes) -> tuple[Any, tuple, tuple]:
-    """(wire args, deps, contained): top-level refs become placeholders resolved by the node."""
+def encode_args(
+    client: Client, args: tuple, kwargs: dict, task_id: bytes
+) -> tuple[Any, tuple, tuple, tuple]:
+    """(wire args, deps, contained, keep).
+
+    Top-level refs become placeholders, resolved to values before the task
+    runs; refs nested deeper stay refs (`contained`). `keep` holds the refs
+    and handles involved, alive until the task is done.
+    """
     deps: list[bytes] = []
+    keep: list = []
     if any(type(a) is ObjectRef for a in args):
         new = []
         for a in args:
             if type(a) is ObjectRef:
                 new.append(Dep(len(deps)))
                 deps.append(a._id)
+                keep.append(a)
             else:
                 new.append(a)
         args = tuple(new)
@@ -35,12 +44,13 @@ def encode_args(client: Client, args: tuple, kwargs: dict, task_id: bytes) -> tu
             if type(v) is ObjectRef:
                 kw[k] = Dep(len(deps))
                 deps.append(v._id)
+                keep.append(v)
             else:
                 kw[k] = v
         kwargs = kw
     path = serialization.segment_path(client.cluster_id, client.node_id, task_id + b"args")
-    wire, _, contained = serialization.serialize((args, kwargs), path)
-    return wire, tuple(deps), contained
+    wire, _, contained = serialization.serialize((args, kwargs), path, keep)
+    return wire, tuple(deps), contained, tuple(keep)
 
 
 def register(client: Client, obj: Any, cache_owner: Any) -> bytes:
@@ -60,7 +70,9 @@ def register(client: Client, obj: Any, cache_owner: Any) -> bytes:
         cache_owner.__dict__["_blob"] = blob
     if fid not in client.registered_functions:
         client.registered_functions.add(fid)
-        client.send(NODE, (Kind.REGISTER_FUNC, fid, cache_owner.__dict__["_blob"], sys.path[:]))
+        blob = cache_owner.__dict__["_blob"]
+        client.function_blobs[fid] = (blob, sys.path[:])
+        client.send(NODE, (Kind.REGISTER_FUNC, fid, blob, sys.path[:]))
     return fid
 
 
@@ -133,7 +145,7 @@ class RemoteFunction:
         task_id = ids.next()
         num_returns = options.get("num_returns", 1)
         return_ids = tuple(object_id_for(task_id, i) for i in range(num_returns))
-        wire, deps, contained = encode_args(client, args, kwargs, task_id)
+        wire, deps, contained, keep = encode_args(client, args, kwargs, task_id)
         retry_exc = options.get("retry_exceptions", False)
         spec = TaskSpec(
             task_id,
@@ -153,8 +165,7 @@ class RemoteFunction:
             None,
         )
         refs = [ObjectRef(rid, client, announce=False) for rid in return_ids]
-        client.expect(return_ids)
-        client.send(NODE, (Kind.SUBMIT, spec))
+        client.submit(spec, keep)
         if num_returns == 1:
             return refs[0]
         return refs if num_returns else None

@@ -33,9 +33,9 @@ _local = threading.local()
 
 
 class collect_refs:
-    """Context manager: the ids of refs/handles pickled inside the block."""
+    """Context manager: the (id, ref or handle) pairs pickled inside the block."""
 
-    def __enter__(self) -> list[bytes]:
+    def __enter__(self) -> list[tuple[bytes, Any]]:
         self.outer = getattr(_local, "found", None)
         _local.found = self.found = []
         return self.found
@@ -46,11 +46,11 @@ class collect_refs:
             self.outer.extend(self.found)
 
 
-def note_ref(ref_id: bytes) -> None:
+def note_ref(ref_id: bytes, obj: Any = None) -> None:
     """Called by ObjectRef/ActorHandle.__reduce__."""
     found = getattr(_local, "found", None)
     if found is not None:
-        found.append(ref_id)
+        found.append((ref_id, obj))
 
 
 def _is_simple(value: Any) -> bool:
@@ -89,24 +89,30 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text}"
 
 
-def serialize(value: Any, segment_name: str | None) -> tuple[bytes | str, int, tuple]:
+def serialize(
+    value: Any, segment_name: str | None, keep: list | None = None
+) -> tuple[bytes | str, int, tuple]:
     """``(wire value, size, contained ref ids)`` for `value`.
 
     Small values come back as pickled bytes; when the pickled size reaches
     the inline threshold and `segment_name` is given, the value is written
-    to that shared-memory segment and its path is returned instead.
+    to that shared-memory segment and its path is returned instead. The
+    refs and handles found inside are appended to `keep`.
     """
     buffers: list[pickle.PickleBuffer] = []
     with collect_refs() as found:
         data = dumps(value, buffer_callback=buffers.append)
+    if keep is not None:
+        keep.extend(obj for _, obj in found if obj is not None)
+    ids = tuple(dict.fromkeys(i for i, _ in found))
     size = len(data) + sum(b.raw().nbytes for b in buffers)
     if size < INLINE_THRESHOLD or segment_name is None:
         if buffers:  # small arrays: keep them in band, one bytes object on the wire
             with collect_refs():
                 data = dumps(value)
-        return data, len(data), tuple(found)
+        return data, len(data), ids
     path = object_store.write_segment(segment_name, data, [b.raw() for b in buffers])
-    return path, size, tuple(found)
+    return path, size, ids
 
 
 def deserialize(value: bytes | str) -> Any:

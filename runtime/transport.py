@@ -80,17 +80,26 @@ class FrameReader:
 
 
 class Link:
-    """Client side of a Unix-socket connection to a node (thread-safe sends)."""
+    """One end of a Unix-socket connection: thread-safe blocking sends, framed reads.
 
-    direct = True
+    Used by drivers and workers for their node, for the workers they send
+    tasks to, and (accepted) for the callers that send tasks to a worker.
+    """
 
-    def __init__(self, path: str, signer: protocol.Signer) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(path)
+    def __init__(self, path: str | None, signer: protocol.Signer, sock: socket.socket | None = None,
+                 identity: bytes = b"") -> None:
+        if sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(path)
+        # A peer that stops reading must not hang us forever.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 30, 0))
+        self.sock = sock
         self.signer = signer
-        self.reader = FrameReader(signer, "node")
+        self.reader = FrameReader(signer, path or "peer")
         self.lock = threading.Lock()
         self.closed = False
+        self.identity = identity  # who is at the other end
+        self.state: object = None  # what the owner of the link keeps about it
 
     def fileno(self) -> int:
         return self.sock.fileno()

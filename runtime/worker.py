@@ -1,18 +1,21 @@
-"""The worker process: runs one task at a time, or hosts one actor.
+"""The worker process: runs the tasks of whoever leased it, or hosts one actor.
 
 ::
 
-    node ──EXECUTE──▶ I/O thread (client) ──inbox──▶ main thread: run the task
-                                                      │  print() ─▶ LOG to the owner
-    node ◀──DONE(results)── outbox ◀──────────────────┘  nested .remote()/get() as a driver
+    owner ──EXECUTE──▶ worker socket ─┐                      ┌─▶ DONE(results) ──▶ owner
+    node  ──EXECUTE (actor creation)──┤ main thread reads,   ├─▶ LOG (prints)  ──▶ owner
+                                      └─▶ inbox ─▶ run task ─┘   ACTOR_READY   ──▶ node
 
 Workers are forked by the zygote with the runtime already imported, so a
-new one is ready in milliseconds. A task's top-level ObjectRef arguments
-arrive resolved (inline bytes or a shared-memory path) with the EXECUTE
-message; its return values are pickled here and written to shared memory
-when large. An actor worker keeps the instance between calls; with
-``max_concurrency > 1`` calls run on a thread pool, and ``async def``
-methods run on an event loop.
+new one is ready in milliseconds. The main thread both reads the sockets
+and runs tasks (no hand-off between threads on the hot path). A task's
+top-level ObjectRef arguments arrive resolved (inline bytes, or the path
+of a shared-memory segment); its return values are pickled here and
+written to shared memory when large. An actor worker keeps its instance
+between calls; with ``max_concurrency > 1`` calls run on a thread pool,
+and ``async def`` methods on an event loop, while the main thread reads.
+A task that blocks in `get` hands the tasks queued behind it back to
+their owners, who run them elsewhere.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any
 import cloudpickle
 
 from . import config as cfg
-from . import output, serialization
+from . import output, serialization, transport
 from .client import NODE, Client
 from .exceptions import TaskCancelledError, TaskError, task_error_from_exception
 from .protocol import ACTOR_CALL, ACTOR_CREATE, Kind, TaskSpec
@@ -72,46 +75,72 @@ class WorkerLoop:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.async_slots: threading.Semaphore | None = None
         self.in_task = False
+        self.cancelled: dict[bytes, str] = {}  # task id -> "drop" | "steal"
         self.pid = os.getpid()
         ip = conf.get("ip", "127.0.0.1")
         self.ip_suffix = "" if ip in ("127.0.0.1", "localhost") else f", ip={ip}"
         self.where = f"{socket.gethostname()} (pid={self.pid}{self.ip_suffix})"
         client.on_message = self.on_message
+        client.on_blocked = self.hand_back_queued
 
-    def on_message(self, msg: tuple) -> None:
-        """Called by whichever thread reads the node's socket."""
+    def on_message(self, msg: tuple, link: transport.Link | None) -> None:
+        """Called by whichever thread reads the sockets."""
         kind = msg[0]
         if kind == Kind.EXECUTE:
-            self.inbox.put(msg)
+            self.inbox.put((msg, link))
+        elif kind == Kind.CANCEL:
+            self.cancelled[msg[1]] = msg[2]
         elif kind == Kind.EXIT:
             self.inbox.put(None)
 
     def on_sigint(self, signum, frame) -> None:
-        # The node cancels a running task with SIGINT (cancel(force=False)).
+        # An owner cancels a running task with SIGINT (cancel(force=False)).
         # Outside a task it must not interrupt the worker's own bookkeeping.
         if self.in_task:
             raise KeyboardInterrupt
 
+    def hand_back_queued(self) -> None:
+        """The running task blocks in get(): tasks queued behind it go back to their owners."""
+        if self.actor_id:
+            return  # an actor's calls must run here, in order
+        kept, back = [], {}
+        while not self.inbox.empty():
+            item = self.inbox.get()
+            if item is not None and item[1] is not None and item[0][1].kind not in (ACTOR_CALL, ACTOR_CREATE):
+                back.setdefault(item[1], []).append(item[0][1].task_id)
+            else:
+                kept.append(item)
+        for item in kept:
+            self.inbox.put(item)
+        for link, task_ids in back.items():
+            self.client.queue(link, (Kind.REJECTED, task_ids))
+
     def run(self) -> None:
         signal.signal(signal.SIGINT, self.on_sigint)
         inbox = self.inbox
+        client = self.client
         while True:
             try:
                 if inbox.empty():
-                    self.client.pump(1.0, lambda: not inbox.empty())
+                    client.pump(1.0, lambda: not inbox.empty())
                     continue
-                msg = inbox.get()
-                if msg is None:
+                client.pump(0)  # a cancel or a steal may be waiting for the next task
+                item = inbox.get()
+                if item is None:
                     break
-                _, spec, resolved, gpu_ids = msg
+                (_, spec, resolved, gpu_ids), link = item
+                if spec.task_id in self.cancelled:
+                    if self.cancelled.pop(spec.task_id) == "steal":
+                        client.queue(link, (Kind.REJECTED, [spec.task_id]))
+                    continue
                 if gpu_ids:
                     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
                 if spec.kind == ACTOR_CALL:
-                    self.dispatch_call(spec, resolved)
+                    self.dispatch_call(spec, resolved, link)
                 elif spec.kind == ACTOR_CREATE:
                     self.create_actor(spec, resolved)
                 else:
-                    self.run_task(spec, resolved)
+                    self.run_task(spec, resolved, link)
             except KeyboardInterrupt:
                 continue  # an interrupt that arrived after its task ended
         if self.pool is not None:
@@ -121,6 +150,7 @@ class WorkerLoop:
                 stream.flush()
             except Exception:
                 pass
+        client.flush()
 
     # -- functions --------------------------------------------------------
     def function(self, function_id: bytes) -> Any:
@@ -135,10 +165,7 @@ class WorkerLoop:
                 if time.monotonic() > deadline:
                     break
                 client.pump(0.05, lambda: function_id in client.function_blobs)
-        blob = client.function_blobs.get(function_id)
-        if blob is None:
-            raise RuntimeError(f"function {function_id.hex()} is unknown to this node")
-        data, sys_path = blob if isinstance(blob, tuple) else (blob, [])
+        data, sys_path = client.function_blobs.get(function_id, (None, []))
         if data is None:
             raise RuntimeError(f"function {function_id.hex()} is unknown to this node")
         for entry in sys_path:
@@ -180,15 +207,18 @@ class WorkerLoop:
             except TypeError:
                 values = None
             if values is None or len(values) != n:
+                got = f"{type(value).__name__}" + (f" of length {len(values)}" if values is not None else "")
                 raise ValueError(
-                    f"{spec.name}() was declared with num_returns={n} but returned "
-                    f"{type(value).__name__} {'of length ' + str(len(values)) if values is not None else ''}; "
+                    f"{spec.name}() was declared with num_returns={n} but returned {got}; "
                     f"return a tuple or list of {n} values"
                 )
         out = []
+        client = self.client
         for object_id, v in zip(ids, values, strict=True):
-            path = serialization.segment_path(self.client.cluster_id, self.client.node_id, object_id)
+            path = serialization.segment_path(client.cluster_id, client.node_id, object_id)
             wire, size, contained = serialization.serialize(v, path)
+            if contained:
+                client.promote(contained)  # refs we made, now leaving with the result
             out.append((object_id, False, wire, size, contained))
         return out
 
@@ -207,10 +237,9 @@ class WorkerLoop:
         return [(object_id, True, data, len(data), ()) for object_id in spec.return_ids], retryable
 
     # -- plain tasks ------------------------------------------------------
-    def run_task(self, spec: TaskSpec, resolved: dict) -> None:
+    def run_task(self, spec: TaskSpec, resolved: dict, link: transport.Link | None) -> None:
         client = self.client
-        label = f"{spec.name} pid={self.pid}{self.ip_suffix}"
-        self.begin(spec, label)
+        self.begin(spec, f"{spec.name} pid={self.pid}{self.ip_suffix}", link)
         retryable = False
         try:
             client.executing = True
@@ -218,6 +247,7 @@ class WorkerLoop:
             fn = self.function(spec.function_id)
             args, kwargs = self.decode_args(spec, resolved)
             value = fn(*args, **kwargs)
+            self.in_task = False
             results = self.encode_results(spec, value)
         except BaseException as exc:  # noqa: BLE001 - everything goes back to the owner
             self.in_task = False
@@ -225,29 +255,28 @@ class WorkerLoop:
         finally:
             self.in_task = False
             client.executing = False
-        self.end(spec, results, retryable)
+        self.end(spec, results, retryable, link)
 
-    def begin(self, spec: TaskSpec, label: str, thread_only: bool = False) -> None:
+    def begin(self, spec: TaskSpec, label: str, link: transport.Link | None, thread_only: bool = False) -> None:
         cur = Current(spec.task_id, spec.actor_id, spec.ctx, spec.name)
         if thread_only:
             _local.task = cur
         else:
             _process_task[0] = cur
             _local.task = None
-        output.set_current(output.TaskOutput(spec.owner, spec.ctx, label), thread_only)
+        output.set_current(output.TaskOutput(spec.owner, spec.ctx, label, link), thread_only)
 
-    def end(self, spec: TaskSpec, results: list, retryable: bool) -> None:
+    def end(self, spec: TaskSpec, results: list, retryable: bool, link: transport.Link | None) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
-        self.client.send(NODE, (Kind.DONE, spec.task_id, results, retryable))
+        self.client.queue(link, (Kind.DONE, spec.task_id, results, retryable))
 
     # -- actors -----------------------------------------------------------
     def create_actor(self, spec: TaskSpec, resolved: dict) -> None:
         opts = spec.options or {}
         self.actor_id = spec.actor_id
         self.class_name = spec.name.split(".")[0]
-        label = f"{self.class_name} pid={self.pid}{self.ip_suffix}"
-        self.begin(spec, label)
+        self.begin(spec, f"{self.class_name} pid={self.pid}{self.ip_suffix}", None)
         error = None
         try:
             cls = self.function(spec.function_id)
@@ -271,18 +300,17 @@ class WorkerLoop:
         if error is not None:
             self.inbox.put(None)
 
-    def dispatch_call(self, spec: TaskSpec, resolved: dict) -> None:
+    def dispatch_call(self, spec: TaskSpec, resolved: dict, link: transport.Link | None) -> None:
         if self.loop is not None:
             self.async_slots.acquire()
-            asyncio.run_coroutine_threadsafe(self.run_call_async(spec, resolved), self.loop)
+            asyncio.run_coroutine_threadsafe(self.run_call_async(spec, resolved, link), self.loop)
         elif self.pool is not None:
-            self.pool.submit(self.run_call, spec, resolved, True)
+            self.pool.submit(self.run_call, spec, resolved, link, True)
         else:
-            self.run_call(spec, resolved, False)
+            self.run_call(spec, resolved, link, False)
 
-    def run_call(self, spec: TaskSpec, resolved: dict, threaded: bool) -> None:
-        label = f"{self.class_name} pid={self.pid}{self.ip_suffix}"
-        self.begin(spec, label, thread_only=threaded)
+    def run_call(self, spec: TaskSpec, resolved: dict, link: transport.Link | None, threaded: bool) -> None:
+        self.begin(spec, f"{self.class_name} pid={self.pid}{self.ip_suffix}", link, thread_only=threaded)
         retryable = False
         try:
             method = getattr(self.instance, spec.function_id.decode())
@@ -290,12 +318,11 @@ class WorkerLoop:
             results = self.encode_results(spec, method(*args, **kwargs))
         except BaseException as exc:  # noqa: BLE001
             results, retryable = self.encode_error(spec, exc)
-        self.end(spec, results, retryable)
+        self.end(spec, results, retryable, link)
 
-    async def run_call_async(self, spec: TaskSpec, resolved: dict) -> None:
-        label = f"{self.class_name} pid={self.pid}{self.ip_suffix}"
+    async def run_call_async(self, spec: TaskSpec, resolved: dict, link: transport.Link | None) -> None:
         try:
-            self.begin(spec, label, thread_only=True)
+            self.begin(spec, f"{self.class_name} pid={self.pid}{self.ip_suffix}", link, thread_only=True)
             try:
                 method = getattr(self.instance, spec.function_id.decode())
                 args, kwargs = self.decode_args(spec, resolved)
@@ -305,7 +332,7 @@ class WorkerLoop:
                 results, retryable = self.encode_results(spec, value), False
             except BaseException as exc:  # noqa: BLE001
                 results, retryable = self.encode_error(spec, exc)
-            self.end(spec, results, retryable)
+            self.end(spec, results, retryable, link)
         finally:
             self.async_slots.release()
 
@@ -323,10 +350,11 @@ def main(conf: dict, wid: int) -> None:
         cluster_id=conf["cluster_id"],
         key=bytes.fromhex(conf["key"]),
         node_address=conf["node_address"],
-        head_address=conf.get("head_address"),
+        head_address=None,
         node_id=conf["node_id"],
         role="worker",
         worker_id=wid,
+        listen=cfg.worker_socket(conf["cluster_id"], conf["node_id"], wid),
     )
     from . import api
 
