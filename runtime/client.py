@@ -286,7 +286,8 @@ class Client:
         except TimeoutError:
             self.requests.pop(req_id, None)
             raise ConnectionFailedError(
-                self.dead_reason or f"the cluster did not answer {op!r} within {timeout} s; is it "
+                self.dead_reason
+                or f"the cluster did not answer {op!r} within {timeout} s; is it "
                 "running? Check with `nbcluster status`."
             ) from None
         if not ok:
@@ -329,8 +330,10 @@ class Client:
                 entry = self.memstore.get(object_id)
                 if entry is not None:
                     self.local_only.discard(object_id)
-                    self.send(NODE, (Kind.PUT, object_id, entry[0], entry[1], 0,
-                                     self.held_inside.get(object_id, ())))
+                    self.send(
+                        NODE,
+                        (Kind.PUT, object_id, entry[0], entry[1], 0, self.held_inside.get(object_id, ())),
+                    )
             elif object_id in self.pending:
                 self.escaped.add(object_id)
 
@@ -394,7 +397,9 @@ class Client:
         return [i for i in ids if i in memstore]
 
     def _subscribe(self, ids) -> None:
-        ask = [i for i in ids if i not in self.pending and i not in self.subscribed and i not in self.memstore]
+        ask = [
+            i for i in ids if i not in self.pending and i not in self.subscribed and i not in self.memstore
+        ]
         if ask:
             self.subscribed.update(ask)
             self.send(NODE, (Kind.SUBSCRIBE, ask))
@@ -627,8 +632,14 @@ class Client:
             self.queue(ac.link, (Kind.EXECUTE, call.spec, self._resolved(call.spec), ()))
 
     def _fail_actor_call(self, ac: ActorConn, call: Call) -> None:
-        self._finish_error(call, _err(ActorDiedError(
-            f"actor {call.spec.name.split('.')[0]} ({ac.actor_id.hex()[:12]}) is dead: {ac.cause}")))
+        self._finish_error(
+            call,
+            _err(
+                ActorDiedError(
+                    f"actor {call.spec.name.split('.')[0]} ({ac.actor_id.hex()[:12]}) is dead: {ac.cause}"
+                )
+            ),
+        )
 
     def _on_actor_location(self, msg: tuple) -> None:
         _, actor_id, state, identity, path, pid, cause = msg
@@ -725,11 +736,17 @@ class Client:
                                 call.retries_left -= 1
                             self.task_queues.setdefault(shape, deque()).appendleft(call)
                         else:
-                            self._finish_error(call, _err(WorkerCrashedError(
-                                f"the worker running {call.spec.name}() (pid {lease.pid}) died and "
-                                f"its retries ran out (max_retries={call.spec.max_retries}). If it "
-                                "was killed by memory pressure, give it more memory or smaller "
-                                "inputs; raise max_retries for flaky machines.")))
+                            self._finish_error(
+                                call,
+                                _err(
+                                    WorkerCrashedError(
+                                        f"the worker running {call.spec.name}() (pid {lease.pid}) died and "
+                                        f"its retries ran out (max_retries={call.spec.max_retries}). If it "
+                                        "was killed by memory pressure, give it more memory or smaller "
+                                        "inputs; raise max_retries for flaky machines."
+                                    )
+                                ),
+                            )
                     lease.inflight.clear()
                     self._dispatch_tasks(shape)
             for ac in self.actors.values():

@@ -48,8 +48,19 @@ PENDING, ALIVE, RESTARTING, DEAD, TERMINATING = "pending", "alive", "restarting"
 
 
 class Worker:
-    __slots__ = ("wid", "pid", "identity", "path", "state", "actor_id", "known", "blocked",
-                 "idle_since", "gpu_ids", "lease")
+    __slots__ = (
+        "wid",
+        "pid",
+        "identity",
+        "path",
+        "state",
+        "actor_id",
+        "known",
+        "blocked",
+        "idle_since",
+        "gpu_ids",
+        "lease",
+    )
 
     def __init__(self, wid: int, path: str) -> None:
         self.wid = wid
@@ -98,8 +109,21 @@ class Creation:
 
 
 class Actor:
-    __slots__ = ("actor_id", "create", "worker", "state", "restarts_left", "name", "namespace",
-                 "detached", "cause", "class_name", "owner", "demand", "watchers")
+    __slots__ = (
+        "actor_id",
+        "create",
+        "worker",
+        "state",
+        "restarts_left",
+        "name",
+        "namespace",
+        "detached",
+        "cause",
+        "class_name",
+        "owner",
+        "demand",
+        "watchers",
+    )
 
     def __init__(self, create: Creation) -> None:
         opts = create.spec.options or {}
@@ -147,7 +171,9 @@ class Node:
         self.max_workers = max(self.pool_size * 4, 32)
         cluster_dir = cfg.runtime_dir() / self.cluster_id
         self.cluster_dir = cluster_dir
-        self.table = ObjectTable(conf["object_store_memory"], cfg.shm_dir(), cluster_dir / "spill" / self.node_id)
+        self.table = ObjectTable(
+            conf["object_store_memory"], cfg.shm_dir(), cluster_dir / "spill" / self.node_id
+        )
         self.workers: dict[int, Worker] = {}
         self.by_identity: dict[bytes, Worker] = {}
         self.idle: deque[Worker] = deque()
@@ -206,8 +232,17 @@ class Node:
         if self.conf.get("head_address"):
             self.head = protocol.tune(self.ctx.socket(zmq.DEALER))
             self.head.connect(f"tcp://{self.conf['head_address']}")
-            self.head_out.append((Kind.NODE_HELLO, self.node_id, self.address, self.total_resources,
-                                  os.getpid(), self.hostname, self.ip))
+            self.head_out.append(
+                (
+                    Kind.NODE_HELLO,
+                    self.node_id,
+                    self.address,
+                    self.total_resources,
+                    os.getpid(),
+                    self.hostname,
+                    self.ip,
+                )
+            )
         self.poller = poller = zmq.Poller()
         listener = self.server.listener.fileno()
         poller.register(listener, zmq.POLLIN)
@@ -224,8 +259,11 @@ class Node:
         try:
             while self.running_flag:
                 self.flush()
-                timeout = max(0, (min(next_tick, next_collect if self.table.doomed else next_tick)
-                                  - time.monotonic()) * 1000)
+                timeout = max(
+                    0,
+                    (min(next_tick, next_collect if self.table.doomed else next_tick) - time.monotonic())
+                    * 1000,
+                )
                 for fd, ev in poller.poll(timeout):
                     conn = conns.get(fd) if isinstance(fd, int) else None
                     if conn is not None:
@@ -427,8 +465,12 @@ class Node:
                 self.spawn_worker()
         elif not sched.has_runnable():
             # Requests wait on resources other owners hold: ask for them back.
-            waiting = {item.owner for q in sched.queues.values() for _, _, _, item in q
-                       if isinstance(item, LeaseRequest)}
+            waiting = {
+                item.owner
+                for q in sched.queues.values()
+                for _, _, _, item in q
+                if isinstance(item, LeaseRequest)
+            }
             for lease in self.leases.values():
                 if not lease.revoked and lease.owner not in waiting:
                     lease.revoked = True
@@ -442,8 +484,10 @@ class Node:
         w.state = LEASED
         w.lease = lease
         self.give_gpus(w, req.demand)
-        self.emit(req.owner, (Kind.LEASE_GRANT, req.request_id, lease.lease_id, w.identity, w.path,
-                              w.pid, req.shape))
+        self.emit(
+            req.owner,
+            (Kind.LEASE_GRANT, req.request_id, lease.lease_id, w.identity, w.path, w.pid, req.shape),
+        )
 
     def end_lease(self, lease: Lease) -> None:
         if self.leases.pop(lease.lease_id, None) is None:
@@ -502,9 +546,11 @@ class Node:
         self.warned_infeasible.add((owner, shape))
         demand = dict(shape)
         have = {k: v for k, v in self.total_resources.items() if k in demand or k == "CPU"}
-        text = (f"Warning: {name} needs {demand}, but no node of this cluster has that much "
-                f"(this node has {have}). It stays pending until a node with those resources "
-                "joins; `nbcluster status` lists it as infeasible.\n")
+        text = (
+            f"Warning: {name} needs {demand}, but no node of this cluster has that much "
+            f"(this node has {have}). It stays pending until a node with those resources "
+            "joins; `nbcluster status` lists it as infeasible.\n"
+        )
         self.emit(owner, (Kind.LOG, owner, ctx, 2, text, "runtime"))
 
     # ------------------------------------------------------------- leases
@@ -551,8 +597,10 @@ class Node:
             self.idle.append(w)
             self.dirty = True
         self.procs[ident] = Proc(ident, role, pid, job_id, sys_path)
-        self.emit(ident, (Kind.WELCOME, self.node_id,
-                          {"ip": self.ip, "hostname": self.hostname, "pid": os.getpid()}))
+        self.emit(
+            ident,
+            (Kind.WELCOME, self.node_id, {"ip": self.ip, "hostname": self.hostname, "pid": os.getpid()}),
+        )
 
     def on_register_func(self, ident: bytes, msg: tuple) -> None:
         _, function_id, blob, sys_path = msg
@@ -584,8 +632,17 @@ class Node:
         if not actor.detached:
             table.mark_actor(spec.actor_id, spec.owner)
         if opts.get("name"):
-            self.head_out.append((Kind.ACTOR_EVENT, spec.actor_id, opts["name"], opts.get("namespace", ""),
-                                  PENDING, self.node_id, None))
+            self.head_out.append(
+                (
+                    Kind.ACTOR_EVENT,
+                    spec.actor_id,
+                    opts["name"],
+                    opts.get("namespace", ""),
+                    PENDING,
+                    self.node_id,
+                    None,
+                )
+            )
         missing = {d for d in spec.deps if not self.is_ready(d)}
         if missing:
             create.waiting = len(missing)
@@ -607,8 +664,7 @@ class Node:
             e = self.table.entries.get(dep)
             if e is not None and e.is_error:
                 actor.restarts_left = 0
-                self.actor_died(actor, "an argument of its constructor failed:\n"
-                                + _describe_error(e.value))
+                self.actor_died(actor, "an argument of its constructor failed:\n" + _describe_error(e.value))
                 return
         self.enqueue(spec.task_id, spec.resources, create, spec.owner, f"actor {actor.class_name}", spec.ctx)
 
@@ -717,7 +773,10 @@ class Node:
                     q.remove(entry)
                     sched.queued -= 1
         for key, (_, item) in list(sched.infeasible.items()):
-            if getattr(item, "owner", None) == ident or getattr(getattr(item, "spec", None), "owner", None) == ident:
+            if (
+                getattr(item, "owner", None) == ident
+                or getattr(getattr(item, "spec", None), "owner", None) == ident
+            ):
                 del sched.infeasible[key]
         self.warned_infeasible = {k for k in self.warned_infeasible if k[0] != ident}
         for lease in list(self.leases.values()):
@@ -737,8 +796,18 @@ class Node:
     def tell_location(self, ident: bytes, actor_id: bytes) -> None:
         actor = self.actors.get(actor_id)
         if actor is None:
-            self.emit(ident, (Kind.ACTOR_LOCATION, actor_id, "dead", b"", "", 0,
-                              "it is unknown to this cluster (killed long ago, or from another cluster)"))
+            self.emit(
+                ident,
+                (
+                    Kind.ACTOR_LOCATION,
+                    actor_id,
+                    "dead",
+                    b"",
+                    "",
+                    0,
+                    "it is unknown to this cluster (killed long ago, or from another cluster)",
+                ),
+            )
         elif actor.state == ALIVE and actor.worker is not None:
             w = actor.worker
             self.emit(ident, (Kind.ACTOR_LOCATION, actor_id, "alive", w.identity, w.path, w.pid, ""))
@@ -765,8 +834,9 @@ class Node:
         actor.state = ALIVE
         actor.cause = ""
         if actor.name:
-            self.head_out.append((Kind.ACTOR_EVENT, actor_id, actor.name, actor.namespace, ALIVE,
-                                  self.node_id, None))
+            self.head_out.append(
+                (Kind.ACTOR_EVENT, actor_id, actor.name, actor.namespace, ALIVE, self.node_id, None)
+            )
         self.tell_watchers(actor)
 
     def on_kill_actor(self, ident: bytes, msg: tuple) -> None:
@@ -821,14 +891,16 @@ class Node:
             actor.state = RESTARTING
             actor.cause = ""
             spec = actor.create.spec
-            self.enqueue(spec.task_id, spec.resources, actor.create, spec.owner,
-                         f"actor {actor.class_name}", spec.ctx)
+            self.enqueue(
+                spec.task_id, spec.resources, actor.create, spec.owner, f"actor {actor.class_name}", spec.ctx
+            )
             return
         actor.state = DEAD
         self.tell_watchers(actor)
         if actor.name:
-            self.head_out.append((Kind.ACTOR_EVENT, actor.actor_id, actor.name, actor.namespace, DEAD,
-                                  self.node_id, None))
+            self.head_out.append(
+                (Kind.ACTOR_EVENT, actor.actor_id, actor.name, actor.namespace, DEAD, self.node_id, None)
+            )
         self.creation_cleanup(actor.create)
 
     # ---------------------------------------------------------------- head
@@ -867,8 +939,10 @@ class Node:
                     name = item.spec.name
                     pending[name] = pending.get(name, 0) + 1
         infeasible = [
-            {"name": item.name if isinstance(item, LeaseRequest) else item.spec.name,
-             "resources": dict(shape)}
+            {
+                "name": item.name if isinstance(item, LeaseRequest) else item.spec.name,
+                "resources": dict(shape),
+            }
             for shape, item in self.scheduler.infeasible.values()
         ]
         mem = psutil.virtual_memory()
@@ -943,4 +1017,3 @@ def _setup_logging(conf: dict, name: str) -> None:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         force=True,
     )
-

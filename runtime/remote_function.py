@@ -17,9 +17,7 @@ from .protocol import TASK, Kind, TaskSpec, ids, object_id_for
 from .serialization import Dep
 
 
-def encode_args(
-    client: Client, args: tuple, kwargs: dict, task_id: bytes
-) -> tuple[Any, tuple, tuple, tuple]:
+def encode_args(client: Client, args: tuple, kwargs: dict, task_id: bytes) -> tuple[Any, tuple, tuple, tuple]:
     """(wire args, deps, contained, keep).
 
     Top-level refs become placeholders, resolved to values before the task

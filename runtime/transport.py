@@ -86,8 +86,13 @@ class Link:
     tasks to, and (accepted) for the callers that send tasks to a worker.
     """
 
-    def __init__(self, path: str | None, signer: protocol.Signer, sock: socket.socket | None = None,
-                 identity: bytes = b"") -> None:
+    def __init__(
+        self,
+        path: str | None,
+        signer: protocol.Signer,
+        sock: socket.socket | None = None,
+        identity: bytes = b"",
+    ) -> None:
         if sock is None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.connect(path)

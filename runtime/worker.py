@@ -257,7 +257,9 @@ class WorkerLoop:
             client.executing = False
         self.end(spec, results, retryable, link)
 
-    def begin(self, spec: TaskSpec, label: str, link: transport.Link | None, thread_only: bool = False) -> None:
+    def begin(
+        self, spec: TaskSpec, label: str, link: transport.Link | None, thread_only: bool = False
+    ) -> None:
         cur = Current(spec.task_id, spec.actor_id, spec.ctx, spec.name)
         if thread_only:
             _local.task = cur
