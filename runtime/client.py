@@ -53,7 +53,7 @@ from .protocol import Kind, TaskSpec
 
 NODE, HEAD = 0, 1
 LEASE_IDLE = 0.2  # seconds an idle lease is kept for the next task of its shape
-PIPELINE = 2  # tasks in flight per leased worker when more are queued (an idle one steals)
+PIPELINE = 16  # tasks queued at a leased worker when there is a backlog (idle ones steal)
 
 
 def _err(exc: BaseException) -> bytes:
@@ -144,6 +144,7 @@ class Client:
         self.ref_lock = threading.Lock()
         self.lock = threading.RLock()  # submissions, leases, actor connections
         self.callbacks: dict[bytes, list[Callable]] = {}
+        self.waiters: dict[bytes, list[list[int]]] = {}  # object id -> countdowns of fetch()
         self.requests: dict[int, Future] = {}
         self.function_blobs: dict[bytes, tuple[bytes, list]] = {}
         self.registered_functions: set[bytes] = set()
@@ -177,7 +178,6 @@ class Client:
         # reading: whoever holds read_lock
         self.read_lock = threading.Lock()
         self.want_read = 0
-        self.io_cv = threading.Condition()
         self.link: transport.Link | None = None
         if node_address:
             try:
@@ -215,6 +215,7 @@ class Client:
         if link is None:
             return
         with self.send_lock:
+            was_empty = not self.outq
             batch = self.outq.get(link)
             if batch is None:
                 self.outq[link] = [msg]
@@ -225,7 +226,8 @@ class Client:
             if self.thread is None:
                 self._flush_locked()
                 return
-        self._wake()
+        if was_empty or not self._wake_pending:
+            self._wake()  # once per burst: the I/O thread sends everything queued
 
     def send(self, dest: int, msg: tuple, urgent: bool = True) -> None:
         if dest == NODE:
@@ -353,9 +355,16 @@ class Client:
         """Wait until `num` (default all) of `ids` are in the memstore; the ready ones."""
         memstore = self.memstore
         want = len(ids) if num is None else num
-        missing = [i for i in ids if i not in memstore]
+        missing = {i for i in ids if i not in memstore}
         if len(ids) - len(missing) >= want:
             return [i for i in ids if i in memstore]
+        # Arrivals count down `waiter[0]` (see _arrived): no rescans of long lists.
+        waiter = [len(missing)]
+        allowed = len(ids) - want  # how many may still be missing when we are done
+        for i in missing:
+            self.waiters.setdefault(i, []).append(waiter)
+        for i in [i for i in missing if i in memstore]:  # arrived while we registered
+            self._count_arrival(i)
         self._subscribe(missing)
         blocked = self.executing
         if blocked:
@@ -364,15 +373,15 @@ class Client:
             self.send(NODE, (Kind.BLOCKED,))
         self.flush()
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self.io_cv:
-            self.want_read += 1
+        self.want_read += 1
         if self.thread is not None:
             os.write(self._wake_w, b"r")  # the I/O thread hands us the sockets
+
+        def done() -> bool:
+            return waiter[0] <= allowed
+
         try:
-            while True:
-                missing = [i for i in missing if i not in memstore]
-                if len(ids) - len(missing) >= want:
-                    break
+            while not done():
                 if self.dead_reason:
                     raise ConnectionFailedError(self.dead_reason)
                 left = None if deadline is None else deadline - time.monotonic()
@@ -380,21 +389,30 @@ class Client:
                     if num is not None:
                         break
                     raise GetTimeoutError(
-                        f"get timed out after {timeout} s with {len(missing)} of {len(ids)} "
+                        f"get timed out after {timeout} s with {waiter[0]} of {len(ids)} "
                         "values not ready; raise the timeout, or use wait() to take the ready ones"
                     )
-                self._read_or_wait(
-                    0.1 if left is None else min(left, 0.1),
-                    lambda m=missing: len(ids) - sum(i not in memstore for i in m) >= want,
-                )
+                self._read_or_wait(0.1 if left is None else min(left, 0.1), done)
         finally:
-            with self.io_cv:
-                self.want_read -= 1
-                if not self.want_read:
-                    self.io_cv.notify_all()
+            self.want_read -= 1
+            for i in missing:
+                ws = self.waiters.get(i)
+                if ws is not None:
+                    try:
+                        ws.remove(waiter)
+                    except ValueError:
+                        pass
+                    if not ws:
+                        del self.waiters[i]
             if blocked:
                 self.send(NODE, (Kind.UNBLOCKED,))
         return [i for i in ids if i in memstore]
+
+    def _count_arrival(self, object_id: bytes) -> None:
+        ws = self.waiters.pop(object_id, None)
+        if ws:
+            for w in ws:
+                w[0] -= 1
 
     def _subscribe(self, ids) -> None:
         ask = [
@@ -426,6 +444,8 @@ class Client:
             self.escaped.discard(object_id)
             return False
         self.memstore[object_id] = (is_error, value)
+        if object_id in self.waiters:
+            self._count_arrival(object_id)
         waiting = self.dep_waiters.pop(object_id, None)
         if waiting:
             for call in waiting:
@@ -523,11 +543,15 @@ class Client:
     def _dispatch_tasks(self, shape: tuple) -> None:
         queue = self.task_queues.get(shape)
         if not queue:
+            self._cancel_requests(shape)
             return
-        leases = self.leases.get(shape, ())
-        for depth in (1, PIPELINE):
+        leases = [lease for lease in self.leases.get(shape, ()) if not lease.revoked]
+        depth = 1
+        while queue and leases and depth <= PIPELINE:  # round robin, one level at a time
             for lease in leases:
-                while queue and len(lease.inflight) < depth and not lease.revoked:
+                if not queue:
+                    break
+                if len(lease.inflight) < depth:
                     call = queue.popleft()
                     if call.cancelled:
                         continue
@@ -535,8 +559,10 @@ class Client:
                     lease.inflight[call.spec.task_id] = call
                     self._send_function(lease.link, call.spec.function_id)
                     self.queue(lease.link, (Kind.EXECUTE, call.spec, self._resolved(call.spec), ()))
-            if not queue:
-                return
+            depth += 1
+        if not queue:
+            self._cancel_requests(shape)
+            return
         # more work than leased workers: ask for more (the node grants what fits)
         asked = self.lease_requests.get(shape, 0)
         want = min(len(queue), 16) - asked
@@ -545,6 +571,12 @@ class Client:
             self.lease_requests[shape] = asked + want
             for _ in range(want):
                 self.send(NODE, (Kind.LEASE_REQUEST, next(self._req_ids), shape, name))
+
+    def _cancel_requests(self, shape: tuple) -> None:
+        """Nothing left to run for this shape: lease requests still waiting are void."""
+        if self.lease_requests.get(shape):
+            self.lease_requests[shape] = 0
+            self.send(NODE, (Kind.LEASE_CANCEL, shape))
 
     def _send_function(self, link: transport.Link, function_id: bytes) -> None:
         """A worker gets a function's code with its first task (no round trip to the node)."""
@@ -565,9 +597,7 @@ class Client:
             if link is None:
                 self.send(NODE, (Kind.LEASE_RETURN, lease_id))
                 if not self.task_queues.get(shape):
-                    if self.lease_requests.get(shape):
-                        self.lease_requests[shape] = 0
-                        self.send(NODE, (Kind.LEASE_CANCEL, shape))
+                    self._cancel_requests(shape)
                 else:
                     self._dispatch_tasks(shape)  # that worker just died: ask again
                 return
@@ -1055,8 +1085,6 @@ class Client:
             time.sleep(0.002)
         self.closed = True
         os.write(self._wake_w, b"x")
-        with self.io_cv:
-            self.io_cv.notify_all()
         if self.thread is not None:
             self.thread.join(timeout=2.0)
         for link in list(self.peers.values()):
