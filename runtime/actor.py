@@ -6,6 +6,7 @@ import inspect
 from typing import Any
 
 from . import options as opt
+from . import session
 from .client import Client
 from .object_ref import ObjectRef
 from .protocol import ACTOR_CALL, ACTOR_CREATE, TaskSpec, ids, object_id_for
@@ -89,16 +90,14 @@ class ActorClass:
         return _BoundActorOptions(self, merged)
 
     def _remote(self, args: tuple, kwargs: dict, options: dict) -> ActorHandle:
-        from . import api
-
-        client = api._client()
+        client = session.client()
         if self._init_sig is not None:
             check_arity(self._init_sig, self.__name__, (None, *args), kwargs)
         detached = options.get("lifetime") == "detached"
         meta = dict(self._meta, detached=detached)
         actor_id = ids.next() + b"A"
         name = options.get("name")
-        namespace = options.get("namespace") or api._namespace()
+        namespace = options.get("namespace") or session.state.namespace
         if name:
             existing = client.request(
                 "register_name", name, namespace, actor_id, meta, bool(options.get("get_if_exists"))
@@ -122,7 +121,7 @@ class ActorClass:
             0,
             False,
             actor_id,
-            api._current_ctx(),
+            session.current_ctx(),
             {
                 "max_restarts": options.get("max_restarts", 0),
                 "max_task_retries": options.get("max_task_retries", 0),
@@ -185,9 +184,7 @@ class ActorHandle:
         self._max_task_retries = max_task_retries
         self._methods: dict[str, ActorMethod] = {}
         if client is None:
-            from . import api
-
-            client = api._client_or_none()
+            client = session.client_or_none()
         self._client = client if not meta.get("detached") else None
         if self._client is not None:
             self._client.add_ref(actor_id, announce)
@@ -228,9 +225,7 @@ class ActorHandle:
         return hash(self._actor_id)
 
     def _call(self, name: str, args: tuple, kwargs: dict, num_returns: int) -> Any:
-        from . import api
-
-        client = api._client()
+        client = session.client()
         check_arity(self._sigs.get(name), f"{self._meta['class_name']}.{name}", (None, *args), kwargs)
         task_id = ids.next()
         return_ids = tuple(object_id_for(task_id, i) for i in range(num_returns))
@@ -249,7 +244,7 @@ class ActorHandle:
             self._max_task_retries,
             False,
             self._actor_id,
-            api._current_ctx(),
+            session.current_ctx(),
             None,
         )
         refs = [ObjectRef(rid, client, announce=False) for rid in return_ids]

@@ -6,73 +6,26 @@ import atexit
 import inspect
 import os
 import socket
-import threading
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from . import config as cfg
-from . import launcher, serialization
+from . import launcher, serialization, session
 from .actor import ActorClass, ActorHandle
 from .client import HEAD, NODE, Client
 from .exceptions import (
     ConnectionFailedError,
-    NotInitializedError,
     TaskError,
 )
 from .object_ref import ObjectRef
 from .protocol import Kind, ids
 from .remote_function import RemoteFunction
 
-
-class _State:
-    client: Client | None = None
-    info: cfg.ConnectionInfo | None = None
-    head_proc = None
-    job_id: int = 0
-    namespace: str = ""
-    node: dict | None = None
-    worker: bool = False
-    conf: dict | None = None
-    ctx_provider = None  # notebook layer: the output context of new tasks
-
-
-_state = _State()
-_lock = threading.RLock()
-
-
-def _client() -> Client:
-    client = _state.client
-    if client is None:
-        raise NotInitializedError(
-            "the runtime is not initialized: call runtime.init() first (or %cluster start in a notebook)"
-        )
-    return client
-
-
-def _client_or_none() -> Client | None:
-    return _state.client
-
-
-def _namespace() -> str:
-    return _state.namespace
-
-
-def _current_ctx() -> Any:
-    if _state.worker:
-        from .worker import current_task
-
-        cur = current_task()
-        return cur.ctx if cur is not None else None
-    provider = _state.ctx_provider
-    return provider() if provider is not None else None
-
-
-def _attach(client: Client, conf: dict, worker: bool) -> None:
-    """Make `client` this process's connection (used by workers)."""
-    _state.client = client
-    _state.worker = worker
-    _state.conf = conf
+_state = session.state
+_lock = session.lock
+_client = session.client
+_client_or_none = session.client_or_none
 
 
 class ClusterInfo(dict):
@@ -306,8 +259,7 @@ def put(value: Any) -> ObjectRef:
         raise TypeError("put() of an ObjectRef is not allowed; pass the ref itself to tasks")
     client = _client()
     object_id = ids.next() + b"P"
-    path = serialization.segment_path(client.cluster_id, client.node_id, object_id)
-    wire, size, contained = serialization.serialize(value, path)
+    wire, size, contained = serialization.serialize(value, client.segment(object_id))
     ref = ObjectRef(object_id, client, announce=False)
     client.store_local(object_id, False, wire)
     client.send(NODE, (Kind.PUT, object_id, False, wire, size, contained))

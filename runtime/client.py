@@ -41,7 +41,7 @@ from typing import Any
 
 import zmq
 
-from . import protocol, transport
+from . import protocol, serialization, transport
 from .exceptions import (
     ActorDiedError,
     ConnectionFailedError,
@@ -156,6 +156,7 @@ class Client:
         self.dead_reason = ""
         self.executing = False  # worker: inside a task that holds a CPU
         self._req_ids = itertools.count(1)
+        self._segment_prefix: str | None = None
 
         # direct submissions
         self.calls: dict[bytes, Call] = {}  # task id -> call, until done
@@ -208,6 +209,13 @@ class Client:
             self.thread.start()
         else:
             self.flush()
+
+    def segment(self, object_id: bytes) -> str:
+        """The shared-memory path for a large value with this id, on our node."""
+        prefix = self._segment_prefix
+        if prefix is None:
+            prefix = self._segment_prefix = serialization.segment_path(self.cluster_id, self.node_id, b"")
+        return prefix + object_id.hex()
 
     # ================================================================ sending
     def queue(self, link: transport.Link | None, msg: tuple, urgent: bool = True) -> None:
@@ -546,8 +554,8 @@ class Client:
             self._cancel_requests(shape)
             return
         leases = [lease for lease in self.leases.get(shape, ()) if not lease.revoked]
-        depth = 1
-        while queue and leases and depth <= PIPELINE:  # round robin, one level at a time
+        depth = min((len(lease.inflight) for lease in leases), default=PIPELINE) + 1
+        while queue and depth <= PIPELINE:  # round robin, one level at a time
             for lease in leases:
                 if not queue:
                     break

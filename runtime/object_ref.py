@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import Any
 
-from . import serialization
+from . import serialization, session
 
 
 class ObjectRef:
@@ -28,9 +28,7 @@ class ObjectRef:
     def __init__(self, object_id: bytes, client=None, announce: bool = True) -> None:
         self._id = object_id
         if client is None:
-            from . import api
-
-            client = api._client_or_none()
+            client = session.client_or_none()
         self._client = client
         if client is not None:
             client.add_ref(object_id, announce)
@@ -77,7 +75,7 @@ class ObjectRef:
             except BaseException as e:  # noqa: BLE001 - the future carries it
                 fut.set_exception(e)
 
-        client = self._client or api._client()
+        client = self._client or session.client()
         client.add_callback(self._id, done)
         return fut
 

@@ -10,7 +10,7 @@ from typing import Any
 import cloudpickle
 
 from . import options as opt
-from . import serialization
+from . import serialization, session
 from .client import NODE, Client
 from .object_ref import ObjectRef
 from .protocol import TASK, Kind, TaskSpec, ids, object_id_for
@@ -46,8 +46,7 @@ def encode_args(client: Client, args: tuple, kwargs: dict, task_id: bytes) -> tu
             else:
                 kw[k] = v
         kwargs = kw
-    path = serialization.segment_path(client.cluster_id, client.node_id, task_id + b"args")
-    wire, _, contained = serialization.serialize((args, kwargs), path, keep)
+    wire, _, contained = serialization.serialize((args, kwargs), client.segment(task_id + b"args"), keep)
     return wire, tuple(deps), contained, tuple(keep)
 
 
@@ -75,12 +74,31 @@ def register(client: Client, obj: Any, cache_owner: Any) -> bytes:
 
 
 def check_arity(sig: inspect.Signature | None, name: str, args: tuple, kwargs: dict) -> None:
+    """Raise the TypeError a local call would (wrong number or names of arguments)."""
     if sig is None:
         return
+    bounds = _simple_bounds.get(id(sig))
+    if bounds is None:
+        bounds = _simple_bounds[id(sig)] = (_positional_bounds(sig), sig)  # sig kept: ids stay unique
+    bounds = bounds[0]
+    if bounds and not kwargs and bounds[0] <= len(args) <= bounds[1]:
+        return  # the common case, without inspect's full binding
     try:
         sig.bind(*args, **kwargs)
     except TypeError as e:
         raise TypeError(f"{name}() {e}") from None
+
+
+_simple_bounds: dict[int, tuple] = {}
+
+
+def _positional_bounds(sig: inspect.Signature) -> tuple[int, int] | tuple[()]:
+    """(min, max) positional arguments when the signature has only plain parameters."""
+    params = list(sig.parameters.values())
+    if any(p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params):
+        return ()
+    required = sum(1 for p in params if p.default is p.empty)
+    return (required, len(params))
 
 
 def _signature(fn: Any) -> inspect.Signature | None:
@@ -135,9 +153,7 @@ class RemoteFunction:
         return _BoundOptions(self, merged)
 
     def _remote(self, args: tuple, kwargs: dict, options: dict, shape: tuple) -> Any:
-        from . import api
-
-        client = api._client()
+        client = session.client()
         check_arity(self._sig, self.__name__, args, kwargs)
         fid = register(client, self._function, self)
         task_id = ids.next()
@@ -159,7 +175,7 @@ class RemoteFunction:
             options.get("max_retries", 3),
             bool(retry_exc),
             b"",
-            api._current_ctx(),
+            session.current_ctx(),
             None,
         )
         refs = [ObjectRef(rid, client, announce=False) for rid in return_ids]

@@ -53,14 +53,19 @@ def note_ref(ref_id: bytes, obj: Any = None) -> None:
         found.append((ref_id, obj))
 
 
-def _is_simple(value: Any) -> bool:
+def _is_simple(value: Any, depth: int = 2) -> bool:
+    """Builtin scalars, and small tuples/lists/dicts of them: the C pickler is enough."""
     t = type(value)
     if t in _SIMPLE:
         return True
+    if depth == 0:
+        return False
     if t is tuple or t is list:
-        return len(value) < 64 and all(type(v) in _SIMPLE for v in value)
+        return len(value) < 64 and all(type(v) in _SIMPLE or _is_simple(v, depth - 1) for v in value)
     if t is dict:
-        return len(value) < 64 and all(type(k) in _SIMPLE and type(v) in _SIMPLE for k, v in value.items())
+        return len(value) < 64 and all(
+            type(k) in _SIMPLE and (type(v) in _SIMPLE or _is_simple(v, depth - 1)) for k, v in value.items()
+        )
     return False
 
 

@@ -189,6 +189,6 @@ def format_text(snap: ClusterSnapshot) -> str:
 
 def snapshot() -> ClusterSnapshot:
     """The current state of the cluster this process is connected to."""
-    from . import api
+    from . import session
 
-    return ClusterSnapshot.from_dict(api._client().request("snapshot"))
+    return ClusterSnapshot.from_dict(session.client().request("snapshot"))

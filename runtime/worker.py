@@ -37,7 +37,7 @@ from typing import Any
 import cloudpickle
 
 from . import config as cfg
-from . import output, serialization, transport
+from . import output, serialization, session, transport
 from .client import NODE, Client
 from .exceptions import TaskCancelledError, TaskError, task_error_from_exception
 from .protocol import ACTOR_CALL, ACTOR_CREATE, Kind, TaskSpec
@@ -124,7 +124,8 @@ class WorkerLoop:
                 if inbox.empty():
                     client.pump(1.0, lambda: not inbox.empty())
                     continue
-                client.pump(0)  # a cancel or a steal may be waiting for the next task
+                if not self.actor_id:
+                    client.pump(0)  # a cancel or a steal may be waiting for the next task
                 item = inbox.get()
                 if item is None:
                     break
@@ -215,8 +216,7 @@ class WorkerLoop:
         out = []
         client = self.client
         for object_id, v in zip(ids, values, strict=True):
-            path = serialization.segment_path(client.cluster_id, client.node_id, object_id)
-            wire, size, contained = serialization.serialize(v, path)
+            wire, size, contained = serialization.serialize(v, client.segment(object_id))
             if contained:
                 client.promote(contained)  # refs we made, now leaving with the result
             out.append((object_id, False, wire, size, contained))
@@ -358,9 +358,7 @@ def main(conf: dict, wid: int) -> None:
         worker_id=wid,
         listen=cfg.worker_socket(conf["cluster_id"], conf["node_id"], wid),
     )
-    from . import api
-
-    api._attach(client, conf, worker=True)
+    session.attach_worker(client, conf, current_task)
     loop = WorkerLoop(client, conf)
     sys.stdout = output.ForwardStream(client, 1, sys.stdout)
     sys.stderr = output.ForwardStream(client, 2, sys.stderr)
