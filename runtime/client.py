@@ -961,7 +961,8 @@ class Client:
                 self._on_done(msg, link)
                 got_values = True
             elif kind == Kind.RESULT:
-                self._arrived(msg[1], msg[2], msg[3])
+                with self.lock:
+                    self._arrived(msg[1], msg[2], msg[3])
                 got_values = True
             elif kind == Kind.LOG:
                 try:

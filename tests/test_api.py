@@ -445,3 +445,54 @@ def test_public_names():
     assert sorted(runtime.__all__) == runtime.__all__
     for name in runtime.__all__:
         assert getattr(runtime, name) is not None
+
+
+def test_many_threads_submit_and_get_at_once(ray):
+    from concurrent.futures import ThreadPoolExecutor
+
+    @ray.remote
+    def square(x):
+        return x * x
+
+    @ray.remote
+    class Acc:
+        def __init__(self):
+            self.n = 0
+
+        def add(self, v):
+            self.n += v
+            return self.n
+
+    acc = Acc.remote()
+
+    def work(k):
+        got = [ray.get(square.remote(k * 100 + i)) for i in range(50)]
+        got += ray.get([square.remote(i) for i in range(50)])
+        ray.get([acc.add.remote(1) for _ in range(20)])
+        return got
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(work, range(8)))
+    for k, got in enumerate(results):
+        assert got == [(k * 100 + i) ** 2 for i in range(50)] + [i * i for i in range(50)]
+    assert ray.get(acc.add.remote(0)) == 8 * 20
+
+
+def test_many_tasks_more_than_the_pipeline(ray):
+    import time
+
+    @ray.remote
+    def short(i):
+        return i
+
+    @ray.remote
+    def long():
+        time.sleep(1.0)
+        return "long"
+
+    # one long task must not hold up the short ones queued behind it on its worker
+    slow = long.remote()
+    refs = [short.remote(i) for i in range(200)]
+    ready, _ = ray.wait(refs, num_returns=200, timeout=30)
+    assert len(ready) == 200 and ray.get(refs) == list(range(200))
+    assert ray.get(slow) == "long"
