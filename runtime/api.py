@@ -176,6 +176,8 @@ def _connect(
     client.node_id = node["node_id"]
     client.job_id = hello["job_id"]
     client.node_pid = node_pid or node["pid"]
+    for hook in list(_state.client_hooks):
+        hook(client)
     _state.client = client
     _state.info = info
     _state.job_id = hello["job_id"]

@@ -29,6 +29,8 @@ class State:
     # The notebook layer's hook: the output context new tasks carry (their cell).
     ctx_provider: Callable[[], Any] | None = None
     current_task: Callable[[], Any] | None = None  # workers: the running task
+    # Called with each new driver client (the notebook layer routes its output).
+    client_hooks: list[Callable[[Client], None]] = []
 
 
 state = State()

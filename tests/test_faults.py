@@ -173,8 +173,8 @@ def test_task_exceptions_are_not_retried_unless_asked(ray, tmp_path):
 
 def test_cluster_processes_stop_on_shutdown(no_leaks):
     runtime.init(num_cpus=2)
-    procs = ours(no_leaks)
-    assert len(procs) >= 5, procs  # head, node, zygote, 2 workers
+    # head, node, zygote, 2 workers (forked in the background)
+    wait_for(lambda: len(ours(no_leaks)) >= 5, what="the cluster's five processes")
     runtime.shutdown()
     wait_for(lambda: not ours(no_leaks), what="cluster processes to exit")
     time.sleep(0.1)

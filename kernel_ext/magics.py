@@ -1,0 +1,226 @@
+"""``%cluster`` and ``%%remote``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from typing import Any
+
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.display import display
+
+import runtime
+from runtime import config as cfg
+from runtime import session
+from runtime.snapshot import snapshot
+
+from . import remote_cell
+from .cluster_view import ClusterView
+from .progress import ProgressView
+from .status_view import StatusView
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # never sys.exit() inside a kernel
+        raise UsageError(f"{self.prog}: {message}\n\n{self.format_usage()}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:
+        raise UsageError(message or "")
+
+
+def _json_resources(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e}); write e.g. '{{\"alice\": 2}}'") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object like '{\"alice\": 2}'")
+    return value
+
+
+def cluster_parser() -> _Parser:
+    p = _Parser(prog="%cluster", description="Start, connect to, inspect and stop a cluster.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    start = sub.add_parser("start", help="start a local cluster owned by this kernel")
+    start.add_argument("-n", "--num-cpus", type=float, default=None, help="CPUs (default: all cores)")
+    start.add_argument("--num-gpus", type=float, default=None, help="GPUs (default: detected)")
+    start.add_argument(
+        "--resources",
+        type=_json_resources,
+        default=None,
+        help="custom resources as JSON, e.g. '{\"alice\": 2}'",
+    )
+    start.add_argument("--object-store-memory", type=int, default=None, help="bytes of shared memory")
+    connect = sub.add_parser("connect", help="attach to a running cluster (host:port)")
+    connect.add_argument("address", help="host:port of the head, or 'auto'")
+    connect.add_argument(
+        "--token", default=None, help="the cluster key (if its connection file is elsewhere)"
+    )
+    connect.add_argument("--token-file", default=None, help="a file holding the cluster key")
+    sub.add_parser("status", help="live view of nodes, resources, tasks and actors")
+    sub.add_parser("stop", help="stop the cluster this kernel started (or disconnect)")
+    sub.add_parser("disconnect", help="disconnect, leaving a cluster started elsewhere running")
+    return p
+
+
+def remote_parser() -> _Parser:
+    p = _Parser(prog="%%remote", description="Run this cell on the cluster.")
+    p.add_argument("--num-cpus", type=float, default=None)
+    p.add_argument("--num-gpus", type=float, default=None)
+    p.add_argument("--resources", type=_json_resources, default=None)
+    p.add_argument("--actor", default=None, help="run in a persistent namespace held by this named actor")
+    p.add_argument("--no-wait", action="store_true", help="return an ObjectRef at once")
+    return p
+
+
+@magics_class
+class ClusterMagics(Magics):
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.namespaces: dict[str, Any] = {}  # --actor handles, kept alive with the kernel
+
+    # -------------------------------------------------------------- %cluster
+    @line_magic
+    def cluster(self, line: str) -> Any:
+        """%cluster start [-n N] [--num-gpus G] [--resources JSON] [--object-store-memory BYTES]
+        %cluster connect host:port [--token T | --token-file F]
+        %cluster status | stop | disconnect
+        """
+        parser = cluster_parser()
+        try:
+            args = parser.parse_args(shlex.split(line))
+        except UsageError as e:
+            print(str(e).strip())
+            return None
+        if args.command is None:
+            print(parser.format_help())
+            return None
+        return getattr(self, f"_cluster_{args.command}")(args)
+
+    def _cluster_start(self, args: argparse.Namespace) -> Any:
+        if runtime.is_initialized():
+            info = session.state.info
+            where = info.head_address if info else "?"
+            how = "%cluster stop" if session.state.head_proc is not None else "%cluster disconnect"
+            print(f"A cluster is already in use at {where}; run {how} first to start a new one.")
+            return None
+        runtime.init(
+            num_cpus=args.num_cpus,
+            num_gpus=args.num_gpus,
+            resources=args.resources,
+            object_store_memory=args.object_store_memory,
+        )
+        display(ClusterView(snapshot(), owned=True))
+        return None
+
+    def _cluster_connect(self, args: argparse.Namespace) -> Any:
+        if runtime.is_initialized():
+            print("Already connected to a cluster; run %cluster disconnect (or stop) first.")
+            return None
+        token = args.token
+        if args.token_file:
+            with open(args.token_file) as f:
+                text = f.read().strip()
+            token = json.loads(text)["key"] if text.startswith("{") else text
+        runtime.init(address=args.address, token=token)
+        display(ClusterView(snapshot(), owned=False))
+        return None
+
+    def _cluster_status(self, args: argparse.Namespace) -> Any:
+        if not runtime.is_initialized():
+            found = cfg.list_clusters()
+            hint = f" Clusters on this machine: {', '.join(c.head_address for c in found)}." if found else ""
+            print(f"Not connected: run %cluster start or %cluster connect host:port.{hint}")
+            return None
+        StatusView()
+        return None
+
+    def _cluster_stop(self, args: argparse.Namespace) -> Any:
+        if not runtime.is_initialized():
+            print("No cluster in use.")
+            return None
+        owned = session.state.head_proc is not None
+        self._disconnect()
+        print(
+            "Cluster stopped."
+            if owned
+            else "Disconnected (the cluster was started elsewhere and keeps running)."
+        )
+        return None
+
+    def _cluster_disconnect(self, args: argparse.Namespace) -> Any:
+        if not runtime.is_initialized():
+            print("No cluster in use.")
+            return None
+        owned = session.state.head_proc is not None
+        self._disconnect()
+        print(
+            "Disconnected; the cluster this kernel started was stopped with it." if owned else "Disconnected."
+        )
+        return None
+
+    def _disconnect(self) -> None:
+        if StatusView.current is not None:
+            StatusView.current.stop()
+        ProgressView.stop_all()
+        self.namespaces.clear()
+        runtime.shutdown()
+
+    # -------------------------------------------------------------- %%remote
+    @cell_magic
+    def remote(self, line: str, cell: str) -> Any:
+        """%%remote [--num-cpus N] [--num-gpus G] [--resources JSON] [--actor NAME] [--no-wait]
+
+        Run the cell on the cluster: the names it reads come from the notebook,
+        the names it assigns and its last value come back.
+        """
+        try:
+            args = remote_parser().parse_args(shlex.split(line))
+        except UsageError as e:
+            print(str(e).strip())
+            return None
+        if not runtime.is_initialized():
+            print("Not connected: run %cluster start or %cluster connect host:port first.")
+            return None
+        try:
+            reads, writes, has_last = remote_cell.analyze(cell)
+        except SyntaxError:
+            self.shell.showsyntaxerror()
+            return None
+        user_ns = self.shell.user_ns
+        ns, skipped = remote_cell.shippable(user_ns, reads)
+        if skipped:
+            print(f"%%remote: not sent (cannot be pickled): {', '.join(skipped)}")
+        filename = f"<remote cell {self.shell.execution_count}>"
+        opts = {
+            k: v
+            for k, v in (
+                ("num_cpus", args.num_cpus),
+                ("num_gpus", args.num_gpus),
+                ("resources", args.resources),
+            )
+            if v is not None
+        }
+        if args.actor:
+            actor = self.namespaces.get(args.actor)
+            if actor is None:
+                actor = remote_cell.CellNamespace.options(
+                    name=args.actor, get_if_exists=True, **opts
+                ).remote()
+                self.namespaces[args.actor] = actor
+            ref = actor.run.remote(cell, ns, writes, has_last, filename)
+        else:
+            fn = remote_cell.run_cell.options(**opts) if opts else remote_cell.run_cell
+            ref = fn.remote(cell, ns, writes, has_last, filename)
+        if args.no_wait:
+            return ref
+        out, value, not_back = runtime.get(ref)
+        user_ns.update(out)
+        if not_back:
+            print(f"%%remote: stayed remote (cannot be pickled): {', '.join(not_back)}")
+        return value if has_last else None
