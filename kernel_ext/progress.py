@@ -64,6 +64,10 @@ class ProgressView:
         self.handle = None
         self.parent = current_parent()
         self.bar = self.label = self.box = None
+        self.terminal = None
+        if self.parent is None and display:  # not in a Jupyter kernel: a terminal bar
+            self.terminal = tqdm(total=None, desc=description, unit=self.unit, dynamic_ncols=True)
+            display = False
         try:
             import ipywidgets as w
 
@@ -116,6 +120,14 @@ class ProgressView:
         return self._bundle()
 
     def _render(self) -> None:
+        if self.terminal is not None:
+            if self.total and self.terminal.total != self.total:
+                self.terminal.total = self.total
+            delta = self.n - self.terminal.n
+            self.terminal.update(int(delta) if float(delta).is_integer() else delta)
+            if self.error:
+                self.terminal.set_postfix_str(f"ERROR: {self.error}")
+            return
         if self.bar is None:
             return
         total = self.total or 0
@@ -149,6 +161,8 @@ class ProgressView:
             self.finished_at = time.monotonic()
         self.stopped.set()
         self._render()
+        if self.terminal is not None:
+            self.terminal.close()
         if self.handle is not None and not update_display(
             self.handle.display_id, self._bundle(), self.parent
         ):

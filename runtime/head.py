@@ -80,7 +80,7 @@ class Head:
                 if fd in events and not os.read(fd, 4096):
                     log.info("owner or node is gone; shutting down")
                     self.running = False
-            if not ready_sent and self.nodes:
+            if not ready_sent and any(n["report"] for n in self.nodes.values()):
                 ready_sent = True
                 on_ready()
             now = time.monotonic()

@@ -194,6 +194,8 @@ class Node:
         self.running_flag = True
         self.warned_infeasible: set[tuple] = set()
         self.leases_granted = 0
+        self.reported = False
+        self.started_at = time.time()
         self.handlers = {
             Kind.HELLO: self.on_hello,
             Kind.SUBMIT: self.on_submit,
@@ -298,7 +300,7 @@ class Node:
                     self.dirty = False
                     self.schedule()
                 if now >= next_tick:
-                    next_tick = now + 1.0
+                    next_tick = now + (1.0 if self.reported else 0.02)
                     self.tick()
         finally:
             self.shutdown()
@@ -387,7 +389,11 @@ class Node:
         if self.table.spill_if_needed():
             log.info("spilled objects; %d bytes in shared memory", self.table.shm_used)
         if self.head is not None:
-            self.head_out.append((Kind.NODE_REPORT, self.node_id, self.report()))
+            starting = any(w.state == STARTING for w in self.workers.values())
+            # The first report waits for the initial workers: it is what init() shows.
+            if self.reported or not starting or time.time() - self.started_at > 2.0:
+                self.reported = True
+                self.head_out.append((Kind.NODE_REPORT, self.node_id, self.report()))
 
     # ------------------------------------------------------------- workers
     def spawn_worker(self) -> Worker:
