@@ -867,6 +867,12 @@ class Client:
             with self.cv:
                 self.cv.wait(timeout)
 
+    def _links(self) -> list[transport.Link]:
+        links = list(self.peers.values())
+        if self.link is not None and not self.link.closed:
+            links.append(self.link)
+        return links
+
     def _sockets(self) -> list:
         socks = [link.sock for link in self.peers.values()]
         if self.link is not None and not self.link.closed:
@@ -878,15 +884,22 @@ class Client:
     def _read(self, timeout: float, extra: list | None = None) -> list:
         """Wait up to `timeout` for any socket; dispatch what came (holding read_lock)."""
         socks = self._sockets()
+        writing = {link.sock: link for link in self._links() if link.wants_write}
         try:
             if extra:  # the I/O thread: also the wake pipe and the head's ZeroMQ socket
                 by_fd = {s.fileno(): s for s in socks}
-                ready, _, _ = zmq.select(list(by_fd) + extra, [], [], timeout)
+                by_fd.update((s.fileno(), s) for s in writing)
+                ready, writable, _ = zmq.select(
+                    [s.fileno() for s in socks] + extra, [s.fileno() for s in writing], [], timeout
+                )
                 ready = [by_fd.get(s, s) if isinstance(s, int) else s for s in ready]
+                writable = [by_fd[s] for s in writable]
             else:
-                ready, _, _ = select.select(socks, [], [], timeout)
+                ready, writable, _ = select.select(socks, list(writing), [], timeout)
         except (OSError, ValueError, zmq.ZMQError):
             return []
+        for sock in writable:  # output that did not fit in the socket earlier
+            writing[sock].flush_out()
         rest = []
         for sock in ready:
             if self.link is not None and sock is self.link.sock:
@@ -941,7 +954,6 @@ class Client:
                 sock, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            sock.setblocking(True)
             link = transport.Link(None, self.signer, sock=sock)
             self.peers[sock.fileno()] = link
 
@@ -1089,6 +1101,8 @@ class Client:
             if say_bye:
                 self.send(NODE, (Kind.BYE,), urgent=False)
             self.flush()
+            for link in self._links():
+                link.drain(1.0)
         deadline = time.monotonic() + 1.0
         while self.head_outbox and time.monotonic() < deadline and self.thread and self.thread.is_alive():
             time.sleep(0.002)

@@ -29,9 +29,11 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import select
 import socket
 import struct
 import threading
+import time
 from collections import deque
 
 from . import protocol
@@ -80,10 +82,16 @@ class FrameReader:
 
 
 class Link:
-    """One end of a Unix-socket connection: thread-safe blocking sends, framed reads.
+    """One end of a Unix-socket connection: thread-safe sends that never block, framed reads.
 
     Used by drivers and workers for their node, for the workers they send
     tasks to, and (accepted) for the callers that send tasks to a worker.
+
+    Sends never block: what the socket does not take now waits in `out`,
+    and the thread that reads this process's sockets also writes it out
+    when the socket is writable (`wants_write`). Two processes that both
+    send a lot to each other would otherwise deadlock, each blocked in a
+    send while nobody reads.
     """
 
     def __init__(
@@ -96,12 +104,17 @@ class Link:
         if sock is None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.connect(path)
-        # A peer that stops reading must not hang us forever.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 30, 0))
+        for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+            except OSError:
+                pass
+        sock.setblocking(False)
         self.sock = sock
         self.signer = signer
         self.reader = FrameReader(signer, path or "peer")
         self.lock = threading.Lock()
+        self.out: deque[memoryview] = deque()
         self.closed = False
         self.identity = identity  # who is at the other end
         self.state: object = None  # what the owner of the link keeps about it
@@ -109,27 +122,58 @@ class Link:
     def fileno(self) -> int:
         return self.sock.fileno()
 
+    @property
+    def wants_write(self) -> bool:
+        return bool(self.out)
+
     def send(self, batch: list) -> None:
         frame = encode(self.signer, batch)
         with self.lock:
             if self.closed:
                 return
+            self.out.append(memoryview(frame))
+            self._write()
+
+    def flush_out(self) -> None:
+        """Write what waits in `out` (called when the socket is writable)."""
+        with self.lock:
+            if not self.closed:
+                self._write()
+
+    def _write(self) -> None:
+        out = self.out
+        while out:
             try:
-                self.sock.sendall(frame)
+                n = self.sock.send(out[0])
+            except (BlockingIOError, InterruptedError):
+                return
             except OSError:
                 self.closed = True
+                out.clear()
+                return
+            if n == len(out[0]):
+                out.popleft()
+            else:
+                out[0] = out[0][n:]
 
     def recv(self) -> list[list] | None:
-        """Batches now readable; None when the node closed the connection."""
+        """Batches now readable; None when the other end closed the connection."""
         try:
             data = self.sock.recv(1 << 20)
-        except BlockingIOError:
+        except (BlockingIOError, InterruptedError):
             return []
         except OSError:
             return None
         if not data:
             return None
         return self.reader.feed(data)
+
+    def drain(self, timeout: float) -> None:
+        """Before closing: give what waits in `out` up to `timeout` seconds to leave."""
+        deadline = time.monotonic() + timeout
+        while self.out and not self.closed and time.monotonic() < deadline:
+            select.select([], [self.sock], [], max(0.0, deadline - time.monotonic()))
+            self.flush_out()
 
     def close(self) -> None:
         with self.lock:

@@ -496,3 +496,17 @@ def test_many_tasks_more_than_the_pipeline(ray):
     ready, _ = ray.wait(refs, num_returns=200, timeout=30)
     assert len(ready) == 200 and ray.get(refs) == list(range(200))
     assert ray.get(slow) == "long"
+
+
+def test_floods_in_both_directions_do_not_deadlock(ray):
+    # Both ends send faster than the other reads: socket buffers fill on both sides.
+    @ray.remote
+    class Echo:
+        def echo(self, x):
+            return x
+
+    e = Echo.remote()
+    payload = "x" * 2000
+    for _ in range(2):
+        out = ray.get([e.echo.remote(payload) for _ in range(20_000)], timeout=120)
+        assert len(out) == 20_000 and out[-1] == payload
