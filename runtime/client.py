@@ -568,14 +568,16 @@ class Client:
                     self._send_function(lease.link, call.spec.function_id)
                     self.queue(lease.link, (Kind.EXECUTE, call.spec, self._resolved(call.spec), ()))
             depth += 1
-        if not queue:
+        # Tasks queued behind a running one (here or at a worker) could run on
+        # another worker: ask the node for more; new workers steal their share.
+        backlog = len(queue) + sum(len(lease.inflight) - 1 for lease in leases if len(lease.inflight) > 1)
+        if not backlog:
             self._cancel_requests(shape)
             return
-        # more work than leased workers: ask for more (the node grants what fits)
         asked = self.lease_requests.get(shape, 0)
-        want = min(len(queue), 16) - asked
+        want = min(backlog, 16) - asked
         if want > 0:
-            name = queue[0].spec.name
+            name = (queue[0] if queue else next(iter(leases[0].inflight.values()))).spec.name
             self.lease_requests[shape] = asked + want
             for _ in range(want):
                 self.send(NODE, (Kind.LEASE_REQUEST, next(self._req_ids), shape, name))
@@ -601,7 +603,10 @@ class Client:
         _, _req, lease_id, identity, path, pid, shape = msg
         with self.lock:
             self.lease_requests[shape] = max(0, self.lease_requests.get(shape, 0) - 1)
-            link = self._worker_link(identity, path) if self.task_queues.get(shape) else None
+            busy = self.task_queues.get(shape) or any(
+                len(lease.inflight) > 1 for lease in self.leases.get(shape, ())
+            )
+            link = self._worker_link(identity, path) if busy else None
             if link is None:
                 self.send(NODE, (Kind.LEASE_RETURN, lease_id))
                 if not self.task_queues.get(shape):
@@ -613,6 +618,8 @@ class Client:
             self.leases.setdefault(shape, []).append(lease)
             self.lease_by_id[lease_id] = lease
             self._dispatch_tasks(shape)
+            if not lease.inflight:
+                self._steal_for(lease)
 
     def _worker_link(self, identity: bytes, path: str) -> transport.Link | None:
         link = self.workers_by_identity.get(identity)
@@ -733,12 +740,14 @@ class Client:
                         self._steal_for(lease)
 
     def _steal_for(self, idle: Lease) -> None:
-        """An idle worker while another has a task queued behind a running one: move it."""
-        for other in self.leases.get(idle.shape, ()):
-            if other is not idle and len(other.inflight) > 1:
-                task_id = next(reversed(other.inflight))
-                self.queue(other.link, (Kind.CANCEL, task_id, "steal"))  # answered by REJECTED
-                return
+        """An idle worker while others have tasks queued behind a running one: take half."""
+        victims = [x for x in self.leases.get(idle.shape, ()) if x is not idle and len(x.inflight) > 1]
+        if not victims:
+            return
+        victim = max(victims, key=lambda x: len(x.inflight))
+        take = max(1, (len(victim.inflight) - 1) // 2)
+        for task_id in list(victim.inflight)[-take:]:
+            self.queue(victim.link, (Kind.CANCEL, task_id, "steal"))  # answered by REJECTED
 
     def _on_rejected(self, task_ids: list) -> None:
         """A worker that blocked in get() hands back tasks it had not started."""

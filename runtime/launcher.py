@@ -1,6 +1,6 @@
 """Starting a cluster's processes: used by `init()` and `nbcluster start`.
 
-``python -m runtime.head`` is started once; it forks the node daemon, which
+The head (``runtime.head.main``) is started once; it forks the node daemon, which
 forks the zygote, which forks the workers — one Python start-up in all.
 The head runs in its own session (no terminal signals reach it: Ctrl-C in
 the driver does not kill workers mid-task).
@@ -102,12 +102,12 @@ def start_cluster(
         "embedded": embedded,
         "owner_pid": os.getpid() if embedded else 0,
     }
-    if env is None:
-        env = dict(os.environ)
-        root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH", "")]))
+    # Not `-m runtime.head`: that would import a `runtime` folder in the current
+    # directory first, which may be another copy than this driver's.
+    root = str(Path(__file__).resolve().parent.parent)
+    boot = f"import sys; sys.path.insert(0, {root!r}); from runtime.head import main; main()"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime.head"],
+        [sys.executable, "-c", boot],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
