@@ -182,7 +182,6 @@ class ActorHandle:
         self._meta = meta
         self._sigs = sigs or {}
         self._max_task_retries = max_task_retries
-        self._methods: dict[str, ActorMethod] = {}
         if client is None:
             client = session.client_or_none()
         self._client = client if not meta.get("detached") else None
@@ -200,15 +199,14 @@ class ActorHandle:
     def __getattr__(self, name: str) -> ActorMethod:
         if name.startswith("_") and name not in self.__dict__.get("_meta", {}).get("methods", {}):
             raise AttributeError(name)
-        m = self._methods.get(name)
-        if m is None:
-            if name not in self._meta["methods"]:
-                raise AttributeError(
-                    f"actor {self._meta['class_name']} has no method {name!r}; its methods are: "
-                    f"{', '.join(sorted(self._meta['methods']))}"
-                )
-            m = self._methods[name] = ActorMethod(self, name, self._meta["methods"][name])
-        return m
+        if name not in self._meta["methods"]:
+            raise AttributeError(
+                f"actor {self._meta['class_name']} has no method {name!r}; its methods are: "
+                f"{', '.join(sorted(self._meta['methods']))}"
+            )
+        # Not cached: a method holds its handle, and a cycle would keep the actor
+        # alive after `del handle` until the garbage collector runs.
+        return ActorMethod(self, name, self._meta["methods"][name])
 
     def __reduce__(self):
         if not self._meta.get("detached"):

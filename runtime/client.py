@@ -54,12 +54,22 @@ from .protocol import Kind, TaskSpec
 NODE, HEAD = 0, 1
 LEASE_IDLE = 0.2  # seconds an idle lease is kept for the next task of its shape
 PIPELINE = 16  # tasks queued at a leased worker when there is a backlog (idle ones steal)
+PATIENCE = 0.2  # seconds to wait for more workers before queueing tasks behind running ones
 
 
 def _err(exc: BaseException) -> bytes:
     import pickle
 
     return pickle.dumps(exc, protocol.PROTOCOL)
+
+
+class Countdown:
+    """Values one fetch() still waits for (compared by identity: each waiter is its own)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: int) -> None:
+        self.left = left
 
 
 class Call:
@@ -144,7 +154,7 @@ class Client:
         self.ref_lock = threading.Lock()
         self.lock = threading.RLock()  # submissions, leases, actor connections
         self.callbacks: dict[bytes, list[Callable]] = {}
-        self.waiters: dict[bytes, list[list[int]]] = {}  # object id -> countdowns of fetch()
+        self.waiters: dict[bytes, list[Countdown]] = {}  # object id -> countdowns of fetch()
         self.requests: dict[int, Future] = {}
         self.function_blobs: dict[bytes, tuple[bytes, list]] = {}
         self.registered_functions: set[bytes] = set()
@@ -164,6 +174,7 @@ class Client:
         self.task_queues: dict[tuple, deque[Call]] = {}
         self.leases: dict[tuple, list[Lease]] = {}
         self.lease_requests: dict[tuple, int] = {}
+        self.requested_at: dict[tuple, float] = {}  # when the oldest open request was sent
         self.lease_by_id: dict[int, Lease] = {}
         self.actors: dict[bytes, ActorConn] = {}
         self.workers_by_identity: dict[bytes, transport.Link] = {}
@@ -366,8 +377,8 @@ class Client:
         missing = {i for i in ids if i not in memstore}
         if len(ids) - len(missing) >= want:
             return [i for i in ids if i in memstore]
-        # Arrivals count down `waiter[0]` (see _arrived): no rescans of long lists.
-        waiter = [len(missing)]
+        # Arrivals count down `waiter.left` (see _arrived): no rescans of long lists.
+        waiter = Countdown(len(missing))
         allowed = len(ids) - want  # how many may still be missing when we are done
         for i in missing:
             self.waiters.setdefault(i, []).append(waiter)
@@ -386,7 +397,7 @@ class Client:
             os.write(self._wake_w, b"r")  # the I/O thread hands us the sockets
 
         def done() -> bool:
-            return waiter[0] <= allowed
+            return waiter.left <= allowed
 
         try:
             while not done():
@@ -397,7 +408,7 @@ class Client:
                     if num is not None:
                         break
                     raise GetTimeoutError(
-                        f"get timed out after {timeout} s with {waiter[0]} of {len(ids)} "
+                        f"get timed out after {timeout} s with {waiter.left} of {len(ids)} "
                         "values not ready; raise the timeout, or use wait() to take the ready ones"
                     )
                 self._read_or_wait(0.1 if left is None else min(left, 0.1), done)
@@ -420,7 +431,7 @@ class Client:
         ws = self.waiters.pop(object_id, None)
         if ws:
             for w in ws:
-                w[0] -= 1
+                w.left -= 1
 
     def _subscribe(self, ids) -> None:
         ask = [
@@ -554,8 +565,12 @@ class Client:
             self._cancel_requests(shape)
             return
         leases = [lease for lease in self.leases.get(shape, ()) if not lease.revoked]
-        depth = min((len(lease.inflight) for lease in leases), default=PIPELINE) + 1
-        while queue and depth <= PIPELINE:  # round robin, one level at a time
+        # Queue tasks behind running ones only once the node had time to lend
+        # more workers: a worker notices a steal only between two tasks.
+        asked_at = self.requested_at.get(shape)
+        limit = PIPELINE if asked_at is not None and time.monotonic() - asked_at > PATIENCE else 1
+        depth = min((len(lease.inflight) for lease in leases), default=limit) + 1
+        while queue and depth <= limit:  # round robin, one level at a time
             for lease in leases:
                 if not queue:
                     break
@@ -578,12 +593,20 @@ class Client:
         want = min(backlog, 16) - asked
         if want > 0:
             name = (queue[0] if queue else next(iter(leases[0].inflight.values()))).spec.name
+            if not asked:
+                self.requested_at[shape] = time.monotonic()
+                # Our idle workers of other shapes may hold what these need.
+                for other, held in list(self.leases.items()):
+                    if other != shape:
+                        for lease in [x for x in held if not x.inflight]:
+                            self._return_lease(lease)
             self.lease_requests[shape] = asked + want
             for _ in range(want):
                 self.send(NODE, (Kind.LEASE_REQUEST, next(self._req_ids), shape, name))
 
     def _cancel_requests(self, shape: tuple) -> None:
         """Nothing left to run for this shape: lease requests still waiting are void."""
+        self.requested_at.pop(shape, None)
         if self.lease_requests.get(shape):
             self.lease_requests[shape] = 0
             self.send(NODE, (Kind.LEASE_CANCEL, shape))
@@ -1060,6 +1083,9 @@ class Client:
         """Every ~100 ms: give back idle leases, report what we run, send stragglers."""
         now = time.monotonic()
         with self.lock:
+            for shape, queue in list(self.task_queues.items()):
+                if queue:  # no more workers came: queue behind the running tasks
+                    self._dispatch_tasks(shape)
             for leases in list(self.leases.values()):
                 for lease in list(leases):
                     if not lease.inflight and now - lease.idle_since > LEASE_IDLE:

@@ -466,8 +466,9 @@ class Node:
         if not sched.queued:
             return
         if not self.idle and sched.has_runnable():
+            # Fork a worker for each waiting request (idle extras exit after 10 s).
             starting = sum(1 for w in self.workers.values() if w.state == STARTING)
-            if starting == 0 and len(self.workers) < self.max_workers:
+            for _ in range(min(sched.queued, self.max_workers - len(self.workers)) - starting):
                 self.spawn_worker()
         elif not sched.has_runnable():
             # Requests wait on resources other owners hold: ask for them back.

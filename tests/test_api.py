@@ -510,3 +510,46 @@ def test_floods_in_both_directions_do_not_deadlock(ray):
     for _ in range(2):
         out = ray.get([e.echo.remote(payload) for _ in range(20_000)], timeout=120)
         assert len(out) == 20_000 and out[-1] == payload
+
+
+def test_dropping_the_last_handle_ends_the_actor(ray):
+    import os
+
+    @ray.remote
+    class A:
+        def pid(self):
+            return os.getpid()
+
+    a = A.remote()
+    pid = ray.get(a.pid.remote())
+    del a  # no gc.collect(): the handle must not sit in a reference cycle
+    from conftest import wait_for
+
+    from runtime.config import pid_alive
+
+    wait_for(lambda: not pid_alive(pid), timeout=10, what="the actor's process to exit")
+
+
+def test_get_and_wait_on_the_same_refs_from_two_threads(ray):
+    import threading
+    import time
+
+    @ray.remote
+    def slow(i):
+        time.sleep(0.05)
+        return i
+
+    refs = [slow.remote(i) for i in range(20)]
+    stop = threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            ray.wait(refs, num_returns=len(refs), timeout=0)
+
+    t = threading.Thread(target=poll)
+    t.start()
+    try:
+        assert ray.get(refs, timeout=30) == list(range(20))
+    finally:
+        stop.set()
+        t.join()
