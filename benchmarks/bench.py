@@ -27,6 +27,7 @@ See benchmarks/README.md for what each workload measures.
 
 from __future__ import annotations
 
+import abc
 import argparse
 import ctypes
 import dataclasses
@@ -196,51 +197,55 @@ class Echo:
 # --------------------------------------------------------------------------- backends
 
 
-class Backend:
+class Backend(abc.ABC):
     """What a workload needs from a framework; refs are whatever the framework returns."""
 
     name = ""
 
-    def import_framework(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def import_framework(self) -> None: ...
 
-    def start(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def start(self) -> None: ...
 
-    def version(self) -> str:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def version(self) -> str: ...
 
+    @abc.abstractmethod
     def task(self, fn: Callable) -> Callable[..., Any]:
         """A function that submits `fn(*args)` and returns a ref at once."""
-        raise NotImplementedError
+        ...
 
-    def get(self, ref: Any) -> Any:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def get(self, ref: Any) -> Any: ...
 
+    @abc.abstractmethod
     def get_list(self, refs: list, timeout: float | None = None) -> list:
         """The values of `refs`; raises a `TimeoutError` after `timeout` seconds."""
-        raise NotImplementedError
+        ...
 
-    def put(self, value: Any) -> Any:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def put(self, value: Any) -> Any: ...
 
     def get_put(self, ref: Any) -> Any:
         """The value of a ref made by `put` (Dask: gather it back)."""
         return self.get(ref)
 
+    @abc.abstractmethod
     def actor(self, cls: type) -> Any:
         """Start an actor of `cls` and wait until it is ready."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def method(self, actor: Any, name: str) -> Callable[..., Any]:
         """A function that calls `actor.name(*args)` and returns a ref at once."""
-        raise NotImplementedError
+        ...
 
-    def kill_actor(self, actor: Any) -> None:
-        pass
+    def kill_actor(self, actor: Any) -> None:  # noqa: B027 - optional: not every framework can
+        return None
 
-    def shutdown(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def shutdown(self) -> None: ...
 
 
 class RayLike(Backend):

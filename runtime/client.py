@@ -378,12 +378,13 @@ class Client:
         if len(ids) - len(missing) >= want:
             return [i for i in ids if i in memstore]
         # Arrivals count down `waiter.left` (see _arrived): no rescans of long lists.
-        waiter = Countdown(len(missing))
+        # Registered under the lock arrivals are handled with, so none slips between.
+        with self.lock:
+            missing = {i for i in missing if i not in memstore}
+            waiter = Countdown(len(missing))
+            for i in missing:
+                self.waiters.setdefault(i, []).append(waiter)
         allowed = len(ids) - want  # how many may still be missing when we are done
-        for i in missing:
-            self.waiters.setdefault(i, []).append(waiter)
-        for i in [i for i in missing if i in memstore]:  # arrived while we registered
-            self._count_arrival(i)
         self._subscribe(missing)
         blocked = self.executing
         if blocked:
@@ -414,15 +415,16 @@ class Client:
                 self._read_or_wait(0.1 if left is None else min(left, 0.1), done)
         finally:
             self.want_read -= 1
-            for i in missing:
-                ws = self.waiters.get(i)
-                if ws is not None:
-                    try:
-                        ws.remove(waiter)
-                    except ValueError:
-                        pass
-                    if not ws:
-                        del self.waiters[i]
+            with self.lock:
+                for i in missing:
+                    ws = self.waiters.get(i)
+                    if ws is not None:
+                        try:
+                            ws.remove(waiter)
+                        except ValueError:
+                            pass
+                        if not ws:
+                            del self.waiters[i]
             if blocked:
                 self.send(NODE, (Kind.UNBLOCKED,))
         return [i for i in ids if i in memstore]
@@ -442,7 +444,7 @@ class Client:
             self.send(NODE, (Kind.SUBSCRIBE, ask))
 
     def add_callback(self, object_id: bytes, fn: Callable[[], None]) -> None:
-        with self.cv:
+        with self.lock:  # the lock arrivals are handled with
             if object_id not in self.memstore:
                 self.callbacks.setdefault(object_id, []).append(fn)
                 self._subscribe([object_id])

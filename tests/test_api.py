@@ -553,3 +553,16 @@ def test_get_and_wait_on_the_same_refs_from_two_threads(ray):
     finally:
         stop.set()
         t.join()
+
+
+def test_results_arriving_while_get_registers(ray):
+    # The I/O thread stores results while get() registers what it waits for.
+    @ray.remote
+    class Echo:
+        def echo(self, x):
+            return x
+
+    e = Echo.remote()
+    for _ in range(8):
+        refs = [e.echo.remote(i) for i in range(3000)]
+        assert ray.get(refs, timeout=60)[-1] == 2999
