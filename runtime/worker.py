@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import os
 import pickle
 import queue
@@ -348,6 +349,10 @@ def main(conf: dict, wid: int) -> None:
     os.close(fd)
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
+    # Forked from the node: drop its logging setup, so tasks log as in a fresh
+    # process (to stderr, which reaches their owner).
+    logging.root.handlers.clear()
+    logging.root.setLevel(logging.WARNING)
     client = Client(
         cluster_id=conf["cluster_id"],
         key=bytes.fromhex(conf["key"]),

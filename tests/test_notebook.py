@@ -243,3 +243,25 @@ def test_kernel_killed_leaves_no_process(kernel, no_leaks):
     assert len(ours(no_leaks)) >= 5  # the kernel is not ours; head, node, zygote, workers are
     os.kill(kernel.pid, signal.SIGKILL)
     wait_for(lambda: not ours(no_leaks), timeout=10, what="the cluster of a killed kernel to exit")
+
+
+def test_warnings_and_logging_from_tasks_land_in_the_cell(kernel):
+    started(kernel)
+    msg_id = ok(
+        kernel,
+        textwrap.dedent("""
+        import runtime as ray
+
+        @ray.remote
+        def noisy():
+            import logging, warnings
+            warnings.warn("careful with that axe")
+            logging.getLogger("job").warning("logged from a task")
+            return 1
+
+        ray.get(noisy.remote())
+    """),
+    )
+    wait_for(lambda: "logged from a task" in kernel.stream(msg_id, "stderr"), what="the log line")
+    err = kernel.stream(msg_id, "stderr")
+    assert "careful with that axe" in err and "(noisy pid=" in err
