@@ -141,27 +141,23 @@ class ClusterMagics(Magics):
         return None
 
     def _cluster_stop(self, args: argparse.Namespace) -> Any:
-        if not runtime.is_initialized():
-            print("No cluster in use.")
-            return None
-        owned = session.state.head_proc is not None
-        self._disconnect()
-        print(
-            "Cluster stopped."
-            if owned
-            else "Disconnected (the cluster was started elsewhere and keeps running)."
+        return self._leave(
+            "Cluster stopped.", "Disconnected (the cluster was started elsewhere and keeps running)."
         )
-        return None
 
     def _cluster_disconnect(self, args: argparse.Namespace) -> Any:
+        return self._leave(
+            "Disconnected; the cluster this kernel started was stopped with it.", "Disconnected."
+        )
+
+    def _leave(self, if_owned: str, if_not: str) -> None:
+        """Disconnect; a cluster this kernel started stops with it (it cannot outlive its owner)."""
         if not runtime.is_initialized():
             print("No cluster in use.")
             return None
         owned = session.state.head_proc is not None
         self._disconnect()
-        print(
-            "Disconnected; the cluster this kernel started was stopped with it." if owned else "Disconnected."
-        )
+        print(if_owned if owned else if_not)
         return None
 
     def _disconnect(self) -> None:
