@@ -84,6 +84,16 @@ def current_parent() -> dict | None:
         return None
 
 
+def refresh(handle, bundle: dict, parent: dict | None) -> None:
+    """Replace what `handle` (an IPython DisplayHandle, or None) shows, under its own cell."""
+    if handle is None or update_display(handle.display_id, bundle, parent):
+        return
+    try:
+        handle.update(bundle, raw=True)
+    except Exception:
+        pass
+
+
 def update_display(display_id: str, bundle: dict, parent: dict | None) -> bool:
     """Replace a display's content, attributed to the cell that created it.
 

@@ -13,6 +13,7 @@ from IPython.display import display
 import runtime
 from runtime import config as cfg
 from runtime import session
+from runtime.cli import json_resources as _json_resources
 from runtime.snapshot import snapshot
 
 from . import remote_cell
@@ -31,16 +32,6 @@ class _Parser(argparse.ArgumentParser):
 
     def exit(self, status: int = 0, message: str | None = None) -> None:
         raise UsageError(message or "")
-
-
-def _json_resources(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"not JSON ({e}); write e.g. '{{\"alice\": 2}}'") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object like '{\"alice\": 2}'")
-    return value
 
 
 def cluster_parser() -> _Parser:

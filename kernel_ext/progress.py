@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 import runtime
 
-from .cell_output import current_parent, update_display
+from .cell_output import current_parent, refresh
 
 POLL = 0.1  # seconds between polls of the progress source
 
@@ -163,13 +163,7 @@ class ProgressView:
         self._render()
         if self.terminal is not None:
             self.terminal.close()
-        if self.handle is not None and not update_display(
-            self.handle.display_id, self._bundle(), self.parent
-        ):
-            try:
-                self.handle.update(self._bundle(), raw=True)
-            except Exception:
-                pass
+        refresh(self.handle, self._bundle(), self.parent)
         if self in ProgressView._live:
             ProgressView._live.remove(self)
 

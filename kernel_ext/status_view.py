@@ -14,7 +14,7 @@ from typing import Any
 
 from runtime.snapshot import ClusterSnapshot, format_text, snapshot
 
-from .cell_output import current_parent, update_display
+from .cell_output import current_parent, refresh
 
 REFRESH = 1.0
 
@@ -117,13 +117,7 @@ class StatusView:
     def stop(self) -> None:
         """Stop refreshing; the output keeps the last table (also as text)."""
         self.stopped.set()
-        if self.handle is not None and not update_display(
-            self.handle.display_id, self._bundle(), self.parent
-        ):
-            try:
-                self.handle.update(self._bundle(), raw=True)
-            except Exception:
-                pass
+        refresh(self.handle, self._bundle(), self.parent)
         if StatusView.current is self:
             StatusView.current = None
 

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--num-gpus", type=float, default=None, help="GPUs to offer (default: detected)")
     start.add_argument(
         "--resources",
-        type=_json_resources,
+        type=json_resources,
         default=None,
         help="custom resources as JSON, e.g. '{\"alice\": 2}'",
     )
@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _json_resources(text: str) -> dict[str, float]:
+def json_resources(text: str) -> dict[str, float]:
+    """argparse type for --resources: a JSON object, with an error that shows one."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:

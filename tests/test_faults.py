@@ -22,7 +22,6 @@ def test_worker_killed_mid_task_is_retried(ray, tmp_path):
     @ray.remote(max_retries=3)
     def fragile(path):
         import os
-        import time
 
         with open(path, "a") as f:
             f.write(f"{os.getpid()}\n")
@@ -177,4 +176,3 @@ def test_cluster_processes_stop_on_shutdown(no_leaks):
     wait_for(lambda: len(ours(no_leaks)) >= 5, what="the cluster's five processes")
     runtime.shutdown()
     wait_for(lambda: not ours(no_leaks), what="cluster processes to exit")
-    time.sleep(0.1)
