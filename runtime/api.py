@@ -149,9 +149,10 @@ def _connect(
         head_address=info.head_address,
         node_id="",
         node_pid=node_pid,
+        curve_public=info.curve_public,
     )
     try:
-        hello = client.request("hello", socket.gethostname(), timeout=10.0)
+        hello = client.request("hello", socket.gethostname(), cfg.local_addresses(), timeout=10.0)
     except ConnectionFailedError:
         client.close(say_bye=False)
         raise fail() from None
@@ -171,9 +172,11 @@ def _connect(
             head_address=info.head_address,
             node_id="",
             node_pid=node["pid"],
+            curve_public=info.curve_public,
         )
     client.cluster_id = hello["cluster_id"]
     client.node_id = node["node_id"]
+    ids.set_home(node["node_id"])
     client.job_id = hello["job_id"]
     client.node_pid = node_pid or node["pid"]
     for hook in list(_state.client_hooks):

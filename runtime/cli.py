@@ -4,7 +4,9 @@
 
     nbcluster start --head [--host 127.0.0.1] [--port 6380] [--num-cpus N] [--num-gpus G]
                     [--resources JSON] [--object-store-memory BYTES] [--block]
-    nbcluster status [--address HOST:PORT]
+                    [--no-encryption] [--node-timeout S] [--node-ip-address IP]
+    nbcluster start --address HOST:PORT [--token-file FILE] [--num-cpus N] ... [--block]
+    nbcluster status [--address HOST:PORT] [--token-file FILE]
     nbcluster stop [--address HOST:PORT] [--all]
     nbcluster demo [--tasks N] [--samples N]
 """
@@ -30,12 +32,35 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    start = sub.add_parser("start", help="start a cluster head on this machine")
-    start.add_argument(
-        "--head", action="store_true", required=True, help="start a head (and this machine's node daemon)"
+    start = sub.add_parser("start", help="start a cluster head, or a node that joins one")
+    role = start.add_mutually_exclusive_group(required=True)
+    role.add_argument("--head", action="store_true", help="start a head (and this machine's node daemon)")
+    role.add_argument(
+        "--address", default=None, help="HOST:PORT of a head: start a node on this machine that joins it"
     )
     start.add_argument(
-        "--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)"
+        "--token-file",
+        default=None,
+        help="the head's connection file (copied from the head machine); not needed on the head's machine",
+    )
+    start.add_argument(
+        "--host",
+        default=None,
+        help="interface to listen on (head default 127.0.0.1: this machine only; 0.0.0.0 for all)",
+    )
+    start.add_argument(
+        "--node-ip-address", default=None, help="the address other machines reach this node at"
+    )
+    start.add_argument(
+        "--no-encryption",
+        action="store_true",
+        help="no CurveZMQ encryption even when listening beyond loopback (messages are still signed)",
+    )
+    start.add_argument(
+        "--node-timeout",
+        type=float,
+        default=None,
+        help="seconds without a heartbeat before a node is declared dead (default 5)",
     )
     start.add_argument("--port", type=int, default=cfg.DEFAULT_PORT, help="port (default 6380)")
     start.add_argument("--num-cpus", type=float, default=None, help="CPUs to offer (default: all cores)")
@@ -58,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
     status = sub.add_parser("status", help="nodes, resources, workers, tasks and actors")
     status.add_argument("--address", default=None, help="HOST:PORT of the head (default: newest cluster)")
+    status.add_argument("--token-file", default=None, help="the head's connection file, from another machine")
     status.add_argument("--json", action="store_true", help="print the raw snapshot as JSON")
 
     stop = sub.add_parser("stop", help="stop clusters started with `nbcluster start`")
@@ -93,21 +119,29 @@ def json_resources(text: str) -> dict[str, float]:
 
 def cmd_start(args: argparse.Namespace) -> int:
     resources = launcher.default_resources(args.num_cpus, args.num_gpus, args.resources)
+    if args.address:
+        return _start_node(args, resources)
     info, proc, _ = launcher.start_cluster(
         resources=resources,
         object_store_memory=args.object_store_memory,
-        host=args.host,
+        host=args.host or "127.0.0.1",
         port=args.port,
         embedded=args.block,
+        encrypt=False if args.no_encryption else None,
+        node_timeout=args.node_timeout,
+        node_ip=args.node_ip_address,
     )
     cpus = resources.get("CPU", 0)
     extra = {k: v for k, v in resources.items() if k not in ("CPU", "memory")}
     print(
         f"Started a cluster at {info.head_address} with {cpus:g} CPUs"
         + (f" and {extra}" if extra else "")
-        + "."
+        + (" (encrypted with CurveZMQ)." if info.curve_public else ".")
     )
     print(f"  Connection file (holds the key): {info.path}")
+    if not cfg.is_loopback(info.head_address.rpartition(":")[0]):
+        print("  Other machines:   copy the connection file there as cluster.key, then")
+        print(f"                    nbcluster start --address {info.head_address} --token-file cluster.key")
     print(f'  From Python:      import runtime as ray; ray.init(address="{info.head_address}")')
     print("  From a notebook:  %load_ext kernel_ext")
     print(f"                    %cluster connect {info.head_address}")
@@ -116,6 +150,71 @@ def cmd_start(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     if not args.block:
         return 0
+    return _wait_foreground(proc, "Cluster stopped.")
+
+
+def cluster_info(address: str | None, token_file: str | None) -> cfg.ConnectionInfo:
+    """How to reach the cluster at `address`: its key from `token_file`, or from this machine."""
+    if token_file:
+        try:
+            info = cfg.ConnectionInfo.read(token_file)
+        except (OSError, ValueError, TypeError) as e:
+            raise ConnectionFailedError(
+                f"cannot read the token file {token_file}: {e}. Copy the head's connection file "
+                "(`nbcluster start --head` prints where it is)."
+            ) from None
+        if address:
+            info.head_address = address
+        return info
+    return _find(address)
+
+
+def _start_node(args: argparse.Namespace, resources: dict[str, float]) -> int:
+    import socket
+
+    info = cluster_info(args.address, args.token_file)
+    client = _head_client(info)
+    try:
+        joined = client.request("cluster_info", timeout=10.0)
+    except ConnectionFailedError:
+        raise ConnectionFailedError(
+            f"authentication failed or nothing listens at {info.head_address}: the head did not "
+            "answer within 10 s. Check the address, and that --token-file is this cluster's "
+            "connection file (a wrong key is dropped without an answer)."
+        ) from None
+    finally:
+        client.close(say_bye=False)
+    info.cluster_id = joined["cluster_id"]
+    node_ip = args.node_ip_address
+    if not node_ip:  # the address this machine uses to reach the head (no packet is sent)
+        host, _, port = info.head_address.rpartition(":")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((host, int(port)))
+            node_ip = s.getsockname()[0]
+    reply, proc = launcher.start_node(
+        info=info,
+        resources=resources,
+        object_store_memory=args.object_store_memory,
+        host=args.host or node_ip,
+        node_ip=node_ip,
+        block=args.block,
+    )
+    cpus = resources.get("CPU", 0)
+    extra = {k: v for k, v in resources.items() if k not in ("CPU", "memory")}
+    print(
+        f"Node {reply['node_id']} joined the cluster at {info.head_address} with {cpus:g} CPUs"
+        + (f" and {extra}" if extra else "")
+        + f"; other nodes reach it at {reply['gateway']}."
+    )
+    print("  Status:  nbcluster status" + (f" --address {info.head_address}" if args.token_file else ""))
+    print("  Leave:   nbcluster stop" + ("  (or Ctrl-C here)" if args.block else ""))
+    sys.stdout.flush()
+    if not args.block:
+        return 0
+    return _wait_foreground(proc, "Node stopped.")
+
+
+def _wait_foreground(proc, message: str) -> int:
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     try:
@@ -124,7 +223,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     launcher.stop_embedded(proc)
-    print("Cluster stopped.")
+    print(message)
     return 0
 
 
@@ -137,6 +236,7 @@ def _head_client(info: cfg.ConnectionInfo):
         node_address=None,
         head_address=info.head_address,
         node_id="",
+        curve_public=info.curve_public,
     )
 
 
@@ -153,7 +253,7 @@ def _find(address: str | None) -> cfg.ConnectionInfo:
 def cmd_status(args: argparse.Namespace) -> int:
     from .snapshot import ClusterSnapshot, format_text
 
-    info = _find(args.address)
+    info = cluster_info(args.address, args.token_file)
     client = _head_client(info)
     try:
         data = client.request("snapshot", timeout=5.0)
@@ -178,6 +278,15 @@ def cmd_stop(args: argparse.Namespace) -> int:
         )
         return 0
     for info in targets:
+        if info.role == "node":  # a node that joined a head elsewhere: only it leaves
+            os.kill(info.head_pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while info.alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if info.alive():
+                os.kill(info.head_pid, signal.SIGKILL)
+            print(f"This machine's node left the cluster at {info.head_address}.")
+            continue
         client = _head_client(info)
         try:
             client.request("shutdown", timeout=5.0)

@@ -88,9 +88,10 @@ class Call:
 
 
 class Lease:
-    __slots__ = ("lease_id", "shape", "link", "pid", "inflight", "idle_since", "revoked")
+    __slots__ = ("lease_id", "shape", "link", "pid", "inflight", "idle_since", "revoked", "node")
 
-    def __init__(self, lease_id: int, shape: tuple, link: transport.Link, pid: int) -> None:
+    def __init__(self, lease_id: int, shape: tuple, link, pid: int, node: str = "") -> None:
+        self.node = node  # "" for our own node
         self.lease_id = lease_id
         self.shape = shape
         self.link = link
@@ -129,6 +130,7 @@ class Client:
         worker_id: int = 0,
         job_id: int = 0,
         listen: str | None = None,
+        curve_public: str = "",
     ) -> None:
         self.cluster_id = cluster_id
         self.node_id = node_id
@@ -139,8 +141,10 @@ class Client:
         self.head_address = head_address
         self.node_address = node_address or ""
         self.signer = protocol.Signer(key)
+        if node_id:
+            protocol.ids.set_home(node_id)
         if role == "worker":
-            self.identity = b"w%d" % worker_id
+            self.identity = b"w%d." % worker_id + node_id.encode()
         else:
             self.identity = b"d" + os.urandom(7).hex().encode()
         self.memstore: dict[bytes, tuple[bool, Any]] = {}
@@ -176,6 +180,7 @@ class Client:
         self.lease_requests: dict[tuple, int] = {}
         self.requested_at: dict[tuple, float] = {}  # when the oldest open request was sent
         self.lease_by_id: dict[int, Lease] = {}
+        self.spilled: dict[tuple, dict[str, int]] = {}  # shape -> node -> lease requests sent there
         self.actors: dict[bytes, ActorConn] = {}
         self.workers_by_identity: dict[bytes, transport.Link] = {}
         self.peers: dict[int, transport.Link] = {}  # fd -> link (workers we use, callers of ours)
@@ -207,6 +212,8 @@ class Client:
         if head_address:
             self.ctx = zmq.Context()
             self.head_sock = protocol.tune(self.ctx.socket(zmq.DEALER))
+            if curve_public:
+                protocol.curve_client(self.head_sock, curve_public)
             self.head_sock.connect(f"tcp://{head_address}")
         self.thread: threading.Thread | None = None
         if self.link is not None:
@@ -247,6 +254,13 @@ class Client:
                 return
         if was_empty or not self._wake_pending:
             self._wake()  # once per burst: the I/O thread sends everything queued
+
+    def to_node(self, node_id: str, msg: tuple) -> None:
+        """To the node `node_id` itself: our own directly, another through ours."""
+        if not node_id or node_id == self.node_id:
+            self.send(NODE, msg)
+        else:
+            self.send(NODE, (Kind.FORWARD, node_id, b"", [msg]))
 
     def send(self, dest: int, msg: tuple, urgent: bool = True) -> None:
         if dest == NODE:
@@ -612,6 +626,32 @@ class Client:
         if self.lease_requests.get(shape):
             self.lease_requests[shape] = 0
             self.send(NODE, (Kind.LEASE_CANCEL, shape))
+            for node_id in self.spilled.pop(shape, {}):
+                self.to_node(node_id, (Kind.LEASE_CANCEL, shape))
+
+    def _on_lease_spill(self, msg: tuple) -> None:
+        """Our node has no room: ask the node it named."""
+        _, req_id, shape, name, node_id = msg
+        with self.lock:
+            if not self.lease_requests.get(shape):
+                return  # cancelled meanwhile
+            counts = self.spilled.setdefault(shape, {})
+            counts[node_id] = counts.get(node_id, 0) + 1
+            self.to_node(node_id, (Kind.LEASE_REQUEST, req_id, shape, name))
+
+    def _on_node_dead(self, node_id: str) -> None:
+        """Another node is gone: its workers' tasks are retried, its lease requests void."""
+        with self.lock:
+            for link in [
+                x for x in self.workers_by_identity.values() if getattr(x, "node_id", "") == node_id
+            ]:
+                link.close()
+                self._on_peer_closed(link)
+            for shape, counts in list(self.spilled.items()):
+                n = counts.pop(node_id, 0)
+                if n:
+                    self.lease_requests[shape] = max(0, self.lease_requests.get(shape, 0) - n)
+                    self._dispatch_tasks(shape)
 
     def _send_function(self, link: transport.Link, function_id: bytes) -> None:
         """A worker gets a function's code with its first task (no round trip to the node)."""
@@ -624,31 +664,40 @@ class Client:
             if blob is not None:
                 self.queue(link, (Kind.FUNC, function_id, blob[0], blob[1]))
 
-    def _on_lease_grant(self, msg: tuple) -> None:
+    def _on_lease_grant(self, msg: tuple, node_id: str = "") -> None:
         _, _req, lease_id, identity, path, pid, shape = msg
         with self.lock:
             self.lease_requests[shape] = max(0, self.lease_requests.get(shape, 0) - 1)
+            if node_id:
+                counts = self.spilled.get(shape)
+                if counts and counts.get(node_id):
+                    counts[node_id] -= 1
             busy = self.task_queues.get(shape) or any(
                 len(lease.inflight) > 1 for lease in self.leases.get(shape, ())
             )
-            link = self._worker_link(identity, path) if busy else None
+            link = self._worker_link(identity, path, node_id) if busy else None
             if link is None:
-                self.send(NODE, (Kind.LEASE_RETURN, lease_id))
+                self.to_node(node_id, (Kind.LEASE_RETURN, lease_id))
                 if not self.task_queues.get(shape):
                     self._cancel_requests(shape)
                 else:
                     self._dispatch_tasks(shape)  # that worker just died: ask again
                 return
-            lease = Lease(lease_id, shape, link, pid)
+            lease = Lease(lease_id, shape, link, pid, node_id)
             self.leases.setdefault(shape, []).append(lease)
             self.lease_by_id[lease_id] = lease
             self._dispatch_tasks(shape)
             if not lease.inflight:
                 self._steal_for(lease)
 
-    def _worker_link(self, identity: bytes, path: str) -> transport.Link | None:
+    def _worker_link(self, identity: bytes, path: str, node_id: str = ""):
         link = self.workers_by_identity.get(identity)
         if link is not None and not link.closed:
+            return link
+        if node_id and node_id != self.node_id:
+            if self.link is None:
+                return None
+            link = self.workers_by_identity[identity] = transport.RemoteLink(node_id, identity, self.link)
             return link
         try:
             link = transport.Link(path, self.signer, identity=identity)
@@ -664,7 +713,7 @@ class Client:
         if leases and lease in leases:
             leases.remove(lease)
         self.lease_by_id.pop(lease.lease_id, None)
-        self.send(NODE, (Kind.LEASE_RETURN, lease.lease_id))
+        self.to_node(lease.node, (Kind.LEASE_RETURN, lease.lease_id))
 
     def _on_lease_revoke(self, lease_id: int) -> None:
         with self.lock:
@@ -689,7 +738,9 @@ class Client:
         if ac.state != "alive":
             if ac.state == "unknown":
                 ac.state = "locating"
-                self.send(NODE, (Kind.REQUEST, 0, "actor_location", (ac.actor_id,)))
+                self.to_node(
+                    protocol.home_of(ac.actor_id), (Kind.REQUEST, 0, "actor_location", (ac.actor_id,))
+                )
             return
         while ac.queue:
             call = ac.queue[0]
@@ -712,11 +763,11 @@ class Client:
         )
 
     def _on_actor_location(self, msg: tuple) -> None:
-        _, actor_id, state, identity, path, pid, cause = msg
+        _, actor_id, state, identity, path, pid, cause, node_id = msg
         with self.lock:
             ac = self._actor(actor_id)
             if state == "alive":
-                link = self._worker_link(identity, path)
+                link = self._worker_link(identity, path, node_id)
                 if link is None:
                     ac.state = "unknown"  # it died meanwhile: ask again
                     self._pump_actor(ac)
@@ -792,7 +843,8 @@ class Client:
     def _on_peer_closed(self, link: transport.Link) -> None:
         """A worker we send work to is gone: retry its tasks, fail its actor's calls."""
         with self.lock:
-            self.peers.pop(link.sock.fileno(), None)
+            if isinstance(link, transport.Link):
+                self.peers.pop(link.sock.fileno(), None)
             if self.workers_by_identity.get(link.identity) is link:
                 del self.workers_by_identity[link.identity]
             for shape, leases in list(self.leases.items()):
@@ -833,7 +885,7 @@ class Client:
                         self._pump_actor(ac)
 
     def kill_actor(self, actor_id: bytes, no_restart: bool) -> None:
-        self.send(NODE, (Kind.KILL_ACTOR, actor_id, no_restart))
+        self.to_node(protocol.home_of(actor_id), (Kind.KILL_ACTOR, actor_id, no_restart))
         self.flush()
         if no_restart:  # later calls fail here; calls in flight fail when its socket closes
             with self.lock:
@@ -858,10 +910,15 @@ class Client:
             if lease is not None:
                 running = next(iter(lease.inflight)) == task_id  # a worker runs them in order
                 if force or running:
-                    try:  # SIGINT: KeyboardInterrupt in the task; SIGKILL: the worker dies
-                        os.kill(lease.pid, signal.SIGKILL if force else signal.SIGINT)
-                    except ProcessLookupError:
-                        pass
+                    # SIGINT: KeyboardInterrupt in the task; SIGKILL: the worker dies
+                    signum = signal.SIGKILL if force else signal.SIGINT
+                    if lease.node:
+                        self.to_node(lease.node, (Kind.SIGNAL, lease.link.identity, signum))
+                    else:
+                        try:
+                            os.kill(lease.pid, signum)
+                        except ProcessLookupError:
+                            pass
                 else:  # still queued in the worker: it will skip it
                     del lease.inflight[task_id]
                     call.lease = None
@@ -1027,6 +1084,25 @@ class Client:
                 self._on_actor_location(msg)
             elif kind == Kind.REJECTED:
                 self._on_rejected(msg[1])
+            elif kind == Kind.FORWARDED:
+                _, node_id, ident, inner = msg
+                if ident:
+                    self._dispatch(inner, self.workers_by_identity.get(ident))
+                else:  # from that node itself
+                    for m in inner:
+                        if m[0] == Kind.LEASE_GRANT:
+                            self._on_lease_grant(m, node_id)
+                        else:
+                            self._dispatch([m], None)
+            elif kind == Kind.PEER_CLOSED:
+                link = self.workers_by_identity.get(msg[2])
+                if link is not None and getattr(link, "node_id", None) == msg[1]:
+                    link.close()
+                    self._on_peer_closed(link)
+            elif kind == Kind.LEASE_SPILL:
+                self._on_lease_spill(msg)
+            elif kind == Kind.NODE_DEAD:
+                self._on_node_dead(msg[1])
             elif kind == Kind.FUNC:
                 self.function_blobs[msg[1]] = (msg[2], msg[3])
                 got_values = True

@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -74,6 +75,8 @@ class ConnectionInfo:
     embedded: bool = False  # owned by a driver (init() / %cluster start)
     owner_pid: int = 0
     curve_public: str = ""  # CurveZMQ server key, when encryption is on
+    curve_secret: str = ""  # held by the head and every node: they all serve with it
+    role: str = "head"  # "node": a node that joined a head on another machine (or port)
 
     @property
     def directory(self) -> Path:
@@ -101,6 +104,30 @@ class ConnectionInfo:
 
     def alive(self) -> bool:
         return pid_alive(self.head_pid)
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+def local_addresses() -> list[str]:
+    """IPv4 addresses of this machine (of this network namespace)."""
+    import psutil
+
+    out = []
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family == socket.AF_INET:
+                out.append(a.address)
+    return out
+
+
+def default_ip() -> str:
+    """The address other machines most likely reach us at: the first non-loopback IPv4."""
+    for address in local_addresses():
+        if not is_loopback(address):
+            return address
+    return "127.0.0.1"
 
 
 def pid_alive(pid: int) -> bool:

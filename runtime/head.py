@@ -56,6 +56,35 @@ class Head:
         self.running = True
         self.out: dict[bytes, list] = {}
         self.node_timeout = float(conf.get("node_timeout", NODE_TIMEOUT))
+        self.next_view = 0.0
+
+    def send_view(self) -> None:
+        """Every second: each node learns what the others have (for spillback and actors)."""
+        self.next_view = time.monotonic() + 1.0
+        view = [
+            {
+                "node_id": n["node_id"],
+                "gateway": n["gateway"],
+                "ip": n["ip"],
+                "alive": n["alive"],
+                "resources_total": n["resources_total"],
+                "resources_available": n["resources_available"],
+            }
+            for n in self.nodes.values()
+        ]
+        for node_id, ident in self.node_idents.items():
+            if self.nodes[node_id]["alive"]:
+                self.emit(ident, (Kind.CLUSTER_VIEW, view))
+
+    def node_dead(self, node_id: str, reason: str) -> None:
+        node = self.nodes[node_id]
+        node["alive"] = False
+        node["dead_reason"] = reason
+        log.warning("node %s is gone: %s", node_id, reason)
+        for other, ident in self.node_idents.items():
+            if other != node_id and self.nodes[other]["alive"]:
+                self.emit(ident, (Kind.NODE_DEAD, node_id, reason))
+        self.send_view()
 
     def emit(self, ident: bytes, msg: tuple) -> None:
         self.out.setdefault(ident, []).append(msg)
@@ -85,14 +114,16 @@ class Head:
                 on_ready()
             now = time.monotonic()
             if now >= next_check:
-                next_check = now + 1.0
-                for node in self.nodes.values():
+                next_check = now + min(1.0, self.node_timeout / 4)
+                for node in list(self.nodes.values()):
                     if node["alive"] and now - node["last_seen"] > self.node_timeout:
-                        node["alive"] = False
-                        log.warning("node %s missed heartbeats; marked dead", node["node_id"])
+                        self.node_dead(node["node_id"], f"no heartbeat for {now - node['last_seen']:.1f} s")
+                if now >= self.next_view:
+                    self.send_view()
             self.flush(sock)
-        for ident in self.node_idents.values():
-            self.emit(ident, (Kind.EXIT,))
+        for node_id, ident in self.node_idents.items():
+            if self.nodes[node_id]["alive"]:
+                self.emit(ident, (Kind.EXIT,))
         self.flush(sock)
 
     def flush(self, sock: zmq.Socket) -> None:
@@ -107,7 +138,7 @@ class Head:
     def handle(self, ident: bytes, msg: tuple) -> None:
         kind = msg[0]
         if kind == Kind.NODE_HELLO:
-            _, node_id, address, resources, pid, hostname, ip = msg
+            _, node_id, address, resources, pid, hostname, ip, gateway = msg
             self.node_idents[node_id] = ident
             self.nodes[node_id] = {
                 "node_id": node_id,
@@ -120,15 +151,24 @@ class Head:
                 "alive": True,
                 "last_seen": time.monotonic(),
                 "report": None,
+                "gateway": gateway,
+                "joined_at": time.time(),
             }
-            log.info("node %s joined from %s with %s", node_id, address, resources)
+            log.info("node %s joined from %s (%s) with %s", node_id, ip, gateway, resources)
+            self.send_view()
         elif kind == Kind.NODE_REPORT:
             node = self.nodes.get(msg[1])
-            if node is not None:
+            if node is not None and not node["alive"]:
+                # Declared dead (its work was re-run elsewhere): it must not come back as is.
+                self.emit(ident, (Kind.EXIT,))
+            elif node is not None:
                 node["report"] = msg[2]
                 node["resources_available"] = msg[2]["resources_available"]
                 node["last_seen"] = time.monotonic()
-                node["alive"] = True
+        elif kind == Kind.NODE_LEAVE:
+            node = self.nodes.get(msg[1])
+            if node is not None and node["alive"]:
+                self.node_dead(msg[1], "it was stopped")
         elif kind == Kind.ACTOR_EVENT:
             _, actor_id, name, namespace, state, node_id, _meta = msg
             key = (namespace, name)
@@ -148,16 +188,25 @@ class Head:
                 self.emit(ident, (Kind.REPLY, req_id, False, e))
 
     # -- requests ---------------------------------------------------------
-    def op_hello(self, ident: bytes, hostname: str) -> dict:
+    def op_hello(self, ident: bytes, hostname: str, addresses: list | None = None) -> dict:
         job_id = self.next_job
         self.next_job += 1
-        local = [n for n in self.nodes.values() if n["alive"] and n["hostname"] == hostname]
+        # A node "on this machine" shares the driver's host name and one of its addresses.
+        local = [
+            n
+            for n in self.nodes.values()
+            if n["alive"] and n["hostname"] == hostname and (addresses is None or n["ip"] in addresses)
+        ]
         return {
             "job_id": job_id,
             "cluster_id": self.info.cluster_id,
             "node": local[0] if local else None,
             "nodes": list(self.nodes.values()),
         }
+
+    def op_cluster_info(self, ident: bytes) -> dict:
+        """What `nbcluster start --address` needs before it starts a node."""
+        return {"cluster_id": self.info.cluster_id, "nodes": sum(n["alive"] for n in self.nodes.values())}
 
     def op_nodes(self, ident: bytes) -> list[dict]:
         return [dict(n, report=None) for n in self.nodes.values()]
@@ -167,7 +216,9 @@ class Head:
             "cluster_id": self.info.cluster_id,
             "head_address": self.info.head_address,
             "started_at": self.info.started_at,
-            "nodes": [dict(n["report"] or n, alive=n["alive"]) for n in self.nodes.values()],
+            "nodes": [
+                dict(n["report"] or n, alive=n["alive"], gateway=n["gateway"]) for n in self.nodes.values()
+            ],
             "named_actors": [
                 {"name": name, "namespace": ns, **{k: v for k, v in e.items() if k != "meta"}}
                 for (ns, name), e in self.names.items()
@@ -218,7 +269,11 @@ def main() -> None:
     cluster_dir = cfg.runtime_dir() / cluster_id
     (cluster_dir / "logs").mkdir(parents=True, exist_ok=True)
     os.chmod(cluster_dir, 0o700)
-    connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    connect_host = conf.get("node_ip") or (cfg.default_ip() if host in ("0.0.0.0", "") else host)
+    curve = None
+    if conf.get("encrypt", not cfg.is_loopback(host)):
+        public, secret = zmq.curve_keypair()
+        curve = {"public": public.decode(), "secret": secret.decode()}
     node_id = secrets.token_hex(4)
     node_conf = {
         "cluster_id": cluster_id,
@@ -229,6 +284,8 @@ def main() -> None:
         "resources": conf["resources"],
         "object_store_memory": conf["object_store_memory"],
         "ip": connect_host,
+        "host": host,
+        "curve": curve,
     }
     # Fork the node before this process creates any ZeroMQ context or thread.
     from . import (
@@ -265,10 +322,14 @@ def main() -> None:
         started_at=time.time(),
         embedded=bool(conf.get("embedded")),
         owner_pid=int(conf.get("owner_pid") or 0),
+        curve_public=curve["public"] if curve else "",
+        curve_secret=curve["secret"] if curve else "",
     )
     head = Head(conf, info)
     ctx = zmq.Context()
     sock = protocol.tune(ctx.socket(zmq.ROUTER))
+    if curve:
+        protocol.curve_server(sock, curve)
     try:
         sock.bind(f"tcp://{host}:{port}")
     except zmq.ZMQError as e:

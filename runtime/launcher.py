@@ -91,6 +91,9 @@ def start_cluster(
     port: int = 0,
     embedded: bool = True,
     env: dict[str, str] | None = None,
+    encrypt: bool | None = None,
+    node_timeout: float | None = None,
+    node_ip: str | None = None,
 ) -> tuple[cfg.ConnectionInfo, subprocess.Popen, int]:
     """Start a head (and its node); return (connection info, head process, node pid)."""
     cfg.remove_stale_clusters()
@@ -102,10 +105,50 @@ def start_cluster(
         "embedded": embedded,
         "owner_pid": os.getpid() if embedded else 0,
     }
+    if encrypt is not None:
+        settings["encrypt"] = encrypt
+    if node_timeout is not None:
+        settings["node_timeout"] = node_timeout
+    if node_ip:
+        settings["node_ip"] = node_ip
+    reply, proc = _spawn("runtime.head", "main", settings, keep_stdin=embedded, env=env)
+    info = cfg.ConnectionInfo(**reply["info"])
+    return info, proc, int(reply["node_pid"])
+
+
+def start_node(
+    *,
+    info: cfg.ConnectionInfo,
+    resources: dict[str, float],
+    object_store_memory: int | None = None,
+    host: str,
+    node_ip: str,
+    block: bool = False,
+    env: dict[str, str] | None = None,
+) -> tuple[dict, subprocess.Popen]:
+    """Start a node daemon that joins the head in `info`; return ({node_id, gateway, pid}, process)."""
+    settings = {
+        "cluster_id": info.cluster_id,
+        "head_address": info.head_address,
+        "key": info.key,
+        "curve": {"public": info.curve_public, "secret": info.curve_secret} if info.curve_public else None,
+        "resources": resources,
+        "object_store_memory": int(object_store_memory or default_object_store_memory()),
+        "host": host,
+        "ip": node_ip,
+        "block": block,
+    }
+    return _spawn("runtime.node", "standalone", settings, keep_stdin=block, env=env)
+
+
+def _spawn(
+    module: str, function: str, settings: dict, keep_stdin: bool, env: dict[str, str] | None
+) -> tuple[dict, subprocess.Popen]:
+    """Start `module.function()` in a new session, hand it `settings`, read its one-line answer."""
     # Not `-m runtime.head`: that would import a `runtime` folder in the current
     # directory first, which may be another copy than this driver's.
     root = str(Path(__file__).resolve().parent.parent)
-    boot = f"import sys; sys.path.insert(0, {root!r}); from runtime.head import main; main()"
+    boot = f"import sys; sys.path.insert(0, {root!r}); from {module} import {function}; {function}()"
     proc = subprocess.Popen(
         [sys.executable, "-c", boot],
         stdin=subprocess.PIPE,
@@ -118,7 +161,7 @@ def start_cluster(
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write((json.dumps(settings) + "\n").encode())
     proc.stdin.flush()
-    if not embedded:
+    if not keep_stdin:
         proc.stdin.close()
     line = _read_line(proc, START_TIMEOUT)
     if not line:
@@ -134,8 +177,7 @@ def start_cluster(
         raise ConnectionFailedError(reply["error"])
     proc.stdout.close()
     proc.stderr.close()
-    info = cfg.ConnectionInfo(**reply["info"])
-    return info, proc, int(reply["node_pid"])
+    return reply, proc
 
 
 def _read_line(proc: subprocess.Popen, timeout: float) -> bytes:

@@ -43,6 +43,7 @@ from .scheduler import Scheduler, from_units, to_units
 
 log = logging.getLogger("runtime.node")
 
+HEAD_SILENCE = 30.0  # seconds without the head before a joined node gives up
 STARTING, IDLE, LEASED, ACTOR = "starting", "idle", "leased", "actor"
 PENDING, ALIVE, RESTARTING, DEAD, TERMINATING = "pending", "alive", "restarting", "dead", "terminating"
 
@@ -62,10 +63,10 @@ class Worker:
         "lease",
     )
 
-    def __init__(self, wid: int, path: str) -> None:
+    def __init__(self, wid: int, path: str, node_id: str) -> None:
         self.wid = wid
         self.pid = 0
-        self.identity = b"w%d" % wid
+        self.identity = worker_identity(wid, node_id)
         self.path = path
         self.state = STARTING
         self.actor_id = b""
@@ -74,6 +75,11 @@ class Worker:
         self.idle_since = time.monotonic()
         self.gpu_ids: list[int] = []
         self.lease: Lease | None = None
+
+
+def worker_identity(wid: int, node_id: str) -> bytes:
+    """Unique in the cluster: clients of other nodes reach workers by it."""
+    return b"w%d." % wid + node_id.encode()
 
 
 class LeaseRequest:
@@ -123,6 +129,9 @@ class Actor:
         "owner",
         "demand",
         "watchers",
+        "remote",
+        "location",
+        "home",
     )
 
     def __init__(self, create: Creation) -> None:
@@ -140,6 +149,9 @@ class Actor:
         self.owner = create.spec.owner
         self.demand: dict[str, int] = {}
         self.watchers: set[bytes] = set()
+        self.remote = ""  # home record of an actor placed on another node: that node
+        self.location: tuple = ()  # (worker identity, socket path, pid) there, once alive
+        self.home = opts.get("_home", "")  # an actor hosted here for another node: that node
 
 
 class Proc:
@@ -182,7 +194,7 @@ class Node:
         self.functions: dict[bytes, tuple[bytes, list]] = {}
         self.function_waiters: dict[bytes, list[bytes]] = {}
         self.leases: dict[int, Lease] = {}
-        self.next_lease = 1
+        self.next_lease = (int(self.node_id, 16) << 24) + 1  # unique across nodes
         self.waiting_deps: dict[bytes, list[Creation]] = {}
         self.actors: dict[bytes, Actor] = {}
         self.out: dict[bytes, list] = {}
@@ -194,6 +206,14 @@ class Node:
         self.running_flag = True
         self.warned_infeasible: set[tuple] = set()
         self.leases_granted = 0
+        self.remote: dict[bytes, str] = {}  # clients of other nodes (and nodes, b"n"+id) -> node
+        self.relayed_to: dict[bytes, set[str]] = {}  # our clients -> nodes they talk to
+        self.view: dict[str, dict] = {}  # the cluster, from the head: node id -> summary
+        self.spilled: dict[str, dict[str, int]] = {}  # resources we sent leases to, since the view
+        self.foreign: set[bytes] = set()  # objects of other nodes we hold there for our processes
+        self.gateway: Any = None
+        self.head_said_exit = False
+        self.on_joined = None
         self.reported = False
         self.started_at = time.time()
         self.handlers = {
@@ -216,6 +236,8 @@ class Node:
             Kind.LEASE_RETURN: self.on_lease_return,
             Kind.LEASE_CANCEL: self.on_lease_cancel,
             Kind.STATS: self.on_stats,
+            Kind.FORWARD: self.on_forward,
+            Kind.SIGNAL: self.on_signal,
         }
 
     # ------------------------------------------------------------------ run
@@ -228,11 +250,20 @@ class Node:
             seg.unlink(missing_ok=True)
 
     def serve(self, parent_fd: int | None = None) -> None:
+        from .gateway import Gateway
+
         self.ctx = zmq.Context()
         self.server = transport.Server(self.address, self.signer)
+        curve = self.conf.get("curve")
+        self.gateway = gateway = Gateway(
+            self, self.ctx, self.conf.get("host", "127.0.0.1"), int(self.conf.get("gateway_port", 0)), curve
+        )
+        self.gateway_address = f"tcp://{self.ip}:{gateway.port}"
         self.head = None
         if self.conf.get("head_address"):
             self.head = protocol.tune(self.ctx.socket(zmq.DEALER))
+            if curve:
+                protocol.curve_client(self.head, curve["public"])
             self.head.connect(f"tcp://{self.conf['head_address']}")
             self.head_out.append(
                 (
@@ -243,11 +274,14 @@ class Node:
                     os.getpid(),
                     self.hostname,
                     self.ip,
+                    self.gateway_address,
                 )
             )
+        self.last_head = time.monotonic()
         self.poller = poller = zmq.Poller()
         listener = self.server.listener.fileno()
         poller.register(listener, zmq.POLLIN)
+        poller.register(gateway.router, zmq.POLLIN)
         if self.head is not None:
             poller.register(self.head, zmq.POLLIN)
         poller.register(self.zygote.event_fd, zmq.POLLIN)
@@ -277,8 +311,13 @@ class Node:
                     elif fd == listener:
                         for new in self.server.accept():
                             poller.register(new.fd, zmq.POLLIN)
+                    elif fd is gateway.router:
+                        gateway.read()
+                    elif isinstance(fd, int) and fd in gateway.by_fd:
+                        gateway.on_link_event(fd, ev)
                     elif fd is self.head:
                         for _, batch in protocol.recv_batches(self.head, self.signer, False):
+                            self.last_head = time.monotonic()
                             for msg in batch:
                                 self.on_head_message(msg)
                     elif fd == self.zygote.event_fd:
@@ -291,7 +330,8 @@ class Node:
                 now = time.monotonic()
                 if self.table.doomed and now >= next_collect:
                     next_collect = now + 0.25
-                    self.table.collect()
+                    if self.table.collect() and self.foreign:
+                        self.release_foreign()
                 if self.table.freed_actors:
                     freed, self.table.freed_actors = self.table.freed_actors, []
                     for actor_id in freed:
@@ -338,6 +378,10 @@ class Node:
             for ident, batch in out.items():
                 conn = self.links.get(ident)
                 if conn is None:
+                    where = self.remote.get(ident)
+                    if where is not None:  # a client of another node, or that node itself
+                        dest = b"" if ident[:1] == b"n" else ident
+                        self.gateway.send(where, (Kind.DELIVER, dest, self.node_id, b"", batch))
                     continue
                 server.queue(conn, batch)
                 if not conn.want_write and not server.flush(conn):
@@ -346,6 +390,7 @@ class Node:
         if self.head_out and self.head is not None:
             batch, self.head_out = self.head_out, []
             protocol.send(self.head, self.signer, batch)
+        self.gateway.flush()
 
     def emit(self, ident: bytes, msg: tuple) -> None:
         batch = self.out.get(ident)
@@ -370,8 +415,12 @@ class Node:
         except ChildProcessError:
             pass
         self.server.close()
+        if self.gateway is not None:
+            self.gateway.close()
         if self.head is not None:
-            self.head.close(linger=0)
+            if not self.head_said_exit:  # leaving on our own: tell the head now
+                protocol.send(self.head, self.signer, [(Kind.NODE_LEAVE, self.node_id)])
+            self.head.close(linger=0 if self.head_said_exit else 1000)
         self.ctx.term()
 
     def tick(self) -> None:
@@ -388,6 +437,12 @@ class Node:
                 extra -= 1
         if self.table.spill_if_needed():
             log.info("spilled objects; %d bytes in shared memory", self.table.shm_used)
+        self.gateway.tick()
+        if self.head is not None and self.conf.get("standalone"):
+            silent = time.monotonic() - self.last_head
+            if silent > HEAD_SILENCE:
+                log.error("no word from the head for %.0f s; this node stops", silent)
+                self.running_flag = False
         if self.head is not None:
             starting = any(w.state == STARTING for w in self.workers.values())
             # The first report waits for the initial workers: it is what init() shows.
@@ -397,7 +452,9 @@ class Node:
 
     # ------------------------------------------------------------- workers
     def spawn_worker(self) -> Worker:
-        w = Worker(self.next_wid, cfg.worker_socket(self.cluster_id, self.node_id, self.next_wid))
+        w = Worker(
+            self.next_wid, cfg.worker_socket(self.cluster_id, self.node_id, self.next_wid), self.node_id
+        )
         self.next_wid += 1
         self.workers[w.wid] = w
         self.by_identity[w.identity] = w
@@ -548,15 +605,15 @@ class Node:
         self.dirty = True
 
     def warn_infeasible(self, owner: bytes, name: str, shape: tuple, ctx: Any) -> None:
-        if (owner, shape) in self.warned_infeasible:
+        if (owner, shape) in self.warned_infeasible or owner in self.remote:
             return
         self.warned_infeasible.add((owner, shape))
         demand = dict(shape)
         have = {k: v for k, v in self.total_resources.items() if k in demand or k == "CPU"}
         text = (
             f"Warning: {name} needs {demand}, but no node of this cluster has that much "
-            f"(this node has {have}). It stays pending until a node with those resources "
-            "joins; `nbcluster status` lists it as infeasible.\n"
+            f"(this node has {have}; {len(self.view) or 1} node(s) in all). It stays pending until "
+            "a node with those resources joins; `nbcluster status` lists it as infeasible.\n"
         )
         self.emit(owner, (Kind.LOG, owner, ctx, 2, text, "runtime"))
 
@@ -564,6 +621,14 @@ class Node:
     def on_lease_request(self, ident: bytes, msg: tuple) -> None:
         _, request_id, shape, name = msg
         req = LeaseRequest(ident, request_id, shape, name)
+        if ident not in self.remote and not self.fits_here_now(req.demand):
+            # Spillback (as Ray's raylet): our own clients ask another node that
+            # has room; requests relayed from other nodes are never sent on.
+            target = self.pick_node(req.demand, now=self.scheduler.feasible(req.demand))
+            if target:
+                self.spill(target, req.demand)
+                self.emit(ident, (Kind.LEASE_SPILL, request_id, shape, name, target))
+                return
         self.enqueue(b"L%d" % request_id + ident, shape, req, ident, f"task {name}()", None)
 
     def on_lease_return(self, ident: bytes, msg: tuple) -> None:
@@ -655,6 +720,7 @@ class Node:
             create.waiting = len(missing)
             for dep in missing:
                 self.waiting_deps.setdefault(dep, []).append(create)
+                self.want_foreign(dep, subscribe=True)
         else:
             self.creation_ready(create)
 
@@ -672,6 +738,26 @@ class Node:
             if e is not None and e.is_error:
                 actor.restarts_left = 0
                 self.actor_died(actor, "an argument of its constructor failed:\n" + _describe_error(e.value))
+                return
+        self.place(actor)
+
+    def place(self, actor: Actor) -> None:
+        """Start an actor here, or on another node with room when this one has none."""
+        create = actor.create
+        spec = create.spec
+        if not actor.home and not self.fits_here_now(create.demand):
+            target = self.pick_node(create.demand, now=self.scheduler.feasible(create.demand))
+            if target:
+                self.spill(target, create.demand)
+                actor.remote = target
+                opts = dict(spec.options or {}, name=None, lifetime="detached", max_restarts=0)
+                opts["_home"] = self.node_id
+                hosted = spec._replace(options=opts)
+                batch: list = [(Kind.SUBMIT, hosted)]
+                fn = self.functions.get(spec.function_id)
+                if fn is not None:  # the class travels with its first creation there
+                    batch.insert(0, (Kind.REGISTER_FUNC, spec.function_id, fn[0], fn[1]))
+                self.gateway.send(target, (Kind.RELAY, self.node_id, b"", b"", batch))
                 return
         self.enqueue(spec.task_id, spec.resources, create, spec.owner, f"actor {actor.class_name}", spec.ctx)
 
@@ -699,6 +785,7 @@ class Node:
 
     def on_hold(self, ident: bytes, msg: tuple) -> None:
         self.table.hold(msg[1], ident)
+        self.want_foreign(msg[1], subscribe=False)
 
     def on_release(self, ident: bytes, msg: tuple) -> None:
         self.table.release(msg[1], ident)
@@ -715,6 +802,7 @@ class Node:
                 self.emit(ident, (Kind.RESULT, object_id, e.is_error, e.value, e.size))
             else:
                 e.subscribers.add(ident)
+                self.want_foreign(object_id, subscribe=True)
 
     def creation_cleanup(self, create: Creation) -> None:
         spec = create.spec
@@ -770,6 +858,10 @@ class Node:
     def drop_process(self, ident: bytes) -> None:
         """A driver or worker left: its refs go; its leases, requests and actors too."""
         proc = self.procs.pop(ident, None)
+        for node_id in self.relayed_to.pop(ident, ()):
+            self.gateway.send(node_id, (Kind.GONE, self.node_id, ident))
+        if ident in self.remote:
+            self.gateway.drop_client(ident)
         self.table.drop_holder(ident)
         for actor in self.actors.values():
             actor.watchers.discard(ident)
@@ -803,25 +895,31 @@ class Node:
     def tell_location(self, ident: bytes, actor_id: bytes) -> None:
         actor = self.actors.get(actor_id)
         if actor is None:
-            self.emit(
-                ident,
-                (
-                    Kind.ACTOR_LOCATION,
-                    actor_id,
-                    "dead",
-                    b"",
-                    "",
-                    0,
-                    "it is unknown to this cluster (killed long ago, or from another cluster)",
-                ),
-            )
+            home = protocol.home_of(actor_id)
+            cause = "it is unknown to this cluster (killed long ago, or from another cluster)"
+            if home != self.node_id and home in self.view and not self.view[home].get("alive", True):
+                cause = f"the node it belonged to ({home}) died"
+            self.emit(ident, (Kind.ACTOR_LOCATION, actor_id, "dead", b"", "", 0, cause, ""))
         elif actor.state == ALIVE and actor.worker is not None:
             w = actor.worker
-            self.emit(ident, (Kind.ACTOR_LOCATION, actor_id, "alive", w.identity, w.path, w.pid, ""))
+            self.emit(
+                ident, (Kind.ACTOR_LOCATION, actor_id, "alive", w.identity, w.path, w.pid, "", self.node_id)
+            )
+        elif actor.state == ALIVE and actor.remote and actor.location:
+            self.emit(ident, (Kind.ACTOR_LOCATION, actor_id, "alive", *actor.location, "", actor.remote))
         elif actor.state in (DEAD, TERMINATING):
-            self.emit(ident, (Kind.ACTOR_LOCATION, actor_id, "dead", b"", "", 0, actor.cause))
+            self.emit(ident, (Kind.ACTOR_LOCATION, actor_id, "dead", b"", "", 0, actor.cause, ""))
         else:
             actor.watchers.add(ident)
+
+    def tell_home(self, actor: Actor) -> None:
+        """An actor hosted for another node started or died: its home node decides what next."""
+        w = actor.worker
+        if actor.state == ALIVE and w is not None:
+            msg = (Kind.ACTOR_LOCATION, actor.actor_id, "alive", w.identity, w.path, w.pid, "", self.node_id)
+        else:
+            msg = (Kind.ACTOR_LOCATION, actor.actor_id, "dead", b"", "", 0, actor.cause, "")
+        self.emit(b"n" + actor.home.encode(), msg)
 
     def tell_watchers(self, actor: Actor) -> None:
         watchers, actor.watchers = actor.watchers, set()
@@ -840,6 +938,8 @@ class Node:
             return
         actor.state = ALIVE
         actor.cause = ""
+        if actor.home:
+            self.tell_home(actor)
         if actor.name:
             self.head_out.append(
                 (Kind.ACTOR_EVENT, actor_id, actor.name, actor.namespace, ALIVE, self.node_id, None)
@@ -847,15 +947,26 @@ class Node:
         self.tell_watchers(actor)
 
     def on_kill_actor(self, ident: bytes, msg: tuple) -> None:
-        _, actor_id, no_restart = msg
+        actor_id, no_restart = msg[1], msg[2]
         actor = self.actors.get(actor_id)
-        if actor is not None:
+        if actor is None:
+            return
+        if len(msg) > 3 and msg[3]:  # the home node ends an actor it placed here
+            actor.detached = False
+            self.terminate_actor(actor_id)
+        else:
             self.kill_actor(actor, "it was killed with kill()", restart=not no_restart)
 
     def kill_actor(self, actor: Actor, cause: str, restart: bool) -> None:
         if not restart:
             actor.restarts_left = 0
         actor.cause = cause
+        if actor.remote:
+            self.gateway.send(
+                actor.remote,
+                (Kind.RELAY, self.node_id, b"", b"", [(Kind.KILL_ACTOR, actor.actor_id, True)]),
+            )
+            return
         w = actor.worker
         if w is not None and w.pid:
             try:
@@ -873,6 +984,13 @@ class Node:
             return
         actor.cause = "all handles to it went out of scope"
         actor.restarts_left = 0
+        if actor.remote:
+            actor.state = TERMINATING
+            self.gateway.send(
+                actor.remote,
+                (Kind.RELAY, self.node_id, b"", b"", [(Kind.KILL_ACTOR, actor_id, True, True)]),
+            )
+            return
         if actor.worker is None:
             self.scheduler.remove(actor.create.spec.task_id)
             self.actor_died(actor, actor.cause)
@@ -897,25 +1015,180 @@ class Node:
             log.info("restarting actor %s: %s", actor.class_name, reason)
             actor.state = RESTARTING
             actor.cause = ""
-            spec = actor.create.spec
-            self.enqueue(
-                spec.task_id, spec.resources, actor.create, spec.owner, f"actor {actor.class_name}", spec.ctx
-            )
+            self.place(actor)
             return
         actor.state = DEAD
         self.tell_watchers(actor)
+        if actor.home:
+            self.tell_home(actor)
         if actor.name:
             self.head_out.append(
                 (Kind.ACTOR_EVENT, actor.actor_id, actor.name, actor.namespace, DEAD, self.node_id, None)
             )
         self.creation_cleanup(actor.create)
 
+    # ------------------------------------------------------------- cluster
+    def fits_here_now(self, demand: dict[str, int]) -> bool:
+        sched = self.scheduler
+        return sched.feasible(demand) and sched.fits(demand) and not sched.queued
+
+    def pick_node(self, demand: dict[str, int], now: bool) -> str:
+        """Another alive node for `demand`: one with room now (`now`), else any big enough."""
+        best: tuple | None = None
+        for node_id, info in self.view.items():
+            if node_id == self.node_id or not info.get("alive", True):
+                continue
+            total = to_units(info["resources_total"])
+            if not all(total.get(k, 0) >= v for k, v in demand.items()):
+                continue
+            avail = to_units(info["resources_available"])
+            for k, v in self.spilled.get(node_id, {}).items():
+                avail[k] = avail.get(k, 0) - v
+            room = all(avail.get(k, 0) >= v for k, v in demand.items())
+            if now and not room:
+                continue
+            score = (room, avail.get("CPU", 0), node_id)
+            if best is None or score > best:
+                best = score
+        return best[2] if best else ""
+
+    def spill(self, node_id: str, demand: dict[str, int]) -> None:
+        """Count what we sent there until the next view shows it."""
+        acc = self.spilled.setdefault(node_id, {})
+        for k, v in demand.items():
+            acc[k] = acc.get(k, 0) + v
+
+    def on_view(self, nodes: list[dict]) -> None:
+        self.view = {n["node_id"]: n for n in nodes}
+        if self.on_joined is not None and self.node_id in self.view:
+            joined, self.on_joined = self.on_joined, None
+            joined(self)
+        self.spilled.clear()
+        sched = self.scheduler
+        for key, (shape, item) in list(sched.infeasible.items()):
+            demand = to_units(shape)
+            if isinstance(item, LeaseRequest) and item.owner not in self.remote:
+                target = self.pick_node(demand, now=False)
+                if target:
+                    del sched.infeasible[key]
+                    self.spill(target, demand)
+                    self.emit(item.owner, (Kind.LEASE_SPILL, item.request_id, item.shape, item.name, target))
+            elif isinstance(item, Creation):
+                actor = self.actors.get(item.spec.actor_id)
+                if actor is not None and not actor.home and self.pick_node(demand, now=False):
+                    del sched.infeasible[key]
+                    self.place(actor)
+
+    def on_node_dead(self, node_id: str, reason: str) -> None:
+        info = self.view.get(node_id)
+        if info is not None:
+            info["alive"] = False
+        log.warning("node %s is gone: %s", node_id, reason)
+        self.gateway.drop_node(node_id)
+        for ident, where in list(self.remote.items()):
+            if where == node_id:
+                del self.remote[ident]
+                self.drop_process(ident)
+        for actor in list(self.actors.values()):
+            if actor.remote == node_id and actor.state != DEAD:
+                actor.remote, actor.location = "", ()
+                self.actor_died(actor, f"its node ({node_id}) died: {reason}")
+            elif actor.home == node_id and actor.state != DEAD:
+                self.kill_actor(actor, f"the node that owns it ({node_id}) died", restart=False)
+        lost = _err(ObjectLostError(f"it lived on node {node_id}, which is gone ({reason})"))
+        for object_id in [o for o in self.foreign if protocol.home_of(o) == node_id]:
+            self.foreign.discard(object_id)
+            e = self.table.entries.get(object_id)
+            if e is not None and not e.ready:
+                self.object_ready(object_id, True, lost, len(lost), ())
+        for ident in list(self.links):
+            self.emit(ident, (Kind.NODE_DEAD, node_id, reason))
+
+    def want_foreign(self, object_id: bytes, subscribe: bool) -> None:
+        """A process here holds or waits for an object another node keeps: hold it there."""
+        home = protocol.home_of(object_id)
+        if home == self.node_id or home not in self.view:
+            return
+        batch = []
+        if object_id not in self.foreign:
+            self.foreign.add(object_id)
+            batch.append((Kind.HOLD, object_id))
+        e = self.table.entries.get(object_id)
+        if subscribe and e is not None and not e.ready and b"" not in e.subscribers:
+            e.subscribers.add(b"")  # marks "asked the home node"; never sent to
+            batch.append((Kind.SUBSCRIBE, [object_id]))
+        if batch:
+            if not self.view[home].get("alive", True):
+                self.on_node_dead(home, "it stopped answering")
+                return
+            self.gateway.send(home, (Kind.RELAY, self.node_id, b"", b"", batch))
+
+    def release_foreign(self) -> None:
+        """Objects of other nodes nobody here references any more: let go of them there."""
+        entries = self.table.entries
+        gone = [o for o in self.foreign if o not in entries]
+        by_home: dict[str, list] = {}
+        for object_id in gone:
+            self.foreign.discard(object_id)
+            by_home.setdefault(protocol.home_of(object_id), []).append((Kind.RELEASE, object_id))
+        for home, batch in by_home.items():
+            self.gateway.send(home, (Kind.RELAY, self.node_id, b"", b"", batch))
+
+    def on_peer_message(self, src_node: str, msg: tuple) -> None:
+        """A message from another node to this one (answers to what we asked it)."""
+        kind = msg[0]
+        if kind == Kind.RESULT:
+            _, object_id, is_error, value, size = msg[:5]
+            e = self.table.entries.get(object_id)
+            if e is not None:
+                e.subscribers.discard(b"")
+            self.object_ready(object_id, is_error, value, size, ())
+        elif kind == Kind.ACTOR_LOCATION:
+            _, actor_id, state, identity, path, pid, cause, where = msg
+            actor = self.actors.get(actor_id)
+            if actor is None or actor.remote != src_node:
+                return
+            if state == "alive":
+                actor.state = ALIVE
+                actor.location = (identity, path, pid)
+                actor.cause = ""
+                if actor.name:
+                    self.head_out.append(
+                        (Kind.ACTOR_EVENT, actor_id, actor.name, actor.namespace, ALIVE, src_node, None)
+                    )
+                self.tell_watchers(actor)
+            else:
+                actor.remote, actor.location = "", ()
+                self.actor_died(actor, cause)
+        elif kind == Kind.LOG:
+            self.emit(msg[1], msg)
+        else:
+            log.warning("unexpected %s from node %s", protocol.KIND_NAMES.get(kind, kind), src_node)
+
+    def on_forward(self, ident: bytes, msg: tuple) -> None:
+        _, node_id, dest, batch = msg
+        self.gateway.forward(ident, node_id, dest, batch)
+
+    def on_signal(self, ident: bytes, msg: tuple) -> None:
+        """The owner of a task on one of our workers cancels it (it cannot signal across machines)."""
+        w = self.by_identity.get(msg[1])
+        if w is not None and w.lease is not None and w.lease.owner == ident and w.pid:
+            try:
+                os.kill(w.pid, msg[2])
+            except ProcessLookupError:
+                pass
+
     # ---------------------------------------------------------------- head
     def on_head_message(self, msg: tuple) -> None:
         kind = msg[0]
         if kind == Kind.EXIT:
             log.info("the head asked this node to stop")
+            self.head_said_exit = True
             self.running_flag = False
+        elif kind == Kind.CLUSTER_VIEW:
+            self.on_view(msg[1])
+        elif kind == Kind.NODE_DEAD:
+            self.on_node_dead(msg[1], msg[2])
         elif kind == Kind.REPLY:
             target = self.relayed.pop(msg[1], None)
             if target is not None:
@@ -999,12 +1272,13 @@ def _describe_error(value) -> str:
 
 
 # ------------------------------------------------------------------ process
-def main(conf: dict, parent_fd: int | None = None) -> None:
+def main(conf: dict, parent_fd: int | None = None, on_joined=None) -> None:
     """Run a node daemon in this (freshly forked or started) process."""
     from . import worker
 
     _setup_logging(conf, f"node-{conf['node_id']}")
     node = Node(conf)
+    node.on_joined = on_joined
 
     def worker_main(wid: int) -> None:
         worker.main(conf, wid)
@@ -1024,3 +1298,61 @@ def _setup_logging(conf: dict, name: str) -> None:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         force=True,
     )
+
+
+def standalone() -> None:
+    """A node that joins a head (``nbcluster start --address``); settings as JSON on stdin.
+
+    Answers one JSON line on stdout once the head has welcomed it, then
+    writes only to its log. With ``block`` (the starter waits in the
+    foreground) it exits when its stdin closes.
+    """
+    import json
+    import secrets
+    import shutil
+    import sys
+
+    conf = json.loads(sys.stdin.readline())
+    cluster_id = conf["cluster_id"]
+    cluster_dir = cfg.runtime_dir() / cluster_id
+    own_dir = not cluster_dir.exists()  # False when the head (or another node) runs here too
+    (cluster_dir / "logs").mkdir(parents=True, exist_ok=True)
+    os.chmod(cluster_dir, 0o700)
+    node_id = secrets.token_hex(4)
+    conf.update(node_id=node_id, node_address=f"{cluster_dir}/node-{node_id}.sock", standalone=True)
+    info = cfg.ConnectionInfo(
+        cluster_id=cluster_id,
+        head_address=conf["head_address"],
+        key=conf["key"],
+        node_address=conf["node_address"],
+        head_pid=os.getpid(),
+        started_at=time.time(),
+        curve_public=(conf.get("curve") or {}).get("public", ""),
+        curve_secret=(conf.get("curve") or {}).get("secret", ""),
+        role="node",
+    )
+    wrote_info = False
+
+    def joined(node: Node) -> None:
+        nonlocal wrote_info
+        if not info.path.exists():  # drivers on this machine find the cluster through it
+            info.write()
+            wrote_info = True
+        print(
+            json.dumps({"node_id": node_id, "gateway": node.gateway_address, "pid": os.getpid()}), flush=True
+        )
+        logfd = os.open(
+            cluster_dir / "logs" / f"node-{node_id}.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+        )
+        os.dup2(logfd, 1)
+        os.dup2(logfd, 2)
+        os.close(logfd)
+
+    try:
+        main(conf, sys.stdin.fileno() if conf.get("block") else None, joined)
+    finally:
+        if wrote_info:
+            info.path.unlink(missing_ok=True)
+        shutil.rmtree(cluster_dir / "spill" / node_id, ignore_errors=True)
+        if own_dir:
+            shutil.rmtree(cluster_dir, ignore_errors=True)

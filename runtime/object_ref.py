@@ -52,7 +52,7 @@ class ObjectRef:
         return self._id.hex()
 
     def task_id(self) -> bytes:
-        return self._id[:12]
+        return self._id[:16]
 
     def __repr__(self) -> str:
         return f"ObjectRef({self._id.hex()})"

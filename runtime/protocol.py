@@ -61,6 +61,9 @@ class Kind:
     LEASE_RETURN = 19  # (lease_id,)
     STATS = 20  # (running_by_name, queued_by_name)   what this owner runs through leases
     LEASE_CANCEL = 21  # (shape,)   drop my queued lease requests for this shape
+    FORWARD = 22  # (node_id, identity, batch)   deliver `batch` to `identity` on another node
+    #                                          (b"": that node itself); the node relays it
+    SIGNAL = 23  # (worker_identity, signum)   cancel a task on a leased worker of this node
 
     # node -> process
     EXECUTE = 30  # (TaskSpec, resolved)   resolved: {object_id: (is_error, value)}
@@ -73,6 +76,10 @@ class Kind:
     LEASE_REVOKE = 38  # (lease_id,)   another owner waits: give it back when idle
     ACTOR_LOCATION = 39  # (actor_id, state, worker_identity, socket_path, pid, cause)
     REJECTED = 40  # (task_ids,)   worker -> caller: not started, run them elsewhere
+    FORWARDED = 41  # (node_id, identity, batch)   from `identity` on another node (b"": the node)
+    PEER_CLOSED = 42  # (node_id, identity)   that remote worker's connection closed (it died)
+    LEASE_SPILL = 43  # (request_id, shape, name, node_id)   ask that node instead
+    NODE_DEAD = 44  # (node_id, reason)   a node left or missed its heartbeats
 
     # caller <-> worker, directly (leased tasks and actor calls):
     #   EXECUTE (caller -> worker), DONE and LOG (worker -> caller)
@@ -81,6 +88,16 @@ class Kind:
     NODE_HELLO = 50  # (node_id, address, resources, pid, hostname)
     NODE_REPORT = 51  # (node_id, NodeReport-as-dict)   heartbeat + status
     ACTOR_EVENT = 52  # (actor_id, name, namespace, state, node_id, meta)
+    CLUSTER_VIEW = 53  # (nodes)   head -> nodes, every second: [{node_id, gateway, total, available}]
+    NODE_LEAVE = 54  # (node_id,)   node -> head: stopping on purpose
+
+    # node <-> node (each sends on its own DEALER to the other's gateway ROUTER)
+    RELAY = 60  # (src_node, src_identity, dest_identity, batch)   see FORWARD
+    DELIVER = 61  # (dest_identity, src_node, src_identity, batch)   back to a client of the receiver
+    PULL = 62  # (src_node, request_id, path, move)   send me this segment's bytes
+    CHUNK = 63  # (request_id, offset, total, data)   total < 0: the segment is gone
+    CLOSED = 64  # (dest_identity, src_node, src_identity)   a relayed worker connection closed
+    GONE = 65  # (src_node, identity)   a client of the sender left: drop what it held here
 
 
 KIND_NAMES = {v: k for k, v in vars(Kind).items() if isinstance(v, int)}
@@ -170,19 +187,52 @@ def tune(sock: zmq.Socket) -> zmq.Socket:
     return sock
 
 
+def curve_server(sock: zmq.Socket, keys: dict) -> None:
+    """CurveZMQ: encrypt and authenticate this listening socket with the cluster's keys."""
+    sock.curve_server = True
+    sock.curve_secretkey = keys["secret"].encode()
+    sock.curve_publickey = keys["public"].encode()
+
+
+def curve_client(sock: zmq.Socket, server_public: str) -> None:
+    """CurveZMQ: a fresh key pair for this connection; the server must hold `server_public`."""
+    public, secret = zmq.curve_keypair()
+    sock.curve_serverkey = server_public.encode()
+    sock.curve_publickey = public
+    sock.curve_secretkey = secret
+
+
 class IdSource:
-    """Unique ids: 8 random bytes per process + a counter (fast, no syscalls)."""
+    """Unique ids: home node (4 bytes) + 6 random bytes per process + a counter.
+
+    The first four bytes name the node that keeps the objects (and actor
+    records) this process creates: any node can tell where to ask about
+    an id without a directory.
+    """
 
     def __init__(self) -> None:
+        self._home = bytes(4)
+        self.reset()
+
+    def set_home(self, node_id: str) -> None:
+        self._home = bytes.fromhex(node_id)[:4].ljust(4, b"\0")
         self.reset()
 
     def reset(self) -> None:
-        self._prefix = os.urandom(6)
+        self._prefix = self._home + os.urandom(6)
         self._n = 0
 
     def next(self) -> bytes:
         self._n += 1
         return self._prefix + self._n.to_bytes(6, "little")
+
+
+ID_SIZE = 16  # bytes of a task id; object ids add the return index
+
+
+def home_of(any_id: bytes) -> str:
+    """The node id that keeps this object or actor (see IdSource)."""
+    return any_id[:4].hex()
 
 
 ids = IdSource()

@@ -185,6 +185,36 @@ class Link:
         self.sock.close()
 
 
+class RemoteLink:
+    """A worker on another node, reached through our own node (see `gateway.py`).
+
+    Looks like a `Link` to the client: what it sends goes to our node as one
+    FORWARD; what the worker answers comes back as FORWARDED.
+    """
+
+    wants_write = False
+
+    def __init__(self, node_id: str, identity: bytes, via: Link) -> None:
+        self.node_id = node_id
+        self.identity = identity
+        self.via = via
+        self.closed = False
+        self.state: object = None
+
+    def send(self, batch: list) -> None:
+        if not self.closed:
+            self.via.send([(protocol.Kind.FORWARD, self.node_id, self.identity, batch)])
+
+    def flush_out(self) -> None:
+        pass
+
+    def drain(self, timeout: float) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class Conn:
     """Server side of one accepted connection."""
 

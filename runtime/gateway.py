@@ -1,0 +1,591 @@
+"""A node's door to the other nodes: relayed connections and object transfer.
+
+Every node listens on one ZeroMQ ROUTER socket over TCP (the *gateway*,
+CurveZMQ-encrypted when the cluster is) and sends to each other node on a
+DEALER connected to that node's gateway. Processes on a machine never
+touch the network: they hand their node a FORWARD, and the two nodes relay
+it, so the Unix-socket fast path stays as it is and encryption lives in
+one place per machine.
+
+::
+
+    client X (node A) ──FORWARD(B, W, batch)──▶ node A ──RELAY(A, X, W, batch)──▶ node B
+                                                                      │ pull foreign segments
+                                                                      ▼ (Stream keeps order)
+                                            worker W ◀── Unix link (X, W) ── node B
+    worker W ──DONE/LOG──▶ node B ──DELIVER(X, B, W, batch)──▶ node A ─┐ pull (move) the
+                                                                       │ results' segments
+    client X ◀──FORWARDED(B, W, batch)──────────────────────────────────┘
+
+    RELAY(…, dest=b"")  requests to node B itself (leases, actors, objects)
+    PULL(A, id, path)   ──▶ B ──CHUNK × n──▶ A writes a local segment; at
+                        most MAX_PULLS at once, one pull per object per node
+
+Values are never copied between machines unless a process there needs
+them: a task's large arguments are pulled by the node that runs it, and a
+task's large results are moved to the node of the task's owner (objects
+live with their owner, so a node's loss loses only what its own processes
+owned).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from . import config as cfg
+from . import protocol, transport
+from .exceptions import ObjectLostError
+from .protocol import Kind
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger("runtime.gateway")
+
+CHUNK = 8 << 20  # bytes per CHUNK message
+MAX_PULLS = 4  # concurrent incoming transfers per node
+CACHE_TTL = 30.0  # seconds a pulled copy of an argument is kept after its last use
+TRANSIT_TTL = 120.0  # seconds a result waits for its owner's node to move it
+
+
+def segment_node(path: str) -> str:
+    """The node id in a segment's name (``nbc-<cluster>-<node>-<object>``), or ""."""
+    name = os.path.basename(path)
+    parts = name.split("-", 3)
+    return parts[2] if len(parts) == 4 and name.startswith(cfg.SHM_PREFIX) else ""
+
+
+def _err(exc: BaseException) -> bytes:
+    return pickle.dumps(exc, protocol.PROTOCOL)
+
+
+class Pull:
+    __slots__ = ("req_id", "src", "path", "local", "move", "total", "got", "fd", "waiters", "started")
+
+    def __init__(self, req_id: int, src: str, path: str, local: str, move: bool) -> None:
+        self.req_id, self.src, self.path, self.local, self.move = req_id, src, path, local, move
+        self.total = -1
+        self.got = 0
+        self.fd = -1
+        self.waiters: list[Callable[[str | None], None]] = []
+        self.started = 0.0
+
+
+class Stream:
+    """Batches that must reach one destination in order, each after its transfers."""
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: deque[list] = deque()  # [batch, transfers left, {remote path: local path or None}]
+
+
+class Peer:
+    __slots__ = ("node_id", "address", "sock", "out")
+
+    def __init__(self, node_id: str, address: str) -> None:
+        self.node_id, self.address = node_id, address
+        self.sock: zmq.Socket | None = None
+        self.out: list = []
+
+
+class Gateway:
+    def __init__(self, node: Node, ctx: zmq.Context, host: str, port: int, curve: dict | None) -> None:
+        self.node = node
+        self.ctx = ctx
+        self.signer = node.signer
+        self.curve = curve
+        self.router = protocol.tune(ctx.socket(zmq.ROUTER))
+        if curve:
+            protocol.curve_server(self.router, curve)
+        if port:
+            self.router.bind(f"tcp://{host}:{port}")
+        else:
+            port = self.router.bind_to_random_port(f"tcp://{host}")
+        self.port = port
+        self.peers: dict[str, Peer] = {}
+        self.links: dict[tuple[bytes, bytes], transport.Link] = {}  # (client, worker) -> Unix link
+        self.by_fd: dict[int, tuple[bytes, str, bytes, transport.Link]] = {}
+        self.streams: dict[tuple, Stream] = {}
+        self.pulls: dict[int, Pull] = {}
+        self.pull_queue: deque[Pull] = deque()
+        self.active = 0
+        self.by_path: dict[str, Pull] = {}  # cache pulls in flight, for dedup
+        self.copies: dict[str, list] = {}  # remote path -> [local path, last used]
+        self.transit: dict[str, float] = {}  # our result segments awaiting a move -> deadline
+        self.next_req = 1
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    # ------------------------------------------------------------- sending
+    def peer(self, node_id: str) -> Peer | None:
+        peer = self.peers.get(node_id)
+        if peer is None:
+            info = self.node.view.get(node_id)
+            if info is None or not info.get("alive", True):
+                return None
+            peer = self.peers[node_id] = Peer(node_id, info["gateway"])
+        return peer
+
+    def send(self, node_id: str, msg: tuple) -> bool:
+        peer = self.peer(node_id)
+        if peer is None:
+            return False
+        peer.out.append(msg)
+        return True
+
+    def flush(self) -> None:
+        for peer in self.peers.values():
+            if not peer.out:
+                continue
+            if peer.sock is None:
+                sock = protocol.tune(self.ctx.socket(zmq.DEALER))
+                if self.curve:
+                    protocol.curve_client(sock, self.curve["public"])
+                sock.connect(peer.address)
+                peer.sock = sock
+            batch, peer.out = peer.out, []
+            protocol.send(peer.sock, self.signer, batch)
+
+    def forget_peer(self, node_id: str) -> None:
+        peer = self.peers.pop(node_id, None)
+        if peer is not None and peer.sock is not None:
+            peer.sock.close(linger=0)
+
+    # ------------------------------------------------- from local processes
+    def forward(self, ident: bytes, node_id: str, dest: bytes, batch: list) -> None:
+        """A local client sends `batch` to `dest` on node `node_id` (b"": the node itself)."""
+        if node_id == self.node.node_id:
+            self.on_relay(self.node.node_id, ident, dest, batch)
+            return
+        if not self.send(node_id, (Kind.RELAY, self.node.node_id, ident, dest, batch)):
+            # That node is gone: the client retries elsewhere when it hears so.
+            self.node.emit(ident, (Kind.NODE_DEAD, node_id, "it is not part of the cluster (any more)"))
+            for msg in batch if not dest else ():
+                if msg[0] == Kind.REQUEST and msg[2] == "actor_location":
+                    self.node.tell_location(ident, msg[3][0])
+            return
+        self.node.relayed_to.setdefault(ident, set()).add(node_id)
+
+    # ---------------------------------------------------------- receiving
+    def read(self) -> None:
+        for _, batch in protocol.recv_batches(self.router, self.signer, True):
+            for msg in batch:
+                try:
+                    self.handle(msg)
+                except Exception:
+                    log.exception("error handling %s", protocol.KIND_NAMES.get(msg[0], msg[0]))
+
+    def handle(self, msg: tuple) -> None:
+        kind = msg[0]
+        if kind == Kind.RELAY:
+            _, src_node, src_ident, dest, batch = msg
+            self.on_relay(src_node, src_ident, dest, batch)
+        elif kind == Kind.DELIVER:
+            _, dest, src_node, src_ident, batch = msg
+            self.on_deliver(dest, src_node, src_ident, batch)
+        elif kind == Kind.CLOSED:
+            _, dest, src_node, src_ident = msg
+            key = (dest, src_node, src_ident)
+            stream = self.streams.get(key)
+            if stream is not None and stream.items:
+                stream.items.append([None, 0, {}])  # after what is still being moved
+            else:
+                self.node.emit(dest, (Kind.PEER_CLOSED, src_node, src_ident))
+        elif kind == Kind.GONE:
+            _, src_node, ident = msg
+            self.drop_client(ident)
+            self.node.drop_process(ident)
+        elif kind == Kind.PULL:
+            self.serve_pull(*msg[1:])
+        elif kind == Kind.CHUNK:
+            self.on_chunk(*msg[1:])
+        else:
+            log.warning("unexpected %s on the gateway", protocol.KIND_NAMES.get(kind, kind))
+
+    def on_relay(self, src_node: str, src_ident: bytes, dest: bytes, batch: list) -> None:
+        node = self.node
+        ident = src_ident or b"n" + src_node.encode()
+        if src_node != node.node_id:
+            node.remote[ident] = src_node
+        key = (ident, dest)
+        if dest:
+            target = node.by_identity.get(dest)
+            if target is None:
+                node.emit(ident, (Kind.PEER_CLOSED, node.node_id, dest))
+                return
+        self.enqueue(key, batch, src_node)
+
+    def on_deliver(self, dest: bytes, src_node: str, src_ident: bytes, batch: list) -> None:
+        self.enqueue((dest, src_node, src_ident), batch, src_node)
+
+    # ------------------------------------------------------ ordered delivery
+    def enqueue(self, key: tuple, batch: list, src_node: str) -> None:
+        stream = self.streams.get(key)
+        if stream is None:
+            stream = self.streams[key] = Stream()
+        wanted = self.foreign_paths(batch)
+        item = [batch, len(wanted), {}]
+        stream.items.append(item)
+        for path, move in wanted:
+            self.fetch(path, move, lambda local, p=path, it=item, k=key: self._fetched(k, it, p, local))
+        self.drain(key)
+
+    def _fetched(self, key: tuple, item: list, path: str, local: str | None) -> None:
+        item[2][path] = local
+        item[1] -= 1
+        self.drain(key)
+
+    def drain(self, key: tuple) -> None:
+        stream = self.streams.get(key)
+        if stream is None:
+            return
+        while stream.items and stream.items[0][1] == 0:
+            batch, _, mapping = stream.items.popleft()
+            if batch is None:  # a CLOSED that waited for earlier deliveries
+                self.node.emit(key[0], (Kind.PEER_CLOSED, key[1], key[2]))
+                continue
+            if mapping:
+                batch = self.rewrite(batch, mapping)
+            self.dispatch(key, batch)
+        if not stream.items:
+            del self.streams[key]
+
+    def dispatch(self, key: tuple, batch: list) -> None:
+        node = self.node
+        if len(key) == 3:  # DELIVER: to a local client, or to this node
+            dest, src_node, src_ident = key
+            if dest:
+                node.emit(dest, (Kind.FORWARDED, src_node, src_ident, batch))
+            else:
+                for msg in batch:
+                    node.on_peer_message(src_node, msg)
+            return
+        ident, dest = key
+        if not dest:
+            for msg in batch:
+                handler = node.handlers.get(msg[0])
+                if handler is None or msg[0] == Kind.HELLO:
+                    log.warning("unexpected relayed %s", protocol.KIND_NAMES.get(msg[0], msg[0]))
+                    continue
+                try:
+                    handler(ident, msg)
+                except Exception:
+                    log.exception("error handling relayed %s", protocol.KIND_NAMES.get(msg[0], msg[0]))
+            return
+        link = self.links.get(key)
+        if link is None or link.closed:
+            w = node.by_identity.get(dest)
+            if w is None:
+                node.emit(ident, (Kind.PEER_CLOSED, node.node_id, dest))
+                return
+            try:
+                link = transport.Link(w.path, self.signer, identity=dest)
+            except OSError:
+                node.emit(ident, (Kind.PEER_CLOSED, node.node_id, dest))
+                return
+            src_node = node.remote.get(ident, node.node_id)
+            self.links[key] = link
+            self.by_fd[link.fileno()] = (ident, src_node, dest, link)
+            node.poller.register(link.fileno(), zmq.POLLIN)
+            link.send([(Kind.HELLO, "relay", os.getpid(), 0, 0, [], ident)])
+        link.send(batch)
+        if link.wants_write:
+            node.poller.modify(link.fileno(), zmq.POLLIN | zmq.POLLOUT)
+
+    # ------------------------------------------- relayed worker connections
+    def on_link_event(self, fd: int, ev: int) -> None:
+        entry = self.by_fd.get(fd)
+        if entry is None:
+            return
+        ident, src_node, worker_ident, link = entry
+        if ev & zmq.POLLOUT:
+            link.flush_out()
+            if not link.wants_write:
+                self.node.poller.modify(fd, zmq.POLLIN)
+        if not ev & (zmq.POLLIN | zmq.POLLERR):
+            return
+        batches = link.recv()
+        if batches is None:
+            self.close_link(fd)
+            self.reply(ident, src_node, (Kind.CLOSED, ident, self.node.node_id, worker_ident), worker_ident)
+            return
+        for batch in batches:
+            for msg in batch:
+                if msg[0] == Kind.DONE:
+                    self.note_transit(msg[2])
+            self.reply(
+                ident, src_node, (Kind.DELIVER, ident, self.node.node_id, worker_ident, batch), worker_ident
+            )
+
+    def reply(self, ident: bytes, src_node: str, msg: tuple, worker_ident: bytes) -> None:
+        """To a client of another node (or of this one, for a remote driver of ours)."""
+        if src_node == self.node.node_id:
+            if msg[0] == Kind.DELIVER:
+                self.node.emit(ident, (Kind.FORWARDED, self.node.node_id, worker_ident, msg[4]))
+            else:
+                self.node.emit(ident, (Kind.PEER_CLOSED, self.node.node_id, worker_ident))
+            return
+        self.send(src_node, msg)
+
+    def close_link(self, fd: int) -> None:
+        entry = self.by_fd.pop(fd, None)
+        if entry is None:
+            return
+        ident, _, worker_ident, link = entry
+        self.links.pop((ident, worker_ident), None)
+        try:
+            self.node.poller.unregister(fd)
+        except KeyError:
+            pass
+        link.close()
+
+    def drop_client(self, ident: bytes) -> None:
+        """A client of another node left: close its connections to our workers."""
+        for fd, entry in list(self.by_fd.items()):
+            if entry[0] == ident:
+                self.close_link(fd)
+
+    def drop_node(self, node_id: str) -> None:
+        """A node died: forget its clients, connection and transfers."""
+        self.forget_peer(node_id)
+        for fd, entry in list(self.by_fd.items()):
+            if entry[1] == node_id:
+                self.close_link(fd)
+        for pull in [p for p in self.pulls.values() if p.src == node_id] + [
+            p for p in self.pull_queue if p.src == node_id
+        ]:
+            self.finish_pull(pull, ok=False)
+        for key in [k for k in self.streams if len(k) == 3 and k[1] == node_id]:
+            stream = self.streams[key]
+            if stream.items and stream.items[-1][0] is not None:
+                stream.items.append([None, 0, {}])
+
+    # ----------------------------------------------------------- transfers
+    def foreign_paths(self, batch: list) -> list[tuple[str, bool]]:
+        """Segments named in `batch` that live on another node: (path, move?)."""
+        me = self.node.node_id
+        out: list[tuple[str, bool]] = []
+
+        def check(value: Any, move: bool) -> None:
+            if isinstance(value, str) and segment_node(value) not in ("", me):
+                out.append((value, move))
+
+        for msg in batch:
+            kind = msg[0]
+            if kind == Kind.EXECUTE:
+                check(msg[1].args, False)
+                for _, value in msg[2].values():
+                    check(value, False)
+            elif kind == Kind.SUBMIT:
+                check(msg[1].args, False)
+            elif kind == Kind.DONE:
+                for result in msg[2]:
+                    check(result[2], True)
+            elif kind == Kind.RESULT:
+                check(msg[3], False)
+        return out
+
+    def rewrite(self, batch: list, mapping: dict[str, str | None]) -> list:
+        lost = _err(ObjectLostError("its value lived on a node that is gone"))
+
+        def swap(is_error: bool, value: Any) -> tuple[bool, Any]:
+            if isinstance(value, str) and value in mapping:
+                local = mapping[value]
+                return (True, lost) if local is None else (is_error, local)
+            return is_error, value
+
+        out = []
+        for msg in batch:
+            kind = msg[0]
+            if kind == Kind.EXECUTE:
+                spec = msg[1]
+                if isinstance(spec.args, str) and mapping.get(spec.args):
+                    spec = spec._replace(args=mapping[spec.args])
+                resolved = {dep: swap(*v) for dep, v in msg[2].items()}
+                msg = (kind, spec, resolved, *msg[3:])
+            elif kind == Kind.SUBMIT:
+                spec = msg[1]
+                if isinstance(spec.args, str) and mapping.get(spec.args):
+                    msg = (kind, spec._replace(args=mapping[spec.args]), *msg[2:])
+            elif kind == Kind.DONE:
+                results = []
+                for object_id, is_error, value, size, contained in msg[2]:
+                    is_error, value = swap(is_error, value)
+                    results.append((object_id, is_error, value, size, contained))
+                msg = (kind, msg[1], results, *msg[3:])
+            elif kind == Kind.RESULT:
+                is_error, value = swap(msg[2], msg[3])
+                msg = (kind, msg[1], is_error, value, *msg[4:])
+            out.append(msg)
+        return out
+
+    def fetch(self, path: str, move: bool, done: Callable[[str | None], None]) -> None:
+        """Get a local copy of another node's segment; `done(local path or None)`.
+
+        Copies of arguments are shared and cached (`copies`); moved results
+        belong to whoever asked.
+        """
+        if not move:
+            cached = self.copies.get(path)
+            if cached is not None and os.path.exists(cached[0]):
+                cached[1] = time.monotonic()
+                done(cached[0])
+                return
+            pending = self.by_path.get(path)
+            if pending is not None:
+                pending.waiters.append(done)
+                return
+        src = segment_node(path)
+        name = os.path.basename(path).split("-", 3)[3]
+        suffix = "" if not move else f".m{self.next_req}"
+        local = f"{cfg.shm_dir()}/{cfg.SHM_PREFIX}{self.node.cluster_id}-{self.node.node_id}-{name}{suffix}"
+        pull = Pull(self.next_req, src, path, local, move)
+        self.next_req += 1
+        pull.waiters.append(done)
+        if not move:
+            self.by_path[path] = pull
+        self.pulls[pull.req_id] = pull
+        if self.peer(src) is None:
+            self.finish_pull(pull, ok=False)
+            return
+        self.pull_queue.append(pull)
+        self.start_pulls()
+
+    def start_pulls(self) -> None:
+        while self.pull_queue and self.active < MAX_PULLS:
+            pull = self.pull_queue.popleft()
+            if pull.req_id not in self.pulls:
+                continue
+            self.active += 1
+            pull.started = time.monotonic()
+            self.send(pull.src, (Kind.PULL, self.node.node_id, pull.req_id, pull.path, pull.move))
+
+    def on_chunk(self, req_id: int, offset: int, total: int, data: bytes) -> None:
+        pull = self.pulls.get(req_id)
+        if pull is None:
+            return
+        if total < 0:
+            self.finish_pull(pull, ok=False)
+            return
+        if pull.fd < 0:
+            pull.total = total
+            pull.fd = os.open(pull.local + ".part", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.ftruncate(pull.fd, max(total, 1))
+        view = memoryview(data)
+        while view.nbytes:
+            n = os.pwrite(pull.fd, view, offset)
+            view = view[n:]
+            offset += n
+        pull.got += len(data)
+        self.bytes_in += len(data)
+        if pull.got >= pull.total:
+            self.finish_pull(pull, ok=True)
+
+    def finish_pull(self, pull: Pull, ok: bool) -> None:
+        if self.pulls.pop(pull.req_id, None) is None:
+            return
+        if pull.started:
+            self.active -= 1
+        if pull.fd >= 0:
+            os.close(pull.fd)
+            if ok:
+                os.replace(pull.local + ".part", pull.local)
+            else:
+                try:
+                    os.unlink(pull.local + ".part")
+                except OSError:
+                    pass
+        if self.by_path.get(pull.path) is pull:
+            del self.by_path[pull.path]
+        local = pull.local if ok else None
+        if ok and not pull.move:
+            self.copies[pull.path] = [pull.local, time.monotonic()]
+        if not ok:
+            log.warning("could not pull %s from node %s", os.path.basename(pull.path), pull.src)
+        for done in pull.waiters:
+            try:
+                done(local)
+            except Exception:
+                log.exception("error after a transfer")
+        self.start_pulls()
+
+    def serve_pull(self, src_node: str, req_id: int, path: str, move: bool) -> None:
+        """Send one of our segments to the node that asked, in chunks."""
+        node = self.node
+        real = os.path.realpath(path)
+        allowed = (str(cfg.shm_dir()), str(node.cluster_dir / "spill"))
+        ok = segment_node(path) == node.node_id and os.path.dirname(real).startswith(allowed)
+        try:
+            if not ok:
+                raise FileNotFoundError(path)
+            fd = os.open(real, os.O_RDONLY)
+        except OSError:
+            self.send(src_node, (Kind.CHUNK, req_id, 0, -1, b""))
+            return
+        try:
+            total = os.fstat(fd).st_size
+            offset = 0
+            self.flush()
+            while True:  # one chunk per message: no giant batches
+                data = os.pread(fd, CHUNK, offset)
+                self.send(src_node, (Kind.CHUNK, req_id, offset, total, data))
+                self.flush()
+                offset += len(data)
+                self.bytes_out += len(data)
+                if offset >= total or not data:
+                    break
+        finally:
+            os.close(fd)
+        if move:
+            self.transit.pop(path, None)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    def note_transit(self, results: list) -> None:
+        deadline = time.monotonic() + TRANSIT_TTL
+        for result in results:
+            if isinstance(result[2], str):
+                self.transit[result[2]] = deadline
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        for path, (local, used) in list(self.copies.items()):
+            if now - used > CACHE_TTL:
+                del self.copies[path]
+                try:
+                    os.unlink(local)
+                except OSError:
+                    pass
+        for path, deadline in list(self.transit.items()):
+            if now > deadline:
+                del self.transit[path]
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        for fd in list(self.by_fd):
+            self.close_link(fd)
+        for pull in list(self.pulls.values()):
+            self.finish_pull(pull, ok=False)
+        for local, _ in self.copies.values():
+            try:
+                os.unlink(local)
+            except OSError:
+                pass
+        for peer in self.peers.values():
+            if peer.sock is not None:
+                peer.sock.close(linger=0)
+        self.router.close(linger=0)
