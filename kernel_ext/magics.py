@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 from typing import Any
 
@@ -114,10 +113,10 @@ class ClusterMagics(Magics):
             print("Already connected to a cluster; run %cluster disconnect (or stop) first.")
             return None
         token = args.token
-        if args.token_file:
+        if args.token_file:  # the head's connection file (with its encryption key), or a bare key
             with open(args.token_file) as f:
                 text = f.read().strip()
-            token = json.loads(text)["key"] if text.startswith("{") else text
+            token = args.token_file if text.startswith("{") else text
         runtime.init(address=args.address, token=token)
         display(ClusterView(snapshot(), owned=False))
         return None

@@ -113,7 +113,11 @@ def init(
                     f"{address!r}. Set them with `nbcluster start --head` instead."
                 )
             info = cfg.find_cluster(address)
-            if info is None:
+            if token is not None and os.path.isfile(token):  # a copy of the connection file
+                info = cfg.ConnectionInfo.read(token)
+                if address != "auto":
+                    info.head_address = address
+            elif info is None:
                 if address == "auto" or token is None:
                     raise ConnectionFailedError(
                         f"no running cluster found at {address!r} on this machine. Start one with "
@@ -139,7 +143,9 @@ def _connect(
         return ConnectionFailedError(
             f"could not reach the cluster at {info.head_address}: no answer within 10 s. Either "
             "nothing listens there, or the key is wrong (authentication failed: messages signed "
-            "with another key are dropped). Check the address and the key/connection file."
+            "with another key are dropped). Check the address and the key/connection file; a "
+            "head that listens beyond loopback encrypts, so pass its connection file "
+            "(token='cluster.key'), not only the key."
         )
 
     client = Client(
@@ -153,32 +159,36 @@ def _connect(
     )
     try:
         hello = client.request("hello", socket.gethostname(), cfg.local_addresses(), timeout=10.0)
-    except ConnectionFailedError:
+    except ConnectionFailedError as e:
         client.close(say_bye=False)
+        if client.signer.auth_failed:
+            raise e from None
         raise fail() from None
     node = hello["node"]
-    if node is None:
-        client.close()
-        raise ConnectionFailedError(
-            f"the cluster at {info.head_address} has no node on this machine; a driver on "
-            "another machine needs a node there (start one with `nbcluster start --address`)"
-        )
-    if node_address is None or node_address != node["address"]:
+    remote = node is None  # no node on this machine: use one through its gateway (TCP)
+    if remote:
+        alive = [n for n in hello["nodes"] if n["alive"]]
+        if not alive:
+            client.close()
+            raise ConnectionFailedError(f"the cluster at {info.head_address} has no live node")
+        node = alive[0]  # the head's node: the first to join
+    if remote or node_address != node["address"]:
         client.close()
         client = Client(
             cluster_id=hello["cluster_id"],
             key=key,
-            node_address=node["address"],
+            node_address=None if remote else node["address"],
             head_address=info.head_address,
             node_id="",
-            node_pid=node["pid"],
+            node_pid=0 if remote else node["pid"],
             curve_public=info.curve_public,
+            gateway=node["gateway"] if remote else "",
         )
     client.cluster_id = hello["cluster_id"]
     client.node_id = node["node_id"]
     ids.set_home(node["node_id"])
     client.job_id = hello["job_id"]
-    client.node_pid = node_pid or node["pid"]
+    client.node_pid = 0 if remote else (node_pid or node["pid"])
     for hook in list(_state.client_hooks):
         hook(client)
     _state.client = client

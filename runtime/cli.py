@@ -177,6 +177,8 @@ def _start_node(args: argparse.Namespace, resources: dict[str, float]) -> int:
     try:
         joined = client.request("cluster_info", timeout=10.0)
     except ConnectionFailedError:
+        if client.signer.auth_failed:
+            raise
         raise ConnectionFailedError(
             f"authentication failed or nothing listens at {info.head_address}: the head did not "
             "answer within 10 s. Check the address, and that --token-file is this cluster's "

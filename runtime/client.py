@@ -131,6 +131,7 @@ class Client:
         job_id: int = 0,
         listen: str | None = None,
         curve_public: str = "",
+        gateway: str = "",
     ) -> None:
         self.cluster_id = cluster_id
         self.node_id = node_id
@@ -195,7 +196,10 @@ class Client:
         # reading: whoever holds read_lock
         self.read_lock = threading.Lock()
         self.want_read = 0
-        self.link: transport.Link | None = None
+        self.link: Any = None
+        # A driver on a machine without a node talks to a node's gateway over TCP.
+        self.remote_driver = bool(gateway)
+        self.last_keepalive = 0.0
         if node_address:
             try:
                 self.link = transport.Link(node_address, self.signer, identity=b"node")
@@ -209,8 +213,13 @@ class Client:
         self._wake_pending = False
         self.ctx: zmq.Context | None = None
         self.head_sock = None
-        if head_address:
+        if head_address or gateway:
             self.ctx = zmq.Context()
+        if gateway:
+            self.link = transport.ZLink(
+                self.ctx, gateway, self.signer, self.identity, curve_public, self._wake
+            )
+        if head_address:
             self.head_sock = protocol.tune(self.ctx.socket(zmq.DEALER))
             if curve_public:
                 protocol.curve_client(self.head_sock, curve_public)
@@ -228,8 +237,10 @@ class Client:
         else:
             self.flush()
 
-    def segment(self, object_id: bytes) -> str:
-        """The shared-memory path for a large value with this id, on our node."""
+    def segment(self, object_id: bytes) -> str | None:
+        """The shared-memory path for a large value with this id, on our node (None: inline)."""
+        if self.remote_driver:
+            return None  # no node on this machine: values travel inline
         prefix = self._segment_prefix
         if prefix is None:
             prefix = self._segment_prefix = serialization.segment_path(self.cluster_id, self.node_id, b"")
@@ -320,6 +331,11 @@ class Client:
             ok, payload = fut.result(0 if self.thread is None else timeout)
         except TimeoutError:
             self.requests.pop(req_id, None)
+            if self.signer.auth_failed:
+                raise ConnectionFailedError(
+                    f"authentication failed: the cluster at {self.head_address} rejected our key. "
+                    "Use the key of that cluster (its connection file, --token-file or token=...)."
+                ) from None
             raise ConnectionFailedError(
                 self.dead_reason
                 or f"the cluster did not answer {op!r} within {timeout} s; is it "
@@ -694,10 +710,12 @@ class Client:
         link = self.workers_by_identity.get(identity)
         if link is not None and not link.closed:
             return link
-        if node_id and node_id != self.node_id:
+        if self.remote_driver or (node_id and node_id != self.node_id):
+            # Through our node (a driver without a node: through the one it uses).
             if self.link is None:
                 return None
-            link = self.workers_by_identity[identity] = transport.RemoteLink(node_id, identity, self.link)
+            link = transport.RemoteLink(node_id or self.node_id, identity, self.link)
+            self.workers_by_identity[identity] = link
             return link
         try:
             link = transport.Link(path, self.signer, identity=identity)
@@ -940,7 +958,9 @@ class Client:
         `done` is checked once the sockets are ours: another thread may have
         read what we wait for just before it let go.
         """
-        if self.thread is None and self.read_lock.acquire(blocking=False):
+        if self.remote_driver and threading.current_thread() is not self.thread:
+            got = False  # only the I/O thread may touch a ZeroMQ socket
+        elif self.thread is None and self.read_lock.acquire(blocking=False):
             got = True  # a worker's main thread; its other threads wait on the condition
         elif self.thread is not None:
             # The holder is the I/O thread (about to yield: want_read) or another
@@ -960,13 +980,13 @@ class Client:
 
     def _links(self) -> list[transport.Link]:
         links = list(self.peers.values())
-        if self.link is not None and not self.link.closed:
+        if self.link is not None and not self.link.closed and not self.remote_driver:
             links.append(self.link)
         return links
 
     def _sockets(self) -> list:
         socks = [link.sock for link in self.peers.values()]
-        if self.link is not None and not self.link.closed:
+        if self.link is not None and not self.link.closed and not self.remote_driver:
             socks.append(self.link.sock)
         if self.listener is not None:
             socks.append(self.listener)
@@ -1124,6 +1144,8 @@ class Client:
             extra = [self._wake_r]
             if self.head_sock is not None:
                 extra.append(self.head_sock)
+            if self.remote_driver:
+                extra.append(self.link.sock)
             while not self.closed:
                 # Read the sockets only while no user thread waits in get().
                 holding = not self.want_read and self.read_lock.acquire(blocking=False)
@@ -1141,6 +1163,13 @@ class Client:
                             pass
                     self._flush_head()
                     self.flush()
+                    if self.remote_driver:
+                        self.link.flush_out()
+                        if self.link.sock in rest:
+                            for batch in self.link.recv():
+                                self._dispatch(batch, None)
+                            self.flush()
+                            self.link.flush_out()
                     if self.head_sock is not None and self.head_sock in rest:
                         for _, batch in protocol.recv_batches(self.head_sock, self.signer, False):
                             self._dispatch(batch, None)
@@ -1176,8 +1205,10 @@ class Client:
                 target = running if call.lease is not None else queued
                 target[call.spec.name] = target.get(call.spec.name, 0) + 1
         stats = (running, queued)
-        if stats != self.stats_sent:
+        keepalive = self.remote_driver and now - self.last_keepalive > 1.0
+        if stats != self.stats_sent or keepalive:  # a remote driver's node drops it when silent
             self.stats_sent = stats
+            self.last_keepalive = now
             self.send(NODE, (Kind.STATS, running, queued))
         self.flush()
 
@@ -1216,6 +1247,8 @@ class Client:
             self.flush()
             for link in self._links():
                 link.drain(1.0)
+            if self.remote_driver:
+                self.link.drain(1.0)
         deadline = time.monotonic() + 1.0
         while self.head_outbox and time.monotonic() < deadline and self.thread and self.thread.is_alive():
             time.sleep(0.002)
@@ -1225,12 +1258,14 @@ class Client:
             self.thread.join(timeout=2.0)
         for link in list(self.peers.values()):
             link.close()
-        if self.link is not None:
+        if self.link is not None and not self.remote_driver:
             self.link.close()
         if self.listener is not None:
             self.listener.close()
         if self.head_sock is not None:
             self.head_sock.close(linger=0 if self.dead_reason else 500)
+        if self.remote_driver:
+            self.link.close()
         if self.ctx is not None:
             self.ctx.term()
         for fd in (self._wake_r, self._wake_w):

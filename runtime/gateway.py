@@ -67,6 +67,24 @@ def _err(exc: BaseException) -> bytes:
     return pickle.dumps(exc, protocol.PROTOCOL)
 
 
+PEER_KINDS = frozenset((Kind.RELAY, Kind.DELIVER, Kind.PULL, Kind.CHUNK, Kind.CLOSED, Kind.GONE))
+
+
+def _read_file(path: str, owned: bool) -> bytes:
+    """A segment's bytes; `owned`: nobody else has it (a moved result), remove it."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return _err(ObjectLostError(f"its shared-memory segment {os.path.basename(path)} is gone"))
+    if owned:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    return data
+
+
 class Pull:
     __slots__ = ("req_id", "src", "path", "local", "move", "total", "got", "fd", "waiters", "started")
 
@@ -177,12 +195,39 @@ class Gateway:
 
     # ---------------------------------------------------------- receiving
     def read(self) -> None:
-        for _, batch in protocol.recv_batches(self.router, self.signer, True):
+        for ident, batch in protocol.recv_batches(self.router, self.signer, True):
             for msg in batch:
                 try:
-                    self.handle(msg)
+                    if msg[0] in PEER_KINDS:
+                        self.handle(msg)
+                    else:  # a driver on a machine without a node uses us as its node
+                        self.node.on_direct(ident, msg)
                 except Exception:
                     log.exception("error handling %s", protocol.KIND_NAMES.get(msg[0], msg[0]))
+
+    def send_direct(self, ident: bytes, batch: list) -> None:
+        """To a driver connected straight to our gateway: segments go inline, it cannot map them."""
+        out = []
+        for msg in batch:
+            kind = msg[0]
+            if kind == Kind.RESULT and isinstance(msg[3], str):
+                msg = (kind, msg[1], msg[2], _read_file(msg[3], False), *msg[4:])
+            elif kind == Kind.FORWARDED:
+                inner = []
+                for m in msg[3]:
+                    if m[0] == Kind.DONE:
+                        results = [
+                            (oid, err, _read_file(v, True) if isinstance(v, str) else v, size, contained)
+                            for oid, err, v, size, contained in m[2]
+                        ]
+                        m = (m[0], m[1], results, *m[3:])
+                    inner.append(m)
+                msg = (kind, msg[1], msg[2], inner)
+            out.append(msg)
+        try:
+            self.router.send_multipart([ident, *protocol.pack(self.signer, out)], zmq.NOBLOCK)
+        except zmq.ZMQError as e:
+            log.warning("could not send to driver %r: %s", ident, e)
 
     def handle(self, msg: tuple) -> None:
         kind = msg[0]

@@ -44,6 +44,7 @@ from .scheduler import Scheduler, from_units, to_units
 log = logging.getLogger("runtime.node")
 
 HEAD_SILENCE = 30.0  # seconds without the head before a joined node gives up
+DIRECT_TIMEOUT = 10.0  # seconds a driver without a node may stay silent (it sends every second)
 STARTING, IDLE, LEASED, ACTOR = "starting", "idle", "leased", "actor"
 PENDING, ALIVE, RESTARTING, DEAD, TERMINATING = "pending", "alive", "restarting", "dead", "terminating"
 
@@ -211,6 +212,7 @@ class Node:
         self.view: dict[str, dict] = {}  # the cluster, from the head: node id -> summary
         self.spilled: dict[str, dict[str, int]] = {}  # resources we sent leases to, since the view
         self.foreign: set[bytes] = set()  # objects of other nodes we hold there for our processes
+        self.direct: dict[bytes, float] = {}  # drivers of machines without a node -> last heard
         self.gateway: Any = None
         self.head_said_exit = False
         self.on_joined = None
@@ -378,6 +380,9 @@ class Node:
             for ident, batch in out.items():
                 conn = self.links.get(ident)
                 if conn is None:
+                    if ident in self.direct:
+                        self.gateway.send_direct(ident, batch)
+                        continue
                     where = self.remote.get(ident)
                     if where is not None:  # a client of another node, or that node itself
                         dest = b"" if ident[:1] == b"n" else ident
@@ -438,6 +443,11 @@ class Node:
         if self.table.spill_if_needed():
             log.info("spilled objects; %d bytes in shared memory", self.table.shm_used)
         self.gateway.tick()
+        for ident, seen in list(self.direct.items()):
+            if now - seen > DIRECT_TIMEOUT:  # its machine or process died without a BYE
+                log.warning("driver %r went silent; dropping it", ident)
+                del self.direct[ident]
+                self.drop_process(ident)
         if self.head is not None and self.conf.get("standalone"):
             silent = time.monotonic() - self.last_head
             if silent > HEAD_SILENCE:
@@ -748,18 +758,22 @@ class Node:
         if not actor.home and not self.fits_here_now(create.demand):
             target = self.pick_node(create.demand, now=self.scheduler.feasible(create.demand))
             if target:
-                self.spill(target, create.demand)
-                actor.remote = target
-                opts = dict(spec.options or {}, name=None, lifetime="detached", max_restarts=0)
-                opts["_home"] = self.node_id
-                hosted = spec._replace(options=opts)
-                batch: list = [(Kind.SUBMIT, hosted)]
-                fn = self.functions.get(spec.function_id)
-                if fn is not None:  # the class travels with its first creation there
-                    batch.insert(0, (Kind.REGISTER_FUNC, spec.function_id, fn[0], fn[1]))
-                self.gateway.send(target, (Kind.RELAY, self.node_id, b"", b"", batch))
+                self.place_on(actor, target)
                 return
         self.enqueue(spec.task_id, spec.resources, create, spec.owner, f"actor {actor.class_name}", spec.ctx)
+
+    def place_on(self, actor: Actor, target: str) -> None:
+        """Have node `target` host this actor; this node keeps its record and restarts it."""
+        spec = actor.create.spec
+        self.spill(target, actor.create.demand)
+        actor.remote = target
+        opts = dict(spec.options or {}, name=None, lifetime="detached", max_restarts=0)
+        opts["_home"] = self.node_id
+        batch: list = [(Kind.SUBMIT, spec._replace(options=opts))]
+        fn = self.functions.get(spec.function_id)
+        if fn is not None:  # the class travels with its creation
+            batch.insert(0, (Kind.REGISTER_FUNC, spec.function_id, fn[0], fn[1]))
+        self.gateway.send(target, (Kind.RELAY, self.node_id, b"", b"", batch))
 
     def on_put(self, ident: bytes, msg: tuple) -> None:
         _, object_id, is_error, value, size, contained = msg
@@ -853,6 +867,7 @@ class Node:
             self.emit(ident, (Kind.REPLY, req_id, False, e))
 
     def on_bye(self, ident: bytes, msg: tuple) -> None:
+        self.direct.pop(ident, None)
         self.drop_process(ident)
 
     def drop_process(self, ident: bytes) -> None:
@@ -1078,6 +1093,28 @@ class Node:
                 if actor is not None and not actor.home and self.pick_node(demand, now=False):
                     del sched.infeasible[key]
                     self.place(actor)
+        # Work waiting here for resources another node has free now goes there.
+        for q in list(sched.queues.values()):
+            for entry in list(q):
+                demand, item = entry[2], entry[3]
+                if sched.fits(demand):
+                    break  # it starts here at the next turn
+                if isinstance(item, LeaseRequest) and item.owner in self.remote:
+                    continue
+                if isinstance(item, Creation):
+                    actor = self.actors.get(item.spec.actor_id)
+                    if actor is None or actor.home:
+                        continue
+                target = self.pick_node(demand, now=True)
+                if not target:
+                    break
+                q.remove(entry)
+                sched.queued -= 1
+                if isinstance(item, LeaseRequest):
+                    self.spill(target, demand)
+                    self.emit(item.owner, (Kind.LEASE_SPILL, item.request_id, item.shape, item.name, target))
+                else:
+                    self.place_on(actor, target)
 
     def on_node_dead(self, node_id: str, reason: str) -> None:
         info = self.view.get(node_id)
@@ -1164,6 +1201,26 @@ class Node:
             self.emit(msg[1], msg)
         else:
             log.warning("unexpected %s from node %s", protocol.KIND_NAMES.get(kind, kind), src_node)
+
+    def on_direct(self, ident: bytes, msg: tuple) -> None:
+        """A message from a driver connected to our gateway (its machine has no node)."""
+        if msg[0] == Kind.HELLO:
+            self.direct[ident] = time.monotonic()
+            _, role, pid, job_id, worker_id, sys_path, _identity = msg
+            self.procs[ident] = Proc(ident, "driver", pid, job_id, sys_path)
+            self.emit(
+                ident,
+                (Kind.WELCOME, self.node_id, {"ip": self.ip, "hostname": self.hostname, "pid": os.getpid()}),
+            )
+            return
+        if ident not in self.direct:
+            return  # it must say HELLO first (or it was dropped as silent)
+        self.direct[ident] = time.monotonic()
+        handler = self.handlers.get(msg[0])
+        if handler is None:
+            log.warning("unknown message kind %r from driver %r", msg[0], ident)
+            return
+        handler(ident, msg)
 
     def on_forward(self, ident: bytes, msg: tuple) -> None:
         _, node_id, dest, batch = msg

@@ -81,10 +81,19 @@ def read_segment(path: str) -> tuple[memoryview, list[memoryview]]:
         mm = mmap.mmap(fd, size, prot=mmap.PROT_READ)
     finally:
         os.close(fd)
-    view = memoryview(mm)
+    return parse_segment(memoryview(mm), path)
+
+
+def is_segment_bytes(value) -> bool:
+    """A segment's bytes sent inline (to a driver on a machine without a node)."""
+    return isinstance(value, bytes) and value[:4] == _MAGIC
+
+
+def parse_segment(view: memoryview, what: str = "value") -> tuple[memoryview, list[memoryview]]:
+    view = memoryview(view)
     magic, nbuf, data_len = _HEAD.unpack_from(view, 0)
     if magic != _MAGIC:
-        raise ValueError(f"{path} is not an object segment")
+        raise ValueError(f"{what} is not an object segment")
     buffers = []
     pos = _HEAD.size
     for _ in range(nbuf):

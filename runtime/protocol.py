@@ -3,8 +3,15 @@
 A message on the wire is one ZeroMQ multipart message::
 
     [identity]          only on ROUTER sockets, added/removed by ZeroMQ
-    signature           HMAC-SHA256(cluster key, body), 32 bytes
+    signature           HMAC-SHA256(cluster key, header + body), 32 bytes
+    header              sender (8 random bytes per sender), counter, time (ms): 24 bytes
     body                pickle of a *batch*: a list of messages
+
+A receiver drops a message whose counter is not above the last one it
+accepted from that sender, or whose time is more than `REPLAY_WINDOW`
+away from its own clock: a recorded message cannot be played again.
+(Frames on the local Unix sockets carry no header: only the cluster's
+user can reach those, see `transport.py`.)
 
 and each message in a batch is a plain tuple ``(Kind.X, field, ...)``.
 Batching is what makes small tasks cheap: a burst of ``.remote()`` calls
@@ -27,6 +34,8 @@ import hmac
 import logging
 import os
 import pickle
+import struct
+import time
 from typing import Any, NamedTuple
 
 import zmq
@@ -128,42 +137,97 @@ class TaskSpec(NamedTuple):
     options: dict | None  # actor creation: max_restarts, max_concurrency, name, ...
 
 
+REPLAY_WINDOW = 300.0  # seconds of clock difference tolerated between machines
+_HEADER = struct.Struct("<8sQQ")  # sender, counter, time in ms
+AUTH_FAILED = b"NBCLUSTER-AUTH-FAILED"  # the one unsigned answer: "your key is wrong"
+
+
 class Signer:
-    """HMAC-SHA256 with the cluster key, as Jupyter and ipyparallel sign."""
+    """HMAC-SHA256 with the cluster key, as Jupyter and ipyparallel sign; replay checks."""
 
     def __init__(self, key: bytes) -> None:
         if not key:
             raise ValueError("a cluster key is required")
         self._proto = hmac.new(key, digestmod=hashlib.sha256)
         self.dropped = 0
+        self.replayed = 0
+        self.sender = os.urandom(8)
+        self.counter = 0
+        self.seen: dict[bytes, tuple[int, float]] = {}  # sender -> (last counter, when)
+        self.rejected: set[bytes] = set()  # peers told AUTH_FAILED (once each)
+        self.auth_failed = False  # a server told us our key is wrong
+        self.last_failure = ""
 
-    def sign(self, body: bytes) -> bytes:
+    def sign(self, body: bytes, header: bytes = b"") -> bytes:
         h = self._proto.copy()
+        if header:
+            h.update(header)
         h.update(body)
         return h.digest()
 
-    def verify(self, sig: bytes, body: bytes) -> bool:
-        return hmac.compare_digest(sig, self.sign(body))
+    def verify(self, sig: bytes, body: bytes, header: bytes = b"") -> bool:
+        return hmac.compare_digest(sig, self.sign(body, header))
+
+    def header(self) -> bytes:
+        self.counter += 1
+        return _HEADER.pack(self.sender, self.counter, int(time.time() * 1000))
+
+    def fresh(self, header: bytes) -> bool:
+        """Not a replay: a new counter from this sender, sent around now."""
+        sender, counter, ms = _HEADER.unpack(header)
+        now = time.time()
+        if abs(now - ms / 1000) > REPLAY_WINDOW:
+            return False
+        last = self.seen.get(sender)
+        if last is not None and counter <= last[0]:
+            return False
+        self.seen[sender] = (counter, now)
+        if len(self.seen) > 10_000:  # forget senders quiet for longer than the window
+            self.seen = {k: v for k, v in self.seen.items() if now - v[1] < REPLAY_WINDOW}
+        return True
+
+    def drop(self, why: str, source: str) -> None:
+        self.dropped += 1
+        if self.dropped <= 10 or self.dropped % 1000 == 0:
+            log.warning("dropped %s%s (%d so far)", why, f" from {source}" if source else "", self.dropped)
 
 
 def pack(signer: Signer, batch: list) -> list[bytes]:
     body = pickle.dumps(batch, PROTOCOL)
-    return [signer.sign(body), body]
+    header = signer.header()
+    return [signer.sign(body, header), header, body]
 
 
 def unpack(signer: Signer, frames: list[bytes], source: str = "") -> list | None:
-    """The batch in `frames`, or None (logged, counted) if it is not signed with our key."""
-    if len(frames) != 2 or len(frames[0]) != 32 or not signer.verify(frames[0], frames[1]):
-        signer.dropped += 1
-        if signer.dropped <= 10 or signer.dropped % 1000 == 0:
-            log.warning(
-                "dropped an unsigned or wrongly signed message%s (%d so far)",
-                f" from {source}" if source else "",
-                signer.dropped,
-            )
+    """The batch in `frames`, or None (logged, counted) if unsigned, wrongly signed or replayed."""
+    if (
+        len(frames) != 3
+        or len(frames[0]) != 32
+        or len(frames[1]) != _HEADER.size
+        or not signer.verify(frames[0], frames[2], frames[1])
+    ):
+        signer.drop("an unsigned or wrongly signed message", source)
+        signer.last_failure = "signature"
         return None
+    if not signer.fresh(frames[1]):
+        signer.last_failure = "replay"
+        signer.replayed += 1
+        signer.drop("a replayed or stale message", source)
+        return None
+    return _loads(frames[2])
+
+
+def unpack_local(signer: Signer, sig: bytes, body: bytes, source: str = "") -> list | None:
+    """A frame from a local Unix socket (no replay header): the batch, or None."""
+    if len(sig) != 32 or not signer.verify(sig, body):
+        signer.drop("an unsigned or wrongly signed message", source)
+        return None
+    return _loads(body)
+
+
+def _loads(body: bytes) -> list | None:
     try:
-        batch = pickle.loads(frames[1])
+        batch = pickle.loads(body)
     except Exception:  # signed by a peer with the key but unreadable: a bug, not an attack
         log.exception("dropped a signed message that could not be read")
         return None
@@ -252,6 +316,18 @@ def recv_batches(sock: zmq.Socket, signer: Signer, router: bool, limit: int = 10
         except zmq.Again:
             return
         ident = frames.pop(0) if router else None
+        if not router and frames == [AUTH_FAILED]:
+            signer.auth_failed = True
+            continue
         batch = unpack(signer, frames, source=repr(ident) if ident else "")
         if batch is not None:
             yield ident, batch
+        elif router and signer.last_failure == "signature" and ident not in signer.rejected:
+            if len(signer.rejected) >= 1000:
+                continue
+            # Tell a client with the wrong key, once, so it can say so instead of timing out.
+            signer.rejected.add(ident)
+            try:
+                sock.send_multipart([ident, AUTH_FAILED], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass

@@ -125,6 +125,9 @@ def deserialize(value: bytes | str) -> Any:
     if isinstance(value, str):
         data, buffers = object_store.read_segment(value)
         return pickle.loads(data, buffers=buffers)
+    if object_store.is_segment_bytes(value):
+        data, buffers = object_store.parse_segment(memoryview(value))
+        return pickle.loads(data, buffers=buffers)
     return pickle.loads(value)
 
 

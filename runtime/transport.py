@@ -73,7 +73,7 @@ class FrameReader:
             sig = bytes(buf[start : start + 32])
             body = bytes(buf[start + 32 : start + length])
             pos = start + length
-            batch = protocol.unpack(self.signer, [sig, body], self.source)
+            batch = protocol.unpack_local(self.signer, sig, body, self.source)
             if batch is not None:
                 out.append(batch)
         if pos:
@@ -213,6 +213,55 @@ class RemoteLink:
 
     def close(self) -> None:
         self.closed = True
+
+
+class ZLink:
+    """A driver's connection to a node's gateway, when no node runs on its machine.
+
+    ZeroMQ over TCP (CurveZMQ when the cluster encrypts). Only the driver's
+    I/O thread touches the socket: `send` queues and wakes it, and it calls
+    `flush_out` and `recv`.
+    """
+
+    wants_write = False
+
+    def __init__(
+        self, ctx, address: str, signer: protocol.Signer, identity: bytes, curve_public: str, wake
+    ) -> None:
+        import zmq
+
+        self.sock = protocol.tune(ctx.socket(zmq.DEALER))
+        self.sock.setsockopt(zmq.ROUTING_ID, identity)
+        if curve_public:
+            protocol.curve_client(self.sock, curve_public)
+        self.sock.connect(address)
+        self.signer = signer
+        self.pending: deque[list] = deque()
+        self.wake = wake
+        self.closed = False
+        self.identity = b"node"
+        self.state: object = None
+
+    def send(self, batch: list) -> None:
+        if not self.closed:
+            self.pending.append(batch)
+            self.wake()
+
+    def flush_out(self) -> None:
+        while self.pending:
+            protocol.send(self.sock, self.signer, self.pending.popleft())
+
+    def recv(self) -> list[list]:
+        return [batch for _, batch in protocol.recv_batches(self.sock, self.signer, False)]
+
+    def drain(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.pending and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def close(self) -> None:
+        self.closed = True
+        self.sock.close(linger=500)
 
 
 class Conn:

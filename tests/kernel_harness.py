@@ -15,10 +15,24 @@ from jupyter_client.manager import KernelManager
 
 
 class Kernel:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.km = KernelManager(kernel_name="python3")
+    def __init__(
+        self,
+        env: dict[str, str],
+        kernel_name: str = "python3",
+        ip: str = "",
+        ports: range | None = None,
+        connect_ip: str = "",
+    ) -> None:
+        self.km = KernelManager(kernel_name=kernel_name)
+        if ip:
+            self.km.ip = ip
+        if ports is not None:  # fixed ports: needed when the kernel's address is not ours to probe
+            km = self.km
+            km.shell_port, km.iopub_port, km.stdin_port, km.control_port, km.hb_port = list(ports)[:5]
         self.km.start_kernel(env=env)
         self.kc = self.km.client()
+        if connect_ip:  # the kernel listens on all its addresses; we reach it at this one
+            self.kc.ip = connect_ip
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
         self.by_parent: dict[str, list[dict]] = defaultdict(list)

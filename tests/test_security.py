@@ -43,8 +43,10 @@ def test_bad_messages_to_the_head_are_dropped(ray, tmp_path):
         sock.send_multipart(protocol.pack(wrong, [Boom(str(evil))]))
         sock.send_multipart([b"garbage"])
         sock.send_multipart([b"x" * 32, b"y", b"z"])
-        # none of these got an answer, and the head still serves
-        assert sock.poll(500) == 0
+        # The only answer: one unsigned "authentication failed", carrying nothing.
+        assert sock.poll(2000)
+        assert sock.recv_multipart() == [protocol.AUTH_FAILED]
+        assert sock.poll(300) == 0
     finally:
         sock.close()
         ctx.term()
@@ -81,6 +83,29 @@ def test_bad_frames_to_the_node_are_dropped(ray, tmp_path):
     assert ray.get(f.remote()) == 2
 
 
+def test_replayed_messages_are_dropped(ray):
+    info = _info()
+    right = protocol.Signer(bytes.fromhex(info.key))
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://{info.head_address}")
+    try:
+        frames = protocol.pack(right, [(Kind.REQUEST, 7, "nodes", ())])
+        sock.send_multipart(frames)
+        assert sock.poll(5000)
+        reply = protocol.unpack(protocol.Signer(bytes.fromhex(info.key)), sock.recv_multipart())
+        assert reply[0][:3] == (Kind.REPLY, 7, True)
+        sock.send_multipart(frames)  # the same signed bytes again: a replay
+        old = protocol.Signer(bytes.fromhex(info.key))
+        old.header = lambda: protocol._HEADER.pack(old.sender, 1, 0)  # signed in 1970
+        sock.send_multipart(protocol.pack(old, [(Kind.REQUEST, 8, "nodes", ())]))
+        assert sock.poll(500) == 0
+    finally:
+        sock.close()
+        ctx.term()
+
+
 def test_wrong_key_cannot_connect(ray):
     info = _info()
     # the fixture's cluster keeps running; a second client tries a bad key
@@ -99,7 +124,7 @@ def test_wrong_key_cannot_connect(ray):
         try:
             client.request("hello", "x", timeout=1.0)
         except ConnectionFailedError as e:
-            assert "did not answer" in str(e)
+            assert "authentication failed" in str(e)
         else:
             raise AssertionError("a client with the wrong key got an answer")
     finally:

@@ -1,0 +1,242 @@
+"""Several nodes on one machine: separate node daemons joined over TCP on loopback.
+
+Each node is its own process tree (daemon, zygote, workers) with its own
+node id and object store, started with ``nbcluster start --address`` as a
+user would on another machine.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psutil
+import pytest
+from conftest import wait_for
+
+import runtime
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nbcluster(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    out = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+class Cluster:
+    """A head and nodes started with the CLI; `stop()` takes them all down."""
+
+    def __init__(self, head_cpus: int, head_resources: dict, node_timeout: float | None = None) -> None:
+        self.port = _port()
+        self.address = f"127.0.0.1:{self.port}"
+        args = ["start", "--head", "--port", str(self.port), "--num-cpus", str(head_cpus)]
+        args += ["--resources", json.dumps(head_resources)]
+        if node_timeout is not None:
+            args += ["--node-timeout", str(node_timeout)]
+        nbcluster(*args)
+        self.nodes: dict[str, str] = {}  # label -> node id
+
+    def add_node(self, label: str, cpus: int, resources: dict) -> str:
+        out = nbcluster(
+            "start", "--address", self.address, "--num-cpus", str(cpus), "--resources", json.dumps(resources)
+        )
+        node_id = re.search(r"Node (\w+) joined", out.stdout).group(1)
+        self.nodes[label] = node_id
+        return node_id
+
+    def status(self) -> dict:
+        return json.loads(nbcluster("status", "--address", self.address, "--json").stdout)
+
+    def stop(self) -> None:
+        runtime.shutdown()
+        nbcluster("stop", "--address", self.address)
+
+
+@pytest.fixture
+def three_nodes(no_leaks):
+    """The issue's example: head 5 CPUs + bob 5; alice 2 on one node; ming1, ming2 on another."""
+    cluster = Cluster(5, {"bob": 5})
+    try:
+        cluster.add_node("alice", 2, {"alice": 2})
+        cluster.add_node("ming", 2, {"ming1": 1, "ming2": 1})
+        runtime.init(address=cluster.address)
+        cluster.nodes["head"] = runtime.get_runtime_context().get_node_id()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@runtime.remote
+def where(x=None):
+    """The node that ran this, and a checksum of the argument."""
+    total = None if x is None else float(np.asarray(x).sum())
+    return runtime.get_runtime_context().get_node_id(), total
+
+
+def test_tasks_run_where_their_resources_are(three_nodes):
+    nodes = three_nodes.nodes
+    assert len({nodes["head"], nodes["alice"], nodes["ming"]}) == 3
+    listed = {n["NodeID"]: n for n in runtime.nodes()}
+    assert listed[nodes["alice"]]["Resources"]["alice"] == 2
+    assert listed[nodes["ming"]]["Resources"]["ming2"] == 1
+    assert runtime.cluster_resources()["CPU"] == 9
+
+    cases = [({"bob": 1}, "head"), ({"alice": 1}, "alice"), ({"ming1": 1}, "ming"), ({"ming2": 1}, "ming")]
+    for _ in range(3):
+        refs = [where.options(resources=res).remote() for res, _ in cases]
+        got = runtime.get(refs, timeout=60)
+        assert [node for node, _ in got] == [nodes[label] for _, label in cases]
+
+    # Many at once: every one lands on a node that has the resource.
+    refs = [where.options(resources={"alice": 0.5}).remote() for _ in range(200)]
+    assert {node for node, _ in runtime.get(refs, timeout=120)} == {nodes["alice"]}
+
+
+def test_status_lists_every_node(three_nodes):
+    data = three_nodes.status()
+    by_id = {n["node_id"]: n for n in data["nodes"]}
+    assert set(by_id) == set(three_nodes.nodes.values())
+    assert all(n["alive"] for n in by_id.values())
+    assert by_id[three_nodes.nodes["ming"]]["resources_total"]["ming1"] == 1
+    text = nbcluster("status", "--address", three_nodes.address).stdout
+    assert "3 node(s) alive" in text and "alice 0/2" in text and "bob 0/5" in text
+
+
+def test_objects_move_between_nodes(three_nodes):
+    nodes = three_nodes.nodes
+    data = np.arange(4_000_000, dtype=np.float64)  # 32 MB: shared memory, pulled by the other node
+    ref = runtime.put(data)
+    refs = [where.options(resources={"alice": 0.5}).remote(ref) for _ in range(6)]
+    for node, total in runtime.get(refs, timeout=60):
+        assert node == nodes["alice"] and total == data.sum()
+
+    @runtime.remote(resources={"ming1": 1})
+    def make(n):
+        return np.full(n, 3.0)
+
+    big = runtime.get(make.remote(5_000_000), timeout=60)  # made on "ming", moved to the driver's node
+    assert big.shape == (5_000_000,) and big.sum() == 15_000_000
+
+    # A result of one node as the argument of a task on another.
+    chained = where.options(resources={"alice": 1}).remote(make.remote(2_000_000))
+    assert runtime.get(chained, timeout=60) == (nodes["alice"], 6_000_000.0)
+
+    # A ref nested in an argument is fetched by the node that needs it.
+    @runtime.remote(resources={"ming2": 1})
+    def unwrap(box):
+        return float(runtime.get(box[0]).sum()), runtime.get_runtime_context().get_node_id()
+
+    assert runtime.get(unwrap.remote([ref]), timeout=60) == (data.sum(), nodes["ming"])
+
+
+def test_nested_tasks_and_actors_across_nodes(three_nodes):
+    nodes = three_nodes.nodes
+
+    @runtime.remote(resources={"ming1": 1})
+    def outer():
+        # Submitted from a worker on "ming": its node sends the lease request on to "alice".
+        return runtime.get(where.options(resources={"alice": 1}).remote())[0]
+
+    assert runtime.get(outer.remote(), timeout=60) == nodes["alice"]
+
+    @runtime.remote(resources={"alice": 1})
+    class Counter:
+        def __init__(self, start):
+            self.n = start
+
+        def incr(self):
+            self.n += 1
+            return self.n, runtime.get_runtime_context().get_node_id()
+
+    counter = Counter.remote(10)
+    got = runtime.get([counter.incr.remote() for _ in range(5)], timeout=60)
+    assert got == [(11 + i, nodes["alice"]) for i in range(5)]
+
+    @runtime.remote(resources={"bob": 1})
+    def use(c):  # a handle passed to a task on the head's node
+        return runtime.get(c.incr.remote())[0]
+
+    assert runtime.get(use.remote(counter), timeout=60) == 16
+    runtime.kill(counter)
+    with pytest.raises(runtime.exceptions.ActorDiedError):
+        runtime.get(counter.incr.remote(), timeout=60)
+
+
+def _node_tree(pid: int) -> list[psutil.Process]:
+    proc = psutil.Process(pid)
+    return [proc, *proc.children(recursive=True)]
+
+
+def test_node_killed_mid_workload(no_leaks):
+    """kill -9 of a node daemon and its workers: tasks re-run elsewhere, the actor restarts."""
+    cluster = Cluster(1, {}, node_timeout=2.0)
+    try:
+        b = cluster.add_node("b", 2, {})
+        c = cluster.add_node("c", 2, {})
+        runtime.init(address=cluster.address)
+        head = runtime.get_runtime_context().get_node_id()
+
+        @runtime.remote(num_cpus=1)
+        class Holder:  # takes the head node's only CPU: the rest must go to b and c
+            def node(self):
+                return runtime.get_runtime_context().get_node_id()
+
+        @runtime.remote(num_cpus=1, max_restarts=1)
+        class Survivor:
+            def __init__(self):
+                self.calls = 0
+
+            def node(self):
+                self.calls += 1
+                return runtime.get_runtime_context().get_node_id(), self.calls
+
+        holder = Holder.remote()
+        assert runtime.get(holder.node.remote(), timeout=60) == head
+        survivor = Survivor.remote()
+        first, _ = runtime.get(survivor.node.remote(), timeout=60)
+        assert first in (b, c)
+        victim = first
+        other = c if victim == b else b
+
+        @runtime.remote(num_cpus=1, max_retries=3)
+        def work(i):
+            time.sleep(0.2)
+            return i * i, runtime.get_runtime_context().get_node_id()
+
+        refs = [work.remote(i) for i in range(30)]
+        wait_for(lambda: runtime.wait(refs, num_returns=3, timeout=0)[0], 60, what="first results")
+        pid = next(n["pid"] for n in cluster.status()["nodes"] if n["node_id"] == victim)
+        tree = _node_tree(pid)
+        killed_at = time.monotonic()
+        for proc in tree:
+            proc.send_signal(signal.SIGKILL)
+
+        def victim_dead() -> bool:
+            return not {n["NodeID"]: n for n in runtime.nodes()}[victim]["Alive"]
+
+        wait_for(victim_dead, 30, what="the head to declare the node dead")
+        print(f"\nnode death detected after {time.monotonic() - killed_at:.2f} s (timeout 2 s)")
+        results = runtime.get(refs, timeout=120)
+        assert [r for r, _ in results] == [i * i for i in range(30)]
+        assert {node for _, node in results} <= {victim, other}
+
+        # The actor died with its node and restarted on the node left (its state is new).
+        node, calls = runtime.get(survivor.node.remote(), timeout=60)
+        assert (node, calls) == (other, 1)
+        assert runtime.get(holder.node.remote(), timeout=60) == head
+    finally:
+        cluster.stop()

@@ -1,0 +1,216 @@
+"""Machines with their own addresses: each node, and the notebook, in its own network namespace.
+
+The head listens on its machine's address (not loopback), so traffic is
+encrypted with CurveZMQ; the other machines only have a copy of the
+connection file, as a user would scp it. Each machine has its own runtime
+folder. Namespaces share the filesystem and /dev/shm (see tests/netns.py),
+so these tests check network locality only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import wait_for
+from kernel_harness import Kernel
+from netns import Machines, netns_available
+
+REASON = netns_available()
+pytestmark = pytest.mark.skipif(REASON is not None, reason=f"network namespaces unavailable: {REASON}")
+PORT = 6380
+
+
+def cli(m: Machines, i: int, env: dict, *args: str) -> subprocess.CompletedProcess:
+    out = m.run(
+        i, [sys.executable, "-m", "runtime.cli", *args], env=env, capture_output=True, text=True, timeout=90
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+@pytest.fixture
+def machines(no_leaks, monkeypatch):
+    """Four machines: 0 runs the head (5 CPUs, bob), 1 alice, 2 ming1/ming2, 3 only a notebook."""
+    import os
+
+    base = Path(no_leaks)
+    envs = []
+    for i in range(4):
+        d = base / f"machine{i}"
+        d.mkdir()
+        envs.append(dict(os.environ, NBCLUSTER_DIR=str(d)))
+    with Machines(4) as m:
+        head = f"{m.ips[0]}:{PORT}"
+        key_file = base / "cluster.key"  # the copy the other machines get
+        try:
+            out = cli(
+                m,
+                0,
+                envs[0],
+                "start",
+                "--head",
+                "--host",
+                m.ips[0],
+                "--port",
+                str(PORT),
+                "--num-cpus",
+                "5",
+                "--resources",
+                '{"bob": 5}',
+            )
+            assert "encrypted with CurveZMQ" in out.stdout and "--token-file" in out.stdout
+            conn = re.search(r"Connection file \(holds the key\): (\S+)", out.stdout).group(1)
+            shutil.copyfile(conn, key_file)
+            key_file.chmod(0o600)
+            for i, res in ((1, {"alice": 2}), (2, {"ming1": 1, "ming2": 1})):
+                out = cli(
+                    m,
+                    i,
+                    envs[i],
+                    "start",
+                    "--address",
+                    head,
+                    "--token-file",
+                    str(key_file),
+                    "--num-cpus",
+                    "2",
+                    "--resources",
+                    json.dumps(res),
+                )
+                assert f"tcp://{m.ips[i]}:" in out.stdout
+            yield m, envs, head, key_file
+        finally:
+            m.run(
+                0, [sys.executable, "-m", "runtime.cli", "stop"], env=envs[0], capture_output=True, timeout=90
+            )
+            for i in range(4):
+                wait_for(lambda i=i: not m.pids(i), 30, what=f"machine {i} to have no process left")
+    for i in range(4):
+        shutil.rmtree(base / f"machine{i}")
+
+
+DRIVER = """
+import json, sys
+import numpy as np
+import runtime as ray
+
+ray.init(address=sys.argv[1], token=sys.argv[2])
+
+@ray.remote
+def where(x=None):
+    return ray.get_runtime_context().get_node_id(), None if x is None else float(np.asarray(x).sum())
+
+@ray.remote(resources={"alice": 1})
+class Counter:
+    def __init__(self):
+        self.n = 0
+    def incr(self):
+        self.n += 1
+        return self.n, ray.get_runtime_context().get_node_id()
+
+nodes = {n["NodeManagerAddress"]: n["NodeID"] for n in ray.nodes() if n["Alive"]}
+ran = {}
+for label, res in [("bob", {"bob": 1}), ("alice", {"alice": 1}), ("ming1", {"ming1": 1}), ("ming2", {"ming2": 1})]:
+    ran[label] = sorted({n for n, _ in ray.get([where.options(resources=res).remote() for _ in range(5)])})
+data = np.arange(2_000_000, dtype=np.float64)  # 16 MB: goes into the cluster, then to "ming"
+moved = ray.get(where.options(resources={"ming1": 1}).remote(ray.put(data)))
+counter = Counter.remote()
+calls = ray.get([counter.incr.remote() for _ in range(3)])
+print(json.dumps({"nodes": nodes, "ran": ran, "moved": moved, "sum": float(data.sum()), "calls": calls}))
+ray.shutdown()
+"""
+
+
+def test_nodes_on_separate_addresses(machines):
+    m, envs, head, key_file = machines
+    # Machine 3 has no node: its driver uses a node's gateway over the network.
+    out = m.run(
+        3,
+        [sys.executable, "-c", DRIVER, head, str(key_file)],
+        env=envs[3],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    nodes = got["nodes"]
+    assert set(nodes) == {m.ips[0], m.ips[1], m.ips[2]}
+    assert got["ran"] == {
+        "bob": [nodes[m.ips[0]]],
+        "alice": [nodes[m.ips[1]]],
+        "ming1": [nodes[m.ips[2]]],
+        "ming2": [nodes[m.ips[2]]],
+    }
+    assert got["moved"] == [nodes[m.ips[2]], got["sum"]]
+    assert got["calls"] == [[i, nodes[m.ips[1]]] for i in (1, 2, 3)]
+
+    status = cli(m, 3, envs[3], "status", "--address", head, "--token-file", str(key_file)).stdout
+    assert "3 node(s) alive" in status
+    for ip in m.ips[:3]:
+        assert ip in status
+
+
+def test_wrong_key_from_another_machine(machines, tmp_path):
+    m, envs, head, key_file = machines
+    bad = json.loads(key_file.read_text())
+    bad["key"] = "00" * 32
+    bad_file = tmp_path / "bad.key"
+    bad_file.write_text(json.dumps(bad))
+    out = m.run(
+        3,
+        [sys.executable, "-m", "runtime.cli", "status", "--address", head, "--token-file", str(bad_file)],
+        env=envs[3],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert out.returncode == 1
+    assert "authentication failed" in out.stderr
+
+
+def test_notebook_connects_from_another_machine(machines, tmp_path, monkeypatch):
+    """A real kernel on machine 3 runs `%cluster connect` with the copied connection file."""
+    m, envs, head, key_file = machines
+    ip = m.ips[3]
+    spec = tmp_path / "kernels" / "netns"
+    spec.mkdir(parents=True)
+    argv = m.argv(3, [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"])
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "netns", "language": "python"})
+    )
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    # The kernel listens on machine 3's address: ports there are all free (its own namespace).
+    kernel = Kernel(envs[3], kernel_name="netns", ip="0.0.0.0", ports=range(41000, 41005), connect_ip=ip)
+    try:
+        ok = kernel.execute("%load_ext kernel_ext")
+        assert not kernel.errors(ok)
+        msg_id = kernel.execute(f"%cluster connect {head} --token-file {key_file}")
+        assert not kernel.errors(msg_id), kernel.errors(msg_id)
+        code = (
+            "import runtime as ray\n"
+            "@ray.remote(resources={'alice': 1})\n"
+            "def hello():\n"
+            "    print('hello from', ray.get_runtime_context().get_node_id())\n"
+            "    return ray.get_runtime_context().get_node_id()\n"
+            "node = ray.get(hello.remote())\n"
+            "print('result', node)\n"
+        )
+        msg_id = kernel.execute(code)
+        assert not kernel.errors(msg_id), kernel.errors(msg_id)
+        text = kernel.stream(msg_id)
+        node = re.search(r"result (\w+)", text).group(1)
+        wait_for(
+            lambda: f"hello from {node}" in kernel.stream(msg_id), 30, what="the remote print in the cell"
+        )
+        alice = kernel.value("[n['NodeID'] for n in ray.nodes() if n['Resources'].get('alice')][0]")
+        assert node == alice.strip("'")
+        assert not kernel.errors(kernel.execute("%cluster disconnect"))
+    finally:
+        kernel.shutdown()
