@@ -209,6 +209,14 @@ def test_notebook_connects_from_another_machine(machines, tmp_path, monkeypatch)
         wait_for(
             lambda: f"hello from {node}" in kernel.stream(msg_id), 30, what="the remote print in the cell"
         )
+        # The notebook's resource view shows every node.
+        msg_id = kernel.execute("%cluster status")
+        assert not kernel.errors(msg_id)
+        shown = "".join(
+            str(r.get("text/plain", "")) + str(r.get("text/html", "")) for r in kernel.results(msg_id)
+        )
+        for node_ip in m.ips[:3]:
+            assert node_ip in shown
         alice = kernel.value("[n['NodeID'] for n in ray.nodes() if n['Resources'].get('alice')][0]")
         assert node == alice.strip("'")
         assert not kernel.errors(kernel.execute("%cluster disconnect"))
