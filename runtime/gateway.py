@@ -463,10 +463,13 @@ class Gateway:
                     msg = (kind, spec._replace(args=mapping[spec.args]), *msg[2:])
             elif kind == Kind.DONE:
                 results = []
+                lost_any = False
                 for object_id, is_error, value, size, contained in msg[2]:
+                    lost_any |= isinstance(value, str) and value in mapping and mapping[value] is None
                     is_error, value = swap(is_error, value)
                     results.append((object_id, is_error, value, size, contained))
-                msg = (kind, msg[1], results, *msg[3:])
+                # A result lost with its node on the way here: its owner re-runs the task (lineage).
+                msg = (kind, msg[1], results, True if lost_any else msg[3], *msg[4:])
             elif kind == Kind.RESULT:
                 is_error, value = swap(msg[2], msg[3])
                 msg = (kind, msg[1], is_error, value, *msg[4:])
