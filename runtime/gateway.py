@@ -139,6 +139,7 @@ class Gateway:
         self.by_path: dict[str, Pull] = {}  # cache pulls in flight, for dedup
         self.copies: dict[str, list] = {}  # remote path -> [local path, last used]
         self.transit: dict[str, float] = {}  # our result segments awaiting a move -> deadline
+        self.serving: deque[list] = deque()  # [node, request, path, move, fd, total, offset]
         self.next_req = 1
         self.bytes_in = 0
         self.bytes_out = 0
@@ -567,7 +568,7 @@ class Gateway:
         self.start_pulls()
 
     def serve_pull(self, src_node: str, req_id: int, path: str, move: bool) -> None:
-        """Send one of our segments to the node that asked, in chunks."""
+        """Another node wants one of our segments: queue it; `pump` sends it a chunk at a time."""
         node = self.node
         real = os.path.realpath(path)
         allowed = (str(cfg.shm_dir()), str(node.cluster_dir / "spill"))
@@ -579,26 +580,35 @@ class Gateway:
         except OSError:
             self.send(src_node, (Kind.CHUNK, req_id, 0, -1, b""))
             return
-        try:
-            total = os.fstat(fd).st_size
-            offset = 0
-            self.flush()
-            while True:  # one chunk per message: no giant batches
-                data = os.pread(fd, CHUNK, offset)
-                self.send(src_node, (Kind.CHUNK, req_id, offset, total, data))
-                self.flush()
-                offset += len(data)
+        self.serving.append([src_node, req_id, path, move, fd, os.fstat(fd).st_size, 0])
+
+    def pump(self) -> None:
+        """Send the next chunk of each transfer we serve (between other messages, so a
+        large object does not stop the node for its whole length)."""
+        for _ in range(len(self.serving)):
+            item = self.serving.popleft()
+            src_node, req_id, path, move, fd, total, offset = item
+            peer = self.peer(src_node)
+            data = os.pread(fd, CHUNK, offset) if peer is not None else b""
+            if peer is not None:
+                self.flush()  # what was queued for that node goes first
+                if peer.sock is not None:
+                    peer.sock.send_multipart(
+                        protocol.pack_data(self.signer, (Kind.CHUNK, req_id, offset, total), data), copy=False
+                    )
                 self.bytes_out += len(data)
-                if offset >= total or not data:
-                    break
-        finally:
+            offset += len(data)
+            if peer is not None and data and offset < total:
+                item[6] = offset
+                self.serving.append(item)
+                continue
             os.close(fd)
-        if move:
-            self.transit.pop(path, None)
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            if move:
+                self.transit.pop(path, None)
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
 
     def note_transit(self, results: list) -> None:
         deadline = time.monotonic() + TRANSIT_TTL
@@ -624,6 +634,9 @@ class Gateway:
                     pass
 
     def close(self) -> None:
+        for item in self.serving:
+            os.close(item[4])
+        self.serving.clear()
         for fd in list(self.by_fd):
             self.close_link(fd)
         for pull in list(self.pulls.values()):

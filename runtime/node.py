@@ -297,11 +297,15 @@ class Node:
         try:
             while self.running_flag:
                 self.flush()
+                if gateway.serving:
+                    gateway.pump()  # a chunk per transfer per turn
                 timeout = max(
                     0,
                     (min(next_tick, next_collect if self.table.doomed else next_tick) - time.monotonic())
                     * 1000,
                 )
+                if gateway.serving:
+                    timeout = 0
                 for fd, ev in poller.poll(timeout):
                     conn = conns.get(fd) if isinstance(fd, int) else None
                     if conn is not None:

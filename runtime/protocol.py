@@ -198,8 +198,38 @@ def pack(signer: Signer, batch: list) -> list[bytes]:
     return [signer.sign(body, header), header, body]
 
 
+def pack_data(signer: Signer, msg: tuple, data) -> list:
+    """One message whose large payload travels as a frame of its own (no pickling, no copy).
+
+    The signature covers header, body and payload; the receiver gets the
+    message with the payload appended as its last field.
+    """
+    body = pickle.dumps([msg], PROTOCOL)
+    header = signer.header()
+    h = signer._proto.copy()
+    h.update(header)
+    h.update(body)
+    h.update(data)
+    return [h.digest(), header, body, data]
+
+
 def unpack(signer: Signer, frames: list[bytes], source: str = "") -> list | None:
     """The batch in `frames`, or None (logged, counted) if unsigned, wrongly signed or replayed."""
+    if len(frames) == 4 and len(frames[0]) == 32 and len(frames[1]) == _HEADER.size:
+        h = signer._proto.copy()
+        h.update(frames[1])
+        h.update(frames[2])
+        h.update(frames[3])
+        if hmac.compare_digest(frames[0], h.digest()):
+            if not signer.fresh(frames[1]):
+                signer.last_failure = "replay"
+                signer.replayed += 1
+                signer.drop("a replayed or stale message", source)
+                return None
+            batch = _loads(frames[2])
+            if not batch or len(batch) != 1 or not isinstance(batch[0], tuple):
+                return None
+            return [(*batch[0], frames[3])]
     if (
         len(frames) != 3
         or len(frames[0]) != 32
