@@ -161,18 +161,20 @@ class Gateway:
         peer.out.append(msg)
         return True
 
+    def socket(self, peer: Peer) -> zmq.Socket:
+        if peer.sock is None:
+            sock = protocol.tune(self.ctx.socket(zmq.DEALER))
+            if self.curve:
+                protocol.curve_client(sock, self.curve["public"])
+            sock.connect(peer.address)
+            peer.sock = sock
+        return peer.sock
+
     def flush(self) -> None:
         for peer in self.peers.values():
-            if not peer.out:
-                continue
-            if peer.sock is None:
-                sock = protocol.tune(self.ctx.socket(zmq.DEALER))
-                if self.curve:
-                    protocol.curve_client(sock, self.curve["public"])
-                sock.connect(peer.address)
-                peer.sock = sock
-            batch, peer.out = peer.out, []
-            protocol.send(peer.sock, self.signer, batch)
+            if peer.out:
+                batch, peer.out = peer.out, []
+                protocol.send(self.socket(peer), self.signer, batch)
 
     def forget_peer(self, node_id: str) -> None:
         peer = self.peers.pop(node_id, None)
@@ -592,10 +594,9 @@ class Gateway:
             data = os.pread(fd, CHUNK, offset) if peer is not None else b""
             if peer is not None:
                 self.flush()  # what was queued for that node goes first
-                if peer.sock is not None:
-                    peer.sock.send_multipart(
-                        protocol.pack_data(self.signer, (Kind.CHUNK, req_id, offset, total), data), copy=False
-                    )
+                self.socket(peer).send_multipart(
+                    protocol.pack_data(self.signer, (Kind.CHUNK, req_id, offset, total), data), copy=False
+                )
                 self.bytes_out += len(data)
             offset += len(data)
             if peer is not None and data and offset < total:

@@ -3,19 +3,21 @@
 A message on the wire is one ZeroMQ multipart message::
 
     [identity]          only on ROUTER sockets, added/removed by ZeroMQ
-    signature           HMAC-SHA256(cluster key, header + body), 32 bytes
+    signature           HMAC-SHA256(cluster key, "B" + header + body), 32 bytes
     header              sender (8 random bytes per sender), counter, time (ms): 24 bytes
     body                pickle of a *batch*: a list of messages
+
+and each message in a batch is a plain tuple ``(Kind.X, field, ...)``.
+Batching is what makes small tasks cheap: a burst of ``.remote()`` calls
+becomes one frame, one signature and one syscall. A message with a large
+payload (a CHUNK of an object) carries it as a fourth frame, signed as
+``"D" + header + lengths + body + payload`` so frames cannot be re-cut.
 
 A receiver drops a message whose counter is not above the last one it
 accepted from that sender, or whose time is more than `REPLAY_WINDOW`
 away from its own clock: a recorded message cannot be played again.
-(Frames on the local Unix sockets carry no header: only the cluster's
-user can reach those, see `transport.py`.)
-
-and each message in a batch is a plain tuple ``(Kind.X, field, ...)``.
-Batching is what makes small tasks cheap: a burst of ``.remote()`` calls
-becomes one frame, one signature and one syscall.
+(Frames on the local Unix sockets, signed ``"L" + body``, carry no header:
+only the cluster's user can reach those, see `transport.py`.)
 
 The signature is checked **before** the body is unpickled; a message that
 fails the check is dropped and counted, never deserialized. User code and
@@ -139,6 +141,7 @@ class TaskSpec(NamedTuple):
 
 REPLAY_WINDOW = 300.0  # seconds of clock difference tolerated between machines
 _HEADER = struct.Struct("<8sQQ")  # sender, counter, time in ms
+_LENGTHS = struct.Struct("<QQ")  # body and payload sizes, inside the MAC of a 4-frame message
 AUTH_FAILED = b"NBCLUSTER-AUTH-FAILED"  # the one unsigned answer: "your key is wrong"
 
 
@@ -160,9 +163,23 @@ class Signer:
 
     def sign(self, body: bytes, header: bytes = b"") -> bytes:
         h = self._proto.copy()
+        # The format comes first, so no message can be re-read as one of another format.
         if header:
+            h.update(b"B")
             h.update(header)
+        else:
+            h.update(b"L")  # a local (Unix socket) frame
         h.update(body)
+        return h.digest()
+
+    def sign_data(self, header: bytes, body: bytes, data) -> bytes:
+        """Header, body and a payload frame; lengths included, so frames cannot be re-cut."""
+        h = self._proto.copy()
+        h.update(b"D")
+        h.update(header)
+        h.update(_LENGTHS.pack(len(body), memoryview(data).nbytes))
+        h.update(body)
+        h.update(data)
         return h.digest()
 
     def verify(self, sig: bytes, body: bytes, header: bytes = b"") -> bool:
@@ -206,21 +223,14 @@ def pack_data(signer: Signer, msg: tuple, data) -> list:
     """
     body = pickle.dumps([msg], PROTOCOL)
     header = signer.header()
-    h = signer._proto.copy()
-    h.update(header)
-    h.update(body)
-    h.update(data)
-    return [h.digest(), header, body, data]
+    return [signer.sign_data(header, body, data), header, body, data]
 
 
 def unpack(signer: Signer, frames: list[bytes], source: str = "") -> list | None:
     """The batch in `frames`, or None (logged, counted) if unsigned, wrongly signed or replayed."""
+    signer.last_failure = ""
     if len(frames) == 4 and len(frames[0]) == 32 and len(frames[1]) == _HEADER.size:
-        h = signer._proto.copy()
-        h.update(frames[1])
-        h.update(frames[2])
-        h.update(frames[3])
-        if hmac.compare_digest(frames[0], h.digest()):
+        if hmac.compare_digest(frames[0], signer.sign_data(frames[1], frames[2], frames[3])):
             if not signer.fresh(frames[1]):
                 signer.last_failure = "replay"
                 signer.replayed += 1
@@ -261,7 +271,10 @@ def _loads(body: bytes) -> list | None:
     except Exception:  # signed by a peer with the key but unreadable: a bug, not an attack
         log.exception("dropped a signed message that could not be read")
         return None
-    return batch if isinstance(batch, list) else None
+    if not isinstance(batch, list):
+        return None
+    # Only (Kind, ...) tuples: a peer with the key must not crash us with anything else.
+    return [m for m in batch if type(m) is tuple and m and type(m[0]) is int]
 
 
 def send(sock: zmq.Socket, signer: Signer, batch: list, identity: bytes | None = None) -> None:
@@ -354,7 +367,7 @@ def recv_batches(sock: zmq.Socket, signer: Signer, router: bool, limit: int = 10
             yield ident, batch
         elif router and signer.last_failure == "signature" and ident not in signer.rejected:
             if len(signer.rejected) >= 1000:
-                continue
+                signer.rejected.clear()  # bounded: a peer may then hear it twice
             # Tell a client with the wrong key, once, so it can say so instead of timing out.
             signer.rejected.add(ident)
             try:

@@ -156,6 +156,12 @@ def test_nodes_on_separate_addresses(machines):
     for ip in m.ips[:3]:
         assert ip in status
 
+    # `nbcluster stop` on a node's machine: that node leaves, the cluster stays.
+    assert "left the cluster" in cli(m, 2, envs[2], "stop").stdout
+    wait_for(lambda: not m.pids(2), 30, what="machine 2's node to exit")
+    status = cli(m, 3, envs[3], "status", "--address", head, "--token-file", str(key_file)).stdout
+    assert "2 node(s) alive" in status and "DEAD" in status
+
 
 def test_wrong_key_from_another_machine(machines, tmp_path):
     m, envs, head, key_file = machines

@@ -138,3 +138,24 @@ def test_connection_file_and_sockets_are_private(ray):
     assert stat.S_IMODE(os.stat(info.node_address).st_mode) == 0o600
     host = info.head_address.rsplit(":", 1)[0]
     assert host == "127.0.0.1"  # loopback unless asked
+
+
+def test_signed_nonsense_does_not_crash_the_head(ray):
+    """A peer with the key sending malformed batches: logged and ignored, the head serves on."""
+    info = _info()
+    right = protocol.Signer(bytes.fromhex(info.key))
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://{info.head_address}")
+    try:
+        for batch in ([42], [()], [("x",)], [(Kind.REQUEST,)], [(Kind.NODE_REPORT, "nope")], {"a": 1}):
+            sock.send_multipart(protocol.pack(right, batch))
+        sock.send_multipart(protocol.pack(right, [(Kind.REQUEST, 9, "nodes", ())]))
+        assert sock.poll(5000)
+        reply = protocol.unpack(protocol.Signer(bytes.fromhex(info.key)), sock.recv_multipart())
+        assert reply[0][:3] == (Kind.REPLY, 9, True)
+    finally:
+        sock.close()
+        ctx.term()
+    assert ray.get(ray.put(3)) == 3
