@@ -67,6 +67,7 @@ class Head:
                 "gateway": n["gateway"],
                 "ip": n["ip"],
                 "alive": n["alive"],
+                "dead_reason": n.get("dead_reason", ""),
                 "resources_total": n["resources_total"],
                 "resources_available": n["resources_available"],
             }

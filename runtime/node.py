@@ -1136,12 +1136,7 @@ class Node:
                 self.actor_died(actor, f"its node ({node_id}) died: {reason}")
             elif actor.home == node_id and actor.state != DEAD:
                 self.kill_actor(actor, f"the node that owns it ({node_id}) died", restart=False)
-        lost = _err(ObjectLostError(f"it lived on node {node_id}, which is gone ({reason})"))
-        for object_id in [o for o in self.foreign if protocol.home_of(o) == node_id]:
-            self.foreign.discard(object_id)
-            e = self.table.entries.get(object_id)
-            if e is not None and not e.ready:
-                self.object_ready(object_id, True, lost, len(lost), ())
+        self.fail_foreign(node_id, reason)
         for ident in list(self.links):
             self.emit(ident, (Kind.NODE_DEAD, node_id, reason))
 
@@ -1159,10 +1154,25 @@ class Node:
             e.subscribers.add(b"")  # marks "asked the home node"; never sent to
             batch.append((Kind.SUBSCRIBE, [object_id]))
         if batch:
-            if not self.view[home].get("alive", True):
-                self.on_node_dead(home, "it stopped answering")
+            info = self.view[home]
+            if not info.get("alive", True):
+                self.fail_foreign(home, info.get("dead_reason") or "it is not part of the cluster any more")
                 return
             self.gateway.send(home, (Kind.RELAY, self.node_id, b"", b"", batch))
+
+    def fail_foreign(self, node_id: str, reason: str) -> None:
+        """Objects kept by a node that is gone: whoever waits for them gets ObjectLostError."""
+        lost = _err(
+            ObjectLostError(
+                f"it was owned by a process of node {node_id}, which is gone ({reason}); "
+                "values live with their owner, so re-create it from a process that is still alive"
+            )
+        )
+        for object_id in [o for o in self.foreign if protocol.home_of(o) == node_id]:
+            self.foreign.discard(object_id)
+            e = self.table.entries.get(object_id)
+            if e is not None and not e.ready:
+                self.object_ready(object_id, True, lost, len(lost), ())
 
     def release_foreign(self) -> None:
         """Objects of other nodes nobody here references any more: let go of them there."""

@@ -185,8 +185,8 @@ def test_node_killed_mid_workload(no_leaks):
     """kill -9 of a node daemon and its workers: tasks re-run elsewhere, the actor restarts."""
     cluster = Cluster(1, {}, node_timeout=2.0)
     try:
-        b = cluster.add_node("b", 2, {})
-        c = cluster.add_node("c", 2, {})
+        b = cluster.add_node("b", 2, {"on_b": 1})
+        c = cluster.add_node("c", 2, {"on_c": 1})
         runtime.init(address=cluster.address)
         head = runtime.get_runtime_context().get_node_id()
 
@@ -217,6 +217,13 @@ def test_node_killed_mid_workload(no_leaks):
             time.sleep(0.2)
             return i * i, runtime.get_runtime_context().get_node_id()
 
+        @runtime.remote
+        def nest():
+            return [runtime.put("kept by a worker of the victim")]
+
+        # A value owned by a process of the victim, held here but never fetched: lost with it.
+        box = runtime.get(nest.options(resources={"on_b" if victim == b else "on_c": 1}).remote(), timeout=60)
+
         refs = [work.remote(i) for i in range(30)]
         wait_for(lambda: runtime.wait(refs, num_returns=3, timeout=0)[0], 60, what="first results")
         pid = next(n["pid"] for n in cluster.status()["nodes"] if n["node_id"] == victim)
@@ -233,6 +240,9 @@ def test_node_killed_mid_workload(no_leaks):
         results = runtime.get(refs, timeout=120)
         assert [r for r, _ in results] == [i * i for i in range(30)]
         assert {node for _, node in results} <= {victim, other}
+
+        with pytest.raises(runtime.exceptions.ObjectLostError, match="gone"):
+            runtime.get(box[0], timeout=60)
 
         # The actor died with its node and restarted on the node left (its state is new).
         node, calls = runtime.get(survivor.node.remote(), timeout=60)
