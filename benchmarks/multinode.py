@@ -53,7 +53,6 @@ import importlib.util
 import json
 import multiprocessing
 import os
-import pickle
 import platform
 import re
 import shutil
@@ -74,6 +73,8 @@ import numpy as np
 import psutil
 import zmq
 from tabulate import tabulate
+
+from runtime import protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -115,21 +116,18 @@ MODES = {
     "copy": "pyzmq, 8 MiB chunks, copy=True",
     "nocopy": "pyzmq, 8 MiB chunks, copy=False",
     "pwrite": "pyzmq, 8 MiB chunks, copy=False, + pwrite to /dev/shm",
-    "framed": "pyzmq, 8 MiB chunks framed like the runtime (pickle, HMAC, pwrite)",
+    "framed": "pyzmq, 8 MiB chunks framed by the runtime's protocol.pack_data (HMAC), + pwrite",
 }
 REFERENCE = "nocopy"  # the ceiling the runtime's transfers are compared with
 KEY = bytes(range(32))
 HEADER = struct.Struct("!8sQQ")  # sender, counter, milliseconds: the size of the runtime's header
 
 
-def frame_chunk(mac: Any, counter: int, req: int, offset: int, total: int, data: bytes) -> list[bytes]:
-    """One CHUNK as runtime/protocol.pack frames it: [signature, header, pickled batch]."""
-    body = pickle.dumps([(11, req, offset, total, data)], 5)
-    header = HEADER.pack(b"bench123", counter, int(time.time() * 1000))
-    h = mac.copy()
-    h.update(header)
-    h.update(body)
-    return [h.digest(), header, body]
+def frame_chunk(signer: Any, req: int, offset: int, total: int, data) -> list:
+    """One CHUNK exactly as the runtime frames it: runtime/protocol.pack_data (payload frame, HMAC)."""
+    from runtime import protocol
+
+    return protocol.pack_data(signer, (protocol.Kind.CHUNK, req, offset, total), data)
 
 
 def ceiling_sender(address: str, path: str) -> None:
@@ -145,8 +143,9 @@ def ceiling_sender(address: str, path: str) -> None:
     data = np.full(N_FLOATS, 1.5)
     view = memoryview(data).cast("B")
     fd = os.open(path, os.O_RDONLY)  # the "segment" the framed mode reads chunks from
-    mac = hmac.new(KEY, digestmod=hashlib.sha256)
-    counter = 0
+    from runtime import protocol
+
+    signer = protocol.Signer(KEY)
     sock.send(b"ready")
     while True:
         mode = sock.recv().decode()
@@ -156,10 +155,9 @@ def ceiling_sender(address: str, path: str) -> None:
             sock.send(view, copy=False)
             continue
         for offset in range(0, SIZE, CHUNK):
-            if mode == "framed":  # gateway.serve_pull: pread, then protocol.send (copy=True)
-                counter += 1
+            if mode == "framed":  # gateway.pump: pread, then pack_data, send with copy=False
                 chunk = os.pread(fd, CHUNK, offset)
-                sock.send_multipart(frame_chunk(mac, counter, 1, offset, SIZE, chunk), copy=True)
+                sock.send_multipart(frame_chunk(signer, 1, offset, SIZE, chunk), copy=False)
             else:
                 sock.send(view[offset : offset + CHUNK], copy=mode == "copy")
     os.close(fd)
@@ -175,14 +173,12 @@ def receive(router: zmq.Socket, ident: bytes, mode: str, out_path: str, mac: Any
     router.send_multipart([ident, mode.encode()])
     got = 0
     while got < SIZE:
-        if mode == "framed":  # gateway.read + on_chunk: recv (copy), verify, unpickle, pwrite
-            _, sig, header, body = router.recv_multipart(copy=True)
-            h = mac.copy()
-            h.update(header)
-            h.update(body)
-            if not hmac.compare_digest(sig, h.digest()):
+        if mode == "framed":  # gateway.read + on_chunk: recv (copy), protocol.unpack, pwrite
+            frames = router.recv_multipart(copy=True)
+            batch = protocol.unpack(mac, frames[1:])
+            if batch is None:
                 raise RuntimeError("bad signature")
-            _, _, offset, _, data = pickle.loads(body)[0]
+            _, _, offset, _, data = batch[0]
             view = memoryview(data)
         elif mode == "copy":
             _, data = router.recv_multipart(copy=True)
@@ -229,7 +225,7 @@ def measure_ceiling(reps: int) -> dict[str, list[float]]:
         if not router.poll(30_000):
             raise RuntimeError("the pyzmq sender process did not connect within 30 s")
         ident, _ = router.recv_multipart()
-        mac = hmac.new(KEY, digestmod=hashlib.sha256)
+        mac = protocol.Signer(KEY)  # the receiving side of the framed mode
         for _ in range(2):  # warm-up: the first transfers of a process fault in fresh memory
             for mode in MODES:
                 receive(router, ident, mode, dst, mac)
@@ -260,7 +256,6 @@ def measure_steps(reps: int) -> dict[str, list[float]]:
     mac = hmac.new(KEY, digestmod=hashlib.sha256)
     offsets = list(range(0, SIZE, CHUNK))
     chunks = [bytes(view[o : o + CHUNK]) for o in offsets]
-    bodies = [pickle.dumps([(11, 1, o, SIZE, c)], 5) for o, c in zip(offsets, chunks, strict=True)]
 
     def pread() -> None:
         fd = os.open(path, os.O_RDONLY)
@@ -273,18 +268,10 @@ def measure_steps(reps: int) -> dict[str, list[float]]:
             bytearray(c)
 
     def sign() -> None:
-        for b in bodies:
+        for c in chunks:
             h = mac.copy()
-            h.update(b)
+            h.update(c)
             h.digest()
-
-    def dumps() -> None:
-        for o, c in zip(offsets, chunks, strict=True):
-            pickle.dumps([(11, 1, o, SIZE, c)], 5)
-
-    def loads() -> None:
-        for b in bodies:
-            pickle.loads(b)
 
     def pwrite() -> None:
         fd = os.open(path + ".w", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -294,7 +281,7 @@ def measure_steps(reps: int) -> dict[str, list[float]]:
         os.close(fd)
         os.unlink(path + ".w")
 
-    steps = {"pread": pread, "copy": copy, "hmac": sign, "dumps": dumps, "loads": loads, "pwrite": pwrite}
+    steps = {"pread": pread, "copy": copy, "hmac": sign, "pwrite": pwrite}
     out: dict[str, list[float]] = {name: [] for name in steps}
     try:
         for _ in range(reps):
@@ -724,10 +711,8 @@ def cpu_table(res: dict[str, Any]) -> str:
 
 STEPS = {
     "pread": ("os.pread from /dev/shm into new bytes (sender)", 1),
-    "dumps": ("pickle.dumps of the CHUNK batch (sender)", 1),
     "hmac": ("HMAC-SHA256 sign / verify (sender, receiver)", 2),
-    "copy": ("copy into a new buffer: send / recv with copy=True", 2),
-    "loads": ("pickle.loads of the batch (receiver)", 1),
+    "copy": ("copy into a new buffer: recv with copy=True", 1),
     "pwrite": ("os.pwrite into the /dev/shm segment (receiver)", 1),
 }
 
