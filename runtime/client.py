@@ -55,6 +55,7 @@ NODE, HEAD = 0, 1
 LEASE_IDLE = 0.2  # seconds an idle lease is kept for the next task of its shape
 PIPELINE = 16  # tasks queued at a leased worker when there is a backlog (idle ones steal)
 PATIENCE = 0.2  # seconds to wait for more workers before queueing tasks behind running ones
+NODE_SILENCE = 10.0  # seconds a driver without a node waits for news from the node it uses
 
 
 def _err(exc: BaseException) -> bytes:
@@ -200,6 +201,7 @@ class Client:
         # A driver on a machine without a node talks to a node's gateway over TCP.
         self.remote_driver = bool(gateway)
         self.last_keepalive = 0.0
+        self.last_heard = time.monotonic()  # from the node (a driver without a node checks it)
         if node_address:
             try:
                 self.link = transport.Link(node_address, self.signer, identity=b"node")
@@ -1123,6 +1125,8 @@ class Client:
                 self._on_lease_spill(msg)
             elif kind == Kind.NODE_DEAD:
                 self._on_node_dead(msg[1])
+            elif kind == Kind.ALIVE:
+                pass  # a driver without a node: its node is there (see _tick)
             elif kind == Kind.FUNC:
                 self.function_blobs[msg[1]] = (msg[2], msg[3])
                 got_values = True
@@ -1167,6 +1171,7 @@ class Client:
                         self.link.flush_out()
                         if self.link.sock in rest:
                             for batch in self.link.recv():
+                                self.last_heard = time.monotonic()
                                 self._dispatch(batch, None)
                             self.flush()
                             self.link.flush_out()
@@ -1205,6 +1210,12 @@ class Client:
                 target = running if call.lease is not None else queued
                 target[call.spec.name] = target.get(call.spec.name, 0) + 1
         stats = (running, queued)
+        if self.remote_driver and now - self.last_heard > NODE_SILENCE and not self.dead_reason:
+            self._mark_dead(
+                f"the node this driver uses ({self.node_id}) has not answered for {NODE_SILENCE:.0f} s: "
+                "it or its machine died; results not received are lost. Call init() again to "
+                "connect through another node."
+            )
         keepalive = self.remote_driver and now - self.last_keepalive > 1.0
         if stats != self.stats_sent or keepalive:  # a remote driver's node drops it when silent
             self.stats_sent = stats

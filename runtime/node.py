@@ -452,6 +452,8 @@ class Node:
                 log.warning("driver %r went silent; dropping it", ident)
                 del self.direct[ident]
                 self.drop_process(ident)
+            else:
+                self.emit(ident, (Kind.ALIVE,))  # so it notices if we die
         if self.head is not None and self.conf.get("standalone"):
             silent = time.monotonic() - self.last_head
             if silent > HEAD_SILENCE:

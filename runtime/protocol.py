@@ -91,6 +91,7 @@ class Kind:
     PEER_CLOSED = 42  # (node_id, identity)   that remote worker's connection closed (it died)
     LEASE_SPILL = 43  # (request_id, shape, name, node_id)   ask that node instead
     NODE_DEAD = 44  # (node_id, reason)   a node left or missed its heartbeats
+    ALIVE = 45  # ()   node -> a driver connected to its gateway, every second
 
     # caller <-> worker, directly (leased tasks and actor calls):
     #   EXECUTE (caller -> worker), DONE and LOG (worker -> caller)

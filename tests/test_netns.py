@@ -228,3 +228,52 @@ def test_notebook_connects_from_another_machine(machines, tmp_path, monkeypatch)
         assert not kernel.errors(kernel.execute("%cluster disconnect"))
     finally:
         kernel.shutdown()
+
+
+WAITER = """
+import sys, time
+import runtime as ray
+
+ray.init(address=sys.argv[1], token=sys.argv[2])
+
+@ray.remote(resources={"alice": 1})
+def slow():
+    time.sleep(120)
+
+ref = slow.remote()
+print("waiting", flush=True)
+try:
+    ray.get(ref)
+except ray.exceptions.ConnectionFailedError as e:
+    print("lost:", e, flush=True)
+"""
+
+
+def test_driver_without_a_node_notices_its_node_dying(machines):
+    """The node a notebook machine talks through is killed: get() fails with the reason, no hang."""
+    import psutil
+
+    m, envs, head, key_file = machines
+    waiter = m.popen(
+        3,
+        [sys.executable, "-c", WAITER, head, str(key_file)],
+        env=envs[3],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert waiter.stdout.readline().strip() == "waiting"
+        status = json.loads(
+            cli(m, 3, envs[3], "status", "--address", head, "--token-file", str(key_file), "--json").stdout
+        )
+        gateway = next(n for n in status["nodes"] if n["ip"] == m.ips[0])  # the node it uses: the head's
+        node = psutil.Process(gateway["pid"])
+        for proc in [node, *node.children(recursive=True)]:
+            proc.kill()
+        out, _ = waiter.communicate(timeout=60)
+        assert "lost:" in out and "has not answered" in out, out
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.wait()
