@@ -34,6 +34,14 @@ def runtime_dir() -> Path:
     base = os.environ.get("NBCLUSTER_DIR")
     path = Path(base) if base else Path(f"/tmp/nbcluster-{os.getuid()}")
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid != os.getuid():  # on a shared machine someone may have made it first
+        raise PermissionError(
+            f"{path} belongs to another user (uid {st.st_uid}); clusters keep their keys there. "
+            "Set NBCLUSTER_DIR to a folder of yours, e.g. ~/.nbcluster"
+        )
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
     return path
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import secrets
 import shutil
 import signal
@@ -42,6 +43,7 @@ from .zygote import set_parent_death_signal
 
 log = logging.getLogger("runtime.head")
 NODE_TIMEOUT = 5.0
+FORGET = 600.0  # seconds a dead node stays listed (status shows it as DEAD) before it is dropped
 
 
 class Head:
@@ -57,10 +59,18 @@ class Head:
         self.out: dict[bytes, list] = {}
         self.node_timeout = float(conf.get("node_timeout", NODE_TIMEOUT))
         self.next_view = 0.0
+        self.view_due = False  # membership changed this turn: send the view once, after it
 
-    def send_view(self) -> None:
-        """Every second: each node learns what the others have (for spillback and actors)."""
-        self.next_view = time.monotonic() + 1.0
+    def send_view(self, sock: zmq.Socket) -> None:
+        """Every second (and after a membership change, once per turn): each node learns
+        what the others have, for spillback and actors. Pickled once, signed per node."""
+        now = time.monotonic()
+        self.next_view = now + 1.0
+        self.view_due = False
+        for node_id in [k for k, n in self.nodes.items() if not n["alive"] and now - n["last_seen"] > FORGET]:
+            del self.nodes[node_id]  # dead for long: out of every view
+            self.node_idents.pop(node_id, None)
+        self.flush(sock)  # what was emitted before (NODE_DEAD) goes first
         view = [
             {
                 "node_id": n["node_id"],
@@ -73,9 +83,14 @@ class Head:
             }
             for n in self.nodes.values()
         ]
+        body = pickle.dumps([(Kind.CLUSTER_VIEW, view)], protocol.PROTOCOL)
         for node_id, ident in self.node_idents.items():
             if self.nodes[node_id]["alive"]:
-                self.emit(ident, (Kind.CLUSTER_VIEW, view))
+                header = self.signer.header()
+                try:
+                    sock.send_multipart([ident, self.signer.sign(body, header), header, body])
+                except zmq.ZMQError as e:
+                    log.warning("could not send the view to %s: %s", node_id, e)
 
     def node_dead(self, node_id: str, reason: str) -> None:
         node = self.nodes[node_id]
@@ -85,7 +100,7 @@ class Head:
         for other, ident in self.node_idents.items():
             if other != node_id and self.nodes[other]["alive"]:
                 self.emit(ident, (Kind.NODE_DEAD, node_id, reason))
-        self.send_view()
+        self.view_due = True
 
     def emit(self, ident: bytes, msg: tuple) -> None:
         self.out.setdefault(ident, []).append(msg)
@@ -119,8 +134,8 @@ class Head:
                 for node in list(self.nodes.values()):
                     if node["alive"] and now - node["last_seen"] > self.node_timeout:
                         self.node_dead(node["node_id"], f"no heartbeat for {now - node['last_seen']:.1f} s")
-                if now >= self.next_view:
-                    self.send_view()
+            if self.view_due or now >= self.next_view:
+                self.send_view(sock)
             self.flush(sock)
         for node_id, ident in self.node_idents.items():
             if self.nodes[node_id]["alive"]:
@@ -156,7 +171,7 @@ class Head:
                 "joined_at": time.time(),
             }
             log.info("node %s joined from %s (%s) with %s", node_id, ip, gateway, resources)
-            self.send_view()
+            self.view_due = True
         elif kind == Kind.NODE_REPORT:
             node = self.nodes.get(msg[1])
             if node is not None and not node["alive"]:
