@@ -334,10 +334,7 @@ class Client:
         except TimeoutError:
             self.requests.pop(req_id, None)
             if self.signer.auth_failed:
-                raise ConnectionFailedError(
-                    f"authentication failed: the cluster at {self.head_address} rejected our key. "
-                    "Use the key of that cluster (its connection file, --token-file or token=...)."
-                ) from None
+                raise ConnectionFailedError(self._auth_failed()) from None
             raise ConnectionFailedError(
                 self.dead_reason
                 or f"the cluster did not answer {op!r} within {timeout} s; is it "
@@ -1178,6 +1175,10 @@ class Client:
                     if self.head_sock is not None and self.head_sock in rest:
                         for _, batch in protocol.recv_batches(self.head_sock, self.signer, False):
                             self._dispatch(batch, None)
+                        if self.signer.auth_failed:  # say so now, not when the request times out
+                            for fut in list(self.requests.values()):
+                                if not fut.done():
+                                    fut.set_result((False, ConnectionFailedError(self._auth_failed())))
                     now = time.monotonic()
                     if now - self.last_tick > 0.1:
                         self.last_tick = now
@@ -1222,6 +1223,12 @@ class Client:
             self.last_keepalive = now
             self.send(NODE, (Kind.STATS, running, queued))
         self.flush()
+
+    def _auth_failed(self) -> str:
+        return (
+            f"authentication failed: the cluster at {self.head_address} rejected our key. "
+            "Use the key of that cluster (its connection file, --token-file or token=...)."
+        )
 
     def _mark_dead(self, reason: str) -> None:
         self.dead_reason = reason

@@ -43,6 +43,7 @@ from .zygote import set_parent_death_signal
 
 log = logging.getLogger("runtime.head")
 NODE_TIMEOUT = 5.0
+MAX_MESSAGE = 64 << 20  # bytes; larger messages to the head are refused by ZeroMQ
 FORGET = 600.0  # seconds a dead node stays listed (status shows it as DEAD) before it is dropped
 
 
@@ -344,6 +345,7 @@ def main() -> None:
     head = Head(conf, info)
     ctx = zmq.Context()
     sock = protocol.tune(ctx.socket(zmq.ROUTER))
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)  # control messages only: a stranger cannot make us hold more
     if curve:
         protocol.curve_server(sock, curve)
     try:
