@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -248,5 +249,41 @@ def test_node_killed_mid_workload(no_leaks):
         node, calls = runtime.get(survivor.node.remote(), timeout=60)
         assert (node, calls) == (other, 1)
         assert runtime.get(holder.node.remote(), timeout=60) == head
+    finally:
+        cluster.stop()
+
+
+def test_result_lost_in_transit_is_made_again(no_leaks, tmp_path):
+    """The node that made a large result dies while the owner's node moves it: the task re-runs
+    on another node (lineage) and get() returns the right value."""
+    cluster = Cluster(1, {}, node_timeout=2.0)
+    try:
+        cluster.add_node("b", 2, {"x": 1})
+        cluster.add_node("c", 2, {"x": 1})
+        runtime.init(address=cluster.address)
+        info = runtime.api._state.info
+        home = runtime.get_runtime_context().get_node_id()
+        marks = tmp_path / "ran"
+        marks.mkdir()
+
+        @runtime.remote(resources={"x": 1}, max_retries=2)
+        def big(marks):
+            node = runtime.get_runtime_context().get_node_id()
+            (Path(marks) / node).write_text(node)
+            return np.full(40_000_000, 7.0)  # 320 MB: the move takes a while
+
+        ref = big.remote(str(marks))
+        shm = Path("/dev/shm")
+        part = wait_for(
+            lambda: list(shm.glob(f"nbc-{info.cluster_id}-{home}-*.part")), 60, what="the move to start"
+        )
+        assert part
+        maker = next(p.name for p in marks.iterdir())
+        pid = next(n["pid"] for n in cluster.status()["nodes"] if n["node_id"] == maker)
+        for proc in _node_tree(pid):
+            proc.send_signal(signal.SIGKILL)
+        value = runtime.get(ref, timeout=120)
+        assert value.shape == (40_000_000,) and float(value[::1_000_000].sum()) == 7.0 * 40
+        assert len(list(marks.iterdir())) == 2  # made again, on the other node
     finally:
         cluster.stop()
