@@ -52,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         "--node-ip-address", default=None, help="the address other machines reach this node at"
     )
     start.add_argument(
+        "--gateway-port",
+        type=int,
+        default=0,
+        help="port of this node's gateway, where other nodes connect (default: any free port)",
+    )
+    start.add_argument(
         "--no-encryption",
         action="store_true",
         help="no CurveZMQ encryption even when listening beyond loopback (messages are still signed)",
@@ -130,6 +136,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         encrypt=False if args.no_encryption else None,
         node_timeout=args.node_timeout,
         node_ip=args.node_ip_address,
+        gateway_port=args.gateway_port,
     )
     cpus = resources.get("CPU", 0)
     extra = {k: v for k, v in resources.items() if k not in ("CPU", "memory")}
@@ -200,6 +207,7 @@ def _start_node(args: argparse.Namespace, resources: dict[str, float]) -> int:
         host=args.host or node_ip,
         node_ip=node_ip,
         block=args.block,
+        gateway_port=args.gateway_port,
     )
     cpus = resources.get("CPU", 0)
     extra = {k: v for k, v in resources.items() if k not in ("CPU", "memory")}

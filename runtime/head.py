@@ -106,7 +106,9 @@ class Head:
     def emit(self, ident: bytes, msg: tuple) -> None:
         self.out.setdefault(ident, []).append(msg)
 
-    def serve(self, sock: zmq.Socket, extra_fds: list[int], on_ready) -> None:
+    def serve(
+        self, sock: zmq.Socket, extra_fds: list[int], on_ready, node_pid: int = 0, on_fail=None
+    ) -> None:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         for fd in extra_fds:
@@ -132,6 +134,9 @@ class Head:
             now = time.monotonic()
             if now >= next_check:
                 next_check = now + min(1.0, self.node_timeout / 4)
+                if not ready_sent and node_pid and os.waitpid(node_pid, os.WNOHANG)[0]:
+                    on_fail()  # this machine's node could not start (e.g. its gateway port is taken)
+                    self.running = False
                 for node in list(self.nodes.values()):
                     if node["alive"] and now - node["last_seen"] > self.node_timeout:
                         self.node_dead(node["node_id"], f"no heartbeat for {now - node['last_seen']:.1f} s")
@@ -156,6 +161,11 @@ class Head:
         kind = msg[0]
         if kind == Kind.NODE_HELLO:
             _, node_id, address, resources, pid, hostname, ip, gateway = msg
+            known = self.nodes.get(node_id)
+            if known is not None and self.node_idents.get(node_id) != ident:
+                log.error("a second node calls itself %s (from %s); told to stop", node_id, ip)
+                self.emit(ident, (Kind.EXIT,))  # ids are random: start it again for a new one
+                return
             self.node_idents[node_id] = ident
             self.nodes[node_id] = {
                 "node_id": node_id,
@@ -303,6 +313,7 @@ def main() -> None:
         "ip": connect_host,
         "host": host,
         "curve": curve,
+        "gateway_port": int(conf.get("gateway_port") or 0),
     }
     # Fork the node before this process creates any ZeroMQ context or thread.
     from . import (
@@ -376,14 +387,27 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: setattr(head, "running", False))
     signal.signal(signal.SIGINT, lambda *_: setattr(head, "running", False))
     try:
-        head.serve(sock, watch, on_ready)
+
+        def on_fail() -> None:
+            try:  # the cluster folder goes away with this process: quote the log
+                with open(cluster_dir / "logs" / f"node-{node_id}.log") as f:
+                    tail = "".join(f.readlines()[-3:]).strip()
+            except OSError:
+                tail = ""
+            reason = f"this machine's node daemon could not start (is --gateway-port taken?): {tail}"
+            print(json.dumps({"error": reason}), flush=True)
+
+        head.serve(sock, watch, on_ready, node_pid, on_fail)
     finally:
         sock.close(linger=200)
         ctx.term()
         os.close(w)  # the node sees EOF and shuts down
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline:
-            pid, _ = os.waitpid(node_pid, os.WNOHANG)
+            try:
+                pid, _ = os.waitpid(node_pid, os.WNOHANG)
+            except ChildProcessError:  # reaped already
+                break
             if pid:
                 break
             time.sleep(0.01)

@@ -94,6 +94,7 @@ def start_cluster(
     encrypt: bool | None = None,
     node_timeout: float | None = None,
     node_ip: str | None = None,
+    gateway_port: int = 0,
 ) -> tuple[cfg.ConnectionInfo, subprocess.Popen, int]:
     """Start a head (and its node); return (connection info, head process, node pid)."""
     cfg.remove_stale_clusters()
@@ -111,6 +112,8 @@ def start_cluster(
         settings["node_timeout"] = node_timeout
     if node_ip:
         settings["node_ip"] = node_ip
+    if gateway_port:
+        settings["gateway_port"] = gateway_port
     reply, proc = _spawn("runtime.head", "main", settings, keep_stdin=embedded, env=env)
     info = cfg.ConnectionInfo(**reply["info"])
     return info, proc, int(reply["node_pid"])
@@ -125,6 +128,7 @@ def start_node(
     node_ip: str,
     block: bool = False,
     env: dict[str, str] | None = None,
+    gateway_port: int = 0,
 ) -> tuple[dict, subprocess.Popen]:
     """Start a node daemon that joins the head in `info`; return ({node_id, gateway, pid}, process)."""
     settings = {
@@ -137,6 +141,7 @@ def start_node(
         "host": host,
         "ip": node_ip,
         "block": block,
+        "gateway_port": gateway_port,
     }
     return _spawn("runtime.node", "standalone", settings, keep_stdin=block, env=env)
 

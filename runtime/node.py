@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import random
 import signal
 import socket
 import time
@@ -1054,8 +1055,12 @@ class Node:
         return sched.feasible(demand) and sched.fits(demand) and not sched.queued
 
     def pick_node(self, demand: dict[str, int], now: bool) -> str:
-        """Another alive node for `demand`: one with room now (`now`), else any big enough."""
-        best: tuple | None = None
+        """Another alive node for `demand`: one with room now (`now`), else any big enough.
+
+        The better of two picked at random (the "power of two choices"): nodes that
+        decide on the same second-old view do not all send their work to one node.
+        """
+        scored: list[tuple] = []
         for node_id, info in self.view.items():
             if node_id == self.node_id or not info.get("alive", True):
                 continue
@@ -1068,10 +1073,10 @@ class Node:
             room = all(avail.get(k, 0) >= v for k, v in demand.items())
             if now and not room:
                 continue
-            score = (room, avail.get("CPU", 0), node_id)
-            if best is None or score > best:
-                best = score
-        return best[2] if best else ""
+            scored.append((room, avail.get("CPU", 0), node_id))
+        if not scored:
+            return ""
+        return max(random.sample(scored, min(2, len(scored))))[2]
 
     def spill(self, node_id: str, demand: dict[str, int]) -> None:
         """Count what we sent there until the next view shows it."""

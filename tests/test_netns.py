@@ -63,6 +63,8 @@ def machines(no_leaks, monkeypatch):
                 "5",
                 "--resources",
                 '{"bob": 5}',
+                "--gateway-port",
+                "7000",  # fixed, for a firewall rule
             )
             assert "encrypted with CurveZMQ" in out.stdout and "--token-file" in out.stdout
             conn = re.search(r"Connection file \(holds the key\): (\S+)", out.stdout).group(1)
@@ -155,6 +157,11 @@ def test_nodes_on_separate_addresses(machines):
     assert "3 node(s) alive" in status
     for ip in m.ips[:3]:
         assert ip in status
+
+    listed = json.loads(
+        cli(m, 3, envs[3], "status", "--address", head, "--token-file", str(key_file), "--json").stdout
+    )
+    assert {n["gateway"] for n in listed["nodes"] if n["ip"] == m.ips[0]} == {f"tcp://{m.ips[0]}:7000"}
 
     # `nbcluster stop` on a node's machine: that node leaves, the cluster stays.
     assert "left the cluster" in cli(m, 2, envs[2], "stop").stdout
