@@ -11,6 +11,12 @@
     node ◀── LEASE_REQUEST / LEASE_RETURN, PUT, HOLD / RELEASE, SUBSCRIBE, STATS
     node ──▶ LEASE_GRANT / LEASE_REVOKE, ACTOR_LOCATION, RESULT (subscribed values)
 
+    a worker of another node: RemoteLink ──FORWARD──▶ our node ══▶ its node ──▶ worker
+                              ◀──FORWARDED / PEER_CLOSED── our node ◀══ (gateway.py)
+    LEASE_SPILL from our node: ask the node it names (through ours); NODE_DEAD:
+    retry what ran there. A driver on a machine without a node has a ZLink
+    (ZeroMQ, I/O thread only) to a node's gateway instead of the Unix socket.
+
 The node is off the per-task path: it lends workers (leases) and places
 actors; the owner of a task sends it straight to a leased worker and gets
 the result straight back, like Ray's core worker. Results live in the

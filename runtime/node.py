@@ -6,7 +6,16 @@ keeps the machine's object table; it is not on a task's path.
     drivers, workers ──Unix socket──▶ Server ──▶ handlers ──▶ out[identity] (one signed
                                                                 batch per peer per turn)
     head ◀──ZeroMQ/TCP── NODE_HELLO, NODE_REPORT every second, named-actor events
+         ──▶ CLUSTER_VIEW every second, NODE_DEAD, EXIT
+    other nodes ◀══ gateway (gateway.py) ══▶ relayed requests of their clients, objects
     zygote pipe ──▶ "started" / "exit" worker events
+
+    Several nodes: a request that does not fit here now is spilled (LEASE_SPILL)
+    to a node of the view with room; an actor that does not fit is hosted by
+    another node while this one (its home: the first bytes of its id) keeps
+    its record, restarts it and answers where it is. Objects of other nodes
+    that processes here hold or wait for are held at their home node
+    (`want_foreign`), as one holder for the whole node.
 
     LEASE_REQUEST(shape) ─▶ Scheduler (resources, FIFO per shape) ─▶ idle worker
         ─▶ LEASE_GRANT(worker socket) ─▶ the owner sends its tasks to the worker itself
