@@ -64,7 +64,11 @@ def remote_parser() -> _Parser:
     p.add_argument("--num-gpus", type=float, default=None)
     p.add_argument("--resources", type=_json_resources, default=None)
     p.add_argument("--actor", default=None, help="run in a persistent namespace held by this named actor")
-    p.add_argument("--no-wait", action="store_true", help="return an ObjectRef at once")
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="return an ObjectRef of the cell's value at once; assigned names arrive when it finishes",
+    )
     return p
 
 
@@ -199,13 +203,20 @@ class ClusterMagics(Magics):
                     name=args.actor, get_if_exists=True, **opts
                 ).remote()
                 self.namespaces[args.actor] = actor
-            ref = actor.run.remote(cell, ns, writes, has_last, filename)
+            call = actor.run.options(num_returns=3)
         else:
-            fn = remote_cell.run_cell.options(**opts) if opts else remote_cell.run_cell
-            ref = fn.remote(cell, ns, writes, has_last, filename)
+            call = remote_cell.run_cell.options(**opts, num_returns=3)
+        out_ref, value_ref, not_back_ref = call.remote(cell, ns, writes, has_last, filename)
         if args.no_wait:
-            return ref
-        out, value, not_back = runtime.get(ref)
+            # The names the cell assigns land in the notebook when it finishes (before its
+            # value is ready: they travel first); the cell's value is the ObjectRef's.
+            def land(fut) -> None:
+                if fut.exception() is None:
+                    user_ns.update(fut.result())
+
+            out_ref.future().add_done_callback(land)
+            return value_ref
+        out, value, not_back = runtime.get([out_ref, value_ref, not_back_ref])
         user_ns.update(out)
         if not_back:
             print(f"%%remote: stayed remote (cannot be pickled): {', '.join(not_back)}")

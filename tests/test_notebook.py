@@ -101,8 +101,12 @@ def test_remote_cell_namespace_round_trip(kernel):
     err = kernel.execute("%%remote\n1 / 0")
     errors = kernel.errors(err)
     assert errors and "ZeroDivisionError" in errors[0]["ename"] + " ".join(errors[0]["traceback"])
-    ref = ok(kernel, "%%remote --no-wait --num-cpus 1\n6 * 7")
+    ref = ok(
+        kernel, "%%remote --no-wait --num-cpus 1\nimport time\ntime.sleep(0.5)\nanswer = 6 * 7\nanswer + 1"
+    )
     assert "ObjectRef" in kernel.results(ref)[-1]["text/plain"]
+    assert kernel.value("__import__('runtime').get(_)") == "43"  # the cell's value
+    assert kernel.value("answer") == "42"  # and the names it assigned came back
 
 
 def test_remote_cells_in_a_persistent_actor(kernel):
