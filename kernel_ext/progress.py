@@ -53,8 +53,11 @@ class ProgressView:
 
     _live: list[ProgressView] = []
 
-    def __init__(self, source, description: str = "", unit: str = "", display: bool = True) -> None:
+    def __init__(
+        self, source, description: str = "", unit: str = "", display: bool = True, fraction: bool = False
+    ) -> None:
         self.source = source
+        self.fraction = fraction  # the source reports a fraction of 1: show percent, no counts
         self.description = description
         self.unit = unit or "it"
         self.n, self.total, self.error = 0.0, 0.0, ""
@@ -99,6 +102,7 @@ class ProgressView:
             unit=self.unit,
             unit_scale=self.n >= 10_000 or self.total >= 10_000,
             ncols=80,
+            bar_format="{l_bar}{bar}| [{elapsed}<{remaining}]" if self.fraction else None,
         )
         return line + (f"  ERROR: {self.error}" if self.error else "")
 
@@ -244,7 +248,9 @@ def follow(
             return float(value), 1.0, ""
         return float(value), float(total), ""
 
-    view = ProgressView(source, description or method, unit if total is not None else "")
+    view = ProgressView(
+        source, description or method, unit if total is not None else "", fraction=total is None
+    )
     return view
 
 
