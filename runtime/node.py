@@ -1336,6 +1336,9 @@ class Node:
             "pending": pending,
             "infeasible": infeasible,
             "tasks_finished": self.leases_granted,
+            "gateway": self.gateway_address,
+            "transfer_in": self.gateway.bytes_in,
+            "transfer_out": self.gateway.bytes_out,
             "actors": [
                 {
                     "actor_id": a.actor_id.hex(),

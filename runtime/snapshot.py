@@ -47,6 +47,9 @@ class NodeSnapshot:
     pending: dict[str, int] = dataclasses.field(default_factory=dict)
     infeasible: tuple[dict, ...] = ()
     tasks_finished: int = 0
+    gateway: str = ""  # where other nodes reach it
+    transfer_in: int = 0  # bytes of objects pulled from other nodes
+    transfer_out: int = 0  # bytes of objects sent to other nodes
     actors: tuple[ActorInfo, ...] = ()
 
     @property
@@ -167,6 +170,12 @@ def format_text(snap: ClusterSnapshot) -> str:
     )
     running = snap.running
     pending = snap.pending
+    moved = [n for n in snap.nodes if n.transfer_in or n.transfer_out]
+    if moved:
+        lines.append(
+            "Objects moved between nodes: "
+            + ", ".join(f"{n.node_id} {_gib(n.transfer_in)} in / {_gib(n.transfer_out)} out" for n in moved)
+        )
     lines.append("")
     lines.append("Running tasks: " + (", ".join(f"{k} ×{v}" for k, v in sorted(running.items())) or "none"))
     lines.append("Pending tasks: " + (", ".join(f"{k} ×{v}" for k, v in sorted(pending.items())) or "none"))

@@ -143,6 +143,14 @@ def test_objects_move_between_nodes(three_nodes):
 
     assert runtime.get(unwrap.remote([ref]), timeout=60) == (data.sum(), nodes["ming"])
 
+    # Status counts what moved (the 32 MB went to "alice" once, however many tasks read it).
+    def moved() -> dict:
+        return {n["node_id"]: n for n in three_nodes.status()["nodes"]}
+
+    wait_for(lambda: moved()[nodes["alice"]]["transfer_in"] >= data.nbytes, 10, what="the next node report")
+    assert moved()[nodes["alice"]]["transfer_in"] < 2 * data.nbytes + 40_000_000
+    assert "Objects moved between nodes" in nbcluster("status", "--address", three_nodes.address).stdout
+
 
 def test_nested_tasks_and_actors_across_nodes(three_nodes):
     nodes = three_nodes.nodes
