@@ -51,7 +51,11 @@ def cluster_parser() -> _Parser:
     connect.add_argument(
         "--token", default=None, help="the cluster key (if its connection file is elsewhere)"
     )
-    connect.add_argument("--token-file", default=None, help="a file holding the cluster key")
+    connect.add_argument(
+        "--token-file",
+        default=None,
+        help="the head's connection file copied here (or a file holding the key)",
+    )
     sub.add_parser("status", help="live view of nodes, resources, tasks and actors")
     sub.add_parser("stop", help="stop the cluster this kernel started (or disconnect)")
     sub.add_parser("disconnect", help="disconnect, leaving a cluster started elsewhere running")
