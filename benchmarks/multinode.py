@@ -53,8 +53,6 @@ import importlib.util
 import json
 import multiprocessing
 import os
-import platform
-import re
 import shutil
 import signal
 import socket
@@ -589,36 +587,17 @@ def run_cluster(params: Params, quick: bool, problems: list[str]) -> dict[str, A
 
 
 def machine_info() -> dict[str, Any]:
-    model = platform.processor() or "unknown"
-    try:
-        model = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text()).group(1)
-    except (OSError, AttributeError):
-        pass
-    versions = {}
-    for dist in ("nbcluster", "pyzmq", "numpy", "ray"):
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = None
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": model,
-        "load_avg": os.getloadavg(),
-        "python": sys.version.split()[0],
-        "libzmq": zmq.zmq_version(),
-        "versions": versions,
-        "runtime_commit": commit,
-        "ray_importable": importlib.util.find_spec("ray") is not None,
-    }
+    """benchmarks/bench.py's machine facts, plus what matters between nodes."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench import machine_info as common
+
+    info = common()
+    info.update(
+        load_avg=os.getloadavg(),
+        libzmq=zmq.zmq_version(),
+        ray_importable=importlib.util.find_spec("ray") is not None,
+    )
+    return info
 
 
 def fmt_ms(s: float | None) -> str:
