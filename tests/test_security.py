@@ -3,6 +3,7 @@ before it is deserialized, and the cluster keeps serving."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import socket
@@ -28,15 +29,25 @@ def _info():
     return config.find_cluster("auto")
 
 
-def test_bad_messages_to_the_head_are_dropped(ray, tmp_path):
-    info = _info()
-    evil = tmp_path / "deserialized"
-    body = pickle.dumps([(Kind.REQUEST, 1, "shutdown", ())])
+@contextlib.contextmanager
+def _dealer(info):
+    """A raw ZeroMQ connection to the head, as a stranger (or a peer) would open one."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(f"tcp://{info.head_address}")
     try:
+        yield sock
+    finally:
+        sock.close()
+        ctx.term()
+
+
+def test_bad_messages_to_the_head_are_dropped(ray, tmp_path):
+    info = _info()
+    evil = tmp_path / "deserialized"
+    body = pickle.dumps([(Kind.REQUEST, 1, "shutdown", ())])
+    with _dealer(info) as sock:
         sock.send_multipart([b"\0" * 32, body])  # unsigned
         wrong = protocol.Signer(os.urandom(32))
         sock.send_multipart(protocol.pack(wrong, [(Kind.REQUEST, 2, "shutdown", ())]))
@@ -47,9 +58,6 @@ def test_bad_messages_to_the_head_are_dropped(ray, tmp_path):
         assert sock.poll(2000)
         assert sock.recv_multipart() == [protocol.AUTH_FAILED]
         assert sock.poll(300) == 0
-    finally:
-        sock.close()
-        ctx.term()
     assert not evil.exists()
     assert ray.nodes()[0]["Alive"]
 
@@ -86,11 +94,7 @@ def test_bad_frames_to_the_node_are_dropped(ray, tmp_path):
 def test_replayed_messages_are_dropped(ray):
     info = _info()
     right = protocol.Signer(bytes.fromhex(info.key))
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(f"tcp://{info.head_address}")
-    try:
+    with _dealer(info) as sock:
         frames = protocol.pack(right, [(Kind.REQUEST, 7, "nodes", ())])
         sock.send_multipart(frames)
         assert sock.poll(5000)
@@ -101,9 +105,6 @@ def test_replayed_messages_are_dropped(ray):
         old.header = lambda: protocol._HEADER.pack(old.sender, 1, 0)  # signed in 1970
         sock.send_multipart(protocol.pack(old, [(Kind.REQUEST, 8, "nodes", ())]))
         assert sock.poll(500) == 0
-    finally:
-        sock.close()
-        ctx.term()
 
 
 def test_wrong_key_cannot_connect(ray):
@@ -144,18 +145,11 @@ def test_signed_nonsense_does_not_crash_the_head(ray):
     """A peer with the key sending malformed batches: logged and ignored, the head serves on."""
     info = _info()
     right = protocol.Signer(bytes.fromhex(info.key))
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(f"tcp://{info.head_address}")
-    try:
+    with _dealer(info) as sock:
         for batch in ([42], [()], [("x",)], [(Kind.REQUEST,)], [(Kind.NODE_REPORT, "nope")], {"a": 1}):
             sock.send_multipart(protocol.pack(right, batch))
         sock.send_multipart(protocol.pack(right, [(Kind.REQUEST, 9, "nodes", ())]))
         assert sock.poll(5000)
         reply = protocol.unpack(protocol.Signer(bytes.fromhex(info.key)), sock.recv_multipart())
         assert reply[0][:3] == (Kind.REPLY, 9, True)
-    finally:
-        sock.close()
-        ctx.term()
     assert ray.get(ray.put(3)) == 3
