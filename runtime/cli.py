@@ -138,11 +138,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         node_ip=args.node_ip_address,
         gateway_port=args.gateway_port,
     )
-    cpus = resources.get("CPU", 0)
-    extra = {k: v for k, v in resources.items() if k not in ("CPU", "memory")}
     print(
-        f"Started a cluster at {info.head_address} with {cpus:g} CPUs"
-        + (f" and {extra}" if extra else "")
+        f"Started a cluster at {info.head_address} with {_offer(resources)}"
         + (" (encrypted with CurveZMQ)." if info.curve_public else ".")
     )
     print(f"  Connection file (holds the key): {info.path}")
@@ -158,6 +155,12 @@ def cmd_start(args: argparse.Namespace) -> int:
     if not args.block:
         return 0
     return _wait_foreground(proc, "Cluster stopped.")
+
+
+def _offer(resources: dict[str, float]) -> str:
+    """ "2 CPUs and {'alice': 2.0}": what a node offers, as `start` prints it."""
+    extra = {k: v for k, v in resources.items() if k not in ("CPU", "memory")}
+    return f"{resources.get('CPU', 0):g} CPUs" + (f" and {extra}" if extra else "")
 
 
 def cluster_info(address: str | None, token_file: str | None) -> cfg.ConnectionInfo:
@@ -209,12 +212,9 @@ def _start_node(args: argparse.Namespace, resources: dict[str, float]) -> int:
         block=args.block,
         gateway_port=args.gateway_port,
     )
-    cpus = resources.get("CPU", 0)
-    extra = {k: v for k, v in resources.items() if k not in ("CPU", "memory")}
     print(
-        f"Node {reply['node_id']} joined the cluster at {info.head_address} with {cpus:g} CPUs"
-        + (f" and {extra}" if extra else "")
-        + f"; other nodes reach it at {reply['gateway']}."
+        f"Node {reply['node_id']} joined the cluster at {info.head_address} with {_offer(resources)}; "
+        f"other nodes reach it at {reply['gateway']}."
     )
     print("  Status:  nbcluster status" + (f" --address {info.head_address}" if args.token_file else ""))
     print("  Leave:   nbcluster stop" + ("  (or Ctrl-C here)" if args.block else ""))
