@@ -290,11 +290,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     for info in targets:
         if info.role == "node":  # a node that joined a head elsewhere: only it leaves
             os.kill(info.head_pid, signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while info.alive() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if info.alive():
-                os.kill(info.head_pid, signal.SIGKILL)
+            _wait_gone(info)
             print(f"This machine's node left the cluster at {info.head_address}.")
             continue
         client = _head_client(info)
@@ -304,13 +300,18 @@ def cmd_stop(args: argparse.Namespace) -> int:
             os.kill(info.head_pid, signal.SIGTERM)
         finally:
             client.close(say_bye=False)
-        deadline = time.monotonic() + 15
-        while info.alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if info.alive():
-            os.kill(info.head_pid, signal.SIGKILL)
+        _wait_gone(info)
         print(f"Stopped the cluster at {info.head_address}.")
     return 0
+
+
+def _wait_gone(info: cfg.ConnectionInfo, timeout: float = 15.0) -> None:
+    """Give the process `info` names `timeout` seconds to clean up and exit, then kill it."""
+    deadline = time.monotonic() + timeout
+    while info.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if info.alive():
+        os.kill(info.head_pid, signal.SIGKILL)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
