@@ -27,7 +27,9 @@ working after ``import runtime as ray``: ``RayError``, ``RayTaskError``,
 
 from __future__ import annotations
 
-import traceback
+import sys
+
+from .remote_traceback import RemoteTraceback
 
 __all__ = [
     "ActorDiedError",
@@ -77,31 +79,41 @@ class TaskError(ClusterError):
     def __init__(
         self,
         function_name: str = "",
-        remote_traceback: str = "",
+        remote_traceback: str | RemoteTraceback = "",
         cause: BaseException | None = None,
         where: str = "",
     ) -> None:
+        if isinstance(remote_traceback, str):
+            remote_traceback = RemoteTraceback.from_text(remote_traceback)
         super().__init__(function_name, remote_traceback, cause, where)
         self.function_name = function_name
-        self.remote_traceback = remote_traceback
+        self.traceback = remote_traceback
         self.cause = cause
         self.where = where
 
+    @property
+    def remote_traceback(self) -> str:
+        """The remote traceback as text: the user's frames, source lines filled in here."""
+        return self.traceback.render()
+
     def __reduce__(self):
-        return (_rebuild_task_error, (self.function_name, self.remote_traceback, self.cause, self.where))
+        return (_rebuild_task_error, (self.function_name, self.traceback, self.cause, self.where))
+
+    def _header(self) -> str:
+        head = f"{self.function_name}() failed"
+        return f"{head} on {self.where}" if self.where else head
 
     def __str__(self) -> str:
-        head = f"{self.function_name}() failed"
-        if self.where:
-            head += f" on {self.where}"
-        return f"{head}:\n{self.remote_traceback.rstrip()}"
+        return f"{self._header()}:\n{self.remote_traceback.rstrip()}"
 
     def _render_traceback_(self) -> list[str]:
-        """What IPython shows: the remote traceback, tagged with where it ran."""
-        head = f"TaskError: {self.function_name}() failed"
-        if self.where:
-            head += f" on {self.where}"
-        return [head, *self.remote_traceback.rstrip().splitlines()]
+        """What IPython shows: where it ran, then the remote traceback of the user's code.
+
+        A frame in a notebook cell is named as IPython names it (``Cell In[3], line 2``)
+        and shows its source line from this kernel's cache of cell sources.
+        """
+        text = self.traceback.render(cell_name=_ipython_cell_name())
+        return [f"TaskError: {self._header()}", *text.rstrip().splitlines()]
 
     def as_instanceof_cause(self) -> TaskError:
         """This error as an instance of both `TaskError` and the cause's class."""
@@ -119,7 +131,7 @@ class TaskError(ClusterError):
                 )
                 _dual_classes[cause_cls] = cls
             err = cls.__new__(cls)
-            TaskError.__init__(err, self.function_name, self.remote_traceback, cause, self.where)
+            TaskError.__init__(err, self.function_name, self.traceback, cause, self.where)
             err.args = (str(err),)
             try:
                 err.__dict__.update({k: v for k, v in vars(cause).items() if k not in err.__dict__})
@@ -138,13 +150,27 @@ def _rebuild_task_error(function_name, remote_traceback, cause, where):
     return TaskError(function_name, remote_traceback, cause, where)
 
 
+def _ipython_cell_name():
+    """IPython's name for a cell's file ("Cell In[3]"), when running under IPython."""
+    ipython = sys.modules.get("IPython")  # not imported: not running under IPython
+    shell = ipython.get_ipython() if ipython is not None else None
+    fmt = getattr(getattr(shell, "compile", None), "format_code_name", None)
+    if fmt is None:
+        return None
+
+    def name(filename: str) -> str | None:
+        found = fmt(filename)
+        return " ".join(found) if found else None
+
+    return name
+
+
 def task_error_from_exception(function_name: str, exc: BaseException, where: str) -> TaskError:
     """Wrap an exception raised by user code in a worker (called in the worker)."""
     if isinstance(exc, TaskError):
         # An upstream failure re-raised by `get` inside a task: keep its origin.
-        return TaskError(exc.function_name, exc.remote_traceback, exc.cause, exc.where)
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return TaskError(function_name, tb, exc, where)
+        return TaskError(exc.function_name, exc.traceback, exc.cause, exc.where)
+    return TaskError(function_name, RemoteTraceback.capture(exc), exc, where)
 
 
 class GetTimeoutError(ClusterError, TimeoutError):

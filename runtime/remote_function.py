@@ -7,8 +7,6 @@ import inspect
 import sys
 from typing import Any
 
-import cloudpickle
-
 from . import options as opt
 from . import serialization, session
 from .client import NODE, Client
@@ -55,7 +53,7 @@ def register(client: Client, obj: Any, cache_owner: Any) -> bytes:
     fid = cache_owner.__dict__.get("_fid")
     if fid is None:
         try:
-            blob = cloudpickle.dumps(obj, protocol=5)
+            blob = serialization.cloudpickle_dumps(obj)
         except Exception as e:
             raise serialization.SerializationError(
                 f"could not serialize {getattr(obj, '__qualname__', obj)!r} to send it to the cluster: "

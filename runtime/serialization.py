@@ -8,7 +8,10 @@ read-only views on the segment, as in Ray).
 
 Plain builtin values use the C pickler directly; everything else goes
 through cloudpickle so lambdas, closures and classes defined in
-``__main__`` or a notebook work.
+``__main__`` or a notebook work. Code objects keep their file name
+(`Pickler`): cloudpickle 3.1 replaces it with ``"<dynamic-code>"``, which
+would leave every remote traceback of notebook code without its file and
+its source lines.
 
 While a value is pickled, every `ObjectRef` and `ActorHandle` inside it is
 recorded (`collect_refs`), so the node can keep those objects alive for as
@@ -17,8 +20,12 @@ long as the value that contains them exists.
 
 from __future__ import annotations
 
+import io
+import marshal
 import pickle
 import threading
+import types
+from collections import ChainMap
 from typing import Any
 
 import cloudpickle
@@ -53,6 +60,29 @@ def note_ref(ref_id: bytes, obj: Any = None) -> None:
         found.append((ref_id, obj))
 
 
+def _load_code(data: bytes) -> types.CodeType:
+    return marshal.loads(data)
+
+
+def _reduce_code(code: types.CodeType) -> tuple:
+    # marshal is what .pyc files use: the whole code object (nested ones too) with its
+    # co_filename and line table, for the same Python version, as cloudpickle requires anyway.
+    return _load_code, (marshal.dumps(code),)
+
+
+class Pickler(cloudpickle.Pickler):
+    """cloudpickle's pickler, except that code objects keep their own file name."""
+
+    dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
+
+
+def cloudpickle_dumps(value: Any, protocol: int = PROTOCOL, buffer_callback=None) -> bytes:
+    """`cloudpickle.dumps` with the runtime's `Pickler` (code keeps its file name)."""
+    with io.BytesIO() as f:
+        Pickler(f, protocol=protocol, buffer_callback=buffer_callback).dump(value)
+        return f.getvalue()
+
+
 def _is_simple(value: Any, depth: int = 2) -> bool:
     """Builtin scalars, and small tuples/lists/dicts of them: the C pickler is enough."""
     t = type(value)
@@ -74,7 +104,7 @@ def dumps(value: Any, buffer_callback=None) -> bytes:
     if _is_simple(value):
         return pickle.dumps(value, PROTOCOL)
     try:
-        return cloudpickle.dumps(value, protocol=PROTOCOL, buffer_callback=buffer_callback)
+        return cloudpickle_dumps(value, buffer_callback=buffer_callback)
     except Exception as e:
         raise SerializationError(
             f"could not serialize {_describe(value)}: {type(e).__name__}: {e}. "

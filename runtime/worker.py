@@ -31,17 +31,15 @@ import socket
 import sys
 import threading
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-
-import cloudpickle
 
 from . import config as cfg
 from . import output, serialization, session, transport
 from .client import NODE, Client
 from .exceptions import TaskCancelledError, TaskError, task_error_from_exception
 from .protocol import ACTOR_CALL, ACTOR_CREATE, Kind, TaskSpec
+from .remote_traceback import RemoteTraceback
 from .serialization import Dep
 
 
@@ -231,10 +229,10 @@ class WorkerLoop:
             err = task_error_from_exception(spec.name, exc, self.where)
             retryable = bool(spec.retry_exceptions) and not isinstance(exc, TaskError)
         try:
-            data = cloudpickle.dumps(err, protocol=5)
+            data = serialization.cloudpickle_dumps(err)
         except Exception:
             assert isinstance(err, TaskError)
-            data = pickle.dumps(TaskError(err.function_name, err.remote_traceback, None, err.where))
+            data = pickle.dumps(TaskError(err.function_name, err.traceback, None, err.where))
         return [(object_id, True, data, len(data), ()) for object_id in spec.return_ids], retryable
 
     # -- plain tasks ------------------------------------------------------
@@ -296,7 +294,7 @@ class WorkerLoop:
             elif concurrency > 1:
                 self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix="actor")
         except BaseException as exc:  # noqa: BLE001
-            error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            error = RemoteTraceback.capture(exc).render()
         sys.stdout.flush()
         sys.stderr.flush()
         self.client.send(NODE, (Kind.ACTOR_READY, spec.actor_id, error))
