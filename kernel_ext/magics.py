@@ -190,7 +190,12 @@ class ClusterMagics(Magics):
         ns, skipped = remote_cell.shippable(user_ns, reads)
         if skipped:
             print(f"%%remote: not sent (cannot be pickled): {', '.join(skipped)}")
-        filename = f"<remote cell {self.shell.execution_count}>"
+        # The cell is cached as IPython caches cells, so a remote traceback names it
+        # "Cell In[N]" with its source lines; the magic's own line stays line 1.
+        running = getattr(self.shell.displayhook, "exec_result", None)  # this cell's In[N]
+        number = getattr(running, "execution_count", None) or self.shell.execution_count
+        filename = self.shell.compile.cache(f"%%remote {line}\n{cell}", number)
+        cell = "\n" + cell
         opts = {
             k: v
             for k, v in (
