@@ -935,6 +935,11 @@ class Client:
                 if force or running:
                     # SIGINT: KeyboardInterrupt in the task; SIGKILL: the worker dies
                     signum = signal.SIGKILL if force else signal.SIGINT
+                    if not force:
+                        # Sent before the signal: a worker that has not started the task
+                        # yet ignores the SIGINT, and finds this when it starts it.
+                        self.queue(lease.link, (Kind.CANCEL, task_id, "interrupt"))
+                        self.flush()
                     if lease.node:
                         self.to_node(lease.node, (Kind.SIGNAL, lease.link.identity, signum))
                     else:

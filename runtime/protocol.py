@@ -57,7 +57,7 @@ class Kind:
     HOLD = 4  # (object_id,)          this process now holds a ref
     RELEASE = 5  # (object_id,)       this process dropped its last ref
     SUBSCRIBE = 6  # (object_ids,)     send me these values when ready
-    CANCEL = 7  # (task_id, force)   owner -> worker: drop this queued task
+    CANCEL = 7  # (task_id, "drop" | "steal" | "interrupt")   owner -> worker: skip or stop this task
     KILL_ACTOR = 8  # (actor_id, no_restart)
     DONE = 9  # (task_id, results, retryable)   a worker finished a task
     BLOCKED = 10  # ()                worker waits in get(): lend its CPU

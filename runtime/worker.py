@@ -74,7 +74,7 @@ class WorkerLoop:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.async_slots: threading.Semaphore | None = None
         self.in_task = False
-        self.cancelled: dict[bytes, str] = {}  # task id -> "drop" | "steal"
+        self.cancelled: dict[bytes, str] = {}  # task id -> "drop" | "steal" | "interrupt"
         self.pid = os.getpid()
         ip = conf.get("ip", "127.0.0.1")
         self.ip_suffix = "" if ip in ("127.0.0.1", "localhost") else f", ip={ip}"
@@ -129,7 +129,7 @@ class WorkerLoop:
                 if item is None:
                     break
                 (_, spec, resolved, gpu_ids), link = item
-                if spec.task_id in self.cancelled:
+                if self.cancelled.get(spec.task_id) in ("drop", "steal"):
                     if self.cancelled.pop(spec.task_id) == "steal":
                         client.queue(link, (Kind.REJECTED, [spec.task_id]))
                     continue
@@ -243,6 +243,9 @@ class WorkerLoop:
         try:
             client.executing = True
             self.in_task = True
+            client.pump(0)  # a cancel whose SIGINT came before the task started
+            if self.cancelled.pop(spec.task_id, None) == "interrupt":
+                raise KeyboardInterrupt
             fn = self.function(spec.function_id)
             args, kwargs = self.decode_args(spec, resolved)
             value = fn(*args, **kwargs)

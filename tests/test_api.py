@@ -413,6 +413,25 @@ def test_cancel_queued_and_running(ray):
     assert ray.get(ok.remote(), timeout=10) == 1
 
 
+def test_cancel_just_after_submit_stops_the_task(ray):
+    # The task reaches its (warm) worker just as the cancel's SIGINT does: the worker must
+    # not ignore the interrupt because it had not started the task yet.
+    import time
+
+    @ray.remote
+    def sleeper(t):
+        time.sleep(t)
+        return t
+
+    assert ray.get([sleeper.remote(0) for _ in range(4)]) == [0] * 4  # leases are warm
+    for _ in range(20):
+        ref = sleeper.remote(60)
+        ray.cancel(ref)
+        with pytest.raises(exceptions.TaskCancelledError):
+            ray.get(ref, timeout=30)
+    assert ray.get(sleeper.remote(0), timeout=30) == 0
+
+
 def test_worker_output_reaches_the_driver(ray, capfd):
     @ray.remote
     def talk():
