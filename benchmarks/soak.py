@@ -37,6 +37,7 @@ import json
 import os
 import random
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -316,7 +317,7 @@ def leaks(marker: str, segments_before: set[str]) -> dict:
     deadline = time.monotonic() + 15
     while True:
         procs = ours(marker)
-        segs = sorted(set(map(str, Path("/dev/shm").glob("nbc-*"))) - segments_before)
+        segs = sorted(set(map(str, Path(os.environ["NBCLUSTER_SHM_DIR"]).glob("nbc-*"))) - segments_before)
         if (not procs and not segs) or time.monotonic() > deadline:
             return {"processes": [p.pid for p in procs], "segments": segs}
         time.sleep(0.2)
@@ -333,7 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(seed)
     marker = tempfile.mkdtemp(prefix="nbc-soak-")
     os.environ["NBCLUSTER_DIR"] = marker
-    segments_before = set(map(str, Path("/dev/shm").glob("nbc-*")))
+    # The cluster's own shared-memory folder: other clusters' segments are not its leaks.
+    shm = Path("/dev/shm" if Path("/dev/shm").is_dir() else marker) / f"nbcsoak-{Path(marker).name}"
+    os.environ["NBCLUSTER_SHM_DIR"] = str(shm)
+    segments_before: set[str] = set()
     stats = Stats()
     chaos = Chaos(stats, rng, marker)
     t0 = time.monotonic()
@@ -365,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         progress_counted=progress_done,
         left_behind=leaks(marker, segments_before),
     )
+    shutil.rmtree(shm, ignore_errors=True)
+    shutil.rmtree(marker, ignore_errors=True)
     lost = sum(stats.lost.values())
     print(f"chaos soak: {result['seconds']} s, {rounds} rounds, seed {seed}")
     print(

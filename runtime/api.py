@@ -16,6 +16,7 @@ from .actor import ActorClass, ActorHandle
 from .client import HEAD, NODE, Client
 from .exceptions import (
     ConnectionFailedError,
+    ObjectLostError,
     TaskError,
 )
 from .object_ref import ObjectRef
@@ -295,7 +296,10 @@ def _value(client: Client, ref: ObjectRef) -> Any:
                 raise value.as_instanceof_cause()
             raise value
         return value
-    raise ConnectionFailedError(f"could not read object {ref.hex()}")
+    raise ObjectLostError(
+        f"object {ref.hex()} is lost: its value at {wire} is gone (deleted outside the runtime?) and "
+        "it cannot be rebuilt; compute or put it again"
+    )
 
 
 def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) -> Any:

@@ -50,14 +50,18 @@ def new_cluster_id() -> str:
 
 
 def shm_dir() -> Path:
-    global _shm_dir
-    if _shm_dir is None:
-        _shm_dir = SHM_DIR if SHM_DIR.is_dir() else runtime_dir() / "shm"
-        _shm_dir.mkdir(mode=0o700, exist_ok=True)
-    return _shm_dir
+    """Where shared-memory segments live: ``NBCLUSTER_SHM_DIR`` if set (a tmpfs of your
+    choice, or one folder per test run), else /dev/shm, else a folder of the runtime dir."""
+    base = os.environ.get("NBCLUSTER_SHM_DIR", "")
+    path = _shm_dirs.get(base)
+    if path is None:
+        path = Path(base) if base else (SHM_DIR if SHM_DIR.is_dir() else runtime_dir() / "shm")
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _shm_dirs[base] = path
+    return path
 
 
-_shm_dir: Path | None = None
+_shm_dirs: dict[str, Path] = {}
 
 
 def shm_glob(cluster_id: str) -> list[Path]:

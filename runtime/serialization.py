@@ -20,8 +20,10 @@ long as the value that contains them exists.
 
 from __future__ import annotations
 
+import errno
 import io
 import marshal
+import os
 import pickle
 import threading
 import types
@@ -32,7 +34,7 @@ import cloudpickle
 
 from . import object_store
 from .config import INLINE_THRESHOLD
-from .exceptions import SerializationError
+from .exceptions import ObjectStoreFullError, SerializationError
 
 PROTOCOL = 5
 _SIMPLE = (int, float, str, bool, type(None), bytes)
@@ -146,7 +148,15 @@ def serialize(
             with collect_refs():
                 data = dumps(value)
         return data, len(data), ids
-    path = object_store.write_segment(segment_name, data, [b.raw() for b in buffers])
+    try:
+        path = object_store.write_segment(segment_name, data, [b.raw() for b in buffers])
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise ObjectStoreFullError(
+            f"no room for a {size:,}-byte value in {os.path.dirname(segment_name)} ({e.strerror}); "
+            "let go of refs you no longer need (del them), or give the machine more shared memory"
+        ) from None
     return path, size, ids
 
 

@@ -37,7 +37,7 @@ from typing import Any
 from . import config as cfg
 from . import output, serialization, session, transport
 from .client import NODE, Client
-from .exceptions import TaskCancelledError, TaskError, task_error_from_exception
+from .exceptions import ObjectLostError, TaskCancelledError, TaskError, task_error_from_exception
 from .protocol import ACTOR_CALL, ACTOR_CREATE, Kind, TaskSpec
 from .remote_traceback import RemoteTraceback
 from .serialization import Dep
@@ -184,7 +184,13 @@ class WorkerLoop:
         for dep in spec.deps:
             if dep not in cache:
                 is_error, value = resolved[dep]
-                obj = serialization.deserialize(value)
+                try:
+                    obj = serialization.deserialize(value)
+                except FileNotFoundError:
+                    raise ObjectLostError(
+                        f"argument {dep.hex()} of {spec.name}() is lost: its value at {value} is gone "
+                        "(deleted outside the runtime?) and cannot be rebuilt; compute or put it again"
+                    ) from None
                 if is_error:
                     raise obj
                 cache[dep] = obj

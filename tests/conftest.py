@@ -9,6 +9,7 @@ shared-memory segment and every cluster folder.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -43,7 +44,8 @@ def _alive(p: psutil.Process) -> bool:
 
 
 def segments() -> list[str]:
-    return sorted(str(p) for p in Path("/dev/shm").glob("nbc-*"))
+    """This test's shared-memory segments (each test has its own NBCLUSTER_SHM_DIR)."""
+    return sorted(str(p) for p in Path(os.environ["NBCLUSTER_SHM_DIR"]).glob("nbc-*"))
 
 
 def wait_for(condition, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
@@ -64,7 +66,11 @@ def no_leaks(tmp_path_factory, monkeypatch):
 
     d = tmp_path_factory.mktemp("nbc")
     monkeypatch.setenv("NBCLUSTER_DIR", str(d))
-    before = set(segments())
+    # Its own shared-memory folder: segments of anything else running on the machine
+    # (another test run, a user's cluster) are not this test's leaks.
+    shm = Path("/dev/shm" if Path("/dev/shm").is_dir() else d) / f"nbctest-{os.getpid()}-{d.name}"
+    monkeypatch.setenv("NBCLUSTER_SHM_DIR", str(shm))
+    before = set(segments()) if shm.is_dir() else set()
     yield str(d)
     runtime.shutdown()
     deadline = time.monotonic() + 10
@@ -82,6 +88,7 @@ def no_leaks(tmp_path_factory, monkeypatch):
             pass
     assert not left, f"processes left running: {[(p.pid, p.cmdline()) for p in left]}"
     assert not leaked, f"shared-memory segments left: {sorted(leaked)}"
+    shutil.rmtree(shm, ignore_errors=True)
     assert not clusters, f"cluster folders left: {clusters}"
 
 

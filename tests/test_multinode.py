@@ -22,6 +22,7 @@ import pytest
 from conftest import wait_for
 
 import runtime
+from runtime.config import shm_dir
 
 
 def _port() -> int:
@@ -281,7 +282,7 @@ def test_result_lost_in_transit_is_made_again(no_leaks, tmp_path):
             return np.full(40_000_000, 7.0)  # 320 MB: the move takes a while
 
         ref = big.remote(str(marks))
-        shm = Path("/dev/shm")
+        shm = shm_dir()
         part = wait_for(
             lambda: list(shm.glob(f"nbc-{info.cluster_id}-{home}-*.part")), 60, what="the move to start"
         )
