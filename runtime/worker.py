@@ -306,9 +306,9 @@ class WorkerLoop:
             error = RemoteTraceback.capture(exc).render()
         sys.stdout.flush()
         sys.stderr.flush()
+        # After a failed constructor the node ends this process once it has read why:
+        # exiting here could let the node see the death before the reason.
         self.client.send(NODE, (Kind.ACTOR_READY, spec.actor_id, error))
-        if error is not None:
-            self.inbox.put(None)
 
     def dispatch_call(self, spec: TaskSpec, resolved: dict, link: transport.Link | None) -> None:
         if self.loop is not None:
