@@ -30,7 +30,7 @@ CELLS = [
     "    time.sleep(3)\n"
     "    return i\n"
     "print('sum', sum(ray.get([crunch.remote(i) for i in range(4)])))",
-    "%cluster disconnect\n%cluster start -n 1",
+    "%load_ext kernel_ext\n%cluster disconnect\n%cluster start -n 1",
 ]
 
 
@@ -66,6 +66,14 @@ def run_cell(page, index: int) -> None:
     page.click(f".jp-Notebook .jp-Cell >> nth={index}")
     page.keyboard.press("Escape")
     page.keyboard.press("Control+Enter")
+
+
+def kernel_idle(app) -> bool:
+    try:
+        kernels = app.api("GET", "api/kernels")
+    except OSError:  # the server is busy starting it
+        return False
+    return bool(kernels) and kernels[0]["execution_state"] == "idle"
 
 
 def kernel_cluster(cli_id: str) -> cfg.ConnectionInfo | None:
@@ -177,3 +185,34 @@ def test_screenshots_in_the_readme_exist():
     for name in ("docs/img/panel-light.png", "docs/img/panel-dark.png"):
         assert name in readme
         assert (ROOT / name).is_file() and (ROOT / name).stat().st_size < 300_000
+
+
+def test_sidebar_in_notebook_7(cli_cluster, jupyter_env, no_leaks):
+    """Notebook 7 has no lab shell: the panel still loads, opens from the cluster widget's link,
+    lists both clusters, inserts the connecting cell and stops the kernel's cluster."""
+    cli = cli_cluster
+    with server("notebook", jupyter_env, no_leaks) as nb7, browser() as chromium:
+        page = chromium.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{nb7.url}/notebooks/panel.ipynb?token={nb7.token}")
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        wait_for(lambda: kernel_idle(nb7), timeout=60, interval=0.2, what="the kernel to be ready")
+        run_cell(page, 1)  # %cluster start
+        page.wait_for_selector(".nbcluster-cluster .nbcluster-open-panel", timeout=60_000)
+        owned = wait_for(lambda: kernel_cluster(cli.cluster_id), timeout=30, what="the kernel's cluster")
+        assert not page.is_visible(SIDEBAR)
+        page.click(".nbcluster-cluster .nbcluster-open-panel")  # the widget links to the panel
+        page.wait_for_selector(card(owned.cluster_id), timeout=30_000)
+        page.wait_for_selector(card(cli.cluster_id), timeout=30_000)
+        assert page.inner_text(f"{card(owned.cluster_id)} .nbc-owner-path") == "panel.ipynb"
+
+        cells = page.locator(".jp-Notebook .jp-Cell").count()
+        page.click(".jp-Notebook .jp-Cell >> nth=0")
+        page.click(f'{card(cli.cluster_id)} [data-action="insert"]')
+        wait_for(lambda: page.locator(".jp-Notebook .jp-Cell").count() == cells + 1, what="a new cell")
+        assert f"%cluster connect {cli.head_address}" in page.inner_text(".jp-Notebook .jp-Cell >> nth=1")
+
+        page.click(f'{card(owned.cluster_id)} [data-action="stop"]')
+        page.click(".jp-Dialog .jp-mod-accept")
+        page.wait_for_selector(card(owned.cluster_id), state="detached", timeout=30_000)
+        assert not owned.alive()
+        assert [c.cluster_id for c in cfg.list_clusters()] == [cli.cluster_id]

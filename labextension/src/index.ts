@@ -83,6 +83,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
       label: 'Refresh the Clusters panel',
       execute: () => sidebar.poll.refresh()
     });
+    // The cluster widget in a notebook links here (kernel_ext/cluster_view.py): a link with
+    // class nbcluster-open-panel, wherever it is rendered, opens this panel.
+    document.body.addEventListener('click', event => {
+      const link = (event.target as Element | null)?.closest?.('.nbcluster-open-panel');
+      if (link) {
+        event.preventDefault();
+        app.shell.activateById(sidebar.id);
+      }
+    });
     if (palette) {
       for (const command of [CommandIDs.open, CommandIDs.create, CommandIDs.refresh]) {
         palette.addItem({ command, category: 'nbcluster' });
