@@ -65,7 +65,7 @@ def card_html(info: dict[str, str]) -> str:
         f"<span style='width:8px;height:8px;border-radius:50%;background:#22a06b'></span>"
         f"<b>nbcluster</b><code>{esc(info['address'])}</code>"
         f"<span style='opacity:.7'>{esc(info['owned'])}</span></div>"
-        f"<table style='border-collapse:collapse;margin:4px 0'>{rows}</table>"
+        f"<div style='margin:4px 0'><table>{rows}</table></div>"
         f"{panel_link()}</div>"
     )
 

@@ -340,3 +340,41 @@ def test_timeline_files_rotate_and_stay_readable(no_leaks, monkeypatch):
     assert {e["worker"] for e in events} == {4242}
     assert [e["name"] for e in timeline.task_events("feedbeef", since=1020.6)] == ["f21", "f22", "f23", "f24"]
     shutil.rmtree(Path(no_leaks) / "feedbeef")
+
+
+# ---------------------------------------------------------------- the in-notebook views' look
+def test_status_view_draws_bars_sparklines_and_the_task_stream(ray):
+    from kernel_ext.status_view import StatusView
+
+    @ray.remote
+    def sample(i):
+        return i
+
+    ray.get([sample.remote(i) for i in range(5)])
+    view = StatusView(display=False)
+    try:
+        wait_for(lambda: len(view.history.get(f"{view.snap.nodes[0].node_id}:cpu")) >= 3, timeout=30)
+        html = view.html()
+    finally:
+        view.stop()
+    assert html.count("class='nbc-bar'") == 2  # CPU and memory of the one node
+    assert html.count("class='nbc-sparkline'") == 2
+    assert "sample ×5" in html  # the task stream's legend
+    assert "nbcluster-open-panel" in html  # the link to the sidebar
+    # headers and values share their alignment: every numeric column is right-aligned in both
+    header_row, value_row = html.split("<tr>")[1:3]
+    aligned = [c.split("text-align:")[1].split(";")[0] for c in header_row.split("<th")[1:]]
+    assert aligned == [c.split("text-align:")[1].split(";")[0] for c in value_row.split("<td")[1:]]
+    assert "CPU" in view._bundle()["text/plain"]  # the text fallback is `nbcluster status`'s table
+
+
+def test_progress_label_shows_count_rate_and_eta_without_a_second_bar(ray):
+    from kernel_ext.progress import ProgressView
+
+    view = ProgressView(lambda: (40, 40, ""), "sampling", display=False)
+    wait_for(lambda: view.finished_at is not None, timeout=30, what="the bar to finish")
+    label = view.label.value
+    assert label.startswith("40/40 · ") and "it/s" in label and "<" in label, label
+    assert "█" not in label and "|" not in label and "sampling" not in label
+    assert "sampling: 100%|" in view.text()  # the text fallback keeps tqdm's line
+    assert view.bar.layout.flex == "1 1 auto"  # the bar gives way: the label is never cut off

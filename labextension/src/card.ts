@@ -8,7 +8,7 @@
 import { MimeData } from '@lumino/coreutils';
 import { Drag } from '@lumino/dragdrop';
 
-import { bytes, duration, el, num } from './format';
+import { bytes, bytesPair, duration, el, num } from './format';
 import { History, Sparkline } from './sparkline';
 import { TaskStream } from './taskstream';
 import { ICluster, INode, ITaskEvent } from './types';
@@ -103,19 +103,19 @@ export class ClusterCard {
     };
     const items = [
       stat('nodes', 'Nodes', `${s.nodes}${s.nodes_dead ? ` (+${s.nodes_dead} dead)` : ''}`, s.nodes),
-      stat('cpus', 'CPUs', `${num(s.cpus_used)} / ${num(s.cpus_total)}`, s.cpus_used, 'CPUs held by tasks and actors / offered'),
+      stat('cpus', 'CPUs', `${num(s.cpus_used)}/${num(s.cpus_total)}`, s.cpus_used, 'CPUs held by tasks and actors / offered'),
       stat('cpu-load', 'CPU load', `${s.cpu_percent.toFixed(0)}%`, s.cpu_percent, 'mean CPU use of the nodes’ machines'),
-      stat('memory', 'Memory', `${bytes(s.memory_used)} / ${bytes(s.memory_total)}`, s.memory_used),
+      stat('memory', 'Memory', bytesPair(s.memory_used, s.memory_total), s.memory_used, 'used / total on the nodes’ machines'),
       stat('tasks', 'Tasks', `${s.running} running, ${s.pending} pending${s.infeasible ? `, ${s.infeasible} infeasible` : ''}`, s.running),
       stat('actors', 'Actors', `${s.actors}`, s.actors),
-      stat('objects', 'Object store', `${bytes(s.object_store_used)} / ${bytes(s.object_store_capacity)}`, s.object_store_used),
+      stat('objects', 'Object store', bytesPair(s.object_store_used, s.object_store_capacity), s.object_store_used),
       stat('idle', 'Idle', s.running || s.pending ? 'busy' : duration(idle), idle)
     ];
     if (s.gpus_total) {
-      items.splice(3, 0, stat('gpus', 'GPUs', `${num(s.gpus_used)} / ${num(s.gpus_total)}`, s.gpus_used));
+      items.splice(3, 0, stat('gpus', 'GPUs', `${num(s.gpus_used)}/${num(s.gpus_total)}`, s.gpus_used));
     }
     for (const [name, [used, total]] of Object.entries(s.custom)) {
-      items.push(stat(`res-${name}`, name, `${num(used)} / ${num(total)}`, used, 'custom resource: used / total'));
+      items.push(stat(`res-${name}`, name, `${num(used)}/${num(total)}`, used, 'custom resource: used / total'));
     }
     this.stats.replaceChildren(...items);
     this.drawNodes(cluster.snapshot.nodes);
@@ -146,7 +146,7 @@ export class ClusterCard {
       row.append(
         name,
         meter('CPU', n.cpu_percent, `${n.cpu_percent.toFixed(0)}%`, charts[0]),
-        meter('Mem', mem[mem.length - 1], `${bytes(n.memory_used)}`, charts[1])
+        meter('Mem', mem[mem.length - 1], bytes(n.memory_used), charts[1])
       );
       rows.push(row);
     }
@@ -202,12 +202,10 @@ function ownerText(c: ICluster): Node[] {
   return [document.createTextNode('nbcluster start --head (runs until stopped)')];
 }
 
+/** A label, the sparkline of the last minutes (its right end is now) and the current value. */
 function meter(label: string, percent: number, text: string, chart: Sparkline): HTMLElement {
   const box = el('div', `nbc-meter nbc-meter-${label.toLowerCase()}`);
-  const bar = el('div', 'nbc-bar');
-  const fill = el('div', 'nbc-bar-fill');
-  fill.style.width = `${Math.min(Math.max(percent, 0), 100).toFixed(1)}%`;
-  bar.append(fill);
-  box.append(el('span', 'nbc-meter-label', label), bar, el('span', 'nbc-meter-value', text), chart.node);
+  box.dataset.percent = percent.toFixed(1);
+  box.append(el('span', 'nbc-meter-label', label), chart.node, el('span', 'nbc-meter-value', text));
   return box;
 }

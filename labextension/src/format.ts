@@ -10,6 +10,13 @@ export function bytes(n: number): string {
   return `${(n / 2 ** 10).toFixed(0)} KiB`;
 }
 
+/** "1.8/23.5 GiB": a used/total pair in the unit of the total. */
+export function bytesPair(used: number, total: number): string {
+  const [unit, scale] = total >= 2 ** 30 ? ['GiB', 2 ** 30] : ['MiB', 2 ** 20];
+  const digits = (n: number) => (n / scale).toFixed(unit === 'GiB' ? 1 : 0);
+  return `${digits(used)}/${digits(total)} ${unit}`;
+}
+
 export function num(n: number): string {
   return Number.isInteger(n) ? `${n}` : n.toFixed(2).replace(/0+$/, '');
 }
