@@ -152,6 +152,24 @@ def test_sidebar_in_jupyterlab(cli_cluster, jupyter_env, no_leaks):
         page.click(f'{card(cli.cluster_id)} [data-action="insert"]')
         wait_for(lambda: page.locator(".jp-Notebook .jp-Cell").count() == cells + 1, what="a new cell")
         assert f"%cluster connect {cli.head_address}" in page.inner_text(".jp-Notebook .jp-Cell >> nth=1")
+        # ... or drag the card into the notebook
+        source = page.locator(f"{card(cli.cluster_id)} .nbc-cluster-header").bounding_box()
+        target = page.locator(".jp-Notebook .jp-Cell >> nth=-1").bounding_box()
+        page.mouse.move(source["x"] + 20, source["y"] + source["height"] / 2)
+        page.mouse.down()
+        for step in range(1, 11):
+            page.mouse.move(
+                source["x"] + 20 + (target["x"] + 60 - source["x"] - 20) * step / 10,
+                source["y"] + (target["y"] + target["height"] / 2 - source["y"]) * step / 10,
+            )
+        page.mouse.up()
+        wait_for(lambda: page.locator(".jp-Notebook .jp-Cell").count() == cells + 2, what="the dropped cell")
+        dropped = [
+            i
+            for i in range(cells + 2)
+            if f"%cluster connect {cli.head_address}" in page.inner_text(f".jp-Notebook .jp-Cell >> nth={i}")
+        ]
+        assert len(dropped) == 2, dropped
 
         # Stop the kernel's cluster: asked first, then gone with every process
         page.click(f'{card(owned.cluster_id)} [data-action="stop"]')

@@ -14,7 +14,7 @@ import { TaskStream } from './taskstream';
 import { ICluster, INode, ITaskEvent } from './types';
 
 const CELL_MIME = 'application/vnd.jupyter.cells';
-export const HISTORY = 90; // samples per sparkline (3 minutes at the default 2 s)
+export const HISTORY = 60; // samples per sparkline (2 minutes at the default 2 s)
 
 export interface ICardActions {
   connect(cluster: ICluster): void;
