@@ -144,6 +144,7 @@ class StatusView:
             StatusView.current.stop()
         StatusView.current = self
         self.snap = snapshot()
+        self.gone = ""  # why refreshing stopped, when the cluster went away
         self.history = History()
         self.history.add(self.snap)
         self.events: list[dict[str, Any]] = []
@@ -167,7 +168,11 @@ class StatusView:
         self.thread.start()
 
     def html(self) -> str:
-        return render_html(self.snap, self.history, self.events)
+        body = render_html(self.snap, self.history, self.events)
+        if not self.gone:
+            return body
+        note = html.escape(f"Stopped following: the cluster is gone ({self.gone[:200]}). Last state:")
+        return f"<div style='color:{charts.ERROR};margin-bottom:4px'>{note}</div>{body}"
 
     def _read_events(self) -> None:
         """Tasks that finished since the last read (this machine's workers), for the task stream."""
@@ -195,7 +200,10 @@ class StatusView:
         while not self.stopped.wait(REFRESH):
             try:
                 self.snap = snapshot()
-            except Exception:  # the cluster went away
+            except Exception as e:  # the cluster went away (stopped from the panel, or killed)
+                self.gone = f"{type(e).__name__}: {e}"
+                if self.widget is not None:
+                    self.widget.value = self.html()
                 break
             self.history.add(self.snap)
             self._read_events()

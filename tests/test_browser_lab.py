@@ -2,9 +2,10 @@
 
 A cluster from ``nbcluster start --head`` and one from a kernel's ``%cluster start`` appear
 in the panel; its CPU numbers move while tasks run; Connect makes the active kernel run
-tasks there; the task stream names them; Insert adds the connecting cell; Stop stops (asking
-first for a kernel's cluster) and leaves no process; the panel survives a reload; when the
-server goes away the panel stops polling and says so once.
+tasks there; the task stream names them; Insert (and dragging a card) adds the connecting
+cell; Stop stops (asking first for a kernel's cluster) and leaves no process; the Idle finder
+stops clusters without work; the panel survives a reload; when the server goes away the
+panel stops polling and says so once.
 """
 
 from __future__ import annotations
@@ -136,6 +137,8 @@ def test_sidebar_in_jupyterlab(cli_cluster, jupyter_env, no_leaks):
             "lab/api/settings/@jupyterlab/apputils-extension:themes",
             {"raw": '{"theme": "JupyterLab Dark"}'},
         )
+        # and with every cluster without work counted as idle (the Idle finder's threshold)
+        lab.api("PUT", "lab/api/settings/nbcluster-labextension:plugin", {"raw": '{"idleMinutes": 0}'})
         page.reload()
         page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60_000)
         page.wait_for_selector(card(owned.cluster_id), timeout=30_000)
@@ -178,8 +181,11 @@ def test_sidebar_in_jupyterlab(cli_cluster, jupyter_env, no_leaks):
         page.wait_for_selector(card(owned.cluster_id), state="detached", timeout=30_000)
         assert not owned.alive()
 
-        # Stop the CLI's cluster: nothing running, nobody owns it: no question
-        page.click(f'{card(cli.cluster_id)} [data-action="stop"]')
+        # the Idle finder lists the CLI's cluster (no work, nobody owns it) and stops it
+        page.wait_for_selector(f'{SIDEBAR} [data-action="stop-idle"]:has-text("Idle (1)")', timeout=30_000)
+        page.click(f'{SIDEBAR} [data-action="stop-idle"]')
+        page.wait_for_selector(f".jp-Dialog >> text={cli.head_address}: idle", timeout=10_000)
+        page.click(".jp-Dialog .jp-mod-accept")
         page.wait_for_selector(card(cli.cluster_id), state="detached", timeout=30_000)
         assert not cli.alive()
         assert cfg.list_clusters() == []

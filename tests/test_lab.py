@@ -378,3 +378,16 @@ def test_progress_label_shows_count_rate_and_eta_without_a_second_bar(ray):
     assert "█" not in label and "|" not in label and "sampling" not in label
     assert "sampling: 100%|" in view.text()  # the text fallback keeps tqdm's line
     assert view.bar.layout.flex == "1 1 auto"  # the bar gives way: the label is never cut off
+
+
+async def test_a_status_view_stops_cleanly_when_the_panel_stops_its_cluster(jp_fetch, cli_cluster):
+    from kernel_ext.status_view import StatusView
+
+    runtime.init(address=cli_cluster.head_address)
+    view = StatusView(display=False)
+    await jp_fetch("nbcluster", "clusters", cli_cluster.cluster_id, method="DELETE")
+    await asyncio.to_thread(wait_for, lambda: not view.thread.is_alive(), 30, 0.05, "the view to stop")
+    assert "the cluster is gone" in view.widget.value
+    assert "CPU" in view._bundle()["text/plain"]  # the last state stays readable
+    view.stop()
+    runtime.shutdown()

@@ -80,12 +80,13 @@ export class ClusterCard {
     const s = cluster.summary;
     const idle = cluster.idle_seconds ?? 0;
     this.node.classList.toggle('nbc-unreachable', !!cluster.error);
-    this.node.classList.toggle('nbc-idle', !!s && idle >= this.idleAfter);
+    const isIdle = !!s && !s.running && !s.pending && idle >= this.idleAfter;
+    this.node.classList.toggle('nbc-idle', isIdle);
     this.node.classList.toggle('nbc-busy', !!s && s.running > 0);
     this.node.dataset.idleSeconds = `${Math.floor(idle)}`;
     this.badges.replaceChildren(
       ...(cluster.owner.kind === 'kernel' ? [badge('notebook', 'owned by a notebook kernel')] : []),
-      ...(s && idle >= this.idleAfter ? [badge(`idle ${duration(idle)}`, 'no task for a long time', 'nbc-badge-idle')] : [])
+      ...(isIdle ? [badge(`idle ${duration(idle)}`, 'no task for a long time', 'nbc-badge-idle')] : [])
     );
     this.error.textContent = cluster.error ? `not answering: ${cluster.error}` : '';
     if (!s || !cluster.snapshot) {

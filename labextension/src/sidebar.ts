@@ -76,7 +76,13 @@ export class ClusterSidebar extends Widget {
 
   /** Clusters idle for longer than the setting (the Idle button's list). */
   idle(): ICluster[] {
-    return this.clusters.filter(c => c.summary && (c.idle_seconds ?? 0) >= this.idleAfter);
+    return this.clusters.filter(
+      c =>
+        c.summary &&
+        !c.summary.running &&
+        !c.summary.pending &&
+        (c.idle_seconds ?? 0) >= this.idleAfter
+    );
   }
 
   /** The New form. */
