@@ -213,7 +213,8 @@ def test_screenshots_in_the_readme_exist():
 
 def test_sidebar_in_notebook_7(cli_cluster, jupyter_env, no_leaks):
     """Notebook 7 has no lab shell: the panel still loads, opens from the cluster widget's link,
-    lists both clusters, inserts the connecting cell and stops the kernel's cluster."""
+    lists both clusters, inserts the connecting cell, stops the kernel's cluster, and starts
+    one from the New form."""
     cli = cli_cluster
     with server("notebook", jupyter_env, no_leaks) as nb7, browser() as chromium:
         page = chromium.new_page(viewport={"width": 1280, "height": 900})
@@ -240,3 +241,17 @@ def test_sidebar_in_notebook_7(cli_cluster, jupyter_env, no_leaks):
         page.wait_for_selector(card(owned.cluster_id), state="detached", timeout=30_000)
         assert not owned.alive()
         assert [c.cluster_id for c in cfg.list_clusters()] == [cli.cluster_id]
+
+        # New: the form sizes a cluster; it appears with what was asked for
+        page.click(f'{SIDEBAR} [data-action="new"]')
+        page.fill('.jp-Dialog input[name="num_cpus"]', "1")
+        page.fill('.jp-Dialog input[name="resources"]', "alice=2, bob=0.5")
+        page.click(".jp-Dialog .jp-mod-accept")
+        made = wait_for(lambda: kernel_cluster(cli.cluster_id), timeout=60, what="the new cluster")
+        assert not made.embedded  # lives until stopped, as `nbcluster start --head`
+        page.wait_for_selector(f"{card(made.cluster_id)} .nbc-stat-res-alice", timeout=30_000)
+        assert page.inner_text(f"{card(made.cluster_id)} .nbc-stat-cpus .nbc-stat-value") == "0/1"
+        assert page.inner_text(f"{card(made.cluster_id)} .nbc-stat-res-bob .nbc-stat-value") == "0/0.5"
+        page.click(f'{card(made.cluster_id)} [data-action="stop"]')
+        page.wait_for_selector(card(made.cluster_id), state="detached", timeout=30_000)
+        assert not made.alive()

@@ -165,11 +165,9 @@ class Registry:
             except ConnectionFailedError:
                 _signal(info.head_pid, signal.SIGTERM)
         self._drop(info.cluster_id)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while info.alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if info.alive():
-            _signal(info.head_pid, signal.SIGKILL)
+        if not _gone(info, STOP_TIMEOUT):
+            _signal(info.head_pid, signal.SIGKILL)  # its node and workers die with it
+            _gone(info, STOP_TIMEOUT)
         with self.lock:
             proc = self.started.pop(info.cluster_id, None)
         if proc is not None:
@@ -219,6 +217,14 @@ def _owner(info: cfg.ConnectionInfo) -> dict[str, Any]:
     except Exception:
         pass
     return {"kind": "process", "pid": info.owner_pid, "name": name}
+
+
+def _gone(info: cfg.ConnectionInfo, timeout: float) -> bool:
+    """Wait up to `timeout` seconds for the cluster's head to exit; whether it did."""
+    deadline = time.monotonic() + timeout
+    while info.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not info.alive()
 
 
 def _signal(pid: int, sig: int) -> None:
