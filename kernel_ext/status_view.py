@@ -24,6 +24,7 @@ from .cell_output import current_parent, refresh
 from .cluster_view import panel_link
 
 REFRESH = 1.0
+SNAPSHOT_TIMEOUT = 5.0  # a head that does not answer for this long is taken as gone
 HISTORY = 60  # samples per sparkline: the last minute
 STREAM_WINDOW = 30.0  # seconds of the task stream
 
@@ -199,7 +200,7 @@ class StatusView:
     def _refresh(self) -> None:
         while not self.stopped.wait(REFRESH):
             try:
-                self.snap = snapshot()
+                self.snap = snapshot(timeout=SNAPSHOT_TIMEOUT)
             except Exception as e:  # the cluster went away (stopped from the panel, or killed)
                 self.gone = f"{type(e).__name__}: {e}"
                 if self.widget is not None:

@@ -386,7 +386,7 @@ async def test_a_status_view_stops_cleanly_when_the_panel_stops_its_cluster(jp_f
     runtime.init(address=cli_cluster.head_address)
     view = StatusView(display=False)
     await jp_fetch("nbcluster", "clusters", cli_cluster.cluster_id, method="DELETE")
-    await asyncio.to_thread(wait_for, lambda: not view.thread.is_alive(), 30, 0.05, "the view to stop")
+    await asyncio.to_thread(wait_for, lambda: not view.thread.is_alive(), 60, 0.05, "the view to stop")
     assert "the cluster is gone" in view.widget.value
     assert "CPU" in view._bundle()["text/plain"]  # the last state stays readable
     view.stop()
