@@ -5,7 +5,9 @@ themselves; and ``runtime.timeline()``, whose events the task stream draws."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
+import inspect
 import json
 import shutil
 import subprocess
@@ -16,11 +18,33 @@ from pathlib import Path
 import pytest
 import tornado
 from conftest import wait_for
+from pytest_jupyter.jupyter_server import *  # noqa: F403 - fixtures (jp_fetch, ...), see in_loop
 
 import runtime
 from runtime import config as cfg
 
-pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+def in_loop(test):
+    """Run an ``async def`` test on pytest-jupyter's event loop (the one its server runs on).
+
+    pytest-jupyter's fixtures are imported into this module only: loading it as a plugin
+    (``pytest_plugins``) would put its autouse fixtures (an event loop, a ServerApp cleanup)
+    on every test of the suite.
+    """
+    sig = inspect.signature(test)
+    params = list(sig.parameters.values())
+    if "jp_asyncio_loop" not in sig.parameters:
+        params.append(inspect.Parameter("jp_asyncio_loop", inspect.Parameter.KEYWORD_ONLY))
+
+    @functools.wraps(test)
+    def run(**fixtures):
+        loop = fixtures["jp_asyncio_loop"]
+        if "jp_asyncio_loop" not in sig.parameters:
+            del fixtures["jp_asyncio_loop"]
+        return loop.run_until_complete(test(**fixtures))
+
+    run.__signature__ = sig.replace(parameters=params)
+    return run
 
 
 @pytest.fixture
@@ -119,6 +143,7 @@ def test_every_handler_verb_is_authenticated(jp_serverapp):
     assert checked == 5  # GET/POST clusters, GET/DELETE one, GET events
 
 
+@in_loop
 async def test_requests_without_a_token_are_refused(jp_fetch, cli_cluster):
     cid = cli_cluster.cluster_id
     no_token = {"Authorization": ""}
@@ -137,6 +162,7 @@ async def test_requests_without_a_token_are_refused(jp_fetch, cli_cluster):
 
 
 # ---------------------------------------------------------------- listing
+@in_loop
 async def test_list_shows_the_cli_cluster_with_the_snapshot_nbcluster_status_reads(jp_fetch, cli_cluster):
     data = await get_json(jp_fetch, "clusters")
     (card,) = data["clusters"]
@@ -159,6 +185,7 @@ async def test_list_shows_the_cli_cluster_with_the_snapshot_nbcluster_status_rea
     assert one["cluster_id"] == cli_cluster.cluster_id and one["summary"]["cpus_total"] == 2
 
 
+@in_loop
 async def test_busy_cluster_shows_running_tasks_and_is_not_idle(jp_fetch, cli_cluster):
     ray = runtime
     ray.init(address=cli_cluster.head_address)
@@ -185,6 +212,7 @@ async def test_busy_cluster_shows_running_tasks_and_is_not_idle(jp_fetch, cli_cl
     ray.shutdown()
 
 
+@in_loop
 async def test_unknown_cluster_is_404(jp_fetch, cli_cluster):
     for method in ("GET", "DELETE"):
         with pytest.raises(tornado.httpclient.HTTPClientError) as missing:
@@ -194,6 +222,7 @@ async def test_unknown_cluster_is_404(jp_fetch, cli_cluster):
 
 
 # ---------------------------------------------------------------- acting
+@in_loop
 async def test_create_then_stop_leaves_nothing(jp_fetch, no_leaks):
     response = await jp_fetch(
         "nbcluster",
@@ -223,6 +252,7 @@ async def test_create_then_stop_leaves_nothing(jp_fetch, no_leaks):
     "body",
     [{"num_cpus": -1}, {"num_cpus": "two"}, {"resources": {"CPU": 2}}, {"resources": [1]}, {"memory": True}],
 )
+@in_loop
 async def test_create_refuses_bad_sizes(jp_fetch, body):
     with pytest.raises(tornado.httpclient.HTTPClientError) as bad:
         await jp_fetch("nbcluster", "clusters", method="POST", body=json.dumps(body))
@@ -230,6 +260,7 @@ async def test_create_refuses_bad_sizes(jp_fetch, body):
     assert cfg.list_clusters() == []
 
 
+@in_loop
 async def test_a_kernels_cluster_names_its_notebook_and_stops_cleanly(jp_fetch, jp_serverapp, jp_root_dir):
     (jp_root_dir / "owner.ipynb").write_text(
         json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
@@ -276,6 +307,7 @@ async def test_a_kernels_cluster_names_its_notebook_and_stops_cleanly(jp_fetch, 
 
 
 # ---------------------------------------------------------------- the task stream
+@in_loop
 async def test_events_name_the_functions_that_ran_as_runtime_timeline_does(jp_fetch, cli_cluster, tmp_path):
     ray = runtime
     ray.init(address=cli_cluster.head_address)
@@ -380,6 +412,7 @@ def test_progress_label_shows_count_rate_and_eta_without_a_second_bar(ray):
     assert view.bar.layout.flex == "1 1 auto"  # the bar gives way: the label is never cut off
 
 
+@in_loop
 async def test_a_status_view_stops_cleanly_when_the_panel_stops_its_cluster(jp_fetch, cli_cluster):
     from kernel_ext.status_view import StatusView
 
