@@ -1,4 +1,11 @@
-"""The compact view of a cluster shown by ``%cluster start`` / ``connect``."""
+"""The compact view of a cluster shown by ``%cluster start`` / ``connect``.
+
+It looks like the cluster's card in the lab sidebar and links to it (in
+JupyterLab and Notebook 7 the lab extension opens the panel on a click;
+elsewhere the link does nothing). Colors are neutral (text inherits,
+lines are translucent grey), so it reads in light and dark themes and in
+VS Code.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,9 @@ import html
 from typing import Any
 
 from runtime.snapshot import ClusterSnapshot
+
+ACCENT = "#2f7fd8"  # readable on white and on near-black
+LINE = "rgba(127, 127, 127, 0.35)"
 
 
 def _gib(n: float) -> str:
@@ -30,6 +40,36 @@ def summary(snap: ClusterSnapshot, owned: bool) -> dict[str, str]:
     }
 
 
+def panel_link(text: str = "Show in the Clusters panel") -> str:
+    """A link that opens the lab sidebar (the lab extension handles clicks on this class)."""
+    return (
+        f"<a href='#' class='nbcluster-open-panel' "
+        f"title='The Clusters panel in the left sidebar (JupyterLab, Notebook 7)' "
+        f"style='color:{ACCENT};text-decoration:none'>{html.escape(text)} →</a>"
+    )
+
+
+def card_html(info: dict[str, str]) -> str:
+    """The card: a header with the address and owner, a table of the numbers, the panel link."""
+    esc = html.escape
+    rows = "".join(
+        f"<tr><th style='text-align:left;font-weight:normal;opacity:.7;padding:1px 1.5em 1px 0'>"
+        f"{esc(k)}</th><td style='text-align:left;padding:1px 0'>{esc(v)}</td></tr>"
+        for k, v in info.items()
+        if k not in ("address", "owned")
+    )
+    return (
+        f"<div class='nbcluster-card' style='display:inline-block;max-width:100%;box-sizing:border-box;"
+        f"border:1px solid {LINE};border-radius:4px;padding:6px 10px;font-size:12px;line-height:1.5'>"
+        f"<div style='display:flex;gap:8px;align-items:center;flex-wrap:wrap'>"
+        f"<span style='width:8px;height:8px;border-radius:50%;background:#22a06b'></span>"
+        f"<b>nbcluster</b><code>{esc(info['address'])}</code>"
+        f"<span style='opacity:.7'>{esc(info['owned'])}</span></div>"
+        f"<div style='margin:4px 0'><table>{rows}</table></div>"
+        f"{panel_link()}</div>"
+    )
+
+
 class ClusterView:
     """A widget (with HTML and text fallbacks in the same output) describing a cluster."""
 
@@ -39,12 +79,7 @@ class ClusterView:
         try:
             import ipywidgets as w
 
-            rows = "".join(
-                f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"
-                f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
-                for k, v in self.info.items()
-            )
-            self.widget = w.HTML(f"<b>nbcluster</b><table>{rows}</table>")
+            self.widget = w.HTML(card_html(self.info))
             self.widget.add_class("nbcluster-cluster")
         except ImportError:
             pass
@@ -53,10 +88,7 @@ class ClusterView:
         return "nbcluster " + ", ".join(f"{k}: {v}" for k, v in self.info.items())
 
     def html(self) -> str:
-        rows = "".join(
-            f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in self.info.items()
-        )
-        return f"<b>nbcluster</b><table>{rows}</table>"
+        return card_html(self.info)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict:
         bundle = {"text/plain": self.text(), "text/html": self.html()}

@@ -74,13 +74,19 @@ class ProgressView:
         try:
             import ipywidgets as w
 
+            # The bar takes the room the count, rate and ETA beside it leave: nothing is cut off.
             self.bar = w.FloatProgress(
-                value=0, min=0, max=1, description=description, layout=w.Layout(width="50%")
+                value=0,
+                min=0,
+                max=1,
+                description=description,
+                style={"description_width": "initial"},
+                layout=w.Layout(flex="1 1 auto", width="auto", min_width="8em", max_width="40em"),
             )
             self.bar.add_class("nbcluster-progress")
-            self.label = w.Label(value="")
+            self.label = w.Label(value="", layout=w.Layout(flex="0 0 auto", width="auto"))
             self.label.add_class("nbcluster-progress-label")
-            self.box = w.HBox([self.bar, self.label])
+            self.box = w.HBox([self.bar, self.label], layout=w.Layout(width="100%", align_items="center"))
         except ImportError:
             pass
         if display:
@@ -103,6 +109,23 @@ class ProgressView:
             unit_scale=self.n >= 10_000 or self.total >= 10_000,
             ncols=80,
             bar_format="{l_bar}{bar}| [{elapsed}<{remaining}]" if self.fraction else None,
+        )
+        return line + (f"  ERROR: {self.error}" if self.error else "")
+
+    def short_text(self) -> str:
+        """What the widget writes beside its bar: the count, rate and ETA (no second, textual bar)."""
+        elapsed = (self.finished_at or time.monotonic()) - self.started
+        n = int(self.n) if float(self.n).is_integer() else self.n
+        total = int(self.total) if float(self.total).is_integer() else self.total
+        count = "{percentage:3.0f}%" if self.fraction else "{n_fmt}/{total_fmt}" if total else "{n_fmt}"
+        rate = "" if self.fraction else " · {rate_fmt}"
+        line = tqdm.format_meter(
+            n=n,
+            total=total or None,
+            elapsed=elapsed,
+            unit=self.unit,
+            unit_scale=self.n >= 10_000 or self.total >= 10_000,
+            bar_format=count + rate + " · {elapsed}" + (" < {remaining}" if total else ""),
         )
         return line + (f"  ERROR: {self.error}" if self.error else "")
 
@@ -137,7 +160,7 @@ class ProgressView:
         total = self.total or 0
         self.bar.max = max(total, 1e-9) if total else 1
         self.bar.value = min(self.n, self.bar.max) if total else 0
-        self.label.value = self.text()[len(self.description) :].lstrip(": ")
+        self.label.value = self.short_text()
         if self.error:
             self.bar.bar_style = "danger"
         elif total and self.n >= total:

@@ -36,6 +36,7 @@ from .api import (
 )
 from .object_ref import ObjectRef
 from .remote_function import RemoteFunction
+from .timeline import timeline
 
 __version__ = "0.1.0"
 
@@ -61,5 +62,6 @@ __all__ = [
     "put",
     "remote",
     "shutdown",
+    "timeline",
     "wait",
 ]

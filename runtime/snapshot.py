@@ -196,8 +196,8 @@ def format_text(snap: ClusterSnapshot) -> str:
     return "\n".join(lines)
 
 
-def snapshot() -> ClusterSnapshot:
-    """The current state of the cluster this process is connected to."""
+def snapshot(timeout: float | None = 30.0) -> ClusterSnapshot:
+    """The current state of the cluster this process is connected to (waiting up to `timeout` s)."""
     from . import session
 
-    return ClusterSnapshot.from_dict(session.client().request("snapshot"))
+    return ClusterSnapshot.from_dict(session.client().request("snapshot", timeout=timeout))

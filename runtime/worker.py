@@ -41,6 +41,7 @@ from .exceptions import ObjectLostError, TaskCancelledError, TaskError, task_err
 from .protocol import ACTOR_CALL, ACTOR_CREATE, Kind, TaskSpec
 from .remote_traceback import RemoteTraceback
 from .serialization import Dep
+from .timeline import Recorder
 
 
 class Current:
@@ -79,6 +80,7 @@ class WorkerLoop:
         ip = conf.get("ip", "127.0.0.1")
         self.ip_suffix = "" if ip in ("127.0.0.1", "localhost") else f", ip={ip}"
         self.where = f"{socket.gethostname()} (pid={self.pid}{self.ip_suffix})"
+        self.events = Recorder(conf["cluster_id"], conf["node_id"], self.pid)
         client.on_message = self.on_message
         client.on_blocked = self.hand_back_queued
 
@@ -244,6 +246,7 @@ class WorkerLoop:
     # -- plain tasks ------------------------------------------------------
     def run_task(self, spec: TaskSpec, resolved: dict, link: transport.Link | None) -> None:
         client = self.client
+        started = time.time()
         self.begin(spec, f"{spec.name} pid={self.pid}{self.ip_suffix}", link)
         retryable = False
         try:
@@ -264,6 +267,7 @@ class WorkerLoop:
             self.in_task = False
             client.executing = False
         self.end(spec, results, retryable, link)
+        self.events.record(spec.name, started, time.time(), not any(r[1] for r in results))
 
     def begin(
         self, spec: TaskSpec, label: str, link: transport.Link | None, thread_only: bool = False
@@ -320,6 +324,7 @@ class WorkerLoop:
             self.run_call(spec, resolved, link, False)
 
     def run_call(self, spec: TaskSpec, resolved: dict, link: transport.Link | None, threaded: bool) -> None:
+        started = time.time()
         self.begin(spec, f"{self.class_name} pid={self.pid}{self.ip_suffix}", link, thread_only=threaded)
         retryable = False
         try:
@@ -329,6 +334,7 @@ class WorkerLoop:
         except BaseException as exc:  # noqa: BLE001
             results, retryable = self.encode_error(spec, exc)
         self.end(spec, results, retryable, link)
+        self.events.record(spec.name, started, time.time(), not any(r[1] for r in results), "actor call")
 
     async def run_call_async(self, spec: TaskSpec, resolved: dict, link: transport.Link | None) -> None:
         try:

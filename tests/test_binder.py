@@ -56,6 +56,12 @@ def test_quickstart_runs_in_an_environment_built_from_binder(tmp_path, no_leaks,
     )
     built = time.monotonic() - start
     print(f"venv + install: {built:.1f} s")
+    # the Clusters sidebar comes with it: its front end and its server side are enabled
+    jupyter = str(venv / "bin" / "jupyter")
+    lab = run([jupyter, "labextension", "list"], timeout=120)
+    assert "nbcluster-labextension" in lab.stdout + lab.stderr, lab.stdout + lab.stderr
+    server = run([jupyter, "server", "extension", "list"], timeout=120)
+    assert "kernel_ext.lab" in server.stdout + server.stderr, server.stdout + server.stderr
 
     monkeypatch.setenv("JUPYTER_PATH", str(venv / "share" / "jupyter"))
     nb = nbformat.read(ROOT / "notebooks" / "01_quickstart.ipynb", as_version=4)

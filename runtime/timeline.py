@@ -1,0 +1,160 @@
+"""Task events: which function ran on which worker, and when.
+
+::
+
+    worker ──one line per finished task (one write(2))──▶ <cluster dir>/timeline/<node>-<pid>.jsonl
+                                                               │ read on demand
+    runtime.timeline() (Chrome trace events) ◀────────────────┤
+    lab panel's task stream (/nbcluster/clusters/<id>/events) ◀┘
+
+Every worker appends its own file, so writers never share a lock and the
+runtime's processes never read them: the cost on a task's path is one
+small unbuffered ``write``. A file is rotated (renamed to ``.1``, replacing
+the older one) past `ROTATE_LINES` lines, so a long run keeps only recent
+history on disk. The files live in the cluster's folder and go with it.
+
+Events are only those of workers on this machine: a node on another
+machine writes its own folder there.
+
+Example::
+
+    import runtime as ray
+    ray.init()
+
+    @ray.remote
+    def f(x):
+        return x
+
+    ray.get([f.remote(i) for i in range(4)])
+    events = ray.timeline()                  # Chrome trace events, as Ray's ray.timeline()
+    ray.timeline("trace.json")               # open in chrome://tracing or ui.perfetto.dev
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from . import config as cfg
+
+ROTATE_LINES = 20_000
+
+
+def folder(cluster_id: str) -> Path:
+    """Where the workers of `cluster_id` on this machine write their events."""
+    return cfg.runtime_dir() / cluster_id / "timeline"
+
+
+class Recorder:
+    """A worker's event writer: `record()` appends one JSON line to its file."""
+
+    def __init__(self, cluster_id: str, node_id: str, pid: int) -> None:
+        self.node_id = node_id
+        self.pid = pid
+        self.path = folder(cluster_id) / f"{node_id}-{pid}.jsonl"
+        self.fd = -1
+        self.lines = 0
+
+    def record(self, name: str, start: float, end: float, ok: bool, kind: str = "task") -> None:
+        """Append one finished task (times from `time.time()`); never raises."""
+        line = json.dumps(
+            {"name": name, "start": start, "end": end, "ok": ok, "kind": kind, "node": self.node_id},
+            separators=(",", ":"),
+        )
+        try:
+            if self.fd < 0 or self.lines >= ROTATE_LINES:
+                self._open()
+            os.write(self.fd, line.encode() + b"\n")
+            self.lines += 1
+        except OSError:  # the cluster's folder is gone (shutting down): nothing to keep
+            pass
+
+    def _open(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            os.replace(self.path, self.path.with_suffix(".jsonl.1"))
+        self.path.parent.mkdir(mode=0o700, exist_ok=True)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.lines = 0
+
+
+def task_events(cluster_id: str, since: float = 0.0) -> list[dict[str, Any]]:
+    """Finished tasks of `cluster_id` on this machine that ended after `since`, oldest first.
+
+    Each is ``{"name", "start", "end", "ok", "kind", "node", "worker"}`` with
+    times in seconds since the epoch and ``worker`` the worker's pid.
+    """
+    events = []
+    where = folder(cluster_id)
+    try:
+        paths = list(where.iterdir())
+    except OSError:
+        return []
+    for path in paths:
+        stem = path.name.split(".")[0]
+        worker = int(stem.rpartition("-")[2]) if stem.rpartition("-")[2].isdigit() else 0
+        try:
+            if path.stat().st_mtime < since:
+                continue
+            text = path.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:  # a line being written
+                continue
+            if event.get("end", 0) > since:
+                event["worker"] = worker
+                events.append(event)
+    events.sort(key=lambda e: e["start"])
+    return events
+
+
+def last_activity(cluster_id: str) -> float:
+    """When a task of `cluster_id` last finished on this machine (0.0: never)."""
+    try:
+        return max((p.stat().st_mtime for p in folder(cluster_id).iterdir()), default=0.0)
+    except OSError:
+        return 0.0
+
+
+def chrome_trace(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Task events as Chrome trace "complete" events (one row per worker, grouped by node)."""
+    return [
+        {
+            "cat": e.get("kind", "task"),
+            "name": e["name"],
+            "pid": f"node {e.get('node', '')}",
+            "tid": f"worker {e.get('worker', 0)}",
+            "ts": e["start"] * 1e6,
+            "dur": max(e["end"] - e["start"], 0.0) * 1e6,
+            "ph": "X",
+            "cname": "generic_work" if e.get("ok", True) else "terrible",
+            "args": {"ok": e.get("ok", True)},
+        }
+        for e in events
+    ]
+
+
+def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
+    """The tasks of the connected cluster as Chrome trace events (Ray's ``ray.timeline()``).
+
+    With `filename`, write them there as JSON (for chrome://tracing or
+    https://ui.perfetto.dev) and return None; otherwise return the list.
+    Covers the workers on this machine, and the history each keeps on disk
+    (about the last 20,000 to 40,000 tasks per worker).
+    """
+    from . import session
+
+    session.client()  # raises NotInitializedError with how to fix it
+    info = session.state.info
+    cluster_id = info.cluster_id if info is not None else session.client().cluster_id
+    trace = chrome_trace(task_events(cluster_id))
+    if filename is None:
+        return trace
+    with open(filename, "w") as f:
+        json.dump(trace, f)
+    return None
