@@ -51,7 +51,13 @@ def write_segment(path: str, data: bytes, buffers: list[memoryview]) -> str:
         entries.append((offset, buf.nbytes))
         offset = _align(offset + buf.nbytes)
     header = _HEAD.pack(_MAGIC, len(buffers), len(data)) + b"".join(_ENTRY.pack(o, n) for o, n in entries)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # Left by an earlier attempt of the same task whose worker died before its owner
+        # heard of it (a retry makes the same object id): nobody knows that file, replace it.
+        os.unlink(path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.ftruncate(fd, max(offset, 1))
         _pwrite_all(fd, header + data, 0)

@@ -77,3 +77,37 @@ def test_nested_refs_keep_objects_alive():
     gc.collect()
     assert float(runtime.get(box[0]).sum()) == 200_000.0
     assert runtime.get(read.remote(box)) == 200_000.0
+
+
+def test_a_retried_task_replaces_the_segment_its_dead_attempt_left(tmp_path):
+    # The chaos soak found it: a worker killed between writing its result and its owner hearing
+    # of it left the segment; the retry (same object id, same path) failed with FileExistsError.
+    runtime.init(num_cpus=1)
+    marker = tmp_path / "first-attempt"
+
+    @runtime.remote(max_retries=2)
+    def make(marker):
+        import os
+        import signal
+        from pathlib import Path
+
+        import numpy as np
+
+        from runtime import serialization, worker
+        from runtime.api import _client
+        from runtime.protocol import object_id_for
+
+        value = np.full(1_000_000, 3.0)
+        if not Path(marker).exists():  # first attempt: write the result's segment, then die
+            Path(marker).write_text("x")
+            path = _client().segment(object_id_for(worker.current_task().task_id, 0))
+            wire, _, _ = serialization.serialize(value, path)
+            assert wire == path and os.path.exists(path)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return value
+
+    out = runtime.get(make.remote(str(marker)), timeout=60)
+    assert marker.exists() and out.shape == (1_000_000,) and float(out[0]) == 3.0
+    del out
+    gc.collect()
+    wait_for(lambda: not segments(), what="segments to be freed")
