@@ -198,6 +198,10 @@ class Gateway:
 
     # ---------------------------------------------------------- receiving
     def read(self) -> None:
+        # At most ~50 ms per loop turn: a burst of 8 MiB chunks must not keep the node from
+        # its heartbeat (the head declared a node busy pulling 320 MB on a loaded machine
+        # dead). What is left stays in the socket, which polls readable again at once.
+        deadline = time.monotonic() + 0.05
         for ident, batch in protocol.recv_batches(self.router, self.signer, True):
             for msg in batch:
                 try:
@@ -207,6 +211,8 @@ class Gateway:
                         self.node.on_direct(ident, msg)
                 except Exception:
                     log.exception("error handling %s", protocol.KIND_NAMES.get(msg[0], msg[0]))
+            if time.monotonic() > deadline:
+                break
 
     def send_direct(self, ident: bytes, batch: list) -> None:
         """To a driver connected straight to our gateway: segments go inline, it cannot map them."""
