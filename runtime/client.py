@@ -111,7 +111,7 @@ class Lease:
 class ActorConn:
     """This process's view of one actor: where it is and the calls for it."""
 
-    __slots__ = ("actor_id", "state", "link", "pid", "queue", "inflight", "cause")
+    __slots__ = ("actor_id", "state", "link", "pid", "queue", "inflight", "cause", "dead_pid")
 
     def __init__(self, actor_id: bytes) -> None:
         self.actor_id = actor_id
@@ -121,6 +121,7 @@ class ActorConn:
         self.queue: deque[Call] = deque()
         self.inflight: dict[bytes, Call] = {}
         self.cause = ""
+        self.dead_pid = 0  # the process we saw die: its node may not know yet
 
 
 class Client:
@@ -762,7 +763,8 @@ class Client:
             if ac.state == "unknown":
                 ac.state = "locating"
                 self.to_node(
-                    protocol.home_of(ac.actor_id), (Kind.REQUEST, 0, "actor_location", (ac.actor_id,))
+                    protocol.home_of(ac.actor_id),
+                    (Kind.REQUEST, 0, "actor_location", (ac.actor_id, ac.dead_pid)),
                 )
             return
         while ac.queue:
@@ -901,9 +903,17 @@ class Client:
                     ac.link = None
                     ac.state = "unknown"
                     ac.cause = f"its worker process (pid {ac.pid}) died"
+                    ac.dead_pid = ac.pid
+                    retry = []  # max_task_retries: sent again, in order, once it is back
                     for call in ac.inflight.values():
-                        self._fail_actor_call(ac, call)
+                        if call.retries_left != 0 and not call.cancelled:
+                            if call.retries_left > 0:
+                                call.retries_left -= 1
+                            retry.append(call)
+                        else:
+                            self._fail_actor_call(ac, call)
                     ac.inflight.clear()
+                    ac.queue.extendleft(reversed(retry))
                     if ac.queue:
                         self._pump_actor(ac)
 

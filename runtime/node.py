@@ -872,7 +872,7 @@ class Node:
                 self.head_out.append((Kind.REQUEST, self.relay_id, args[0], args[1]))
                 return
             if op == "actor_location":
-                self.tell_location(ident, args[0])
+                self.tell_location(ident, args[0], args[1] if len(args) > 1 else 0)
                 return
             if op == "report":
                 payload = self.report()
@@ -923,7 +923,9 @@ class Node:
                 self.kill_actor(actor, "its driver exited", restart=False)
 
     # -------------------------------------------------------------- actors
-    def tell_location(self, ident: bytes, actor_id: bytes) -> None:
+    def tell_location(self, ident: bytes, actor_id: bytes, dead_pid: int = 0) -> None:
+        """Where the actor is, for a caller; `dead_pid` is a process the caller saw die, which
+        this node may not have noticed yet: the caller is told once the actor is back."""
         actor = self.actors.get(actor_id)
         if actor is None:
             home = protocol.home_of(actor_id)
@@ -931,12 +933,12 @@ class Node:
             if home != self.node_id and home in self.view and not self.view[home].get("alive", True):
                 cause = f"the node it belonged to ({home}) died"
             self.emit(ident, (Kind.ACTOR_LOCATION, actor_id, "dead", b"", "", 0, cause, ""))
-        elif actor.state == ALIVE and actor.worker is not None:
+        elif actor.state == ALIVE and actor.worker is not None and actor.worker.pid != dead_pid:
             w = actor.worker
             self.emit(
                 ident, (Kind.ACTOR_LOCATION, actor_id, "alive", w.identity, w.path, w.pid, "", self.node_id)
             )
-        elif actor.state == ALIVE and actor.remote and actor.location:
+        elif actor.state == ALIVE and actor.remote and actor.location and actor.location[2] != dead_pid:
             self.emit(ident, (Kind.ACTOR_LOCATION, actor_id, "alive", *actor.location, "", actor.remote))
         elif actor.state in (DEAD, TERMINATING):
             self.emit(ident, (Kind.ACTOR_LOCATION, actor_id, "dead", b"", "", 0, actor.cause, ""))

@@ -99,6 +99,56 @@ def test_actor_restarts_with_max_restarts(ray):
         wait_for(lambda: ray.get(a.pid.remote(), timeout=10) and False, timeout=20, what="death")
 
 
+def test_actor_calls_in_flight_are_retried_with_max_task_retries(ray, tmp_path):
+    # Found by the chaos soak: with max_restarts and max_task_retries (Ray's names), a call
+    # running when the actor's process died failed instead of running again on the new one.
+    @ray.remote(max_restarts=1, max_task_retries=1)
+    class A:
+        def __init__(self):
+            self.calls = 0
+
+        def step(self, marker, i):
+            import os
+            from pathlib import Path
+
+            self.calls += 1
+            if i == 1 and not Path(marker).exists():
+                Path(marker).write_text("died once")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return i, os.getpid(), self.calls
+
+    a = A.remote()
+    marker = tmp_path / "died"
+    refs = [a.step.remote(str(marker), i) for i in range(4)]
+    results = ray.get(refs, timeout=60)
+    assert [r[0] for r in results] == [0, 1, 2, 3] and marker.exists()
+    first_pid = results[0][1]
+    assert {r[1] for r in results[1:]} == {results[1][1]} != {first_pid}  # ran again, in order
+    assert [r[2] for r in results[1:]] == [1, 2, 3]  # on the restarted actor's fresh state
+
+    @ray.remote(max_restarts=1)  # max_task_retries=0: the call in flight fails, as in Ray
+    class B:
+        def die(self):
+            import os
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        def ok(self):
+            return "ok"
+
+    b = B.remote()
+    with pytest.raises(exceptions.ActorDiedError):
+        ray.get(b.die.remote(), timeout=60)
+    assert wait_for(lambda: _ok_after_restart(ray, b), timeout=30, what="the restarted actor") == "ok"
+
+
+def _ok_after_restart(ray, handle):
+    try:
+        return ray.get(handle.ok.remote(), timeout=10)
+    except exceptions.ActorDiedError:
+        return None
+
+
 def test_driver_killed_leaves_nothing_behind(no_leaks, tmp_path):
     script = tmp_path / "driver.py"
     script.write_text(
