@@ -8,8 +8,9 @@
     lab panel's task stream (/nbcluster/clusters/<id>/events) ◀┘
 
 Every worker appends its own file, so writers never share a lock and the
-runtime's processes never read them: the cost on a task's path is one
-small unbuffered ``write``. A file is rotated (renamed to ``.1``, replacing
+runtime's processes never read them: the cost is one small unbuffered
+``write``, made just after the task's result was sent (so a caller may see
+its result a moment before the event). A file is rotated (renamed to ``.1``, replacing
 the older one) past `ROTATE_LINES` lines, so a long run keeps only recent
 history on disk. The files live in the cluster's folder and go with it.
 

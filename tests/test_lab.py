@@ -332,8 +332,16 @@ async def test_events_name_the_functions_that_ran_as_runtime_timeline_does(jp_fe
     with pytest.raises(ValueError):
         ray.get(fails.options(max_retries=0).remote())
 
-    data = await get_json(jp_fetch, "clusters", cli_cluster.cluster_id, "events", params={"since": started})
-    names = [e["name"] for e in data["events"]]
+    # a worker writes a task's event just after it sent the result: the last ones may lag a little
+    expected = sorted(["square"] * 20 + ["Counter.incr", "fails"])
+    for _ in range(300):
+        data = await get_json(
+            jp_fetch, "clusters", cli_cluster.cluster_id, "events", params={"since": started}
+        )
+        names = [e["name"] for e in data["events"]]
+        if sorted(names) == expected:
+            break
+        await asyncio.sleep(0.1)
     assert names.count("square") == 20
     assert "Counter.incr" in names and "fails" in names
     assert [e["ok"] for e in data["events"] if e["name"] == "fails"] == [False]
