@@ -20,14 +20,26 @@ from .actor_pool import ActorPool
 from .completion import as_completed, map_unordered
 from .connection import connect, disconnect
 from .names import list_named_actors
+from .placement_group import (
+    PlacementGroup,
+    get_placement_group,
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
 from .serializability import inspect_serializability
 
 __all__ = [
     "ActorPool",
+    "PlacementGroup",
     "as_completed",
     "connect",
     "disconnect",
+    "get_placement_group",
     "inspect_serializability",
     "list_named_actors",
     "map_unordered",
+    "placement_group",
+    "placement_group_table",
+    "remove_placement_group",
 ]
