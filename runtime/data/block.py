@@ -119,8 +119,8 @@ def concat(blocks: Iterable[Block]) -> Block:
         return pa.table({})
     if len(blocks) == 1:
         return blocks[0]
-    try:
-        return pa.concat_tables(blocks, promote_options="default")
+    try:  # "permissive": string and large_string (pandas' and Arrow's) meet as large_string
+        return pa.concat_tables(blocks, promote_options="permissive")
     except TypeError:  # pyarrow < 14
         return pa.concat_tables(blocks, promote=True)
 
