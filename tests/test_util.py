@@ -240,6 +240,9 @@ def test_pool_initializer_close_join_terminate(ray):
         p.map(square, [1])
     p.join()
     assert r.get(1) == [i * i for i in range(10)]
+    with Pool(4) as p4:  # more processes than the cluster's 2 CPUs: they share them
+        pids = {pid for _, pid in p4.map(greeting, range(40), chunksize=1)}
+        assert len(pids) == 4
     p2 = Pool(1)
     with pytest.raises(ValueError, match="still running"):
         p2.join()
@@ -261,8 +264,8 @@ def test_joblib_backends_ray_and_nbcluster(ray):
     from runtime.util.joblib import register_ray
 
     register_ray()
-    with joblib.parallel_backend("ray"):
-        out = joblib.Parallel(n_jobs=2)(joblib.delayed(square)(i) for i in range(100))
+    with joblib.parallel_backend("ray"):  # the example: n_jobs=4 on a 2-CPU cluster
+        out = joblib.Parallel(n_jobs=4)(joblib.delayed(square)(i) for i in range(100))
     assert out == [i * i for i in range(100)]
     with joblib.parallel_backend("nbcluster"):
         pids = joblib.Parallel(n_jobs=-1)(joblib.delayed(os.getpid)() for _ in range(20))

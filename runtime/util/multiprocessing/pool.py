@@ -181,7 +181,7 @@ class Pool:
     """A pool of actors with the standard library's Pool API (Ray's ``ray.util.multiprocessing.Pool``).
 
     `processes` defaults to the cluster's CPUs; each actor takes one CPU (change
-    it with ``ray_remote_args={"num_cpus": ...}``). `initializer(*initargs)` runs
+    it with ``ray_remote_args={"num_cpus": ...}``); more processes than CPUs share them. `initializer(*initargs)` runs
     once in each. `maxtasksperchild` and `context` are accepted and ignored.
 
     Example::
@@ -211,10 +211,14 @@ class Pool:
         if not is_initialized():
             init(address=ray_address)
         args = {"num_cpus": 1, **(ray_remote_args or {})}
+        cpus = cluster_resources().get("CPU", 1)
         if processes is None:
-            cpus = cluster_resources().get("CPU", 1)
             per = args.get("num_cpus") or 1
             processes = max(1, int(cpus // per))
+        elif "num_cpus" not in (ray_remote_args or {}) and processes > cpus:
+            # More processes than CPUs (joblib's n_jobs=4 on 2 cores): they share the CPUs,
+            # as a local Pool's processes would, instead of waiting for CPUs that never free.
+            args["num_cpus"] = cpus / processes
         self._processes = processes
         cls = remote(_PoolActor).options(**args)
         self._actors = [cls.remote(initializer, tuple(initargs)) for _ in range(processes)]
