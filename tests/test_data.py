@@ -206,6 +206,8 @@ def test_map_batches_with_a_callable_class_runs_on_a_pool_of_actors(ray):
     assert strategy.take(1)[0]["id"] == 1
     with pytest.raises(ValueError, match="concurrency"):
         ds.map_batches(AddOffset)
+    many = ds.map_batches(AddOffset, fn_constructor_args=(0,), concurrency=4).to_pandas()  # > 2 CPUs
+    assert many["id"].tolist() == list(range(400)) and many["pid"].nunique() == 4
     # The actors are gone when the stage ends: the cluster's CPUs are free again.
     from conftest import wait_for
 

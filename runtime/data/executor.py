@@ -273,6 +273,9 @@ def _actor_stage(
     )
     progress = StageProgress(" -> ".join(names), count)
     args = {"num_cpus": 1, **op.remote_args}
+    cpus = cluster_resources().get("CPU", 1)
+    if "num_cpus" not in op.remote_args and op.size > cpus:  # more actors than CPUs: they share
+        args["num_cpus"] = cpus / op.size
     worker = remote(_MapWorker).options(**args)
     actors = [worker.remote(pre, op.make, post) for _ in range(op.size)]
     load = [0] * len(actors)
