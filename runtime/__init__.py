@@ -40,6 +40,17 @@ from .timeline import timeline
 
 __version__ = "0.1.0"
 
+_LAZY = ("data", "util")  # as Ray: ``ray.data`` works after ``import ray``, loaded on first use
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "ActorClass",
     "ActorHandle",

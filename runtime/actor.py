@@ -117,7 +117,7 @@ class ActorClass:
             contained,
             (),
             client.identity,
-            opt.shape(options, 0),
+            opt.place(opt.shape(options, 0), options.get("scheduling_strategy")),
             0,
             False,
             actor_id,

@@ -6,6 +6,7 @@ import atexit
 import inspect
 import os
 import socket
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -234,6 +235,25 @@ def shutdown() -> None:
 
 
 atexit.register(shutdown)
+
+
+def _auto_init() -> None:
+    """Ray's edge: the first `.remote()`, `get` or `put` before `init()` calls `init()`.
+
+    It starts a local cluster (or attaches to ``RAY_ADDRESS``/``NBCLUSTER_ADDRESS``);
+    ``NBCLUSTER_AUTO_INIT=0`` (or Ray's ``RAY_ENABLE_AUTO_CONNECT=0``) turns it off.
+    """
+    for var in ("NBCLUSTER_AUTO_INIT", "RAY_ENABLE_AUTO_CONNECT"):
+        if os.environ.get(var, "1").lower() in ("0", "false", "no"):
+            return
+    if sys.is_finalizing():
+        return
+    with _lock:
+        if _state.client is None:
+            init()
+
+
+session.state.auto_init = _auto_init
 
 
 def is_initialized() -> bool:

@@ -191,6 +191,8 @@ class Head:
             elif node is not None:
                 node["report"] = msg[2]
                 node["resources_available"] = msg[2]["resources_available"]
+                # Totals change too: a placement group's bundles add resources to a node.
+                node["resources_total"] = msg[2].get("resources_total", node["resources_total"])
                 node["last_seen"] = time.monotonic()
         elif kind == Kind.NODE_LEAVE:
             node = self.nodes.get(msg[1])

@@ -187,7 +187,10 @@ class Node:
         self.hostname = socket.gethostname()
         self.ip = conf.get("ip", "127.0.0.1")
         resources = dict(conf["resources"])
-        self.scheduler = Scheduler(resources)
+        # "node:<id>" pins work to this node (NodeAffinitySchedulingStrategy, placement groups);
+        # the scheduler knows it, the reports do not (every node has it, see pick_node).
+        self.affinity = f"node:{self.node_id}"
+        self.scheduler = Scheduler({**resources, self.affinity: 1.0})
         self.total_resources = resources
         self.free_gpus = list(range(int(resources.get("GPU", 0))))
         self.pool_size = max(1, int(resources.get("CPU", 1)))
@@ -876,11 +879,33 @@ class Node:
                 return
             if op == "report":
                 payload = self.report()
+            elif op in ("add_resources", "remove_resources"):  # placement group bundles
+                payload = self.change_resources(args[0], grow=op == "add_resources")
             else:
                 raise ValueError(f"unknown node request {op!r}")
             self.emit(ident, (Kind.REPLY, req_id, True, payload))
         except Exception as e:
             self.emit(ident, (Kind.REPLY, req_id, False, e))
+
+    def change_resources(self, extra: dict[str, float], grow: bool) -> None:
+        """Add (or take away) resources of this node: a placement group's renamed bundle resources."""
+        if grow:
+            self.scheduler.grow(extra)
+        sched = self.scheduler
+        for k, v in extra.items():
+            left = self.total_resources.get(k, 0.0) + (v if grow else -v)
+            if left > 1e-9:
+                self.total_resources[k] = left
+            else:
+                self.total_resources.pop(k, None)
+            if not grow:
+                units = to_units({k: v}).get(k, 0)
+                sched.total[k] = sched.total.get(k, 0) - units
+                sched.available[k] = sched.available.get(k, 0) - units
+                if sched.total[k] <= 0:
+                    sched.total.pop(k, None)
+                    sched.available.pop(k, None)
+        self.schedule()
 
     def on_bye(self, ident: bytes, msg: tuple) -> None:
         self.direct.pop(ident, None)
@@ -1076,9 +1101,11 @@ class Node:
             if node_id == self.node_id or not info.get("alive", True):
                 continue
             total = to_units(info["resources_total"])
+            total[f"node:{node_id}"] = to_units({"x": 1.0})["x"]  # every node has its affinity
             if not all(total.get(k, 0) >= v for k, v in demand.items()):
                 continue
             avail = to_units(info["resources_available"])
+            avail.setdefault(f"node:{node_id}", total[f"node:{node_id}"])
             for k, v in self.spilled.get(node_id, {}).items():
                 avail[k] = avail.get(k, 0) - v
             room = all(avail.get(k, 0) >= v for k, v in demand.items())
@@ -1323,7 +1350,9 @@ class Node:
             "pid": os.getpid(),
             "alive": True,
             "resources_total": dict(self.total_resources),
-            "resources_available": from_units(self.scheduler.available),
+            "resources_available": {
+                k: v for k, v in from_units(self.scheduler.available).items() if k != self.affinity
+            },
             "cpu_percent": psutil.cpu_percent(interval=None),
             "memory_total": mem.total,
             "memory_used": mem.total - mem.available,

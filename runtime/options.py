@@ -37,7 +37,7 @@ ACTOR_OPTIONS = {
     "max_pending_calls",
 }
 # Accepted for compatibility; they change nothing on this runtime.
-_INERT = {"scheduling_strategy", "accelerator_type", "max_calls", "max_pending_calls"}
+_INERT = {"accelerator_type", "max_calls", "max_pending_calls"}
 
 
 def validate(opts: dict[str, Any], actor: bool) -> dict[str, Any]:
@@ -75,6 +75,13 @@ def validate(opts: dict[str, Any], actor: bool) -> dict[str, Any]:
     lifetime = opts.get("lifetime")
     if lifetime not in (None, "detached", "non_detached"):
         raise ValueError(f"lifetime must be 'detached' or None, got {lifetime!r}")
+    strategy = opts.get("scheduling_strategy")
+    if strategy is not None and strategy not in ("DEFAULT", "SPREAD") and not hasattr(strategy, "_apply"):
+        raise ValueError(
+            f"scheduling_strategy must be 'DEFAULT', 'SPREAD', or one of runtime.util."
+            f"scheduling_strategies (PlacementGroupSchedulingStrategy, NodeAffinitySchedulingStrategy), "
+            f"got {strategy!r}"
+        )
     if opts.get("runtime_env"):
         warnings.warn(
             "runtime_env is not supported: tasks run in the cluster's own Python environment",
@@ -95,3 +102,14 @@ def shape(opts: dict[str, Any], default_cpus: float) -> tuple:
     for name, amount in (opts.get("resources") or {}).items():
         demand[name] = float(amount)
     return tuple(sorted((k, v) for k, v in demand.items() if v))
+
+
+def place(shape: tuple, strategy: Any) -> tuple:
+    """The demand of one task or actor under its ``scheduling_strategy`` (see runtime.util)."""
+    if strategy is None or strategy == "DEFAULT":
+        return shape
+    if strategy == "SPREAD":
+        from .util.scheduling_strategies import spread
+
+        return spread(shape)
+    return strategy._apply(shape)

@@ -159,6 +159,8 @@ class RemoteFunction:
         return_ids = tuple(object_id_for(task_id, i) for i in range(num_returns))
         wire, deps, contained, keep = encode_args(client, args, kwargs, task_id)
         retry_exc = options.get("retry_exceptions", False)
+        if options.get("scheduling_strategy") is not None:
+            shape = opt.place(shape, options["scheduling_strategy"])
         spec = TaskSpec(
             task_id,
             TASK,

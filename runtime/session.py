@@ -31,6 +31,8 @@ class State:
     current_task: Callable[[], Any] | None = None  # workers: the running task
     # Called with each new driver client (the notebook layer routes its output).
     client_hooks: list[Callable[[Client], None]] = []
+    # What the first API call before init() runs (Ray's auto-init): set by `api`.
+    auto_init: Callable[[], Any] | None = None
 
 
 state = State()
@@ -39,6 +41,9 @@ lock = threading.RLock()
 
 def client() -> Client:
     c = state.client
+    if c is None and state.auto_init is not None and not state.worker:
+        state.auto_init()  # as Ray: the first .remote(), get or put starts a local cluster
+        c = state.client
     if c is None:
         raise NotInitializedError(
             "the runtime is not initialized: call runtime.init() first (or %cluster start in a notebook)"

@@ -188,11 +188,8 @@ class WorkerLoop:
                 is_error, value = resolved[dep]
                 try:
                     obj = serialization.deserialize(value)
-                except FileNotFoundError:
-                    raise ObjectLostError(
-                        f"argument {dep.hex()} of {spec.name}() is lost: its value at {value} is gone "
-                        "(deleted outside the runtime?) and cannot be rebuilt; compute or put it again"
-                    ) from None
+                except FileNotFoundError:  # spilled after the owner resolved it: ask our node
+                    is_error, obj = self.refetch(dep, spec.name, value)
                 if is_error:
                     raise obj
                 cache[dep] = obj
@@ -201,6 +198,34 @@ class WorkerLoop:
         if kwargs:
             kwargs = {k: values[v.index] if type(v) is Dep else v for k, v in kwargs.items()}
         return args, kwargs
+
+    def refetch(self, object_id: bytes, task: str, value: Any) -> tuple[bool, Any]:
+        """The value of an argument whose segment moved (spilled to disk) since it was resolved.
+
+        Gone from where the node says it is too: ObjectLostError.
+        """
+        from .object_ref import ObjectRef
+
+        client = self.client
+        ref = ObjectRef(object_id, client)  # held while we read: arrivals are kept for refs we hold
+        try:
+            for _attempt in range(3):
+                client.forget(object_id)
+                try:
+                    client.fetch([object_id], timeout=10)
+                except TimeoutError:
+                    break
+                is_error, value = client.memstore[object_id]
+                try:
+                    return is_error, serialization.deserialize(value)
+                except FileNotFoundError:
+                    continue
+        finally:
+            del ref
+        raise ObjectLostError(
+            f"argument {object_id.hex()} of {task}() is lost: its value at {value} is gone "
+            "(deleted outside the runtime?) and cannot be rebuilt; compute or put it again"
+        )
 
     def encode_results(self, spec: TaskSpec, value: Any) -> list[tuple]:
         ids = spec.return_ids

@@ -447,7 +447,8 @@ def test_worker_output_reaches_the_driver(ray, capfd):
     assert f"(talk pid={pid}) to stderr" in err
 
 
-def test_init_twice_and_not_initialized():
+def test_init_twice_and_not_initialized(monkeypatch):
+    monkeypatch.setenv("NBCLUSTER_AUTO_INIT", "0")  # with it on, put() starts a cluster (test_util)
     with pytest.raises(exceptions.NotInitializedError, match="init"):
         runtime.put(1)
     runtime.init(num_cpus=1)

@@ -200,6 +200,23 @@ def check_remote_cells(nb):
     assert "Stopped the cluster at 127.0.0.1:6390" in text(nb, "!nbcluster stop")
 
 
+def check_ecosystem(nb):
+    joblib_out = text(nb, 'joblib.parallel_backend("ray")')
+    assert "joblib squares: [0, 1, 4, 9, 16] ... 9801" in joblib_out, joblib_out
+    assert "this kernel among them: False" in joblib_out
+    pool = text(nb, "from runtime.util.multiprocessing import Pool")
+    assert "map: [0, 10, 20, 30, 40, 50, 60, 70]" in pool and "starmap: [1024, 27]" in pool, pool
+    assert "imap_unordered, sorted: [1, 2, 3]" in pool and "apply_async: 6" in pool
+    read = text(nb, "ds = ray.data.read_csv(path).repartition(10)")
+    assert "rows: 10000  blocks: 10" in read and "pclass" in read, read
+    mapped = text(nb, "def pandas_transform(df: pd.DataFrame)")
+    assert "same as pandas alone: True" in mapped, mapped
+    bars = progress_bars(nb, "def pandas_transform(df: pd.DataFrame)")
+    assert bars and all(b["value"] == b["max"] for b in bars), bars  # a bar per stage, each full
+    assert "oldest guest: guest" in text(nb, 'ds.groupby("pclass").mean("fare")')
+    assert "rows read back: 10000" in text(nb, "ds.write_parquet")
+
+
 CHECKS = {
     "01_quickstart.ipynb": check_quickstart,
     "02_monte_carlo_pi.ipynb": check_monte_carlo,
@@ -207,6 +224,7 @@ CHECKS = {
     "04_object_store.ipynb": check_object_store,
     "05_resources.ipynb": check_resources,
     "06_remote_cells_and_connecting.ipynb": check_remote_cells,
+    "08_joblib_pool_datasets.ipynb": check_ecosystem,
 }
 
 
