@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import config as cfg
-from . import launcher, serialization, session
+from . import launcher, session
 from .actor import ActorClass, ActorHandle
 from .client import HEAD, NODE, Client
 from .exceptions import (
@@ -19,8 +19,9 @@ from .exceptions import (
     TaskError,
 )
 from .object_ref import ObjectRef
-from .protocol import Kind, ids
 from .remote_function import RemoteFunction
+from .wire import serialization
+from .wire.protocol import Kind, ids
 
 _state = session.state
 _lock = session.lock

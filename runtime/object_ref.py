@@ -5,7 +5,8 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import Any
 
-from . import serialization, session
+from . import session
+from .wire import serialization
 
 
 class ObjectRef:

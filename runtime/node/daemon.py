@@ -44,11 +44,12 @@ from typing import Any
 
 import zmq
 
-from . import config as cfg
-from . import protocol, transport, zygote
-from .exceptions import ObjectLostError
+from .. import config as cfg
+from ..exceptions import ObjectLostError
+from ..wire import protocol, transport
+from ..wire.protocol import ACTOR_CREATE, Kind, TaskSpec
+from . import zygote
 from .object_store import ObjectTable
-from .protocol import ACTOR_CREATE, Kind, TaskSpec
 from .scheduler import Scheduler, from_units, to_units
 
 log = logging.getLogger("runtime.node")
@@ -1364,7 +1365,7 @@ def _describe_error(value) -> str:
 # ------------------------------------------------------------------ process
 def main(conf: dict, parent_fd: int | None = None, on_joined=None) -> None:
     """Run a node daemon in this (freshly forked or started) process."""
-    from . import worker
+    from .. import worker
 
     _setup_logging(conf, f"node-{conf['node_id']}")
     node = Node(conf)

@@ -47,15 +47,15 @@ from typing import Any
 
 import zmq
 
-from . import protocol, serialization, transport
-from .exceptions import (
+from ..exceptions import (
     ActorDiedError,
     ConnectionFailedError,
     GetTimeoutError,
     TaskCancelledError,
     WorkerCrashedError,
 )
-from .protocol import Kind, TaskSpec
+from ..wire import protocol, serialization, transport
+from ..wire.protocol import Kind, TaskSpec
 
 NODE, HEAD = 0, 1
 LEASE_IDLE = 0.2  # seconds an idle lease is kept for the next task of its shape

@@ -40,13 +40,13 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from . import config as cfg
-from . import protocol, transport
-from .exceptions import ObjectLostError
-from .protocol import Kind
+from .. import config as cfg
+from ..exceptions import ObjectLostError
+from ..wire import protocol, transport
+from ..wire.protocol import Kind
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .daemon import Node
 
 log = logging.getLogger("runtime.gateway")
 

@@ -30,9 +30,9 @@ from typing import Any
 
 import cloudpickle
 
-from . import object_store
-from .config import INLINE_THRESHOLD
-from .exceptions import SerializationError
+from ..config import INLINE_THRESHOLD
+from ..exceptions import SerializationError
+from . import segments
 
 PROTOCOL = 5
 _SIMPLE = (int, float, str, bool, type(None), bytes)
@@ -146,17 +146,17 @@ def serialize(
             with collect_refs():
                 data = dumps(value)
         return data, len(data), ids
-    path = object_store.write_segment(segment_name, data, [b.raw() for b in buffers])
+    path = segments.write_segment(segment_name, data, [b.raw() for b in buffers])
     return path, size, ids
 
 
 def deserialize(value: bytes | str) -> Any:
     """The Python value of a wire value (inline bytes or a segment path)."""
     if isinstance(value, str):
-        data, buffers = object_store.read_segment(value)
+        data, buffers = segments.read_segment(value)
         return pickle.loads(data, buffers=buffers)
-    if object_store.is_segment_bytes(value):
-        data, buffers = object_store.parse_segment(memoryview(value))
+    if segments.is_segment_bytes(value):
+        data, buffers = segments.parse_segment(memoryview(value))
         return pickle.loads(data, buffers=buffers)
     return pickle.loads(value)
 
@@ -174,6 +174,6 @@ class Dep:
 
 
 def segment_path(cluster_id: str, node_id: str, object_id: bytes) -> str:
-    from .config import SHM_PREFIX, shm_dir
+    from ..config import SHM_PREFIX, shm_dir
 
     return f"{shm_dir()}/{SHM_PREFIX}{cluster_id}-{node_id}-{object_id.hex()}"
