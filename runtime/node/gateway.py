@@ -36,7 +36,8 @@ import pickle
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import zmq
 
@@ -44,9 +45,6 @@ from .. import config as cfg
 from ..exceptions import ObjectLostError
 from ..wire import protocol, transport
 from ..wire.protocol import Kind
-
-if TYPE_CHECKING:
-    from .daemon import Node
 
 log = logging.getLogger("runtime.gateway")
 
@@ -115,8 +113,33 @@ class Peer:
         self.out: list = []
 
 
+class GatewayHost(Protocol):
+    """What the gateway needs of its node daemon (`daemon.Node` is one).
+
+    The gateway depends on this interface, not on the daemon, so the two
+    modules do not import each other.
+    """
+
+    node_id: str
+    cluster_id: str
+    cluster_dir: Path
+    signer: protocol.Signer
+    poller: zmq.Poller
+    view: dict[str, dict]  # the cluster, from the head: node id -> summary
+    remote: dict[bytes, str]  # clients of other nodes (and nodes, b"n"+id) -> node
+    relayed_to: dict[bytes, set[str]]  # our clients -> nodes they talk to
+    by_identity: dict[bytes, Any]  # our workers by identity
+    handlers: dict[int, Callable[[bytes, tuple], None]]
+
+    def emit(self, ident: bytes, msg: tuple) -> None: ...
+    def tell_location(self, ident: bytes, actor_id: bytes) -> None: ...
+    def on_direct(self, ident: bytes, msg: tuple) -> None: ...
+    def on_peer_message(self, src_node: str, msg: tuple) -> None: ...
+    def drop_process(self, ident: bytes) -> None: ...
+
+
 class Gateway:
-    def __init__(self, node: Node, ctx: zmq.Context, host: str, port: int, curve: dict | None) -> None:
+    def __init__(self, node: GatewayHost, ctx: zmq.Context, host: str, port: int, curve: dict | None) -> None:
         self.node = node
         self.ctx = ctx
         self.signer = node.signer
