@@ -35,7 +35,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import random
 import signal
 import socket
 import time
@@ -48,130 +47,32 @@ from .. import config as cfg
 from ..exceptions import ObjectLostError
 from ..wire import protocol, transport
 from ..wire.protocol import ACTOR_CREATE, Kind, TaskSpec
-from . import zygote
+from . import placement, zygote
 from .object_store import ObjectTable
-from .scheduler import Scheduler, from_units, to_units
+from .placement import ClusterView
+from .records import (
+    ACTOR,
+    ALIVE,
+    DEAD,
+    IDLE,
+    LEASED,
+    PENDING,
+    RESTARTING,
+    STARTING,
+    TERMINATING,
+    Actor,
+    Creation,
+    Lease,
+    LeaseRequest,
+    Proc,
+    Worker,
+)
+from .scheduler import Scheduler, from_units
 
 log = logging.getLogger("runtime.node")
 
 HEAD_SILENCE = 30.0  # seconds without the head before a joined node gives up
 DIRECT_TIMEOUT = 10.0  # seconds a driver without a node may stay silent (it sends every second)
-STARTING, IDLE, LEASED, ACTOR = "starting", "idle", "leased", "actor"
-PENDING, ALIVE, RESTARTING, DEAD, TERMINATING = "pending", "alive", "restarting", "dead", "terminating"
-
-
-class Worker:
-    __slots__ = (
-        "wid",
-        "pid",
-        "identity",
-        "path",
-        "state",
-        "actor_id",
-        "known",
-        "blocked",
-        "idle_since",
-        "gpu_ids",
-        "lease",
-    )
-
-    def __init__(self, wid: int, path: str, node_id: str) -> None:
-        self.wid = wid
-        self.pid = 0
-        self.identity = worker_identity(wid, node_id)
-        self.path = path
-        self.state = STARTING
-        self.actor_id = b""
-        self.known: set[bytes] = set()
-        self.blocked = False
-        self.idle_since = time.monotonic()
-        self.gpu_ids: list[int] = []
-        self.lease: Lease | None = None
-
-
-def worker_identity(wid: int, node_id: str) -> bytes:
-    """Unique in the cluster: clients of other nodes reach workers by it."""
-    return b"w%d." % wid + node_id.encode()
-
-
-class LeaseRequest:
-    __slots__ = ("owner", "request_id", "shape", "name", "demand")
-
-    def __init__(self, owner: bytes, request_id: int, shape: tuple, name: str) -> None:
-        self.owner, self.request_id, self.shape, self.name = owner, request_id, shape, name
-        self.demand = to_units(shape)
-
-
-class Lease:
-    __slots__ = ("lease_id", "owner", "worker", "demand", "shape", "name", "revoked")
-
-    def __init__(self, lease_id: int, req: LeaseRequest, worker: Worker) -> None:
-        self.lease_id = lease_id
-        self.owner = req.owner
-        self.worker = worker
-        self.demand = req.demand
-        self.shape = req.shape
-        self.name = req.name
-        self.revoked = False
-
-
-class Creation:
-    """An actor's creation task, waiting for its arguments or for resources."""
-
-    __slots__ = ("spec", "demand", "waiting")
-
-    def __init__(self, spec: TaskSpec) -> None:
-        self.spec = spec
-        self.demand = to_units(spec.resources)
-        self.waiting = 0
-
-
-class Actor:
-    __slots__ = (
-        "actor_id",
-        "create",
-        "worker",
-        "state",
-        "restarts_left",
-        "name",
-        "namespace",
-        "detached",
-        "cause",
-        "class_name",
-        "owner",
-        "demand",
-        "watchers",
-        "remote",
-        "location",
-        "home",
-    )
-
-    def __init__(self, create: Creation) -> None:
-        opts = create.spec.options or {}
-        self.actor_id = create.spec.actor_id
-        self.create = create
-        self.worker: Worker | None = None
-        self.state = PENDING
-        self.restarts_left = opts.get("max_restarts", 0)
-        self.name = opts.get("name") or ""
-        self.namespace = opts.get("namespace") or ""
-        self.detached = opts.get("lifetime") == "detached"
-        self.cause = ""
-        self.class_name = create.spec.name.split(".")[0]
-        self.owner = create.spec.owner
-        self.demand: dict[str, int] = {}
-        self.watchers: set[bytes] = set()
-        self.remote = ""  # home record of an actor placed on another node: that node
-        self.location: tuple = ()  # (worker identity, socket path, pid) there, once alive
-        self.home = opts.get("_home", "")  # an actor hosted here for another node: that node
-
-
-class Proc:
-    __slots__ = ("identity", "role", "pid", "job_id", "sys_path", "stats")
-
-    def __init__(self, identity: bytes, role: str, pid: int, job_id: int, sys_path: list) -> None:
-        self.identity, self.role, self.pid, self.job_id, self.sys_path = identity, role, pid, job_id, sys_path
-        self.stats: tuple[dict, dict] = ({}, {})
 
 
 def _err(exc: BaseException) -> bytes:
@@ -220,8 +121,7 @@ class Node:
         self.leases_granted = 0
         self.remote: dict[bytes, str] = {}  # clients of other nodes (and nodes, b"n"+id) -> node
         self.relayed_to: dict[bytes, set[str]] = {}  # our clients -> nodes they talk to
-        self.view: dict[str, dict] = {}  # the cluster, from the head: node id -> summary
-        self.spilled: dict[str, dict[str, int]] = {}  # resources we sent leases to, since the view
+        self.cluster = ClusterView(self.node_id)  # the head's view; spillback decisions
         self.foreign: set[bytes] = set()  # objects of other nodes we hold there for our processes
         self.direct: dict[bytes, float] = {}  # drivers of machines without a node -> last heard
         self.gateway: Any = None
@@ -510,17 +410,9 @@ class Node:
             os.unlink(w.path)
         except OSError:
             pass
-        how = f"killed by signal {-status}" if status < 0 else f"exit code {status}"
-        if w.actor_id:
-            actor = self.actors.get(w.actor_id)
-            if actor is not None:
-                self.actor_died(actor, f"its worker process (pid {pid}) died ({how})")
-        elif w.lease is not None:
-            self.end_lease(w.lease)  # its owner sees the socket close and retries its tasks
-        self.drop_process(w.identity)
+        w.pid = pid
         plain = sum(1 for x in self.workers.values() if not x.actor_id)
-        if self.running_flag and plain < self.pool_size:
-            self.spawn_worker()
+        self.execute(placement.worker_death(w, status, self.actors, plain, self.pool_size, self.running_flag))
         self.dirty = True
 
     def give_gpus(self, w: Worker, demand: dict[str, int]) -> None:
@@ -536,36 +428,26 @@ class Node:
 
     # --------------------------------------------------------- scheduling
     def schedule(self) -> None:
+        """Start what fits on idle workers; then fork workers or revoke leases (`placement`)."""
         sched = self.scheduler
-        while self.idle and sched.queued:
-            runnable = sched.pop_runnable(len(self.idle))
-            if not runnable:
-                break
-            for _key, _demand, item in runnable:
-                w = self.idle.popleft()
-                if isinstance(item, LeaseRequest):
-                    self.grant(w, item)
-                else:
-                    self.start_actor(w, item)
+        for action in placement.start(sched, len(self.idle)):
+            w = self.idle.popleft()
+            if isinstance(action.item, LeaseRequest):
+                self.grant(w, action.item)
+            else:
+                self.start_actor(w, action.item)
         if not sched.queued:
             return
-        if not self.idle and sched.has_runnable():
-            # Fork a worker for each waiting request (idle extras exit after 10 s).
-            starting = sum(1 for w in self.workers.values() if w.state == STARTING)
-            for _ in range(min(sched.queued, self.max_workers - len(self.workers)) - starting):
-                self.spawn_worker()
-        elif not sched.has_runnable():
-            # Requests wait on resources other owners hold: ask for them back.
-            waiting = {
-                item.owner
-                for q in sched.queues.values()
-                for _, _, _, item in q
-                if isinstance(item, LeaseRequest)
-            }
-            for lease in self.leases.values():
-                if not lease.revoked and lease.owner not in waiting:
-                    lease.revoked = True
-                    self.emit(lease.owner, (Kind.LEASE_REVOKE, lease.lease_id))
+        starting = sum(1 for w in self.workers.values() if w.state == STARTING)
+        for action in placement.unblock(
+            sched, len(self.idle), starting, len(self.workers), self.max_workers, self.leases.values()
+        ):
+            if isinstance(action, placement.SpawnWorkers):
+                for _ in range(action.count):
+                    self.spawn_worker()
+            else:
+                self.leases[action.lease_id].revoked = True
+                self.emit(action.owner, (Kind.LEASE_REVOKE, action.lease_id))
 
     def grant(self, w: Worker, req: LeaseRequest) -> None:
         lease = Lease(self.next_lease, req, w)
@@ -639,7 +521,7 @@ class Node:
         have = {k: v for k, v in self.total_resources.items() if k in demand or k == "CPU"}
         text = (
             f"Warning: {name} needs {demand}, but no node of this cluster has that much "
-            f"(this node has {have}; {len(self.view) or 1} node(s) in all). It stays pending until "
+            f"(this node has {have}; {len(self.cluster.view) or 1} node(s) in all). It stays pending until "
             "a node with those resources joins; `nbcluster status` lists it as infeasible.\n"
         )
         self.emit(owner, (Kind.LOG, owner, ctx, 2, text, "runtime"))
@@ -648,14 +530,12 @@ class Node:
     def on_lease_request(self, ident: bytes, msg: tuple) -> None:
         _, request_id, shape, name = msg
         req = LeaseRequest(ident, request_id, shape, name)
-        if ident not in self.remote and not self.fits_here_now(req.demand):
-            # Spillback (as Ray's raylet): our own clients ask another node that
-            # has room; requests relayed from other nodes are never sent on.
-            target = self.pick_node(req.demand, now=self.scheduler.feasible(req.demand))
-            if target:
-                self.spill(target, req.demand)
-                self.emit(ident, (Kind.LEASE_SPILL, request_id, shape, name, target))
-                return
+        # Spillback (as Ray's raylet): our own clients ask another node that
+        # has room; requests relayed from other nodes are never sent on.
+        target = self.cluster.route(self.scheduler, req.demand, may_spill=ident not in self.remote)
+        if target:
+            self.emit(ident, (Kind.LEASE_SPILL, request_id, shape, name, target))
+            return
         self.enqueue(b"L%d" % request_id + ident, shape, req, ident, f"task {name}()", None)
 
     def on_lease_return(self, ident: bytes, msg: tuple) -> None:
@@ -772,17 +652,15 @@ class Node:
         """Start an actor here, or on another node with room when this one has none."""
         create = actor.create
         spec = create.spec
-        if not actor.home and not self.fits_here_now(create.demand):
-            target = self.pick_node(create.demand, now=self.scheduler.feasible(create.demand))
-            if target:
-                self.place_on(actor, target)
-                return
+        target = self.cluster.route(self.scheduler, create.demand, may_spill=not actor.home)
+        if target:
+            self.place_on(actor, target)
+            return
         self.enqueue(spec.task_id, spec.resources, create, spec.owner, f"actor {actor.class_name}", spec.ctx)
 
     def place_on(self, actor: Actor, target: str) -> None:
         """Have node `target` host this actor; this node keeps its record and restarts it."""
         spec = actor.create.spec
-        self.spill(target, actor.create.demand)
         actor.remote = target
         opts = dict(spec.options or {}, name=None, lifetime="detached", max_restarts=0)
         opts["_home"] = self.node_id
@@ -929,7 +807,7 @@ class Node:
         if actor is None:
             home = protocol.home_of(actor_id)
             cause = "it is unknown to this cluster (killed long ago, or from another cluster)"
-            if home != self.node_id and home in self.view and not self.view[home].get("alive", True):
+            if home != self.node_id and home in self.cluster.view and not self.cluster.alive(home):
                 cause = f"the node it belonged to ({home}) died"
             self.emit(ident, (Kind.ACTOR_LOCATION, actor_id, "dead", b"", "", 0, cause, ""))
         elif actor.state == ALIVE and actor.worker is not None:
@@ -1041,9 +919,8 @@ class Node:
             self.take_gpus(w)
         if not actor.cause:
             actor.cause = reason
-        if actor.restarts_left != 0 and actor.state != TERMINATING:
-            if actor.restarts_left > 0:
-                actor.restarts_left -= 1
+        restart, actor.restarts_left = placement.actor_restarts(actor)
+        if restart:
             log.info("restarting actor %s: %s", actor.class_name, reason)
             actor.state = RESTARTING
             actor.cause = ""
@@ -1060,107 +937,68 @@ class Node:
         self.creation_cleanup(actor.create)
 
     # ------------------------------------------------------------- cluster
-    def fits_here_now(self, demand: dict[str, int]) -> bool:
-        sched = self.scheduler
-        return sched.feasible(demand) and sched.fits(demand) and not sched.queued
-
-    def pick_node(self, demand: dict[str, int], now: bool) -> str:
-        """Another alive node for `demand`: one with room now (`now`), else any big enough.
-
-        The better of two picked at random (the "power of two choices"): nodes that
-        decide on the same second-old view do not all send their work to one node.
-        """
-        scored: list[tuple] = []
-        for node_id, info in self.view.items():
-            if node_id == self.node_id or not info.get("alive", True):
-                continue
-            total = to_units(info["resources_total"])
-            if not all(total.get(k, 0) >= v for k, v in demand.items()):
-                continue
-            avail = to_units(info["resources_available"])
-            for k, v in self.spilled.get(node_id, {}).items():
-                avail[k] = avail.get(k, 0) - v
-            room = all(avail.get(k, 0) >= v for k, v in demand.items())
-            if now and not room:
-                continue
-            scored.append((room, avail.get("CPU", 0), node_id))
-        if not scored:
-            return ""
-        return max(random.sample(scored, min(2, len(scored))))[2]
-
-    def spill(self, node_id: str, demand: dict[str, int]) -> None:
-        """Count what we sent there until the next view shows it."""
-        acc = self.spilled.setdefault(node_id, {})
-        for k, v in demand.items():
-            acc[k] = acc.get(k, 0) + v
+    @property
+    def view(self) -> dict[str, dict]:
+        """The cluster, from the head: node id -> summary."""
+        return self.cluster.view
 
     def on_view(self, nodes: list[dict]) -> None:
-        self.view = {n["node_id"]: n for n in nodes}
-        if self.on_joined is not None and self.node_id in self.view:
+        self.cluster.update(nodes)
+        if self.on_joined is not None and self.node_id in self.cluster.view:
             joined, self.on_joined = self.on_joined, None
             joined(self)
-        self.spilled.clear()
-        sched = self.scheduler
-        for key, (shape, item) in list(sched.infeasible.items()):
-            demand = to_units(shape)
-            if isinstance(item, LeaseRequest) and item.owner not in self.remote:
-                target = self.pick_node(demand, now=False)
-                if target:
-                    del sched.infeasible[key]
-                    self.spill(target, demand)
-                    self.emit(item.owner, (Kind.LEASE_SPILL, item.request_id, item.shape, item.name, target))
-            elif isinstance(item, Creation):
-                actor = self.actors.get(item.spec.actor_id)
-                if actor is not None and not actor.home and self.pick_node(demand, now=False):
-                    del sched.infeasible[key]
-                    self.place(actor)
-        # Work waiting here for resources another node has free now goes there.
-        for q in list(sched.queues.values()):
-            for entry in list(q):
-                demand, item = entry[2], entry[3]
-                if sched.fits(demand):
-                    break  # it starts here at the next turn
-                if isinstance(item, LeaseRequest) and item.owner in self.remote:
-                    continue
-                if isinstance(item, Creation):
-                    actor = self.actors.get(item.spec.actor_id)
-                    if actor is None or actor.home:
-                        continue
-                target = self.pick_node(demand, now=True)
-                if not target:
-                    break
-                q.remove(entry)
-                sched.queued -= 1
-                if isinstance(item, LeaseRequest):
-                    self.spill(target, demand)
-                    self.emit(item.owner, (Kind.LEASE_SPILL, item.request_id, item.shape, item.name, target))
-                else:
-                    self.place_on(actor, target)
+        # Work waiting here that another node can take goes there.
+        self.execute(self.cluster.rebalance(self.scheduler, self.remote.__contains__, self.actors))
 
     def on_node_dead(self, node_id: str, reason: str) -> None:
-        info = self.view.get(node_id)
-        if info is not None:
-            info["alive"] = False
+        self.cluster.mark_dead(node_id)
         log.warning("node %s is gone: %s", node_id, reason)
         self.gateway.drop_node(node_id)
-        for ident, where in list(self.remote.items()):
-            if where == node_id:
-                del self.remote[ident]
-                self.drop_process(ident)
-        for actor in list(self.actors.values()):
-            if actor.remote == node_id and actor.state != DEAD:
-                actor.remote, actor.location = "", ()
-                self.actor_died(actor, f"its node ({node_id}) died: {reason}")
-            elif actor.home == node_id and actor.state != DEAD:
-                self.kill_actor(actor, f"the node that owns it ({node_id}) died", restart=False)
-        self.fail_foreign(node_id, reason)
-        for ident in list(self.links):
-            self.emit(ident, (Kind.NODE_DEAD, node_id, reason))
+        self.execute(placement.node_death(node_id, reason, self.remote, self.actors))
+
+    def execute(self, actions: list[placement.Action]) -> None:
+        """Carry out the actions a decision of `placement` returned, in order."""
+        for action in actions:
+            if isinstance(action, placement.SpillLease):
+                req = action.request
+                self.emit(req.owner, (Kind.LEASE_SPILL, req.request_id, req.shape, req.name, action.target))
+            elif isinstance(action, placement.PlaceActor):
+                actor = self.actors[action.actor_id]
+                if action.target:
+                    self.place_on(actor, action.target)
+                else:
+                    self.place(actor)
+            elif isinstance(action, placement.DropProcess):
+                self.remote.pop(action.identity, None)
+                self.drop_process(action.identity)
+            elif isinstance(action, placement.ActorDied):
+                actor = self.actors.get(action.actor_id)
+                if actor is not None and actor.state != DEAD:
+                    actor.remote, actor.location = "", ()
+                    self.actor_died(actor, action.reason)
+            elif isinstance(action, placement.KillActor):
+                actor = self.actors.get(action.actor_id)
+                if actor is not None and actor.state != DEAD:
+                    self.kill_actor(actor, action.cause, restart=False)
+            elif isinstance(action, placement.EndLease):
+                lease = self.leases.get(action.lease_id)
+                if lease is not None:
+                    self.end_lease(lease)
+            elif isinstance(action, placement.SpawnWorkers):
+                for _ in range(action.count):
+                    self.spawn_worker()
+            elif isinstance(action, placement.FailObjects):
+                self.fail_foreign(action.node_id, action.reason)
+            elif isinstance(action, placement.Broadcast):
+                for ident in list(self.links):
+                    self.emit(ident, (Kind.NODE_DEAD, action.node_id, action.reason))
+            else:
+                raise TypeError(f"not an action of this node: {action!r}")
 
     def want_foreign(self, object_id: bytes, subscribe: bool) -> None:
         """A process here holds or waits for an object another node keeps: hold it there."""
         home = protocol.home_of(object_id)
-        if home == self.node_id or home not in self.view:
+        if home == self.node_id or home not in self.cluster.view:
             return
         batch = []
         if object_id not in self.foreign:
@@ -1171,7 +1009,7 @@ class Node:
             e.subscribers.add(b"")  # marks "asked the home node"; never sent to
             batch.append((Kind.SUBSCRIBE, [object_id]))
         if batch:
-            info = self.view[home]
+            info = self.cluster.view[home]
             if not info.get("alive", True):
                 self.fail_foreign(home, info.get("dead_reason") or "it is not part of the cluster any more")
                 return
