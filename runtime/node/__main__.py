@@ -1,5 +1,5 @@
 """``python -m runtime.node``: a node that joins a head; settings as JSON on stdin."""
 
-from .daemon import standalone
+from .process import standalone
 
 standalone()
