@@ -48,79 +48,17 @@ from typing import Any
 import zmq
 
 from ..exceptions import (
-    ActorDiedError,
     ConnectionFailedError,
     GetTimeoutError,
-    TaskCancelledError,
-    WorkerCrashedError,
 )
 from ..wire import protocol, serialization, transport
 from ..wire.protocol import Kind, TaskSpec
+from .actor_calls import ActorCalls
+from .leases import Leases
+from .records import Call, Countdown, Lease
 
 NODE, HEAD = 0, 1
-LEASE_IDLE = 0.2  # seconds an idle lease is kept for the next task of its shape
-PIPELINE = 16  # tasks queued at a leased worker when there is a backlog (idle ones steal)
-PATIENCE = 0.2  # seconds to wait for more workers before queueing tasks behind running ones
 NODE_SILENCE = 10.0  # seconds a driver without a node waits for news from the node it uses
-
-
-def _err(exc: BaseException) -> bytes:
-    import pickle
-
-    return pickle.dumps(exc, protocol.PROTOCOL)
-
-
-class Countdown:
-    """Values one fetch() still waits for (compared by identity: each waiter is its own)."""
-
-    __slots__ = ("left",)
-
-    def __init__(self, left: int) -> None:
-        self.left = left
-
-
-class Call:
-    """A task or actor call this process submitted and has not seen finish."""
-
-    __slots__ = ("spec", "keep", "missing", "retries_left", "cancelled", "lease", "shape")
-
-    def __init__(self, spec: TaskSpec, keep: tuple) -> None:
-        self.spec = spec
-        self.keep = keep  # refs/handles inside the arguments, alive until done
-        self.missing = 0
-        self.retries_left = spec.max_retries
-        self.cancelled = False
-        self.lease: Lease | None = None
-        self.shape = spec.resources
-
-
-class Lease:
-    __slots__ = ("lease_id", "shape", "link", "pid", "inflight", "idle_since", "revoked", "node")
-
-    def __init__(self, lease_id: int, shape: tuple, link, pid: int, node: str = "") -> None:
-        self.node = node  # "" for our own node
-        self.lease_id = lease_id
-        self.shape = shape
-        self.link = link
-        self.pid = pid
-        self.inflight: dict[bytes, Call] = {}
-        self.idle_since = time.monotonic()
-        self.revoked = False
-
-
-class ActorConn:
-    """This process's view of one actor: where it is and the calls for it."""
-
-    __slots__ = ("actor_id", "state", "link", "pid", "queue", "inflight", "cause")
-
-    def __init__(self, actor_id: bytes) -> None:
-        self.actor_id = actor_id
-        self.state = "unknown"  # unknown -> locating -> alive | dead
-        self.link: transport.Link | None = None
-        self.pid = 0
-        self.queue: deque[Call] = deque()
-        self.inflight: dict[bytes, Call] = {}
-        self.cause = ""
 
 
 class Client:
@@ -183,13 +121,8 @@ class Client:
         # direct submissions
         self.calls: dict[bytes, Call] = {}  # task id -> call, until done
         self.dep_waiters: dict[bytes, list[Call]] = {}
-        self.task_queues: dict[tuple, deque[Call]] = {}
-        self.leases: dict[tuple, list[Lease]] = {}
-        self.lease_requests: dict[tuple, int] = {}
-        self.requested_at: dict[tuple, float] = {}  # when the oldest open request was sent
-        self.lease_by_id: dict[int, Lease] = {}
-        self.spilled: dict[tuple, dict[str, int]] = {}  # shape -> node -> lease requests sent there
-        self.actors: dict[bytes, ActorConn] = {}
+        self.leases = Leases(self)  # tasks: queues per shape, leased workers
+        self.actor_calls = ActorCalls(self)  # actor calls: a connection and an order per actor
         self.workers_by_identity: dict[bytes, transport.Link] = {}
         self.peers: dict[int, transport.Link] = {}  # fd -> link (workers we use, callers of ours)
         self.listener = None  # a worker's socket for its callers
@@ -280,6 +213,12 @@ class Client:
             self.send(NODE, msg)
         else:
             self.send(NODE, (Kind.FORWARD, node_id, b"", [msg]))
+
+    def send_node(self, msg: tuple) -> None:
+        self.send(NODE, msg)
+
+    def next_request_id(self) -> int:
+        return next(self._req_ids)
 
     def send(self, dest: int, msg: tuple, urgent: bool = True) -> None:
         if dest == NODE:
@@ -527,7 +466,7 @@ class Client:
             self.calls[spec.task_id] = call
             self.pending.update(spec.return_ids)
             if spec.actor_id:
-                self._actor(spec.actor_id).queue.append(call)
+                self.actor_calls.enqueue(call)
             for dep in spec.deps:
                 if dep not in self.memstore:
                     waiters = self.dep_waiters.setdefault(dep, [])
@@ -550,15 +489,15 @@ class Client:
         for dep in spec.deps:
             is_error, value = self.memstore[dep]
             if is_error:
-                self._finish_error(call, value)
+                self.finish_error(call, value)
                 return
         if spec.actor_id:
-            self._pump_actor(self.actors[spec.actor_id])
+            self.actor_calls.pump(self.actor_calls.conns[spec.actor_id])
         else:
-            self.task_queues.setdefault(spec.resources, deque()).append(call)
-            self._dispatch_tasks(spec.resources)
+            self.leases.enqueue(call)
 
-    def _resolved(self, spec: TaskSpec) -> dict:
+    def resolved(self, spec: TaskSpec) -> dict:
+        """The values of a call's top-level ObjectRef arguments, as its worker receives them."""
         memstore = self.memstore
         return {dep: memstore[dep] for dep in spec.deps}
 
@@ -592,73 +531,34 @@ class Client:
         with self.cv:
             self.cv.notify_all()
 
-    def _finish_error(self, call: Call, error: bytes) -> None:
+    def finish_error(self, call: Call, error: bytes) -> None:
         self._finish(call, [(rid, True, error, len(error), ()) for rid in call.spec.return_ids])
 
-    # ----------------------------------------------------------------- tasks
-    def _dispatch_tasks(self, shape: tuple) -> None:
-        queue = self.task_queues.get(shape)
-        if not queue:
-            self._cancel_requests(shape)
-            return
-        leases = [lease for lease in self.leases.get(shape, ()) if not lease.revoked]
-        # Queue tasks behind running ones only once the node had time to lend
-        # more workers: a worker notices a steal only between two tasks.
-        asked_at = self.requested_at.get(shape)
-        limit = PIPELINE if asked_at is not None and time.monotonic() - asked_at > PATIENCE else 1
-        depth = min((len(lease.inflight) for lease in leases), default=limit) + 1
-        while queue and depth <= limit:  # round robin, one level at a time
-            for lease in leases:
-                if not queue:
-                    break
-                if len(lease.inflight) < depth:
-                    call = queue.popleft()
-                    if call.cancelled:
-                        continue
-                    call.lease = lease
-                    lease.inflight[call.spec.task_id] = call
-                    self._send_function(lease.link, call.spec.function_id)
-                    self.queue(lease.link, (Kind.EXECUTE, call.spec, self._resolved(call.spec), ()))
-            depth += 1
-        # Tasks queued behind a running one (here or at a worker) could run on
-        # another worker: ask the node for more; new workers steal their share.
-        backlog = len(queue) + sum(len(lease.inflight) - 1 for lease in leases if len(lease.inflight) > 1)
-        if not backlog:
-            self._cancel_requests(shape)
-            return
-        asked = self.lease_requests.get(shape, 0)
-        want = min(backlog, 16) - asked
-        if want > 0:
-            name = (queue[0] if queue else next(iter(leases[0].inflight.values()))).spec.name
-            if not asked:
-                self.requested_at[shape] = time.monotonic()
-                # Our idle workers of other shapes may hold what these need.
-                for other, held in list(self.leases.items()):
-                    if other != shape:
-                        for lease in [x for x in held if not x.inflight]:
-                            self._return_lease(lease)
-            self.lease_requests[shape] = asked + want
-            for _ in range(want):
-                self.send(NODE, (Kind.LEASE_REQUEST, next(self._req_ids), shape, name))
-
-    def _cancel_requests(self, shape: tuple) -> None:
-        """Nothing left to run for this shape: lease requests still waiting are void."""
-        self.requested_at.pop(shape, None)
-        if self.lease_requests.get(shape):
-            self.lease_requests[shape] = 0
-            self.send(NODE, (Kind.LEASE_CANCEL, shape))
-            for node_id in self.spilled.pop(shape, {}):
-                self.to_node(node_id, (Kind.LEASE_CANCEL, shape))
-
-    def _on_lease_spill(self, msg: tuple) -> None:
-        """Our node has no room: ask the node it named."""
-        _, req_id, shape, name, node_id = msg
+    # ------------------------------------------------------- results, failures
+    def _on_done(self, msg: tuple, link: transport.Link | None) -> None:
+        _, task_id, results, retryable = msg
         with self.lock:
-            if not self.lease_requests.get(shape):
-                return  # cancelled meanwhile
-            counts = self.spilled.setdefault(shape, {})
-            counts[node_id] = counts.get(node_id, 0) + 1
-            self.to_node(node_id, (Kind.LEASE_REQUEST, req_id, shape, name))
+            call = self.calls.get(task_id)
+            if call is None:
+                return
+            lease = call.lease
+            if call.spec.actor_id:
+                self.actor_calls.on_done(call)
+            elif self.leases.on_done(call, retryable):
+                return  # queued again: a retry
+            self._finish(call, results)
+            if not call.spec.actor_id and lease is not None:
+                self.leases.next_for(lease)
+
+    def _on_peer_closed(self, link: transport.Link) -> None:
+        """A worker we send work to is gone: retry its tasks, fail its actor's calls."""
+        with self.lock:
+            if isinstance(link, transport.Link):
+                self.peers.pop(link.sock.fileno(), None)
+            if self.workers_by_identity.get(link.identity) is link:
+                del self.workers_by_identity[link.identity]
+            self.leases.peer_closed(link)
+            self.actor_calls.peer_closed(link)
 
     def _on_node_dead(self, node_id: str) -> None:
         """Another node is gone: its workers' tasks are retried, its lease requests void."""
@@ -668,50 +568,10 @@ class Client:
             ]:
                 link.close()
                 self._on_peer_closed(link)
-            for shape, counts in list(self.spilled.items()):
-                n = counts.pop(node_id, 0)
-                if n:
-                    self.lease_requests[shape] = max(0, self.lease_requests.get(shape, 0) - n)
-                    self._dispatch_tasks(shape)
+            self.leases.on_node_dead(node_id)
 
-    def _send_function(self, link: transport.Link, function_id: bytes) -> None:
-        """A worker gets a function's code with its first task (no round trip to the node)."""
-        known = link.state
-        if known is None:
-            known = link.state = set()
-        if function_id not in known:
-            known.add(function_id)
-            blob = self.function_blobs.get(function_id)
-            if blob is not None:
-                self.queue(link, (Kind.FUNC, function_id, blob[0], blob[1]))
-
-    def _on_lease_grant(self, msg: tuple, node_id: str = "") -> None:
-        _, _req, lease_id, identity, path, pid, shape = msg
-        with self.lock:
-            self.lease_requests[shape] = max(0, self.lease_requests.get(shape, 0) - 1)
-            if node_id:
-                counts = self.spilled.get(shape)
-                if counts and counts.get(node_id):
-                    counts[node_id] -= 1
-            busy = self.task_queues.get(shape) or any(
-                len(lease.inflight) > 1 for lease in self.leases.get(shape, ())
-            )
-            link = self._worker_link(identity, path, node_id) if busy else None
-            if link is None:
-                self.to_node(node_id, (Kind.LEASE_RETURN, lease_id))
-                if not self.task_queues.get(shape):
-                    self._cancel_requests(shape)
-                else:
-                    self._dispatch_tasks(shape)  # that worker just died: ask again
-                return
-            lease = Lease(lease_id, shape, link, pid, node_id)
-            self.leases.setdefault(shape, []).append(lease)
-            self.lease_by_id[lease_id] = lease
-            self._dispatch_tasks(shape)
-            if not lease.inflight:
-                self._steal_for(lease)
-
-    def _worker_link(self, identity: bytes, path: str, node_id: str = ""):
+    def worker_link(self, identity: bytes, path: str, node_id: str = ""):
+        """A connection to a worker (of ours, or of another node through ours); None if gone."""
         link = self.workers_by_identity.get(identity)
         if link is not None and not link.closed:
             return link
@@ -731,230 +591,35 @@ class Client:
         self.peers[link.sock.fileno()] = link
         return link
 
-    def _return_lease(self, lease: Lease) -> None:
-        leases = self.leases.get(lease.shape)
-        if leases and lease in leases:
-            leases.remove(lease)
-        self.lease_by_id.pop(lease.lease_id, None)
-        self.to_node(lease.node, (Kind.LEASE_RETURN, lease.lease_id))
+    def signal_worker(self, lease: Lease, force: bool) -> None:
+        """Interrupt the task running on a leased worker: SIGINT (KeyboardInterrupt), or SIGKILL."""
+        signum = signal.SIGKILL if force else signal.SIGINT
+        if lease.node:
+            self.to_node(lease.node, (Kind.SIGNAL, lease.link.identity, signum))
+        else:
+            try:
+                os.kill(lease.pid, signum)
+            except ProcessLookupError:
+                pass
 
-    def _on_lease_revoke(self, lease_id: int) -> None:
-        with self.lock:
-            lease = self.lease_by_id.get(lease_id)
-            if lease is not None:
-                lease.revoked = True
-                if not lease.inflight:
-                    self._return_lease(lease)
-
-    # ---------------------------------------------------------------- actors
-    def _actor(self, actor_id: bytes) -> ActorConn:
-        ac = self.actors.get(actor_id)
-        if ac is None:
-            ac = self.actors[actor_id] = ActorConn(actor_id)
-        return ac
-
-    def _pump_actor(self, ac: ActorConn) -> None:
-        if ac.state == "dead":
-            while ac.queue:
-                self._fail_actor_call(ac, ac.queue.popleft())
-            return
-        if ac.state != "alive":
-            if ac.state == "unknown":
-                ac.state = "locating"
-                self.to_node(
-                    protocol.home_of(ac.actor_id), (Kind.REQUEST, 0, "actor_location", (ac.actor_id,))
-                )
-            return
-        while ac.queue:
-            call = ac.queue[0]
-            if call.missing:
-                return
-            ac.queue.popleft()
-            if call.cancelled:
-                continue
-            ac.inflight[call.spec.task_id] = call
-            self.queue(ac.link, (Kind.EXECUTE, call.spec, self._resolved(call.spec), ()))
-
-    def _fail_actor_call(self, ac: ActorConn, call: Call) -> None:
-        self._finish_error(
-            call,
-            _err(
-                ActorDiedError(
-                    f"actor {call.spec.name.split('.')[0]} ({ac.actor_id.hex()[:12]}) is dead: {ac.cause}"
-                )
-            ),
-        )
-
-    def _on_actor_location(self, msg: tuple) -> None:
-        _, actor_id, state, identity, path, pid, cause, node_id = msg
-        with self.lock:
-            ac = self._actor(actor_id)
-            if state == "alive":
-                link = self._worker_link(identity, path, node_id)
-                if link is None:
-                    ac.state = "unknown"  # it died meanwhile: ask again
-                    self._pump_actor(ac)
-                    return
-                ac.state, ac.link, ac.pid = "alive", link, pid
-            elif state == "dead":
-                ac.state, ac.cause = "dead", cause
-            else:
-                ac.state = "locating"  # the node tells us when it is up
-                return
-            self._pump_actor(ac)
-
-    # ------------------------------------------------------- results, failures
-    def _on_done(self, msg: tuple, link: transport.Link | None) -> None:
-        _, task_id, results, retryable = msg
-        lease = None
-        with self.lock:
-            call = self.calls.get(task_id)
-            if call is None:
-                return
-            spec = call.spec
-            if spec.actor_id:
-                ac = self.actors.get(spec.actor_id)
-                if ac is not None:
-                    ac.inflight.pop(task_id, None)
-            else:
-                lease = call.lease
-                if lease is not None:
-                    lease.inflight.pop(task_id, None)
-                    if not lease.inflight:
-                        lease.idle_since = time.monotonic()
-                call.lease = None
-                if retryable and call.retries_left != 0 and not call.cancelled:
-                    if call.retries_left > 0:
-                        call.retries_left -= 1
-                    self.task_queues.setdefault(call.shape, deque()).appendleft(call)
-                    self._dispatch_tasks(call.shape)
-                    return
-            self._finish(call, results)
-            if not spec.actor_id and lease is not None:
-                if lease.revoked and not lease.inflight:
-                    self._return_lease(lease)
-                else:
-                    self._dispatch_tasks(lease.shape)
-                    if not lease.inflight:
-                        self._steal_for(lease)
-
-    def _steal_for(self, idle: Lease) -> None:
-        """An idle worker while others have tasks queued behind a running one: take half."""
-        victims = [x for x in self.leases.get(idle.shape, ()) if x is not idle and len(x.inflight) > 1]
-        if not victims:
-            return
-        victim = max(victims, key=lambda x: len(x.inflight))
-        take = max(1, (len(victim.inflight) - 1) // 2)
-        for task_id in list(victim.inflight)[-take:]:
-            self.queue(victim.link, (Kind.CANCEL, task_id, "steal"))  # answered by REJECTED
-
-    def _on_rejected(self, task_ids: list) -> None:
-        """A worker that blocked in get() hands back tasks it had not started."""
-        with self.lock:
-            shapes = set()
-            for task_id in reversed(task_ids):
-                call = self.calls.get(task_id)
-                if call is None or call.lease is None:
-                    continue
-                call.lease.inflight.pop(task_id, None)
-                call.lease = None
-                self.task_queues.setdefault(call.shape, deque()).appendleft(call)
-                shapes.add(call.shape)
-            for shape in shapes:
-                self._dispatch_tasks(shape)
-
-    def _on_peer_closed(self, link: transport.Link) -> None:
-        """A worker we send work to is gone: retry its tasks, fail its actor's calls."""
-        with self.lock:
-            if isinstance(link, transport.Link):
-                self.peers.pop(link.sock.fileno(), None)
-            if self.workers_by_identity.get(link.identity) is link:
-                del self.workers_by_identity[link.identity]
-            for shape, leases in list(self.leases.items()):
-                for lease in [x for x in leases if x.link is link]:
-                    leases.remove(lease)
-                    self.lease_by_id.pop(lease.lease_id, None)
-                    for call in lease.inflight.values():
-                        call.lease = None
-                        if call.cancelled:
-                            self._finish_error(call, _err(TaskCancelledError(call.spec.name)))
-                        elif call.retries_left != 0:
-                            if call.retries_left > 0:
-                                call.retries_left -= 1
-                            self.task_queues.setdefault(shape, deque()).appendleft(call)
-                        else:
-                            self._finish_error(
-                                call,
-                                _err(
-                                    WorkerCrashedError(
-                                        f"the worker running {call.spec.name}() (pid {lease.pid}) died and "
-                                        f"its retries ran out (max_retries={call.spec.max_retries}). If it "
-                                        "was killed by memory pressure, give it more memory or smaller "
-                                        "inputs; raise max_retries for flaky machines."
-                                    )
-                                ),
-                            )
-                    lease.inflight.clear()
-                    self._dispatch_tasks(shape)
-            for ac in self.actors.values():
-                if ac.link is link:
-                    ac.link = None
-                    ac.state = "unknown"
-                    ac.cause = f"its worker process (pid {ac.pid}) died"
-                    for call in ac.inflight.values():
-                        self._fail_actor_call(ac, call)
-                    ac.inflight.clear()
-                    if ac.queue:
-                        self._pump_actor(ac)
+    def forget_waiting(self, call: Call) -> None:
+        """A cancelled call no longer waits for its arguments."""
+        for waiters in self.dep_waiters.values():
+            if call in waiters:
+                waiters.remove(call)
 
     def kill_actor(self, actor_id: bytes, no_restart: bool) -> None:
-        self.to_node(protocol.home_of(actor_id), (Kind.KILL_ACTOR, actor_id, no_restart))
-        self.flush()
-        if no_restart:  # later calls fail here; calls in flight fail when its socket closes
-            with self.lock:
-                ac = self._actor(actor_id)
-                ac.state, ac.cause = "dead", "it was killed with kill()"
-                self._pump_actor(ac)
+        self.actor_calls.kill(actor_id, no_restart)
 
     def cancel(self, task_id: bytes, force: bool) -> None:
         with self.lock:
             call = self.calls.get(task_id)
             if call is None:
                 return
-            spec = call.spec
-            if spec.actor_id:
-                ac = self.actors.get(spec.actor_id)
-                if ac is not None and call in ac.queue:
-                    ac.queue.remove(call)
-                    self._finish_error(call, _err(TaskCancelledError(spec.name)))
-                return  # a running actor call is not interrupted (as in Ray)
-            call.cancelled = True
-            lease = call.lease
-            if lease is not None:
-                running = next(iter(lease.inflight)) == task_id  # a worker runs them in order
-                if force or running:
-                    # SIGINT: KeyboardInterrupt in the task; SIGKILL: the worker dies
-                    signum = signal.SIGKILL if force else signal.SIGINT
-                    if lease.node:
-                        self.to_node(lease.node, (Kind.SIGNAL, lease.link.identity, signum))
-                    else:
-                        try:
-                            os.kill(lease.pid, signum)
-                        except ProcessLookupError:
-                            pass
-                else:  # still queued in the worker: it will skip it
-                    del lease.inflight[task_id]
-                    call.lease = None
-                    self.queue(lease.link, (Kind.CANCEL, task_id, "drop"))
-                    self._finish_error(call, _err(TaskCancelledError(spec.name)))
-                return
-            queue = self.task_queues.get(call.shape)
-            if queue is not None and call in queue:
-                queue.remove(call)
-            for waiters in self.dep_waiters.values():
-                if call in waiters:
-                    waiters.remove(call)
-            self._finish_error(call, _err(TaskCancelledError(spec.name)))
+            if call.spec.actor_id:
+                self.actor_calls.cancel(call)
+            else:
+                self.leases.cancel(call, force)
 
     # ================================================================ reading
     def _read_or_wait(self, timeout: float, done: Callable[[], bool] | None = None) -> None:
@@ -1102,13 +767,13 @@ class Client:
                 if fut is not None and not fut.done():
                     fut.set_result((msg[2], msg[3]))
             elif kind == Kind.LEASE_GRANT:
-                self._on_lease_grant(msg)
+                self.leases.on_grant(msg)
             elif kind == Kind.LEASE_REVOKE:
-                self._on_lease_revoke(msg[1])
+                self.leases.on_revoke(msg[1])
             elif kind == Kind.ACTOR_LOCATION:
-                self._on_actor_location(msg)
+                self.actor_calls.on_location(msg)
             elif kind == Kind.REJECTED:
-                self._on_rejected(msg[1])
+                self.leases.on_rejected(msg[1])
             elif kind == Kind.FORWARDED:
                 _, node_id, ident, inner = msg
                 if ident:
@@ -1116,7 +781,7 @@ class Client:
                 else:  # from that node itself
                     for m in inner:
                         if m[0] == Kind.LEASE_GRANT:
-                            self._on_lease_grant(m, node_id)
+                            self.leases.on_grant(m, node_id)
                         else:
                             self._dispatch([m], None)
             elif kind == Kind.PEER_CLOSED:
@@ -1125,7 +790,7 @@ class Client:
                     link.close()
                     self._on_peer_closed(link)
             elif kind == Kind.LEASE_SPILL:
-                self._on_lease_spill(msg)
+                self.leases.on_spill(msg)
             elif kind == Kind.NODE_DEAD:
                 self._on_node_dead(msg[1])
             elif kind == Kind.ALIVE:
@@ -1202,13 +867,7 @@ class Client:
         """Every ~100 ms: give back idle leases, report what we run, send stragglers."""
         now = time.monotonic()
         with self.lock:
-            for shape, queue in list(self.task_queues.items()):
-                if queue:  # no more workers came: queue behind the running tasks
-                    self._dispatch_tasks(shape)
-            for leases in list(self.leases.values()):
-                for lease in list(leases):
-                    if not lease.inflight and now - lease.idle_since > LEASE_IDLE:
-                        self._return_lease(lease)
+            self.leases.tick(now)
             running: dict[str, int] = {}
             queued: dict[str, int] = {}
             for call in self.calls.values():
@@ -1262,9 +921,7 @@ class Client:
         if self.closed:
             return
         with self.lock:
-            for leases in self.leases.values():
-                for lease in list(leases):
-                    self._return_lease(lease)
+            self.leases.return_all()
         if not self.dead_reason and self.link is not None:
             if say_bye:
                 self.send(NODE, (Kind.BYE,), urgent=False)
