@@ -55,7 +55,8 @@ from ..wire import protocol, serialization, transport
 from ..wire.protocol import Kind, TaskSpec
 from .actor_calls import ActorCalls
 from .leases import Leases
-from .records import Call, Countdown, Lease
+from .objects import Objects
+from .records import Call, Lease
 
 NODE, HEAD = 0, 1
 NODE_SILENCE = 10.0  # seconds a driver without a node waits for news from the node it uses
@@ -93,18 +94,14 @@ class Client:
             self.identity = b"w%d." % worker_id + node_id.encode()
         else:
             self.identity = b"d" + os.urandom(7).hex().encode()
-        self.memstore: dict[bytes, tuple[bool, Any]] = {}
-        self.pending: set[bytes] = set()  # results we own that have not arrived
-        self.subscribed: set[bytes] = set()
-        self.refcounts: dict[bytes, int] = {}
-        self.local_only: set[bytes] = set()  # owned values the node has not seen
-        self.escaped: set[bytes] = set()  # pending results to promote on arrival
-        self.held_inside: dict[bytes, tuple] = {}  # result id -> refs its value contains
         self.cv = threading.Condition()
-        self.ref_lock = threading.Lock()
-        self.lock = threading.RLock()  # submissions, leases, actor connections
-        self.callbacks: dict[bytes, list[Callable]] = {}
-        self.waiters: dict[bytes, list[Countdown]] = {}  # object id -> countdowns of fetch()
+        self.lock = threading.RLock()  # submissions, leases, actor connections, arrivals
+        # Values and references (client/objects.py); the hot names are bound here once.
+        self.objects = objects = Objects(self)
+        self.memstore = objects.memstore
+        self.add_ref, self.remove_ref, self.promote = objects.add_ref, objects.remove_ref, objects.promote
+        self.expect, self.store_local, self.forget = objects.expect, objects.store_local, objects.forget
+        self.add_callback = objects.add_callback
         self.requests: dict[int, Future] = {}
         self.function_blobs: dict[bytes, tuple[bytes, list]] = {}
         self.registered_functions: set[bytes] = set()
@@ -158,7 +155,7 @@ class Client:
             self.ctx = zmq.Context()
         if gateway:
             self.link = transport.ZLink(
-                self.ctx, gateway, self.signer, self.identity, curve_public, self._wake
+                self.ctx, gateway, self.signer, self.identity, curve_public, self.wake
             )
         if head_address:
             self.head_sock = protocol.tune(self.ctx.socket(zmq.DEALER))
@@ -205,7 +202,7 @@ class Client:
                 self._flush_locked()
                 return
         if was_empty or not self._wake_pending:
-            self._wake()  # once per burst: the I/O thread sends everything queued
+            self.wake()  # once per burst: the I/O thread sends everything queued
 
     def to_node(self, node_id: str, msg: tuple) -> None:
         """To the node `node_id` itself: our own directly, another through ours."""
@@ -214,8 +211,8 @@ class Client:
         else:
             self.send(NODE, (Kind.FORWARD, node_id, b"", [msg]))
 
-    def send_node(self, msg: tuple) -> None:
-        self.send(NODE, msg)
+    def send_node(self, msg: tuple, urgent: bool = True) -> None:
+        self.send(NODE, msg, urgent)
 
     def next_request_id(self) -> int:
         return next(self._req_ids)
@@ -225,7 +222,7 @@ class Client:
             self.queue(self.link, msg, urgent)
             return
         self.head_outbox.append(msg)
-        self._wake()
+        self.wake()
 
     def flush(self) -> None:
         """Send every pending batch."""
@@ -250,7 +247,7 @@ class Client:
             if batch:
                 self.link.send(batch)
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
         if not self._wake_pending:
             self._wake_pending = True
             try:
@@ -289,61 +286,7 @@ class Client:
             raise payload
         return payload
 
-    # ============================================================= references
-    def add_ref(self, object_id: bytes, announce: bool = True) -> None:
-        with self.ref_lock:
-            count = self.refcounts.get(object_id, 0)
-            self.refcounts[object_id] = count + 1
-        if count == 0 and announce:
-            self.send(NODE, (Kind.HOLD, object_id), urgent=False)
-
-    def remove_ref(self, object_id: bytes) -> None:
-        if self.closed:
-            return
-        with self.ref_lock:
-            count = self.refcounts.get(object_id, 0) - 1
-            if count > 0:
-                self.refcounts[object_id] = count
-                return
-            self.refcounts.pop(object_id, None)
-        self.memstore.pop(object_id, None)
-        self.subscribed.discard(object_id)
-        inside = self.held_inside.pop(object_id, None)
-        if object_id in self.local_only:
-            self.local_only.discard(object_id)
-        elif object_id not in self.pending or object_id in self.escaped:
-            self.send(NODE, (Kind.RELEASE, object_id), urgent=False)
-        self.escaped.discard(object_id)
-        if inside:
-            for inner in inside:
-                self.remove_ref(inner)
-
-    def promote(self, ids) -> None:
-        """Refs are leaving this process: make sure the node has their values."""
-        for object_id in ids:
-            if object_id in self.local_only:
-                entry = self.memstore.get(object_id)
-                if entry is not None:
-                    self.local_only.discard(object_id)
-                    self.send(
-                        NODE,
-                        (Kind.PUT, object_id, entry[0], entry[1], 0, self.held_inside.get(object_id, ())),
-                    )
-            elif object_id in self.pending:
-                self.escaped.add(object_id)
-
     # ================================================================= values
-    def expect(self, return_ids) -> None:
-        self.pending.update(return_ids)
-
-    def store_local(self, object_id: bytes, is_error: bool, value) -> None:
-        self.memstore[object_id] = (is_error, value)
-
-    def forget(self, object_id: bytes) -> None:
-        """Drop a cached value that turned out stale (e.g. a spilled segment)."""
-        self.memstore.pop(object_id, None)
-        self.subscribed.discard(object_id)
-
     def fetch(self, ids: list[bytes], timeout: float | None = None, num: int | None = None) -> list[bytes]:
         """Wait until `num` (default all) of `ids` are in the memstore; the ready ones."""
         memstore = self.memstore
@@ -351,15 +294,12 @@ class Client:
         missing = {i for i in ids if i not in memstore}
         if len(ids) - len(missing) >= want:
             return [i for i in ids if i in memstore]
-        # Arrivals count down `waiter.left` (see _arrived): no rescans of long lists.
+        # Arrivals count down `waiter.left` (Objects.arrived): no rescans of long lists.
         # Registered under the lock arrivals are handled with, so none slips between.
         with self.lock:
-            missing = {i for i in missing if i not in memstore}
-            waiter = Countdown(len(missing))
-            for i in missing:
-                self.waiters.setdefault(i, []).append(waiter)
+            waiter, missing = self.objects.countdown(ids)
         allowed = len(ids) - want  # how many may still be missing when we are done
-        self._subscribe(missing)
+        self.objects.subscribe(missing)
         blocked = self.executing
         if blocked:
             if self.on_blocked is not None:
@@ -390,71 +330,10 @@ class Client:
         finally:
             self.want_read -= 1
             with self.lock:
-                for i in missing:
-                    ws = self.waiters.get(i)
-                    if ws is not None:
-                        try:
-                            ws.remove(waiter)
-                        except ValueError:
-                            pass
-                        if not ws:
-                            del self.waiters[i]
+                self.objects.uncount(waiter, missing)
             if blocked:
                 self.send(NODE, (Kind.UNBLOCKED,))
         return [i for i in ids if i in memstore]
-
-    def _count_arrival(self, object_id: bytes) -> None:
-        ws = self.waiters.pop(object_id, None)
-        if ws:
-            for w in ws:
-                w.left -= 1
-
-    def _subscribe(self, ids) -> None:
-        ask = [
-            i for i in ids if i not in self.pending and i not in self.subscribed and i not in self.memstore
-        ]
-        if ask:
-            self.subscribed.update(ask)
-            self.send(NODE, (Kind.SUBSCRIBE, ask))
-
-    def add_callback(self, object_id: bytes, fn: Callable[[], None]) -> None:
-        with self.lock:  # the lock arrivals are handled with
-            if object_id not in self.memstore:
-                self.callbacks.setdefault(object_id, []).append(fn)
-                self._subscribe([object_id])
-                self._wake()
-                return
-        fn()
-
-    def _arrived(self, object_id: bytes, is_error: bool, value, contained: tuple = ()) -> bool:
-        """A value reached us (result of our call, or a subscription). True if kept."""
-        self.pending.discard(object_id)
-        wanted = object_id in self.refcounts or object_id in self.callbacks
-        if not wanted:
-            if isinstance(value, str) and object_id not in self.subscribed:
-                try:  # an unwanted large result of ours: nobody else knows the segment
-                    os.unlink(value)
-                except OSError:
-                    pass
-            self.escaped.discard(object_id)
-            return False
-        self.memstore[object_id] = (is_error, value)
-        if object_id in self.waiters:
-            self._count_arrival(object_id)
-        waiting = self.dep_waiters.pop(object_id, None)
-        if waiting:
-            for call in waiting:
-                call.missing -= 1
-                if call.missing == 0:
-                    self._deps_ready(call)
-        cbs = self.callbacks.pop(object_id, None)
-        if cbs:
-            for fn in cbs:
-                try:
-                    fn()
-                except Exception:
-                    pass
-        return True
 
     # ============================================================ submissions
     def submit(self, spec: TaskSpec, keep: tuple = ()) -> None:
@@ -464,7 +343,7 @@ class Client:
             self.promote(spec.contained)
         with self.lock:
             self.calls[spec.task_id] = call
-            self.pending.update(spec.return_ids)
+            self.objects.pending.update(spec.return_ids)
             if spec.actor_id:
                 self.actor_calls.enqueue(call)
             for dep in spec.deps:
@@ -474,7 +353,7 @@ class Client:
                         waiters.append(call)
                         call.missing += 1
             if call.missing:
-                self._subscribe(spec.deps)
+                self.objects.subscribe(spec.deps)
             else:
                 self._deps_ready(call)
 
@@ -483,6 +362,15 @@ class Client:
         self.promote(spec.deps)
         self.promote(spec.contained)
         self.send(NODE, (Kind.SUBMIT, spec))
+
+    def deps_arrived(self, object_id: bytes) -> None:
+        """A value arrived: calls that waited for it as their last argument go on."""
+        waiting = self.dep_waiters.pop(object_id, None)
+        if waiting:
+            for call in waiting:
+                call.missing -= 1
+                if call.missing == 0:
+                    self._deps_ready(call)
 
     def _deps_ready(self, call: Call) -> None:
         spec = call.spec
@@ -509,25 +397,7 @@ class Client:
                 os.unlink(call.spec.args)
             except OSError:
                 pass
-        for object_id, is_error, value, size, contained in results:
-            escaped = object_id in self.escaped
-            kept = self._arrived(object_id, is_error, value, contained)
-            if not kept:
-                if escaped:  # passed on, then dropped here: the node keeps it for the others
-                    self.send(NODE, (Kind.PUT, object_id, is_error, value, size, contained))
-                    self.send(NODE, (Kind.RELEASE, object_id), urgent=False)
-                continue
-            if contained:
-                self.held_inside[object_id] = contained
-                for inner in contained:
-                    self.add_ref(inner)
-            if isinstance(value, str):  # a segment: the node owns its lifetime from now on
-                self.send(NODE, (Kind.PUT, object_id, is_error, value, size, ()), urgent=False)
-            elif object_id in self.escaped:
-                self.escaped.discard(object_id)
-                self.send(NODE, (Kind.PUT, object_id, is_error, value, size, contained))
-            else:
-                self.local_only.add(object_id)
+        self.objects.keep_results(results)
         with self.cv:
             self.cv.notify_all()
 
@@ -755,7 +625,7 @@ class Client:
                 got_values = True
             elif kind == Kind.RESULT:
                 with self.lock:
-                    self._arrived(msg[1], msg[2], msg[3])
+                    self.objects.arrived(msg[1], msg[2], msg[3])
                 got_values = True
             elif kind == Kind.LOG:
                 try:
