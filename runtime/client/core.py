@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import select
 import signal
 import sys
 import threading
@@ -54,6 +53,7 @@ from ..exceptions import (
 from ..wire import protocol, serialization, transport
 from ..wire.protocol import Kind, TaskSpec
 from .actor_calls import ActorCalls
+from .io_loop import IOLoop
 from .leases import Leases
 from .objects import Objects
 from .records import Call, Lease
@@ -122,17 +122,12 @@ class Client:
         self.actor_calls = ActorCalls(self)  # actor calls: a connection and an order per actor
         self.workers_by_identity: dict[bytes, transport.Link] = {}
         self.peers: dict[int, transport.Link] = {}  # fd -> link (workers we use, callers of ours)
-        self.listener = None  # a worker's socket for its callers
         self.stats_sent: tuple = ()
-        self.last_tick = time.monotonic()
 
         # sending: any thread; a pending batch per link
         self.outq: dict[transport.Link, list] = {}
         self.send_lock = threading.Lock()
         self.head_outbox: deque = deque()
-        # reading: whoever holds read_lock
-        self.read_lock = threading.Lock()
-        self.want_read = 0
         self.link: Any = None
         # A driver on a machine without a node talks to a node's gateway over TCP.
         self.remote_driver = bool(gateway)
@@ -146,9 +141,8 @@ class Client:
                     f"cannot connect to the node at {node_address}: {e}. Is the cluster running? "
                     "Check with `nbcluster status`."
                 ) from None
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        self._wake_pending = False
+        self.io = io = IOLoop(self)  # the wake pipe, who reads, the I/O thread
+        self.wake = io.wake
         self.ctx: zmq.Context | None = None
         self.head_sock = None
         if head_address or gateway:
@@ -162,18 +156,17 @@ class Client:
             if curve_public:
                 protocol.curve_client(self.head_sock, curve_public)
             self.head_sock.connect(f"tcp://{head_address}")
-        self.thread: threading.Thread | None = None
         if self.link is not None:
             self.outq[self.link] = [
                 (Kind.HELLO, role, os.getpid(), job_id, worker_id, sys.path[:], self.identity)
             ]
         if listen:
-            self.listen(listen)  # before HELLO: the node lends us out once it hears from us
+            io.listen(listen)  # before HELLO: the node lends us out once it hears from us
         if role != "worker":
-            self.thread = threading.Thread(target=self._run, name="runtime-io", daemon=True)
-            self.thread.start()
+            io.start()
         else:
             self.flush()
+        self.thread = io.thread
 
     def segment(self, object_id: bytes) -> str | None:
         """The shared-memory path for a large value with this id, on our node (None: inline)."""
@@ -201,7 +194,7 @@ class Client:
             if self.thread is None:
                 self._flush_locked()
                 return
-        if was_empty or not self._wake_pending:
+        if was_empty or not self.io.wake_pending:
             self.wake()  # once per burst: the I/O thread sends everything queued
 
     def to_node(self, node_id: str, msg: tuple) -> None:
@@ -247,14 +240,6 @@ class Client:
             if batch:
                 self.link.send(batch)
 
-    def wake(self) -> None:
-        if not self._wake_pending:
-            self._wake_pending = True
-            try:
-                os.write(self._wake_w, b"x")
-            except OSError:
-                pass
-
     def request(self, op: str, *args, dest: int = HEAD, timeout: float | None = 30.0) -> Any:
         """A control-plane call to the head (relayed by the node for workers) or the node."""
         if dest == HEAD and self.head_sock is None:
@@ -270,13 +255,13 @@ class Client:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     break
-                self._read_or_wait(0.05 if left is None else min(left, 0.05), fut.done)
+                self.io.read_or_wait(0.05 if left is None else min(left, 0.05), fut.done)
         try:
             ok, payload = fut.result(0 if self.thread is None else timeout)
         except TimeoutError:
             self.requests.pop(req_id, None)
             if self.signer.auth_failed:
-                raise ConnectionFailedError(self._auth_failed()) from None
+                raise ConnectionFailedError(self.auth_failed_message()) from None
             raise ConnectionFailedError(
                 self.dead_reason
                 or f"the cluster did not answer {op!r} within {timeout} s; is it "
@@ -307,9 +292,10 @@ class Client:
             self.send(NODE, (Kind.BLOCKED,))
         self.flush()
         deadline = None if timeout is None else time.monotonic() + timeout
-        self.want_read += 1
+        io = self.io
+        io.want_read += 1
         if self.thread is not None:
-            os.write(self._wake_w, b"r")  # the I/O thread hands us the sockets
+            os.write(io.wake_w, b"r")  # the I/O thread hands us the sockets
 
         def done() -> bool:
             return waiter.left <= allowed
@@ -326,9 +312,9 @@ class Client:
                         f"get timed out after {timeout} s with {waiter.left} of {len(ids)} "
                         "values not ready; raise the timeout, or use wait() to take the ready ones"
                     )
-                self._read_or_wait(0.1 if left is None else min(left, 0.1), done)
+                io.read_or_wait(0.1 if left is None else min(left, 0.1), done)
         finally:
-            self.want_read -= 1
+            io.want_read -= 1
             with self.lock:
                 self.objects.uncount(waiter, missing)
             if blocked:
@@ -420,7 +406,7 @@ class Client:
             if not call.spec.actor_id and lease is not None:
                 self.leases.next_for(lease)
 
-    def _on_peer_closed(self, link: transport.Link) -> None:
+    def on_peer_closed(self, link: transport.Link) -> None:
         """A worker we send work to is gone: retry its tasks, fail its actor's calls."""
         with self.lock:
             if isinstance(link, transport.Link):
@@ -437,7 +423,7 @@ class Client:
                 x for x in self.workers_by_identity.values() if getattr(x, "node_id", "") == node_id
             ]:
                 link.close()
-                self._on_peer_closed(link)
+                self.on_peer_closed(link)
             self.leases.on_node_dead(node_id)
 
     def worker_link(self, identity: bytes, path: str, node_id: str = ""):
@@ -492,131 +478,16 @@ class Client:
                 self.leases.cancel(call, force)
 
     # ================================================================ reading
-    def _read_or_wait(self, timeout: float, done: Callable[[], bool] | None = None) -> None:
-        """Read the sockets if no other thread does; else wait for that thread's news.
-
-        `done` is checked once the sockets are ours: another thread may have
-        read what we wait for just before it let go.
-        """
-        if self.remote_driver and threading.current_thread() is not self.thread:
-            got = False  # only the I/O thread may touch a ZeroMQ socket
-        elif self.thread is None and self.read_lock.acquire(blocking=False):
-            got = True  # a worker's main thread; its other threads wait on the condition
-        elif self.thread is not None:
-            # The holder is the I/O thread (about to yield: want_read) or another
-            # waiting thread, which releases within one read.
-            got = self.read_lock.acquire(timeout=timeout)
-        else:
-            got = False
-        if got:
-            try:
-                if done is None or not done():
-                    self._read(timeout)
-            finally:
-                self.read_lock.release()
-        else:
-            with self.cv:
-                self.cv.wait(timeout)
-
-    def _links(self) -> list[transport.Link]:
-        links = list(self.peers.values())
-        if self.link is not None and not self.link.closed and not self.remote_driver:
-            links.append(self.link)
-        return links
-
-    def _sockets(self) -> list:
-        socks = [link.sock for link in self.peers.values()]
-        if self.link is not None and not self.link.closed and not self.remote_driver:
-            socks.append(self.link.sock)
-        if self.listener is not None:
-            socks.append(self.listener)
-        return socks
-
-    def _read(self, timeout: float, extra: list | None = None) -> list:
-        """Wait up to `timeout` for any socket; dispatch what came (holding read_lock)."""
-        socks = self._sockets()
-        writing = {link.sock: link for link in self._links() if link.wants_write}
-        try:
-            if extra:  # the I/O thread: also the wake pipe and the head's ZeroMQ socket
-                by_fd = {s.fileno(): s for s in socks}
-                by_fd.update((s.fileno(), s) for s in writing)
-                ready, writable, _ = zmq.select(
-                    [s.fileno() for s in socks] + extra, [s.fileno() for s in writing], [], timeout
-                )
-                ready = [by_fd.get(s, s) if isinstance(s, int) else s for s in ready]
-                writable = [by_fd[s] for s in writable]
-            else:
-                ready, writable, _ = select.select(socks, list(writing), [], timeout)
-        except (OSError, ValueError, zmq.ZMQError):
-            return []
-        for sock in writable:  # output that did not fit in the socket earlier
-            writing[sock].flush_out()
-        rest = []
-        for sock in ready:
-            if self.link is not None and sock is self.link.sock:
-                batches = self.link.recv()
-                if batches is None:
-                    if not self.closed:
-                        self._mark_dead(
-                            "the connection to the cluster's node daemon closed: the cluster "
-                            "stopped or crashed; results not received are lost. Call init() "
-                            "again to start or join a cluster."
-                        )
-                    continue
-                for batch in batches:
-                    self._dispatch(batch, None)
-            elif sock is self.listener:
-                self._accept()
-            elif isinstance(sock, (int, zmq.Socket)):
-                rest.append(sock)
-            else:
-                link = self.peers.get(sock.fileno())
-                if link is None:
-                    continue
-                batches = link.recv()
-                if batches is None:
-                    self._on_peer_closed(link)
-                    link.close()
-                    continue
-                for batch in batches:
-                    self._dispatch(batch, link)
-        if self.outq:
-            self.flush()  # what handling those messages queued (next tasks, HOLDs)
-        return rest
-
-    def listen(self, path: str) -> None:
-        """A worker: accept callers (task owners, actor callers) on `path`."""
-        import socket
-
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(path)
-        os.chmod(path, 0o600)
-        sock.listen(256)
-        sock.setblocking(False)
-        self.listener = sock
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            link = transport.Link(None, self.signer, sock=sock)
-            self.peers[sock.fileno()] = link
-
     def pump(self, timeout: float, done: Callable[[], bool] | None = None) -> None:
         """Worker main loop: read and dispatch what arrives within `timeout`."""
-        self._read_or_wait(timeout, done)
+        io = self.io
+        io.read_or_wait(timeout, done)
         now = time.monotonic()
-        if now - self.last_tick > 0.1:
-            self.last_tick = now
-            self._tick()
+        if now - io.last_tick > 0.1:
+            io.last_tick = now
+            self.tick()
 
-    def _dispatch(self, batch: list, link: transport.Link | None) -> None:
+    def dispatch(self, batch: list, link: transport.Link | None) -> None:
         got_values = False
         for msg in batch:
             kind = msg[0]
@@ -647,24 +518,24 @@ class Client:
             elif kind == Kind.FORWARDED:
                 _, node_id, ident, inner = msg
                 if ident:
-                    self._dispatch(inner, self.workers_by_identity.get(ident))
+                    self.dispatch(inner, self.workers_by_identity.get(ident))
                 else:  # from that node itself
                     for m in inner:
                         if m[0] == Kind.LEASE_GRANT:
                             self.leases.on_grant(m, node_id)
                         else:
-                            self._dispatch([m], None)
+                            self.dispatch([m], None)
             elif kind == Kind.PEER_CLOSED:
                 link = self.workers_by_identity.get(msg[2])
                 if link is not None and getattr(link, "node_id", None) == msg[1]:
                     link.close()
-                    self._on_peer_closed(link)
+                    self.on_peer_closed(link)
             elif kind == Kind.LEASE_SPILL:
                 self.leases.on_spill(msg)
             elif kind == Kind.NODE_DEAD:
                 self._on_node_dead(msg[1])
             elif kind == Kind.ALIVE:
-                pass  # a driver without a node: its node is there (see _tick)
+                pass  # a driver without a node: its node is there (see tick)
             elif kind == Kind.FUNC:
                 self.function_blobs[msg[1]] = (msg[2], msg[3])
                 got_values = True
@@ -681,59 +552,7 @@ class Client:
                 self.cv.notify_all()
 
     # ============================================================ I/O thread
-    def _run(self) -> None:
-        try:
-            extra = [self._wake_r]
-            if self.head_sock is not None:
-                extra.append(self.head_sock)
-            if self.remote_driver:
-                extra.append(self.link.sock)
-            while not self.closed:
-                # Read the sockets only while no user thread waits in get().
-                holding = not self.want_read and self.read_lock.acquire(blocking=False)
-                try:
-                    if holding:
-                        rest = self._read(0.1, extra)
-                    else:
-                        rest, _, _ = zmq.select(extra, [], [], 0.05)
-                    if self._wake_r in rest:
-                        self._wake_pending = False  # before draining: a later wake writes again
-                        try:
-                            while os.read(self._wake_r, 4096):
-                                pass
-                        except BlockingIOError:
-                            pass
-                    self._flush_head()
-                    self.flush()
-                    if self.remote_driver:
-                        self.link.flush_out()
-                        if self.link.sock in rest:
-                            for batch in self.link.recv():
-                                self.last_heard = time.monotonic()
-                                self._dispatch(batch, None)
-                            self.flush()
-                            self.link.flush_out()
-                    if self.head_sock is not None and self.head_sock in rest:
-                        for _, batch in protocol.recv_batches(self.head_sock, self.signer, False):
-                            self._dispatch(batch, None)
-                        if self.signer.auth_failed:  # say so now, not when the request times out
-                            for fut in list(self.requests.values()):
-                                if not fut.done():
-                                    fut.set_result((False, ConnectionFailedError(self._auth_failed())))
-                    now = time.monotonic()
-                    if now - self.last_tick > 0.1:
-                        self.last_tick = now
-                        self._tick()
-                finally:
-                    if holding:
-                        self.read_lock.release()
-        except zmq.ContextTerminated:
-            pass
-        except Exception as e:  # never die silently: waiters must learn about it
-            self._mark_dead(f"the runtime's I/O thread failed: {e!r}")
-            raise
-
-    def _tick(self) -> None:
+    def tick(self) -> None:
         """Every ~100 ms: give back idle leases, report what we run, send stragglers."""
         now = time.monotonic()
         with self.lock:
@@ -747,7 +566,7 @@ class Client:
                 target[call.spec.name] = target.get(call.spec.name, 0) + 1
         stats = (running, queued)
         if self.remote_driver and now - self.last_heard > NODE_SILENCE and not self.dead_reason:
-            self._mark_dead(
+            self.mark_dead(
                 f"the node this driver uses ({self.node_id}) has not answered for {NODE_SILENCE:.0f} s: "
                 "it or its machine died; results not received are lost. Call init() again to "
                 "connect through another node."
@@ -759,13 +578,13 @@ class Client:
             self.send(NODE, (Kind.STATS, running, queued))
         self.flush()
 
-    def _auth_failed(self) -> str:
+    def auth_failed_message(self) -> str:
         return (
             f"authentication failed: the cluster at {self.head_address} rejected our key. "
             "Use the key of that cluster (its connection file, --token-file or token=...)."
         )
 
-    def _mark_dead(self, reason: str) -> None:
+    def mark_dead(self, reason: str) -> None:
         self.dead_reason = reason
         with self.cv:
             self.cv.notify_all()
@@ -774,17 +593,6 @@ class Client:
                 fut.set_result((False, ConnectionFailedError(reason)))
         if self.on_message is not None:
             self.on_message((Kind.EXIT,), None)
-
-    def _flush_head(self) -> None:
-        """Send what user threads queued for the head (ZeroMQ: only this thread may)."""
-        outbox = self.head_outbox
-        if not outbox:
-            return
-        batch = []
-        while outbox:
-            batch.append(outbox.popleft())
-        if self.head_sock is not None:
-            protocol.send(self.head_sock, self.signer, batch)
 
     # ============================================================== shutdown
     def close(self, say_bye: bool = True) -> None:
@@ -796,7 +604,7 @@ class Client:
             if say_bye:
                 self.send(NODE, (Kind.BYE,), urgent=False)
             self.flush()
-            for link in self._links():
+            for link in self.io.links():
                 link.drain(1.0)
             if self.remote_driver:
                 self.link.drain(1.0)
@@ -804,26 +612,20 @@ class Client:
         while self.head_outbox and time.monotonic() < deadline and self.thread and self.thread.is_alive():
             time.sleep(0.002)
         self.closed = True
-        os.write(self._wake_w, b"x")
+        os.write(self.io.wake_w, b"x")
         if self.thread is not None:
             self.thread.join(timeout=2.0)
         for link in list(self.peers.values()):
             link.close()
         if self.link is not None and not self.remote_driver:
             self.link.close()
-        if self.listener is not None:
-            self.listener.close()
         if self.head_sock is not None:
             self.head_sock.close(linger=0 if self.dead_reason else 500)
         if self.remote_driver:
             self.link.close()
         if self.ctx is not None:
             self.ctx.term()
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self.io.close()
         with self.cv:
             self.cv.notify_all()
 
