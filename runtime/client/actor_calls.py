@@ -12,21 +12,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ..exceptions import ActorDiedError, TaskCancelledError
 from ..wire import protocol, transport
 from ..wire.protocol import Kind
 from .records import ActorConn, Call, error_value
-
-if TYPE_CHECKING:
-    from .core import Client
+from .services import CoreServices
 
 
 class ActorCalls:
     """This process's view of the actors it calls; under `Client.lock`."""
 
-    def __init__(self, core: Client) -> None:
+    def __init__(self, core: CoreServices) -> None:
         self.core = core  # sending, values, the lock, results
         self.conns: dict[bytes, ActorConn] = {}
 

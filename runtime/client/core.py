@@ -25,7 +25,15 @@ owner's memstore. When a ref leaves the process (inside an argument, a
 process can read it; large values are registered with the node when they
 arrive, since it owns their shared-memory lifetime.
 
-Latency shapes the threading: a thread hand-off costs ~80 µs here, so a
+`Client` composes one class per concern, each owning its state:
+
+    objects.Objects          memstore, reference counts, promotion, subscriptions, arrivals
+    leases.Leases            task queues per shape, leased workers, retries, spillback
+    actor_calls.ActorCalls   where each actor is, its calls in order
+    io_loop.IOLoop           who reads the sockets, the wake pipe, the driver's I/O thread
+
+and keeps the connections, sending, submission and the dispatch of what
+arrives. Latency shapes the threading: a thread hand-off costs ~80 µs here, so a
 thread that waits for a value reads the sockets itself instead of being
 woken. Drivers keep an I/O thread that reads when nobody waits (live
 output, futures) and sends bursts as batches; workers have no I/O thread.

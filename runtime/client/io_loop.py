@@ -22,21 +22,18 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import zmq
 
 from ..exceptions import ConnectionFailedError
 from ..wire import protocol, transport
-
-if TYPE_CHECKING:
-    from .core import Client
+from .services import CoreServices
 
 
 class IOLoop:
     """The wake pipe, the read lock and the I/O thread of one `Client`."""
 
-    def __init__(self, core: Client) -> None:
+    def __init__(self, core: CoreServices) -> None:
         self.core = core
         self.read_lock = threading.Lock()  # reading: whoever holds it
         self.want_read = 0  # user threads waiting to read: the I/O thread yields to them

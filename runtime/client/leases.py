@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import TYPE_CHECKING
 
 from ..exceptions import TaskCancelledError, WorkerCrashedError
 from ..wire import transport
 from ..wire.protocol import Kind
 from .records import Call, Lease, error_value
-
-if TYPE_CHECKING:
-    from .core import Client
+from .services import CoreServices
 
 LEASE_IDLE = 0.2  # seconds an idle lease is kept for the next task of its shape
 PIPELINE = 16  # tasks queued at a leased worker when there is a backlog (idle ones steal)
@@ -39,7 +36,7 @@ PATIENCE = 0.2  # seconds to wait for more workers before queueing tasks behind 
 class Leases:
     """This process's task queues per shape and the leases it holds; under `Client.lock`."""
 
-    def __init__(self, core: Client) -> None:
+    def __init__(self, core: CoreServices) -> None:
         self.core = core  # sending, values, the lock, results
         self.task_queues: dict[tuple, deque[Call]] = {}
         self.leases: dict[tuple, list[Lease]] = {}

@@ -19,19 +19,17 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..wire.protocol import Kind
 from .records import Countdown
-
-if TYPE_CHECKING:
-    from .core import Client
+from .services import CoreServices
 
 
 class Objects:
     """Values and reference counts of one process; arrivals under `Client.lock`."""
 
-    def __init__(self, core: Client) -> None:
+    def __init__(self, core: CoreServices) -> None:
         self.core = core  # sending, the lock, calls waiting for arguments
         self.memstore: dict[bytes, tuple[bool, Any]] = {}
         self.pending: set[bytes] = set()  # results we own that have not arrived

@@ -40,7 +40,7 @@ import zmq
 from .. import config as cfg
 from ..wire import protocol, transport
 from ..wire.protocol import Kind
-from . import placement, zygote
+from . import placement, status, zygote
 from .actors import Actors
 from .gateway import Gateway
 from .leases import Leases
@@ -49,8 +49,8 @@ from .objects import Objects
 from .outbox import Outbox
 from .placement import ClusterView
 from .pool import WorkerPool
-from .records import DEAD, Creation, LeaseRequest, Proc, Worker
-from .scheduler import Scheduler, from_units
+from .records import DEAD, LeaseRequest, Proc, Worker
+from .scheduler import Scheduler
 
 log = logging.getLogger("runtime.node")
 
@@ -581,52 +581,4 @@ class Node:
     # -------------------------------------------------------------- status
     def report(self) -> dict[str, Any]:
         """This node's part of the cluster snapshot (see `snapshot.py`)."""
-        import psutil
-
-        running: dict[str, int] = {}
-        pending: dict[str, int] = {}
-        for proc in self.procs.values():
-            for target, counts in zip((running, pending), proc.stats, strict=True):
-                for name, n in counts.items():
-                    target[name] = target.get(name, 0) + n
-        for q in self.scheduler.queues.values():
-            for entry in q:
-                item = entry[3]
-                if isinstance(item, Creation):
-                    name = item.spec.name
-                    pending[name] = pending.get(name, 0) + 1
-        infeasible = [
-            {
-                "name": item.name if isinstance(item, LeaseRequest) else item.spec.name,
-                "resources": dict(shape),
-            }
-            for shape, item in self.scheduler.infeasible.values()
-        ]
-        mem = psutil.virtual_memory()
-        table = self.objects.table
-        return {
-            "node_id": self.node_id,
-            "address": self.address,
-            "ip": self.ip,
-            "hostname": self.hostname,
-            "pid": os.getpid(),
-            "alive": True,
-            "resources_total": dict(self.total_resources),
-            "resources_available": from_units(self.scheduler.available),
-            "cpu_percent": psutil.cpu_percent(interval=None),
-            "memory_total": mem.total,
-            "memory_used": mem.total - mem.available,
-            "object_store_used": table.shm_used,
-            "object_store_capacity": table.capacity,
-            "object_store_spilled": table.spilled_bytes,
-            "num_objects": len(table.entries),
-            **self.pool.counts(),
-            "running": running,
-            "pending": pending,
-            "infeasible": infeasible,
-            "tasks_finished": self.leases.granted,
-            "gateway": self.gateway_address,
-            "transfer_in": self.gateway.bytes_in,
-            "transfer_out": self.gateway.bytes_out,
-            "actors": self.actors.rows(),
-        }
+        return status.report(self)
