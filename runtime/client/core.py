@@ -434,7 +434,9 @@ class Client:
                 self.on_peer_closed(link)
             self.leases.on_node_dead(node_id)
 
-    def worker_link(self, identity: bytes, path: str, node_id: str = ""):
+    def worker_link(
+        self, identity: bytes, path: str, node_id: str = ""
+    ) -> transport.Link | transport.RemoteLink | None:
         """A connection to a worker (of ours, or of another node through ours); None if gone."""
         link = self.workers_by_identity.get(identity)
         if link is not None and not link.closed:

@@ -33,6 +33,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -149,7 +150,7 @@ class Node:
         self.actors.tell_location(ident, actor_id)
 
     # ------------------------------------------------------------------ run
-    def start_zygote(self, worker_main) -> None:
+    def start_zygote(self, worker_main: Callable[[int], None]) -> None:
         """Fork the zygote; must run before any ZeroMQ context exists."""
         self.zygote = self.pool.zygote = zygote.start(worker_main, self.remove_segments)
 
@@ -158,6 +159,7 @@ class Node:
             seg.unlink(missing_ok=True)
 
     def serve(self, parent_fd: int | None = None) -> None:
+        """Open the sockets, fork the pool's workers and run the loop until asked to stop."""
         self.ctx = zmq.Context()
         self.server = transport.Server(self.address, self.signer)
         curve = self.conf.get("curve")
