@@ -134,7 +134,9 @@ class Client:
 
         # sending: any thread; a pending batch per link
         self.outq: dict[transport.Link, list] = {}
-        self.send_lock = threading.Lock()
+        # Re-entrant: an ObjectRef's or ActorHandle's __del__ (run by the garbage collector at
+        # any allocation, also while this thread sends) queues a RELEASE under the same lock.
+        self.send_lock = threading.RLock()
         self.head_outbox: deque = deque()
         self.link: Any = None
         # A driver on a machine without a node talks to a node's gateway over TCP.

@@ -38,7 +38,7 @@ class Objects:
         self.local_only: set[bytes] = set()  # owned values the node has not seen
         self.escaped: set[bytes] = set()  # pending results to promote on arrival
         self.held_inside: dict[bytes, tuple] = {}  # result id -> refs its value contains
-        self.ref_lock = threading.Lock()
+        self.ref_lock = threading.RLock()  # re-entrant: __del__ of a ref may run while it is held
         self.callbacks: dict[bytes, list[Callable]] = {}
         self.waiters: dict[bytes, list[Countdown]] = {}  # object id -> countdowns of fetch()
 
