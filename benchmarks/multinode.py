@@ -72,13 +72,13 @@ import psutil
 import zmq
 from tabulate import tabulate
 
-from runtime import protocol
+from runtime.wire import protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
 SIZE = 100 * MiB  # bytes of the array (100 MiB, as bench.py's workload 5)
 N_FLOATS = SIZE // 8
-CHUNK = 8 * MiB  # runtime/gateway.py CHUNK
+CHUNK = 8 * MiB  # runtime/node/gateway.py CHUNK
 GB = 1e9  # GB/s are 10^9 bytes per second
 SHM = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
 GET_TIMEOUT = 120.0  # seconds for one get() in the driver: longer is reported as a hang
@@ -123,7 +123,7 @@ HEADER = struct.Struct("!8sQQ")  # sender, counter, milliseconds: the size of th
 
 def frame_chunk(signer: Any, req: int, offset: int, total: int, data) -> list:
     """One CHUNK exactly as the runtime frames it: runtime/protocol.pack_data (payload frame, HMAC)."""
-    from runtime import protocol
+    from runtime.wire import protocol
 
     return protocol.pack_data(signer, (protocol.Kind.CHUNK, req, offset, total), data)
 
@@ -141,7 +141,7 @@ def ceiling_sender(address: str, path: str) -> None:
     data = np.full(N_FLOATS, 1.5)
     view = memoryview(data).cast("B")
     fd = os.open(path, os.O_RDONLY)  # the "segment" the framed mode reads chunks from
-    from runtime import protocol
+    from runtime.wire import protocol
 
     signer = protocol.Signer(KEY)
     sock.send(b"ready")

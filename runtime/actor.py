@@ -9,9 +9,9 @@ from . import options as opt
 from . import session
 from .client import Client
 from .object_ref import ObjectRef
-from .protocol import ACTOR_CALL, ACTOR_CREATE, TaskSpec, ids, object_id_for
 from .remote_function import _signature, check_arity, encode_args, register
-from .serialization import note_ref
+from .wire.protocol import ACTOR_CALL, ACTOR_CREATE, TaskSpec, ids, object_id_for
+from .wire.serialization import note_ref
 
 
 def method(*, num_returns: int = 1, concurrency_group: str | None = None):

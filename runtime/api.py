@@ -12,17 +12,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import config as cfg
-from . import launcher, serialization, session
+from . import launcher, session
 from .actor import ActorClass, ActorHandle
 from .client import HEAD, NODE, Client
 from .exceptions import (
     ConnectionFailedError,
-    ObjectLostError,
-    TaskError,
 )
-from .object_ref import ObjectRef
-from .protocol import Kind, ids
+from .object_ref import ObjectRef, value_of
 from .remote_function import RemoteFunction
+from .wire import serialization
+from .wire.protocol import Kind, ids
 
 _state = session.state
 _lock = session.lock
@@ -302,26 +301,6 @@ def put(value: Any) -> ObjectRef:
     return ref
 
 
-def _value(client: Client, ref: ObjectRef) -> Any:
-    for _attempt in range(3):
-        is_error, wire = client.memstore[ref._id]
-        try:
-            value = serialization.deserialize(wire)
-        except FileNotFoundError:  # spilled or moved since we cached its path
-            client.forget(ref._id)
-            client.fetch([ref._id])
-            continue
-        if is_error:
-            if isinstance(value, TaskError):
-                raise value.as_instanceof_cause()
-            raise value
-        return value
-    raise ObjectLostError(
-        f"object {ref.hex()} is lost: its value at {wire} is gone (deleted outside the runtime?) and "
-        "it cannot be rebuilt; compute or put it again"
-    )
-
-
 def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) -> Any:
     """The value(s) of one ref or a list of refs, waiting until they are ready.
 
@@ -331,7 +310,7 @@ def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None =
     client = _client()
     if isinstance(object_refs, ObjectRef):
         client.fetch([object_refs._id], timeout)
-        return _value(client, object_refs)
+        return value_of(client, object_refs)
     if not isinstance(object_refs, (list, tuple)):
         raise TypeError(
             f"get() expects an ObjectRef or a list of ObjectRefs, got {type(object_refs).__name__}. "
@@ -343,7 +322,7 @@ def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None =
                 f"get() expects a list of ObjectRefs, but it contains {type(r).__name__} {r!r:.60}"
             )
     client.fetch([r._id for r in object_refs], timeout)
-    return [_value(client, r) for r in object_refs]
+    return [value_of(client, r) for r in object_refs]
 
 
 def wait(

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import serialization, session
+from . import session
+from .exceptions import ObjectLostError, TaskError
+from .wire import serialization
+
+if TYPE_CHECKING:
+    from .client import Client
 
 
 class ObjectRef:
@@ -65,13 +70,13 @@ class ObjectRef:
 
     def future(self) -> Future:
         """A `concurrent.futures.Future` that completes with the value (or its error)."""
-        from . import api
-
         fut: Future = Future()
 
         def done() -> None:
             try:
-                fut.set_result(api.get(self))
+                current = session.client()
+                current.fetch([self._id], None)
+                fut.set_result(value_of(current, self))
             except BaseException as e:  # noqa: BLE001 - the future carries it
                 fut.set_exception(e)
 
@@ -87,3 +92,24 @@ class ObjectRef:
 
 def _rebuild(object_id: bytes) -> ObjectRef:
     return ObjectRef(object_id)
+
+
+def value_of(client: Client, ref: ObjectRef) -> Any:
+    """The value of a ref whose wire value has arrived in `client`; a task's error is raised."""
+    for _attempt in range(3):
+        is_error, wire = client.memstore[ref._id]
+        try:
+            value = serialization.deserialize(wire)
+        except FileNotFoundError:  # spilled or moved since we cached its path
+            client.forget(ref._id)
+            client.fetch([ref._id])
+            continue
+        if is_error:
+            if isinstance(value, TaskError):
+                raise value.as_instanceof_cause()
+            raise value
+        return value
+    raise ObjectLostError(
+        f"object {ref.hex()} is lost: its value at {wire} is gone (deleted outside the runtime?) and "
+        "it cannot be rebuilt; compute or put it again"
+    )

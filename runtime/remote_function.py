@@ -8,11 +8,12 @@ import sys
 from typing import Any
 
 from . import options as opt
-from . import serialization, session
+from . import session
 from .client import NODE, Client
 from .object_ref import ObjectRef
-from .protocol import TASK, Kind, TaskSpec, ids, object_id_for
-from .serialization import Dep
+from .wire import serialization
+from .wire.protocol import TASK, Kind, TaskSpec, ids, object_id_for
+from .wire.serialization import Dep
 
 
 def encode_args(client: Client, args: tuple, kwargs: dict, task_id: bytes) -> tuple[Any, tuple, tuple, tuple]:

@@ -28,8 +28,9 @@ from conftest import wait_for
 from test_multinode import Cluster
 
 import runtime
-from runtime import config, protocol, transport
-from runtime.protocol import Kind
+from runtime import config
+from runtime.wire import protocol, transport
+from runtime.wire.protocol import Kind
 
 TOTAL = 10_000  # bad frames, over all doors
 HEADER = struct.Struct("<8sQQ")  # sender, counter, time in ms: as protocol._HEADER

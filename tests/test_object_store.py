@@ -93,9 +93,10 @@ def test_a_retried_task_replaces_the_segment_its_dead_attempt_left(tmp_path):
 
         import numpy as np
 
-        from runtime import serialization, worker
+        from runtime import worker
         from runtime.api import _client
-        from runtime.protocol import object_id_for
+        from runtime.wire import serialization
+        from runtime.wire.protocol import object_id_for
 
         value = np.full(1_000_000, 3.0)
         if not Path(marker).exists():  # first attempt: write the result's segment, then die

@@ -11,8 +11,9 @@ import stat
 
 import zmq
 
-from runtime import config, protocol, transport
-from runtime.protocol import Kind
+from runtime import config
+from runtime.wire import protocol, transport
+from runtime.wire.protocol import Kind
 
 
 class Boom:

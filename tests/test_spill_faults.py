@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime import exceptions, serialization
+from runtime import exceptions
+from runtime.wire import serialization
 
 
 def spill_files(root: str) -> list[Path]:

@@ -22,7 +22,7 @@ from kernel_harness import Kernel
 from runtime import exceptions
 from runtime.remote_traceback import FULL_TRACEBACK_ENV, RemoteTraceback
 
-WORKER_FRAME = os.path.join("runtime", "worker.py")
+WORKER_FRAME = os.path.join("runtime", "worker", "loop.py")
 
 
 def caught(ray, ref) -> exceptions.TaskError:

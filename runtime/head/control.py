@@ -36,10 +36,10 @@ from typing import Any
 
 import zmq
 
-from . import config as cfg
-from . import protocol
-from .protocol import Kind
-from .zygote import set_parent_death_signal
+from .. import config as cfg
+from ..node.zygote import set_parent_death_signal
+from ..wire import protocol
+from ..wire.protocol import Kind
 
 log = logging.getLogger("runtime.head")
 NODE_TIMEOUT = 5.0
@@ -318,7 +318,7 @@ def main() -> None:
         "gateway_port": int(conf.get("gateway_port") or 0),
     }
     # Fork the node before this process creates any ZeroMQ context or thread.
-    from . import (
+    from .. import (
         node,  # noqa: F401 - imported before the fork, so workers inherit it
         worker,  # noqa: F401
     )
@@ -419,7 +419,3 @@ def main() -> None:
         for seg in cfg.shm_glob(cluster_id):
             seg.unlink(missing_ok=True)
         shutil.rmtree(cluster_dir, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    main()

@@ -32,9 +32,9 @@ from typing import Any
 
 import cloudpickle
 
-from . import object_store
-from .config import INLINE_THRESHOLD
-from .exceptions import ObjectStoreFullError, SerializationError
+from ..config import INLINE_THRESHOLD
+from ..exceptions import ObjectStoreFullError, SerializationError
+from . import segments
 
 PROTOCOL = 5
 _SIMPLE = (int, float, str, bool, type(None), bytes)
@@ -149,7 +149,7 @@ def serialize(
                 data = dumps(value)
         return data, len(data), ids
     try:
-        path = object_store.write_segment(segment_name, data, [b.raw() for b in buffers])
+        path = segments.write_segment(segment_name, data, [b.raw() for b in buffers])
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
@@ -163,10 +163,10 @@ def serialize(
 def deserialize(value: bytes | str) -> Any:
     """The Python value of a wire value (inline bytes or a segment path)."""
     if isinstance(value, str):
-        data, buffers = object_store.read_segment(value)
+        data, buffers = segments.read_segment(value)
         return pickle.loads(data, buffers=buffers)
-    if object_store.is_segment_bytes(value):
-        data, buffers = object_store.parse_segment(memoryview(value))
+    if segments.is_segment_bytes(value):
+        data, buffers = segments.parse_segment(memoryview(value))
         return pickle.loads(data, buffers=buffers)
     return pickle.loads(value)
 
@@ -184,6 +184,6 @@ class Dep:
 
 
 def segment_path(cluster_id: str, node_id: str, object_id: bytes) -> str:
-    from .config import SHM_PREFIX, shm_dir
+    from ..config import SHM_PREFIX, shm_dir
 
     return f"{shm_dir()}/{SHM_PREFIX}{cluster_id}-{node_id}-{object_id.hex()}"

@@ -12,7 +12,7 @@ import time
 
 from tqdm import tqdm
 
-from . import api
+from .. import api
 
 
 @api.remote

@@ -19,7 +19,7 @@ import io
 import threading
 from typing import Any
 
-from .protocol import Kind
+from ..wire.protocol import Kind
 
 _local = threading.local()
 

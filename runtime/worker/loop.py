@@ -34,14 +34,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from . import config as cfg
-from . import output, serialization, session, transport
-from .client import NODE, Client
-from .exceptions import ObjectLostError, TaskCancelledError, TaskError, task_error_from_exception
-from .protocol import ACTOR_CALL, ACTOR_CREATE, Kind, TaskSpec
-from .remote_traceback import RemoteTraceback
-from .serialization import Dep
-from .timeline import Recorder
+from .. import config as cfg
+from .. import session
+from ..client import NODE, Client
+from ..exceptions import ObjectLostError, TaskCancelledError, TaskError, task_error_from_exception
+from ..remote_traceback import RemoteTraceback
+from ..timeline import Recorder
+from ..wire import serialization, transport
+from ..wire.protocol import ACTOR_CALL, ACTOR_CREATE, Kind, TaskSpec
+from ..wire.serialization import Dep
+from . import output
 
 
 class Current:

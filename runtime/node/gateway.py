@@ -32,69 +32,21 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import zmq
 
-from . import config as cfg
-from . import protocol, transport
-from .exceptions import ObjectLostError
-from .protocol import Kind
-
-if TYPE_CHECKING:
-    from .node import Node
+from ..wire import protocol, transport
+from ..wire.protocol import Kind
+from .transfer import Transfers, read_file
 
 log = logging.getLogger("runtime.gateway")
 
-CHUNK = 8 << 20  # bytes per CHUNK message
-MAX_PULLS = 4  # concurrent incoming transfers per node
-CACHE_TTL = 30.0  # seconds a pulled copy of an argument is kept after its last use
-TRANSIT_TTL = 120.0  # seconds a result waits for its owner's node to move it
-
-
-def segment_node(path: str) -> str:
-    """The node id in a segment's name (``nbc-<cluster>-<node>-<object>``), or ""."""
-    name = os.path.basename(path)
-    parts = name.split("-", 3)
-    return parts[2] if len(parts) == 4 and name.startswith(cfg.SHM_PREFIX) else ""
-
-
-def _err(exc: BaseException) -> bytes:
-    return pickle.dumps(exc, protocol.PROTOCOL)
-
-
 PEER_KINDS = frozenset((Kind.RELAY, Kind.DELIVER, Kind.PULL, Kind.CHUNK, Kind.CLOSED, Kind.GONE))
-
-
-def _read_file(path: str, owned: bool) -> bytes:
-    """A segment's bytes; `owned`: nobody else has it (a moved result), remove it."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
-        return _err(ObjectLostError(f"its shared-memory segment {os.path.basename(path)} is gone"))
-    if owned:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-    return data
-
-
-class Pull:
-    __slots__ = ("req_id", "src", "path", "local", "move", "total", "got", "fd", "waiters", "started")
-
-    def __init__(self, req_id: int, src: str, path: str, local: str, move: bool) -> None:
-        self.req_id, self.src, self.path, self.local, self.move = req_id, src, path, local, move
-        self.total = -1
-        self.got = 0
-        self.fd = -1
-        self.waiters: list[Callable[[str | None], None]] = []
-        self.started = 0.0
 
 
 class Stream:
@@ -115,8 +67,33 @@ class Peer:
         self.out: list = []
 
 
+class GatewayHost(Protocol):
+    """What the gateway needs of its node daemon (`daemon.Node` is one).
+
+    The gateway depends on this interface, not on the daemon, so the two
+    modules do not import each other.
+    """
+
+    node_id: str
+    cluster_id: str
+    cluster_dir: Path
+    signer: protocol.Signer
+    poller: zmq.Poller
+    view: dict[str, dict]  # the cluster, from the head: node id -> summary
+    remote: dict[bytes, str]  # clients of other nodes (and nodes, b"n"+id) -> node
+    relayed_to: dict[bytes, set[str]]  # our clients -> nodes they talk to
+    by_identity: dict[bytes, Any]  # our workers by identity
+    handlers: dict[int, Callable[[bytes, tuple], None]]
+
+    def emit(self, ident: bytes, msg: tuple) -> None: ...
+    def tell_location(self, ident: bytes, actor_id: bytes) -> None: ...
+    def on_direct(self, ident: bytes, msg: tuple) -> None: ...
+    def on_peer_message(self, src_node: str, msg: tuple) -> None: ...
+    def drop_process(self, ident: bytes) -> None: ...
+
+
 class Gateway:
-    def __init__(self, node: Node, ctx: zmq.Context, host: str, port: int, curve: dict | None) -> None:
+    def __init__(self, node: GatewayHost, ctx: zmq.Context, host: str, port: int, curve: dict | None) -> None:
         self.node = node
         self.ctx = ctx
         self.signer = node.signer
@@ -133,16 +110,26 @@ class Gateway:
         self.links: dict[tuple[bytes, bytes], transport.Link] = {}  # (client, worker) -> Unix link
         self.by_fd: dict[int, tuple[bytes, str, bytes, transport.Link]] = {}
         self.streams: dict[tuple, Stream] = {}
-        self.pulls: dict[int, Pull] = {}
-        self.pull_queue: deque[Pull] = deque()
-        self.active = 0
-        self.by_path: dict[str, Pull] = {}  # cache pulls in flight, for dedup
-        self.copies: dict[str, list] = {}  # remote path -> [local path, last used]
-        self.transit: dict[str, float] = {}  # our result segments awaiting a move -> deadline
-        self.serving: deque[list] = deque()  # [node, request, path, move, fd, total, offset]
-        self.next_req = 1
-        self.bytes_in = 0
-        self.bytes_out = 0
+        self.transfers = Transfers(
+            node.node_id,
+            node.cluster_id,
+            node.cluster_dir,
+            self.signer,
+            self.send,
+            self._socket_to,
+            self._reachable,
+        )
+        self.serving = self.transfers.serving  # transfers we serve: the node pumps them every turn
+        self.pump = self.transfers.pump
+        self.tick = self.transfers.tick
+
+    @property
+    def bytes_in(self) -> int:
+        return self.transfers.bytes_in
+
+    @property
+    def bytes_out(self) -> int:
+        return self.transfers.bytes_out
 
     # ------------------------------------------------------------- sending
     def peer(self, node_id: str) -> Peer | None:
@@ -175,6 +162,17 @@ class Gateway:
             if peer.out:
                 batch, peer.out = peer.out, []
                 protocol.send(self.socket(peer), self.signer, batch)
+
+    def _socket_to(self, node_id: str) -> zmq.Socket | None:
+        """The socket to a node, with what was queued for it sent first; None if it is gone."""
+        peer = self.peer(node_id)
+        if peer is None:
+            return None
+        self.flush()
+        return self.socket(peer)
+
+    def _reachable(self, node_id: str) -> bool:
+        return self.peer(node_id) is not None
 
     def forget_peer(self, node_id: str) -> None:
         peer = self.peers.pop(node_id, None)
@@ -220,13 +218,13 @@ class Gateway:
         for msg in batch:
             kind = msg[0]
             if kind == Kind.RESULT and isinstance(msg[3], str):
-                msg = (kind, msg[1], msg[2], _read_file(msg[3], False), *msg[4:])
+                msg = (kind, msg[1], msg[2], read_file(msg[3], False), *msg[4:])
             elif kind == Kind.FORWARDED:
                 inner = []
                 for m in msg[3]:
                     if m[0] == Kind.DONE:
                         results = [
-                            (oid, err, _read_file(v, True) if isinstance(v, str) else v, size, contained)
+                            (oid, err, read_file(v, True) if isinstance(v, str) else v, size, contained)
                             for oid, err, v, size, contained in m[2]
                         ]
                         m = (m[0], m[1], results, *m[3:])
@@ -259,9 +257,9 @@ class Gateway:
             self.drop_client(ident)
             self.node.drop_process(ident)
         elif kind == Kind.PULL:
-            self.serve_pull(*msg[1:])
+            self.transfers.serve_pull(*msg[1:])
         elif kind == Kind.CHUNK:
-            self.on_chunk(*msg[1:])
+            self.transfers.on_chunk(*msg[1:])
         else:
             log.warning("unexpected %s on the gateway", protocol.KIND_NAMES.get(kind, kind))
 
@@ -286,11 +284,13 @@ class Gateway:
         stream = self.streams.get(key)
         if stream is None:
             stream = self.streams[key] = Stream()
-        wanted = self.foreign_paths(batch)
+        wanted = self.transfers.foreign_paths(batch)
         item = [batch, len(wanted), {}]
         stream.items.append(item)
         for path, move in wanted:
-            self.fetch(path, move, lambda local, p=path, it=item, k=key: self._fetched(k, it, p, local))
+            self.transfers.fetch(
+                path, move, lambda local, p=path, it=item, k=key: self._fetched(k, it, p, local)
+            )
         self.drain(key)
 
     def _fetched(self, key: tuple, item: list, path: str, local: str | None) -> None:
@@ -308,7 +308,7 @@ class Gateway:
                 self.node.emit(key[0], (Kind.PEER_CLOSED, key[1], key[2]))
                 continue
             if mapping:
-                batch = self.rewrite(batch, mapping)
+                batch = self.transfers.rewrite(batch, mapping)
             self.dispatch(key, batch)
         if not stream.items:
             del self.streams[key]
@@ -375,7 +375,7 @@ class Gateway:
         for batch in batches:
             for msg in batch:
                 if msg[0] == Kind.DONE:
-                    self.note_transit(msg[2])
+                    self.transfers.note_transit(msg[2])
             self.reply(
                 ident, src_node, (Kind.DELIVER, ident, self.node.node_id, worker_ident, batch), worker_ident
             )
@@ -414,245 +414,16 @@ class Gateway:
         for fd, entry in list(self.by_fd.items()):
             if entry[1] == node_id:
                 self.close_link(fd)
-        for pull in [p for p in self.pulls.values() if p.src == node_id] + [
-            p for p in self.pull_queue if p.src == node_id
-        ]:
-            self.finish_pull(pull, ok=False)
+        self.transfers.drop_node(node_id)
         for key in [k for k in self.streams if len(k) == 3 and k[1] == node_id]:
             stream = self.streams[key]
             if stream.items and stream.items[-1][0] is not None:
                 stream.items.append([None, 0, {}])
 
-    # ----------------------------------------------------------- transfers
-    def foreign_paths(self, batch: list) -> list[tuple[str, bool]]:
-        """Segments named in `batch` that live on another node: (path, move?)."""
-        me = self.node.node_id
-        out: list[tuple[str, bool]] = []
-
-        def check(value: Any, move: bool) -> None:
-            if isinstance(value, str) and segment_node(value) not in ("", me):
-                out.append((value, move))
-
-        for msg in batch:
-            kind = msg[0]
-            if kind == Kind.EXECUTE:
-                check(msg[1].args, False)
-                for _, value in msg[2].values():
-                    check(value, False)
-            elif kind == Kind.SUBMIT:
-                check(msg[1].args, False)
-            elif kind == Kind.DONE:
-                for result in msg[2]:
-                    check(result[2], True)
-            elif kind == Kind.RESULT:
-                check(msg[3], False)
-        return out
-
-    def rewrite(self, batch: list, mapping: dict[str, str | None]) -> list:
-        lost = _err(ObjectLostError("its value lived on a node that is gone"))
-
-        def swap(is_error: bool, value: Any) -> tuple[bool, Any]:
-            if isinstance(value, str) and value in mapping:
-                local = mapping[value]
-                return (True, lost) if local is None else (is_error, local)
-            return is_error, value
-
-        out = []
-        for msg in batch:
-            kind = msg[0]
-            if kind == Kind.EXECUTE:
-                spec = msg[1]
-                if isinstance(spec.args, str) and mapping.get(spec.args):
-                    spec = spec._replace(args=mapping[spec.args])
-                resolved = {dep: swap(*v) for dep, v in msg[2].items()}
-                msg = (kind, spec, resolved, *msg[3:])
-            elif kind == Kind.SUBMIT:
-                spec = msg[1]
-                if isinstance(spec.args, str) and mapping.get(spec.args):
-                    msg = (kind, spec._replace(args=mapping[spec.args]), *msg[2:])
-            elif kind == Kind.DONE:
-                results = []
-                lost_any = False
-                for object_id, is_error, value, size, contained in msg[2]:
-                    lost_any |= isinstance(value, str) and value in mapping and mapping[value] is None
-                    is_error, value = swap(is_error, value)
-                    results.append((object_id, is_error, value, size, contained))
-                # A result lost with its node on the way here: its owner re-runs the task (lineage).
-                msg = (kind, msg[1], results, True if lost_any else msg[3], *msg[4:])
-            elif kind == Kind.RESULT:
-                is_error, value = swap(msg[2], msg[3])
-                msg = (kind, msg[1], is_error, value, *msg[4:])
-            out.append(msg)
-        return out
-
-    def fetch(self, path: str, move: bool, done: Callable[[str | None], None]) -> None:
-        """Get a local copy of another node's segment; `done(local path or None)`.
-
-        Copies of arguments are shared and cached (`copies`); moved results
-        belong to whoever asked.
-        """
-        if not move:
-            cached = self.copies.get(path)
-            if cached is not None and os.path.exists(cached[0]):
-                cached[1] = time.monotonic()
-                done(cached[0])
-                return
-            pending = self.by_path.get(path)
-            if pending is not None:
-                pending.waiters.append(done)
-                return
-        src = segment_node(path)
-        name = os.path.basename(path).split("-", 3)[3]
-        suffix = "" if not move else f".m{self.next_req}"
-        local = f"{cfg.shm_dir()}/{cfg.SHM_PREFIX}{self.node.cluster_id}-{self.node.node_id}-{name}{suffix}"
-        pull = Pull(self.next_req, src, path, local, move)
-        self.next_req += 1
-        pull.waiters.append(done)
-        if not move:
-            self.by_path[path] = pull
-        self.pulls[pull.req_id] = pull
-        if self.peer(src) is None:
-            self.finish_pull(pull, ok=False)
-            return
-        self.pull_queue.append(pull)
-        self.start_pulls()
-
-    def start_pulls(self) -> None:
-        while self.pull_queue and self.active < MAX_PULLS:
-            pull = self.pull_queue.popleft()
-            if pull.req_id not in self.pulls:
-                continue
-            self.active += 1
-            pull.started = time.monotonic()
-            self.send(pull.src, (Kind.PULL, self.node.node_id, pull.req_id, pull.path, pull.move))
-
-    def on_chunk(self, req_id: int, offset: int, total: int, data: bytes) -> None:
-        pull = self.pulls.get(req_id)
-        if pull is None:
-            return
-        if total < 0:
-            self.finish_pull(pull, ok=False)
-            return
-        if pull.fd < 0:
-            pull.total = total
-            pull.fd = os.open(pull.local + ".part", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.ftruncate(pull.fd, max(total, 1))
-        view = memoryview(data)
-        while view.nbytes:
-            n = os.pwrite(pull.fd, view, offset)
-            view = view[n:]
-            offset += n
-        pull.got += len(data)
-        self.bytes_in += len(data)
-        if pull.got >= pull.total:
-            self.finish_pull(pull, ok=True)
-
-    def finish_pull(self, pull: Pull, ok: bool) -> None:
-        if self.pulls.pop(pull.req_id, None) is None:
-            return
-        if pull.started:
-            self.active -= 1
-        if pull.fd >= 0:
-            os.close(pull.fd)
-            if ok:
-                os.replace(pull.local + ".part", pull.local)
-            else:
-                try:
-                    os.unlink(pull.local + ".part")
-                except OSError:
-                    pass
-        if self.by_path.get(pull.path) is pull:
-            del self.by_path[pull.path]
-        local = pull.local if ok else None
-        if ok and not pull.move:
-            self.copies[pull.path] = [pull.local, time.monotonic()]
-        if not ok:
-            log.warning("could not pull %s from node %s", os.path.basename(pull.path), pull.src)
-        for done in pull.waiters:
-            try:
-                done(local)
-            except Exception:
-                log.exception("error after a transfer")
-        self.start_pulls()
-
-    def serve_pull(self, src_node: str, req_id: int, path: str, move: bool) -> None:
-        """Another node wants one of our segments: queue it; `pump` sends it a chunk at a time."""
-        node = self.node
-        real = os.path.realpath(path)
-        allowed = (str(cfg.shm_dir()), str(node.cluster_dir / "spill"))
-        ok = segment_node(path) == node.node_id and os.path.dirname(real).startswith(allowed)
-        try:
-            if not ok:
-                raise FileNotFoundError(path)
-            fd = os.open(real, os.O_RDONLY)
-        except OSError:
-            self.send(src_node, (Kind.CHUNK, req_id, 0, -1, b""))
-            return
-        self.serving.append([src_node, req_id, path, move, fd, os.fstat(fd).st_size, 0])
-
-    def pump(self) -> None:
-        """Send the next chunk of each transfer we serve (between other messages, so a
-        large object does not stop the node for its whole length)."""
-        for _ in range(len(self.serving)):
-            item = self.serving.popleft()
-            src_node, req_id, path, move, fd, total, offset = item
-            peer = self.peer(src_node)
-            data = os.pread(fd, CHUNK, offset) if peer is not None else b""
-            if peer is not None:
-                self.flush()  # what was queued for that node goes first
-                self.socket(peer).send_multipart(
-                    protocol.pack_data(self.signer, (Kind.CHUNK, req_id, offset, total), data), copy=False
-                )
-                self.bytes_out += len(data)
-            offset += len(data)
-            if peer is not None and data and offset < total:
-                item[6] = offset
-                self.serving.append(item)
-                continue
-            os.close(fd)
-            if move:
-                self.transit.pop(path, None)
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-
-    def note_transit(self, results: list) -> None:
-        deadline = time.monotonic() + TRANSIT_TTL
-        for result in results:
-            if isinstance(result[2], str):
-                self.transit[result[2]] = deadline
-
-    def tick(self) -> None:
-        now = time.monotonic()
-        for path, (local, used) in list(self.copies.items()):
-            if now - used > CACHE_TTL:
-                del self.copies[path]
-                try:
-                    os.unlink(local)
-                except OSError:
-                    pass
-        for path, deadline in list(self.transit.items()):
-            if now > deadline:
-                del self.transit[path]
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-
     def close(self) -> None:
-        for item in self.serving:
-            os.close(item[4])
-        self.serving.clear()
+        self.transfers.close()
         for fd in list(self.by_fd):
             self.close_link(fd)
-        for pull in list(self.pulls.values()):
-            self.finish_pull(pull, ok=False)
-        for local, _ in self.copies.values():
-            try:
-                os.unlink(local)
-            except OSError:
-                pass
         for peer in self.peers.values():
             if peer.sock is not None:
                 peer.sock.close(linger=0)

@@ -20,9 +20,9 @@ import signal
 import sys
 import time
 
-from . import config as cfg
-from . import launcher
-from .exceptions import ConnectionFailedError
+from .. import config as cfg
+from .. import launcher
+from ..exceptions import ConnectionFailedError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,7 +238,7 @@ def _wait_foreground(proc, message: str) -> int:
 
 
 def _head_client(info: cfg.ConnectionInfo):
-    from .client import Client
+    from ..client import Client
 
     return Client(
         cluster_id=info.cluster_id,
@@ -261,7 +261,7 @@ def _find(address: str | None) -> cfg.ConnectionInfo:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .snapshot import ClusterSnapshot, format_text
+    from ..snapshot import ClusterSnapshot, format_text
 
     info = cluster_info(args.address, args.token_file)
     client = _head_client(info)
@@ -318,7 +318,3 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run
 
     return run(tasks=args.tasks, samples=args.samples)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

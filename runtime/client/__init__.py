@@ -1,0 +1,10 @@
+"""The core every driver and worker runs (Ray's "core worker").
+
+`Client` owns a process's connections, its objects and reference counts, and
+the tasks and actor calls it submits; the public API (``runtime.api``) and
+the worker loop (``runtime.worker``) are built on it.
+"""
+
+from .core import HEAD, NODE, Client, print_log
+
+__all__ = ["HEAD", "NODE", "Client", "print_log"]

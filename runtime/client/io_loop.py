@@ -1,0 +1,250 @@
+"""The I/O loop of a process's core: who reads the sockets, and the driver's I/O thread.
+
+::
+
+    user thread in get()/wait() ──want_read──▶ takes read_lock, reads every socket itself
+        (leader/follower: no hand-off between threads on the hot path, ~80 µs each)
+    I/O thread (drivers) ── reads while nobody waits: live output, futures, results
+        ├─ wake pipe: a burst of sends (one wake per burst) ─▶ Client.flush
+        ├─ the head's ZeroMQ socket (and a ZLink to a node's gateway): only this thread
+        └─ every ~100 ms: Client.tick (idle leases, stats, keepalive)
+    worker main thread ── no I/O thread: Client.pump reads between tasks
+
+Every socket read ends in `Client.dispatch` (messages) or
+`Client.on_peer_closed` / `Client.mark_dead` (connections gone).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import zmq
+
+from ..exceptions import ConnectionFailedError
+from ..wire import protocol, transport
+from .services import CoreServices
+
+
+class IOLoop:
+    """The wake pipe, the read lock and the I/O thread of one `Client`."""
+
+    def __init__(self, core: CoreServices) -> None:
+        self.core = core
+        self.read_lock = threading.Lock()  # reading: whoever holds it
+        self.want_read = 0  # user threads waiting to read: the I/O thread yields to them
+        self.thread: threading.Thread | None = None  # drivers only
+        self.listener: socket.socket | None = None  # a worker's socket for its callers
+        self.last_tick = time.monotonic()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        self.wake_pending = False
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self.run, name="runtime-io", daemon=True)
+        self.thread.start()
+
+    def wake(self) -> None:
+        if not self.wake_pending:
+            self.wake_pending = True
+            try:
+                os.write(self.wake_w, b"x")
+            except OSError:
+                pass
+
+    def read_or_wait(self, timeout: float, done: Callable[[], bool] | None = None) -> None:
+        """Read the sockets if no other thread does; else wait for that thread's news.
+
+        `done` is checked once the sockets are ours: another thread may have
+        read what we wait for just before it let go.
+        """
+        core = self.core
+        if core.remote_driver and threading.current_thread() is not self.thread:
+            got = False  # only the I/O thread may touch a ZeroMQ socket
+        elif self.thread is None and self.read_lock.acquire(blocking=False):
+            got = True  # a worker's main thread; its other threads wait on the condition
+        elif self.thread is not None:
+            # The holder is the I/O thread (about to yield: want_read) or another
+            # waiting thread, which releases within one read.
+            got = self.read_lock.acquire(timeout=timeout)
+        else:
+            got = False
+        if got:
+            try:
+                if done is None or not done():
+                    self.read(timeout)
+            finally:
+                self.read_lock.release()
+        else:
+            with core.cv:
+                core.cv.wait(timeout)
+
+    def links(self) -> list[transport.Link]:
+        core = self.core
+        links = list(core.peers.values())
+        if core.link is not None and not core.link.closed and not core.remote_driver:
+            links.append(core.link)
+        return links
+
+    def sockets(self) -> list:
+        core = self.core
+        socks = [link.sock for link in core.peers.values()]
+        if core.link is not None and not core.link.closed and not core.remote_driver:
+            socks.append(core.link.sock)
+        if self.listener is not None:
+            socks.append(self.listener)
+        return socks
+
+    def read(self, timeout: float, extra: list | None = None) -> list:
+        """Wait up to `timeout` for any socket; dispatch what came (holding read_lock)."""
+        core = self.core
+        socks = self.sockets()
+        writing = {link.sock: link for link in self.links() if link.wants_write}
+        try:
+            if extra:  # the I/O thread: also the wake pipe and the head's ZeroMQ socket
+                by_fd = {s.fileno(): s for s in socks}
+                by_fd.update((s.fileno(), s) for s in writing)
+                ready, writable, _ = zmq.select(
+                    [s.fileno() for s in socks] + extra, [s.fileno() for s in writing], [], timeout
+                )
+                ready = [by_fd.get(s, s) if isinstance(s, int) else s for s in ready]
+                writable = [by_fd[s] for s in writable]
+            else:
+                ready, writable, _ = select.select(socks, list(writing), [], timeout)
+        except (OSError, ValueError, zmq.ZMQError):
+            return []
+        for sock in writable:  # output that did not fit in the socket earlier
+            writing[sock].flush_out()
+        rest = []
+        for sock in ready:
+            if core.link is not None and sock is core.link.sock:
+                batches = core.link.recv()
+                if batches is None:
+                    if not core.closed:
+                        core.mark_dead(
+                            "the connection to the cluster's node daemon closed: the cluster "
+                            "stopped or crashed; results not received are lost. Call init() "
+                            "again to start or join a cluster."
+                        )
+                    continue
+                for batch in batches:
+                    core.dispatch(batch, None)
+            elif sock is self.listener:
+                self.accept()
+            elif isinstance(sock, (int, zmq.Socket)):
+                rest.append(sock)
+            else:
+                link = core.peers.get(sock.fileno())
+                if link is None:
+                    continue
+                batches = link.recv()
+                if batches is None:
+                    core.on_peer_closed(link)
+                    link.close()
+                    continue
+                for batch in batches:
+                    core.dispatch(batch, link)
+        if core.outq:
+            core.flush()  # what handling those messages queued (next tasks, HOLDs)
+        return rest
+
+    def listen(self, path: str) -> None:
+        """A worker: accept callers (task owners, actor callers) on `path`."""
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+        os.chmod(path, 0o600)
+        sock.listen(256)
+        sock.setblocking(False)
+        self.listener = sock
+
+    def accept(self) -> None:
+        core = self.core
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            link = transport.Link(None, core.signer, sock=sock)
+            core.peers[sock.fileno()] = link
+
+    def run(self) -> None:
+        core = self.core
+        try:
+            extra = [self.wake_r]
+            if core.head_sock is not None:
+                extra.append(core.head_sock)
+            if core.remote_driver:
+                extra.append(core.link.sock)
+            while not core.closed:
+                # Read the sockets only while no user thread waits in get().
+                holding = not self.want_read and self.read_lock.acquire(blocking=False)
+                try:
+                    if holding:
+                        rest = self.read(0.1, extra)
+                    else:
+                        rest, _, _ = zmq.select(extra, [], [], 0.05)
+                    if self.wake_r in rest:
+                        self.wake_pending = False  # before draining: a later wake writes again
+                        try:
+                            while os.read(self.wake_r, 4096):
+                                pass
+                        except BlockingIOError:
+                            pass
+                    self.flush_head()
+                    core.flush()
+                    if core.remote_driver:
+                        core.link.flush_out()
+                        if core.link.sock in rest:
+                            for batch in core.link.recv():
+                                core.last_heard = time.monotonic()
+                                core.dispatch(batch, None)
+                            core.flush()
+                            core.link.flush_out()
+                    if core.head_sock is not None and core.head_sock in rest:
+                        for _, batch in protocol.recv_batches(core.head_sock, core.signer, False):
+                            core.dispatch(batch, None)
+                        if core.signer.auth_failed:  # say so now, not when the request times out
+                            for fut in list(core.requests.values()):
+                                if not fut.done():
+                                    fut.set_result((False, ConnectionFailedError(core.auth_failed_message())))
+                    now = time.monotonic()
+                    if now - self.last_tick > 0.1:
+                        self.last_tick = now
+                        core.tick()
+                finally:
+                    if holding:
+                        self.read_lock.release()
+        except zmq.ContextTerminated:
+            pass
+        except Exception as e:  # never die silently: waiters must learn about it
+            core.mark_dead(f"the runtime's I/O thread failed: {e!r}")
+            raise
+
+    def flush_head(self) -> None:
+        """Send what user threads queued for the head (ZeroMQ: only this thread may)."""
+        core = self.core
+        outbox = core.head_outbox
+        if not outbox:
+            return
+        batch = []
+        while outbox:
+            batch.append(outbox.popleft())
+        if core.head_sock is not None:
+            protocol.send(core.head_sock, core.signer, batch)
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+        for fd in (self.wake_r, self.wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass

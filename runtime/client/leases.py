@@ -1,0 +1,302 @@
+"""The owner's side of leases: tasks queued per resource shape, the workers leased for them.
+
+::
+
+    submit ─▶ arguments here? ─▶ enqueue(call) ─▶ queue per shape ─▶ dispatch(shape):
+        round robin over our leases of that shape, one task each; after PATIENCE
+        seconds without more workers, up to PIPELINE queued behind a running one
+        ─▶ EXECUTE ──▶ leased worker (Unix socket, or RemoteLink through our node)
+    backlog ─▶ LEASE_REQUEST ──▶ node ─▶ LEASE_GRANT: on_grant (a lease; steal half of a
+        busy worker's queue) │ LEASE_SPILL: on_spill (ask the node it names)
+    DONE ─▶ on_done: retry (worker died or retryable) or finish; an idle lease gets
+        the next task, or is returned after LEASE_IDLE, or at once when revoked
+    REJECTED (a worker blocked in get) ─▶ on_rejected: back to the front of the queue
+    worker gone ─▶ peer_closed: its tasks retried (max_retries) or WorkerCrashedError
+
+The node is off the per-task path: it only lends workers. What to grant,
+revoke or spill is the node's decision (`runtime.node.placement`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from ..exceptions import TaskCancelledError, WorkerCrashedError
+from ..wire import transport
+from ..wire.protocol import Kind
+from .records import Call, Lease, error_value
+from .services import CoreServices
+
+LEASE_IDLE = 0.2  # seconds an idle lease is kept for the next task of its shape
+PIPELINE = 16  # tasks queued at a leased worker when there is a backlog (idle ones steal)
+PATIENCE = 0.2  # seconds to wait for more workers before queueing tasks behind running ones
+
+
+class Leases:
+    """This process's task queues per shape and the leases it holds; under `Client.lock`."""
+
+    def __init__(self, core: CoreServices) -> None:
+        self.core = core  # sending, values, the lock, results
+        self.task_queues: dict[tuple, deque[Call]] = {}
+        self.leases: dict[tuple, list[Lease]] = {}
+        self.lease_requests: dict[tuple, int] = {}
+        self.requested_at: dict[tuple, float] = {}  # when the oldest open request was sent
+        self.lease_by_id: dict[int, Lease] = {}
+        self.spilled: dict[tuple, dict[str, int]] = {}  # shape -> node -> lease requests sent there
+
+    def enqueue(self, call: Call) -> None:
+        """A task whose arguments are all here: run it on a leased worker."""
+        self.task_queues.setdefault(call.spec.resources, deque()).append(call)
+        self.dispatch(call.spec.resources)
+
+    def dispatch(self, shape: tuple) -> None:
+        core = self.core
+        queue = self.task_queues.get(shape)
+        if not queue:
+            self.cancel_requests(shape)
+            return
+        leases = [lease for lease in self.leases.get(shape, ()) if not lease.revoked]
+        # Queue tasks behind running ones only once the node had time to lend
+        # more workers: a worker notices a steal only between two tasks.
+        asked_at = self.requested_at.get(shape)
+        limit = PIPELINE if asked_at is not None and time.monotonic() - asked_at > PATIENCE else 1
+        depth = min((len(lease.inflight) for lease in leases), default=limit) + 1
+        while queue and depth <= limit:  # round robin, one level at a time
+            for lease in leases:
+                if not queue:
+                    break
+                if len(lease.inflight) < depth:
+                    call = queue.popleft()
+                    if call.cancelled:
+                        continue
+                    call.lease = lease
+                    lease.inflight[call.spec.task_id] = call
+                    self.send_function(lease.link, call.spec.function_id)
+                    core.queue(lease.link, (Kind.EXECUTE, call.spec, core.resolved(call.spec), ()))
+            depth += 1
+        # Tasks queued behind a running one (here or at a worker) could run on
+        # another worker: ask the node for more; new workers steal their share.
+        backlog = len(queue) + sum(len(lease.inflight) - 1 for lease in leases if len(lease.inflight) > 1)
+        if not backlog:
+            self.cancel_requests(shape)
+            return
+        asked = self.lease_requests.get(shape, 0)
+        want = min(backlog, 16) - asked
+        if want > 0:
+            name = (queue[0] if queue else next(iter(leases[0].inflight.values()))).spec.name
+            if not asked:
+                self.requested_at[shape] = time.monotonic()
+                # Our idle workers of other shapes may hold what these need.
+                for other, held in list(self.leases.items()):
+                    if other != shape:
+                        for lease in [x for x in held if not x.inflight]:
+                            self.return_lease(lease)
+            self.lease_requests[shape] = asked + want
+            for _ in range(want):
+                core.send_node((Kind.LEASE_REQUEST, core.next_request_id(), shape, name))
+
+    def send_function(self, link: transport.Link, function_id: bytes) -> None:
+        """A worker gets a function's code with its first task (no round trip to the node)."""
+        known = link.state
+        if known is None:
+            known = link.state = set()
+        if function_id not in known:
+            known.add(function_id)
+            blob = self.core.function_blobs.get(function_id)
+            if blob is not None:
+                self.core.queue(link, (Kind.FUNC, function_id, blob[0], blob[1]))
+
+    def cancel_requests(self, shape: tuple) -> None:
+        """Nothing left to run for this shape: lease requests still waiting are void."""
+        self.requested_at.pop(shape, None)
+        if self.lease_requests.get(shape):
+            self.lease_requests[shape] = 0
+            self.core.send_node((Kind.LEASE_CANCEL, shape))
+            for node_id in self.spilled.pop(shape, {}):
+                self.core.to_node(node_id, (Kind.LEASE_CANCEL, shape))
+
+    # ------------------------------------------------------------ from the node
+    def on_spill(self, msg: tuple) -> None:
+        """Our node has no room: ask the node it named."""
+        _, req_id, shape, name, node_id = msg
+        with self.core.lock:
+            if not self.lease_requests.get(shape):
+                return  # cancelled meanwhile
+            counts = self.spilled.setdefault(shape, {})
+            counts[node_id] = counts.get(node_id, 0) + 1
+            self.core.to_node(node_id, (Kind.LEASE_REQUEST, req_id, shape, name))
+
+    def on_node_dead(self, node_id: str) -> None:
+        """Requests we sent to a node that died are void: ask again (under the lock)."""
+        for shape, counts in list(self.spilled.items()):
+            n = counts.pop(node_id, 0)
+            if n:
+                self.lease_requests[shape] = max(0, self.lease_requests.get(shape, 0) - n)
+                self.dispatch(shape)
+
+    def on_grant(self, msg: tuple, node_id: str = "") -> None:
+        _, _req, lease_id, identity, path, pid, shape = msg
+        core = self.core
+        with core.lock:
+            self.lease_requests[shape] = max(0, self.lease_requests.get(shape, 0) - 1)
+            if node_id:
+                counts = self.spilled.get(shape)
+                if counts and counts.get(node_id):
+                    counts[node_id] -= 1
+            busy = self.task_queues.get(shape) or any(
+                len(lease.inflight) > 1 for lease in self.leases.get(shape, ())
+            )
+            link = core.worker_link(identity, path, node_id) if busy else None
+            if link is None:
+                core.to_node(node_id, (Kind.LEASE_RETURN, lease_id))
+                if not self.task_queues.get(shape):
+                    self.cancel_requests(shape)
+                else:
+                    self.dispatch(shape)  # that worker just died: ask again
+                return
+            lease = Lease(lease_id, shape, link, pid, node_id)
+            self.leases.setdefault(shape, []).append(lease)
+            self.lease_by_id[lease_id] = lease
+            self.dispatch(shape)
+            if not lease.inflight:
+                self.steal_for(lease)
+
+    def return_lease(self, lease: Lease) -> None:
+        leases = self.leases.get(lease.shape)
+        if leases and lease in leases:
+            leases.remove(lease)
+        self.lease_by_id.pop(lease.lease_id, None)
+        self.core.to_node(lease.node, (Kind.LEASE_RETURN, lease.lease_id))
+
+    def on_revoke(self, lease_id: int) -> None:
+        with self.core.lock:
+            lease = self.lease_by_id.get(lease_id)
+            if lease is not None:
+                lease.revoked = True
+                if not lease.inflight:
+                    self.return_lease(lease)
+
+    # ----------------------------------------------------------- from workers
+    def on_done(self, call: Call, retryable: bool) -> bool:
+        """A task's DONE: free its place on its lease. True if it is queued again (a retry)."""
+        lease = call.lease
+        if lease is not None:
+            lease.inflight.pop(call.spec.task_id, None)
+            if not lease.inflight:
+                lease.idle_since = time.monotonic()
+        call.lease = None
+        if retryable and call.retries_left != 0 and not call.cancelled:
+            if call.retries_left > 0:
+                call.retries_left -= 1
+            self.task_queues.setdefault(call.shape, deque()).appendleft(call)
+            self.dispatch(call.shape)
+            return True
+        return False
+
+    def next_for(self, lease: Lease) -> None:
+        """A task of `lease` finished: give it the next one, or give it back if revoked."""
+        if lease.revoked and not lease.inflight:
+            self.return_lease(lease)
+        else:
+            self.dispatch(lease.shape)
+            if not lease.inflight:
+                self.steal_for(lease)
+
+    def steal_for(self, idle: Lease) -> None:
+        """An idle worker while others have tasks queued behind a running one: take half."""
+        victims = [x for x in self.leases.get(idle.shape, ()) if x is not idle and len(x.inflight) > 1]
+        if not victims:
+            return
+        victim = max(victims, key=lambda x: len(x.inflight))
+        take = max(1, (len(victim.inflight) - 1) // 2)
+        for task_id in list(victim.inflight)[-take:]:
+            self.core.queue(victim.link, (Kind.CANCEL, task_id, "steal"))  # answered by REJECTED
+
+    def on_rejected(self, task_ids: list) -> None:
+        """A worker that blocked in get() hands back tasks it had not started."""
+        with self.core.lock:
+            shapes = set()
+            for task_id in reversed(task_ids):
+                call = self.core.calls.get(task_id)
+                if call is None or call.lease is None:
+                    continue
+                call.lease.inflight.pop(task_id, None)
+                call.lease = None
+                self.task_queues.setdefault(call.shape, deque()).appendleft(call)
+                shapes.add(call.shape)
+            for shape in shapes:
+                self.dispatch(shape)
+
+    def peer_closed(self, link: transport.Link) -> None:
+        """A leased worker is gone: retry its tasks, or fail them when retries ran out."""
+        finish_error = self.core.finish_error
+        for shape, leases in list(self.leases.items()):
+            for lease in [x for x in leases if x.link is link]:
+                leases.remove(lease)
+                self.lease_by_id.pop(lease.lease_id, None)
+                for call in lease.inflight.values():
+                    call.lease = None
+                    if call.cancelled:
+                        finish_error(call, error_value(TaskCancelledError(call.spec.name)))
+                    elif call.retries_left != 0:
+                        if call.retries_left > 0:
+                            call.retries_left -= 1
+                        self.task_queues.setdefault(shape, deque()).appendleft(call)
+                    else:
+                        finish_error(
+                            call,
+                            error_value(
+                                WorkerCrashedError(
+                                    f"the worker running {call.spec.name}() (pid {lease.pid}) died and "
+                                    f"its retries ran out (max_retries={call.spec.max_retries}). If it "
+                                    "was killed by memory pressure, give it more memory or smaller "
+                                    "inputs; raise max_retries for flaky machines."
+                                )
+                            ),
+                        )
+                lease.inflight.clear()
+                self.dispatch(shape)
+
+    # ------------------------------------------------------------ from the user
+    def cancel(self, call: Call, force: bool) -> None:
+        """Cancel a task: queued here, queued at its worker, or running there."""
+        core = self.core
+        spec = call.spec
+        call.cancelled = True
+        lease = call.lease
+        if lease is not None:
+            running = next(iter(lease.inflight)) == spec.task_id  # a worker runs them in order
+            if force or running:
+                if not force:
+                    # Sent before the signal: a worker that has not started the task yet
+                    # ignores the SIGINT, and finds this when it starts it.
+                    core.queue(lease.link, (Kind.CANCEL, spec.task_id, "interrupt"))
+                    core.flush()
+                core.signal_worker(lease, force)
+            else:  # still queued in the worker: it will skip it
+                del lease.inflight[spec.task_id]
+                call.lease = None
+                core.queue(lease.link, (Kind.CANCEL, spec.task_id, "drop"))
+                core.finish_error(call, error_value(TaskCancelledError(spec.name)))
+            return
+        queue = self.task_queues.get(call.shape)
+        if queue is not None and call in queue:
+            queue.remove(call)
+        core.forget_waiting(call)
+        core.finish_error(call, error_value(TaskCancelledError(spec.name)))
+
+    def tick(self, now: float) -> None:
+        """Every ~100 ms: queue waiting tasks behind running ones; give back idle leases."""
+        for shape, queue in list(self.task_queues.items()):
+            if queue:  # no more workers came: queue behind the running tasks
+                self.dispatch(shape)
+        for leases in list(self.leases.values()):
+            for lease in list(leases):
+                if not lease.inflight and now - lease.idle_since > LEASE_IDLE:
+                    self.return_lease(lease)
+
+    def return_all(self) -> None:
+        for leases in self.leases.values():
+            for lease in list(leases):
+                self.return_lease(lease)

@@ -1,0 +1,294 @@
+"""The node's decisions with plain data: no process, no socket, no clock.
+
+`runtime.node.placement` takes events (the queue, idle workers, leases, the
+cluster view, a death) and returns actions; the daemon executes them. The
+real-process tests (test_api, test_faults, test_multinode) cover the wiring.
+"""
+
+from __future__ import annotations
+
+import random
+
+from runtime.node import placement
+from runtime.node.placement import (
+    ActorDied,
+    Broadcast,
+    ClusterView,
+    DropProcess,
+    EndLease,
+    FailObjects,
+    KillActor,
+    PlaceActor,
+    Revoke,
+    SpawnWorkers,
+    SpillLease,
+    Start,
+)
+from runtime.node.records import (
+    ALIVE,
+    DEAD,
+    PENDING,
+    TERMINATING,
+    Actor,
+    Creation,
+    Lease,
+    LeaseRequest,
+    Worker,
+)
+from runtime.node.scheduler import Scheduler, to_units
+from runtime.wire.protocol import ACTOR_CREATE, TaskSpec
+
+ME = "aaaa0001"
+
+
+def request(owner: bytes, n: int, cpus: float = 1.0, **resources: float) -> LeaseRequest:
+    shape = tuple(sorted({"CPU": cpus, **resources}.items()))
+    return LeaseRequest(owner, n, shape, f"f{n}")
+
+
+def queue(sched: Scheduler, req: LeaseRequest) -> bool:
+    return sched.add(b"L%d" % req.request_id + req.owner, req.shape, req)
+
+
+def lease(lease_id: int, owner: bytes, wid: int = 1) -> Lease:
+    return Lease(lease_id, request(owner, lease_id), Worker(wid, f"/w{wid}", ME))
+
+
+def creation(actor_id: bytes, owner: bytes = b"d1", **options) -> Creation:
+    spec = TaskSpec(
+        task_id=b"t" + actor_id,
+        kind=ACTOR_CREATE,
+        name="Counter.__init__",
+        function_id=b"f",
+        args=b"",
+        deps=(),
+        contained=(),
+        return_ids=(),
+        owner=owner,
+        resources=(("CPU", 1.0),),
+        max_retries=0,
+        retry_exceptions=False,
+        actor_id=actor_id,
+        ctx=None,
+        options=options,
+    )
+    return Creation(spec)
+
+
+def actor(actor_id: bytes, state: str = ALIVE, **options) -> Actor:
+    a = Actor(creation(actor_id, **options))
+    a.state = state
+    return a
+
+
+def node(node_id: str, total: dict, available: dict | None = None, alive: bool = True) -> dict:
+    return {
+        "node_id": node_id,
+        "resources_total": total,
+        "resources_available": total if available is None else available,
+        "alive": alive,
+    }
+
+
+# ------------------------------------------------------------ start, unblock
+
+
+def test_idle_workers_take_the_oldest_requests_that_fit():
+    sched = Scheduler({"CPU": 2})
+    reqs = [request(b"d1", i) for i in range(3)]
+    for r in reqs:
+        assert queue(sched, r)
+    starts = placement.start(sched, idle=5)
+    assert starts == [Start(reqs[0]), Start(reqs[1])]  # two CPUs: the third waits
+    assert sched.queued == 1 and sched.available == {"CPU": 0}
+
+
+def test_start_is_limited_by_idle_workers():
+    sched = Scheduler({"CPU": 4})
+    for i in range(3):
+        queue(sched, request(b"d1", i))
+    assert len(placement.start(sched, idle=1)) == 1
+    assert sched.queued == 2
+
+
+def test_runnable_work_without_idle_workers_forks_workers():
+    sched = Scheduler({"CPU": 4})
+    for i in range(3):
+        queue(sched, request(b"d1", i))
+    actions = placement.unblock(sched, idle=0, starting=1, workers=2, max_workers=32, leases=[])
+    assert actions == [SpawnWorkers(2)]  # three waiting, one already starting
+
+
+def test_forking_stops_at_the_worker_limit():
+    sched = Scheduler({"CPU": 8})
+    for i in range(5):
+        queue(sched, request(b"d1", i))
+    assert placement.unblock(sched, 0, 0, workers=31, max_workers=32, leases=[]) == [SpawnWorkers(1)]
+    assert placement.unblock(sched, 0, 0, workers=32, max_workers=32, leases=[]) == []
+
+
+def test_leases_of_owners_that_wait_for_nothing_are_revoked():
+    sched = Scheduler({"CPU": 1})
+    sched.acquire({"CPU": 10_000})  # held by the leases below
+    queue(sched, request(b"d2", 7))
+    held = [lease(1, b"d1"), lease(2, b"d2"), lease(3, b"d3")]
+    held[2].revoked = True  # asked already
+    actions = placement.unblock(sched, idle=1, starting=0, workers=3, max_workers=32, leases=held)
+    assert actions == [Revoke(1, b"d1")]  # d2 waits itself; d3 was told
+
+
+def test_nothing_to_unblock_when_the_queue_is_empty():
+    assert placement.unblock(Scheduler({"CPU": 1}), 0, 0, 1, 32, [lease(1, b"d1")]) == []
+
+
+def test_a_request_that_fits_here_stays_here():
+    view = ClusterView(ME, random.Random(0))
+    view.update([node(ME, {"CPU": 2}), node("b", {"CPU": 8})])
+    assert view.route(Scheduler({"CPU": 2}), to_units({"CPU": 1}), may_spill=True) == ""
+
+
+# ------------------------------------------------------------------ spillback
+
+
+def test_spillback_picks_a_node_with_room_and_counts_what_it_sent():
+    view = ClusterView(ME, random.Random(0))
+    view.update([node(ME, {"CPU": 1}), node("b", {"CPU": 2}), node("c", {"CPU": 2}, {"CPU": 0})])
+    sched = Scheduler({"CPU": 1})
+    sched.acquire(to_units({"CPU": 1}))  # this node is busy
+    demand = to_units({"CPU": 1})
+    assert view.route(sched, demand, may_spill=True) == "b"  # c has no room now
+    assert view.route(sched, demand, may_spill=True) == "b"
+    assert view.spilled == {"b": {"CPU": 20_000}}
+    assert view.route(sched, demand, may_spill=True) == ""  # b is full with what we sent
+    view.update([node("b", {"CPU": 2})])
+    assert view.spilled == {}
+
+
+def test_relayed_requests_are_never_sent_on():
+    view = ClusterView(ME)
+    view.update([node("b", {"CPU": 8})])
+    sched = Scheduler({"CPU": 1})
+    sched.acquire(to_units({"CPU": 1}))
+    assert view.route(sched, to_units({"CPU": 1}), may_spill=False) == ""
+
+
+def test_infeasible_here_goes_to_any_node_big_enough_even_if_busy():
+    view = ClusterView(ME, random.Random(0))
+    view.update([node("b", {"CPU": 2, "GPU": 1}, {"CPU": 0})])
+    assert view.route(Scheduler({"CPU": 2}), to_units({"GPU": 1}), may_spill=True) == "b"
+
+
+def test_dead_nodes_and_this_node_are_never_picked():
+    view = ClusterView(ME)
+    view.update([node(ME, {"CPU": 64}), node("b", {"CPU": 64}, alive=False)])
+    assert view.pick(to_units({"CPU": 1}), now=False) == ""
+    view.update([node("c", {"CPU": 64})])
+    view.mark_dead("c")
+    assert not view.alive("c") and view.pick(to_units({"CPU": 1}), now=False) == ""
+
+
+def test_power_of_two_choices_prefers_room_then_cpus():
+    view = ClusterView(ME, random.Random(1))
+    view.update([node("b", {"CPU": 4}, {"CPU": 1}), node("c", {"CPU": 4}, {"CPU": 3})])
+    assert view.pick(to_units({"CPU": 1}), now=True) == "c"  # both sampled: more CPUs free wins
+    assert view.pick(to_units({"CPU": 2}), now=False) == "c"  # only c has room
+
+
+def test_a_new_view_sends_waiting_work_where_it_fits():
+    sched = Scheduler({"CPU": 1})
+    sched.acquire(to_units({"CPU": 1}))
+    mine, relayed = request(b"d1", 1), request(b"r1", 2)
+    queue(sched, mine)
+    queue(sched, relayed)
+    too_big = request(b"d1", 3, cpus=4)
+    assert not queue(sched, too_big)  # infeasible here
+    hosted = actor(b"A1", PENDING)
+    hosted.home = "zzzz"  # hosted for another node: stays
+    ours = actor(b"A2", PENDING)
+    sched.add(b"tA1", (("CPU", 1.0),), hosted.create)
+    sched.add(b"tA2", (("CPU", 1.0),), ours.create)
+    view = ClusterView(ME, random.Random(0))
+    view.update([node("b", {"CPU": 8})])
+    actions = view.rebalance(sched, relayed=lambda owner: owner == b"r1", actors={b"A1": hosted, b"A2": ours})
+    assert SpillLease(too_big, "b") in actions and SpillLease(mine, "b") in actions
+    assert PlaceActor(b"A2", "b") in actions
+    assert all(getattr(a, "actor_id", b"") != b"A1" for a in actions)
+    assert all(getattr(a, "request", None) is not relayed for a in actions)
+    assert sched.queued == 2 and not sched.infeasible  # the relayed request and the hosted actor
+    assert view.spilled["b"] == {"CPU": 60_000}
+
+
+def test_an_infeasible_actor_is_placed_again_when_a_big_node_joins():
+    sched = Scheduler({"CPU": 1})
+    big = actor(b"A1", PENDING)
+    big.create.demand = to_units({"GPU": 1})
+    assert not sched.add(b"tA1", (("GPU", 1.0),), big.create)
+    view = ClusterView(ME, random.Random(0))
+    view.update([node("b", {"CPU": 1, "GPU": 2})])
+    assert view.rebalance(sched, lambda owner: False, {b"A1": big}) == [PlaceActor(b"A1")]
+    assert not sched.infeasible
+
+
+# ------------------------------------------------------------ actors restart
+
+
+def test_actor_restarts_while_it_has_restarts_left():
+    a = actor(b"A1", max_restarts=2)
+    assert placement.actor_restarts(a) == (True, 1)
+    a.restarts_left = 0
+    assert placement.actor_restarts(a) == (False, 0)
+
+
+def test_actor_with_infinite_restarts_always_restarts():
+    assert placement.actor_restarts(actor(b"A1", max_restarts=-1)) == (True, -1)
+
+
+def test_a_terminating_actor_never_restarts():
+    assert placement.actor_restarts(actor(b"A1", TERMINATING, max_restarts=5)) == (False, 5)
+
+
+# ---------------------------------------------------------- worker and node death
+
+
+def test_a_leased_worker_dies_its_lease_ends_and_the_pool_refills():
+    w = Worker(3, "/w3", ME)
+    w.pid = 42
+    w.lease = Lease(9, request(b"d1", 1), w)
+    actions = placement.worker_death(w, -9, {}, plain_workers_left=1, pool_size=2, running=True)
+    assert actions == [EndLease(9), DropProcess(w.identity), SpawnWorkers(1)]
+
+
+def test_an_actor_worker_dies_its_actor_dies_with_the_cause():
+    w = Worker(3, "/w3", ME)
+    w.pid, w.actor_id = 42, b"A1"
+    actions = placement.worker_death(w, 1, {b"A1": actor(b"A1")}, 2, 2, running=True)
+    assert actions == [
+        ActorDied(b"A1", "its worker process (pid 42) died (exit code 1)"),
+        DropProcess(w.identity),
+    ]
+
+
+def test_no_refill_while_the_node_stops():
+    w = Worker(3, "/w3", ME)
+    assert placement.worker_death(w, -15, {}, 0, 2, running=False) == [DropProcess(w.identity)]
+
+
+def test_node_death_drops_its_clients_fails_its_objects_and_ends_or_restarts_actors():
+    hosted_there = actor(b"A1")
+    hosted_there.remote = "b"
+    owned_by_it = actor(b"A2")
+    owned_by_it.home = "b"
+    gone = actor(b"A3", DEAD)
+    gone.remote = "b"
+    elsewhere = actor(b"A4")
+    elsewhere.remote = "c"
+    actors = {a.actor_id: a for a in (hosted_there, owned_by_it, gone, elsewhere)}
+    remote = {b"x1": "b", b"x2": "c", b"nb": "b"}
+    assert placement.node_death("b", "missed heartbeats", remote, actors) == [
+        DropProcess(b"x1"),
+        DropProcess(b"nb"),
+        ActorDied(b"A1", "its node (b) died: missed heartbeats"),
+        KillActor(b"A2", "the node that owns it (b) died"),
+        FailObjects("b", "missed heartbeats"),
+        Broadcast("b", "missed heartbeats"),
+    ]
