@@ -14,6 +14,7 @@ what keeps output where it belongs.
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 from collections import OrderedDict
@@ -28,6 +29,9 @@ class CellOutput:
     def __init__(self, kernel: Any) -> None:
         self.kernel = kernel
         self.parents: OrderedDict[str, dict] = OrderedDict()
+        self.tags: dict[str, str] = {}  # msg_id -> short tag carried in Ray task names
+        self.by_tag: dict[str, str] = {}
+        self.counter = itertools.count(1)
         self.lock = threading.Lock()
 
     def current_ctx(self) -> str | None:
@@ -44,8 +48,24 @@ class CellOutput:
             if msg_id not in self.parents:
                 self.parents[msg_id] = parent
                 while len(self.parents) > MAX_CELLS:
-                    self.parents.popitem(last=False)
+                    old, _ = self.parents.popitem(last=False)
+                    self.by_tag.pop(self.tags.pop(old, ""), None)
         return msg_id
+
+    def current_tag(self) -> str | None:
+        """A short tag for the cell executing now (for engines that carry it in task names)."""
+        ctx = self.current_ctx()
+        if ctx is None:
+            return None
+        with self.lock:
+            tag = self.tags.get(ctx)
+            if tag is None:
+                tag = self.tags[ctx] = str(next(self.counter))
+                self.by_tag[tag] = ctx
+        return tag
+
+    def ctx_of_tag(self, tag: str | None) -> str | None:
+        return self.by_tag.get(tag) if tag else None
 
     def write(self, owner: bytes, ctx: Any, stream: int, text: str, label: str) -> None:
         """Publish remote output, tagged with where it ran, to the cell `ctx`."""

@@ -12,8 +12,9 @@ import html
 import threading
 from typing import Any
 
-from runtime.snapshot import ClusterSnapshot, format_text, snapshot
+from runtime.snapshot import ClusterSnapshot, format_text
 
+from . import engines
 from .cell_output import current_parent, refresh
 
 REFRESH = 1.0
@@ -64,6 +65,7 @@ def render_html(snap: ClusterSnapshot) -> str:
             f"{esc(a.class_name)}{' ' + esc(a.name) if a.name else ''} ({a.state})" for a in actors
         )
         parts.append(f"<div><b>Actors:</b> {items}</div>")
+    parts.extend(f"<div><i>{esc(note)}</i></div>" for note in snap.notes)
     return "\n".join(parts)
 
 
@@ -76,7 +78,8 @@ class StatusView:
         if StatusView.current is not None:
             StatusView.current.stop()
         StatusView.current = self
-        self.snap = snapshot()
+        self.engine = engines.current()
+        self.snap = self.engine.snapshot()
         self.stopped = threading.Event()
         self.widget = None
         try:
@@ -107,7 +110,7 @@ class StatusView:
     def _refresh(self) -> None:
         while not self.stopped.wait(REFRESH):
             try:
-                self.snap = snapshot()
+                self.snap = self.engine.snapshot()
             except Exception:  # the cluster went away
                 break
             if self.widget is not None:
