@@ -94,7 +94,13 @@ class RayEngine(Engine):
         return self._address or "?"
 
     def start(self, num_cpus=None, num_gpus=None, resources=None, object_store_memory=None) -> None:
-        self.head = RayHead(num_cpus, num_gpus, resources, object_store_memory)
+        try:
+            self.head = RayHead(num_cpus, num_gpus, resources, object_store_memory)
+        except EngineError as e:
+            if "timed out during startup" not in str(e):
+                raise
+            # Ray gives its raylet a fixed 30 s to register; a busy machine can miss that once.
+            self.head = RayHead(num_cpus, num_gpus, resources, object_store_memory)
         try:
             self._init(self.head.address, token=self.head.token)
         except BaseException:
