@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import sys
 import threading
+import uuid
 from collections import OrderedDict
 from typing import Any
 
@@ -136,3 +137,32 @@ def update_display(display_id: str, bundle: dict, parent: dict | None) -> bool:
         ident=b"display_data",
     )
     return True
+
+
+class _Shown:
+    def __init__(self, display_id: str) -> None:
+        self.display_id = display_id
+
+    def update(self, bundle: dict, raw: bool = True) -> None:  # refresh() falls back to this
+        pass
+
+
+def show(bundle: dict, parent: dict | None) -> _Shown | None:
+    """Display `bundle` in the cell of `parent` (from any thread); a handle for `refresh`."""
+    try:
+        from IPython import get_ipython
+
+        kernel = getattr(get_ipython(), "kernel", None)
+    except Exception:
+        kernel = None
+    if kernel is None or parent is None:
+        return None
+    display_id = uuid.uuid4().hex
+    kernel.session.send(
+        kernel.iopub_socket,
+        "display_data",
+        {"data": bundle, "metadata": {}, "transient": {"display_id": display_id}},
+        parent=parent,
+        ident=b"display_data",
+    )
+    return _Shown(display_id)

@@ -6,6 +6,7 @@ import argparse
 import shlex
 from typing import Any
 
+from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
 
@@ -100,9 +101,8 @@ class ClusterMagics(Magics):
             return None
         try:
             return getattr(self, f"_cluster_{args.command}")(args)
-        except engines.EngineError as e:  # said in one sentence, with what to do; nothing else changed
-            print(f"%cluster {args.command}: {e}")
-            return None
+        except engines.EngineError as e:  # one sentence with what to do; the cell fails, nothing else changes
+            raise IPythonUsageError(f"%cluster {args.command}: {e}") from None
 
     @staticmethod
     def _in_use() -> engines.Engine | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -37,6 +38,7 @@ class OutsideCluster:
         self.marker = marker
         self.token = token
         self.temp_dir = tempfile.mkdtemp(prefix="nbcrt-")
+        self.temp_dirs = [self.temp_dir]
         self.port = free_port()
         self.client_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -44,7 +46,19 @@ class OutsideCluster:
         self.env = dict(os.environ, NBCLUSTER_DIR=marker, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
         self.env.pop("RAY_ADDRESS", None)
 
-    def _ray_start(self, name: str, args: list[str]) -> subprocess.Popen:
+    def _ray_start(self, name: str, args: list[str], tries: int = 3) -> str:
+        """`ray start --block`; tried again when a busy machine makes Ray miss its fixed 30 s
+        registration window ("timed out during startup")."""
+        for attempt in range(tries):
+            try:
+                self._ray_start_once(f"{name}-{attempt}", args)
+                return f"{name}-{attempt}.out"
+            except TimeoutError:
+                if attempt == tries - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _ray_start_once(self, name: str, args: list[str]) -> subprocess.Popen:
         log = Path(self.marker) / f"{name}.out"
         cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--disable-usage-stats"]
         cmd += [
@@ -62,12 +76,16 @@ class OutsideCluster:
         deadline = time.monotonic() + 240
         while "Ray runtime started" not in log.read_text(errors="replace"):
             if proc.poll() is not None or time.monotonic() > deadline:
+                text = log.read_text(errors="replace")
+                if "timed out during startup" in text:
+                    proc.wait(30)
+                    raise TimeoutError(text[-300:])
                 raise AssertionError(f"ray start {name} failed:\n{log.read_text(errors='replace')[-3000:]}")
             time.sleep(0.2)
         return proc
 
     def start_head(self, num_cpus: int, resources: dict) -> None:
-        self._ray_start(
+        self.head_log = self._ray_start(
             "head",
             [
                 "--head",
@@ -81,10 +99,24 @@ class OutsideCluster:
             ],
         )
 
+    def node_ip(self) -> str:
+        """The address Ray chose for the head's node (its Ray Client server listens there)."""
+        text = re.sub(r"\x1b\[[0-9;]*m", "", (Path(self.marker) / self.head_log).read_text(errors="replace"))
+        return re.search(r"Local node IP: (\S+)", text).group(1)
+
     def add_node(self, num_cpus: int, resources: dict) -> None:
+        """Another node on this machine, with its own temp dir as on a machine of its own
+        (sharing one, two log monitors would tail the same worker logs)."""
+        temp_dir = tempfile.mkdtemp(prefix="nbcrt-")
+        self.temp_dirs.append(temp_dir)
         self._ray_start(
             f"node{len(self.procs)}",
-            [f"--address={self.address}", f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources)}"],
+            [
+                f"--address={self.address}",
+                f"--temp-dir={temp_dir}",
+                f"--num-cpus={num_cpus}",
+                f"--resources={json.dumps(resources)}",
+            ],
         )
 
     def alive(self) -> bool:
@@ -104,7 +136,8 @@ class OutsideCluster:
             p.kill()
         for p in self.procs:
             p.wait(10)
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        for d in self.temp_dirs:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def points_at(address: str) -> bool:

@@ -46,6 +46,7 @@ def cluster(tmp_path_factory):
     try:
         ok(kernel, "%load_ext kernel_ext")
         start = ok(kernel, "%cluster start --engine ray -n 2", timeout=START_TIMEOUT)
+        assert "UsageError" not in kernel.stream(start), kernel.stream(start)
         yield kernel, start, marker
     finally:
         kernel.shutdown()
@@ -236,6 +237,53 @@ def test_status_shows_nodes_tasks_and_actors(cluster):
         what="the actor in the status",
     )
     assert kernel.value(f"{snap}.notes") == "()"  # the dashboard is there: nothing is missing
+
+
+def test_ray_tqdm_bars_and_ray_data_land_in_their_cell(cluster):
+    kernel, _, _ = cluster
+    msg_id = ok(
+        kernel,
+        textwrap.dedent("""
+        import ray, time
+        from ray.experimental import tqdm_ray
+
+        @ray.remote
+        def crunch(n):
+            bar = tqdm_ray.tqdm(total=n, desc="crunching")
+            for _ in range(n):
+                time.sleep(0.2)
+                bar.update(1)
+            bar.close()
+            return n
+
+        ray.get(crunch.remote(10))
+    """),
+    )
+    wait_for(
+        lambda: any(
+            "crunching" in b.get("text/plain", "") and "10/10" in b.get("text/plain", "")
+            for b in kernel.results(msg_id)
+        ),
+        timeout=30,
+        what="the tqdm_ray bar to end full in its cell",
+    )
+    assert "__ray_tqdm_magic_token__" not in kernel.stream(msg_id)
+    data = ok(
+        kernel,
+        textwrap.dedent("""
+        def double(batch):
+            print("batch of", len(batch["id"]))
+            return {"id": batch["id"] * 2}
+
+        ds = ray.data.range(1000).repartition(4).map_batches(double)
+        print("total", ds.sum("id"))
+    """),
+        timeout=240,
+    )
+    assert "total 999000" in kernel.stream(data, "stdout")
+    wait_for(lambda: "batch of" in kernel.stream(data), timeout=30, what="a Ray Data task's print")
+    later = ok(kernel, "w = 1")
+    assert "batch of" not in kernel.stream(later)
 
 
 def test_kernel_killed_leaves_no_ray_process(cluster):

@@ -25,6 +25,7 @@ from typing import Any
 import ray
 
 from . import INSTALL, Engine, EngineError, ray_status, ray_tags
+from .ray_bars import TqdmBars
 from .ray_head import RayHead
 from .ray_logs import HANDLER, LogRouter
 
@@ -109,8 +110,8 @@ class RayEngine(Engine):
             raise
 
     def connect(self, address: str, token: str | None = None, token_file: str | None = None) -> None:
-        if not address.startswith("ray://") and address != "auto":
-            probe(address)
+        if address != "auto":
+            probe(address.removeprefix("ray://"))
         if token_file and not os.path.isfile(token_file):
             raise EngineError(f"--token-file {token_file}: no such file (it holds the cluster's Ray token)")
         self._init(address, token=token, token_file=token_file)
@@ -124,10 +125,13 @@ class RayEngine(Engine):
         self._set_env(env)
         ray.cloudpickle.register_pickle_by_value(ray_tags)
         self._client = address.startswith("ray://")
+        # Ray Client cannot ship a callable hook (its runtime_env is JSON), and naming ours by
+        # module would need nbcluster on the cluster: over ray:// only the driver tags.
+        hook = {} if self._client else {"worker_process_setup_hook": ray_tags.setup_worker}
         try:
             ctx = ray.init(
                 address=address,
-                runtime_env={"worker_process_setup_hook": ray_tags.setup_worker},
+                runtime_env=hook,
                 logging_level=logging.WARNING,
                 log_to_driver=True,
             )
@@ -147,11 +151,15 @@ class RayEngine(Engine):
         self._route_logs()
 
     def _explain(self, address: str, e: Exception) -> EngineError:
-        text = str(e)
+        chain, cause = [], e
+        while cause is not None and len(chain) < 5:  # Ray wraps the reason in a ConnectionError
+            chain.append(f"{type(cause).__name__}: {cause}")
+            cause = cause.__cause__ or cause.__context__
+        text = "\n".join(chain)
         advice = mismatch_advice(text)
         if advice:
             return EngineError(advice)
-        if "InvalidAuthToken" in text or "Authentication" in type(e).__name__ or "token" in text.lower():
+        if "InvalidAuthToken" in text or "AuthenticationError" in text:
             return EngineError(
                 f"the Ray cluster at {address} wants its authentication token: pass --token TOKEN or "
                 "--token-file FILE (the head's ~/.ray/auth_token, or `ray get-auth-token`)"
@@ -160,7 +168,7 @@ class RayEngine(Engine):
             return EngineError(
                 f"Ray Client needs ray[client]: run {INSTALL['ray']}. ({text.splitlines()[0]})"
             )
-        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return EngineError(
             f"could not connect to the Ray cluster at {address}: {first} — check that the head is "
             "running and reachable (for another network use ray://host:10001)"
@@ -209,6 +217,7 @@ class RayEngine(Engine):
     def attach_output(self, router: Any) -> None:
         self.router = router
         self.logs = LogRouter(router)
+        self.logs.bars = TqdmBars(router)
         ray_tags.install(self._tag, self._created)
         if ray.is_initialized():
             self._route_logs()
