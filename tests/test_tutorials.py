@@ -200,6 +200,25 @@ def check_remote_cells(nb):
     assert "Stopped the cluster at 127.0.0.1:6390" in text(nb, "!nbcluster stop")
 
 
+def check_ray(nb):
+    assert "this kernel (stops with it)" in text(nb, "%cluster start --engine ray")
+    squares = text(nb, "sum_of_squares.remote(4)")
+    assert "sum of squares: 14" in squares
+    assert re.search(r"\(square pid=\d+\) squaring 3", squares), squares  # a nested task's print
+    assert re.search(r"\(Accumulator pid=\d+\) total is now 6", text(nb, "acc = Accumulator.remote()"))
+    (bar,) = progress_bars(nb, "kernel_ext.ProgressBar(total=12")
+    assert bar["value"] == bar["max"] == 12 and bar["bar_style"] == "success"
+    assert "66 20" in text(nb, "kernel_ext.ProgressBar(total=12")
+    remote = text(nb, "%%remote --num-cpus 1")
+    assert "285" in remote and "computed on" in remote
+    assert "back in the notebook: 285" in text(nb, 'print("back in the notebook:"')
+    data = text(nb, "ray.data.range(10000)")
+    assert "sum: 99990000" in data and "batch of" in data
+    assert "best x: 2" in text(nb, "tune.Tuner(")
+    assert "node(s) alive" in text(nb, "%cluster status")
+    assert "Cluster stopped." in text(nb, "%cluster stop")
+
+
 CHECKS = {
     "01_quickstart.ipynb": check_quickstart,
     "02_monte_carlo_pi.ipynb": check_monte_carlo,
@@ -207,6 +226,7 @@ CHECKS = {
     "04_object_store.ipynb": check_object_store,
     "05_resources.ipynb": check_resources,
     "06_remote_cells_and_connecting.ipynb": check_remote_cells,
+    "07_ray.ipynb": check_ray,
 }
 
 

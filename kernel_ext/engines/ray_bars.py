@@ -31,7 +31,8 @@ class TqdmBars:
             if view is None:
                 view = self.views[uid] = self._open(uid, state, ctx)
         if state.get("closed") and view is not None:
-            view.finish()
+            view.n, view.total = float(state.get("x") or 0), float(state.get("total") or 0) or view.total
+            view.finish()  # with the last state, which the view's poll may not have read yet
 
     def _open(self, uid: str, state: dict, ctx: str | None) -> Any:
         from ..cell_output import show
