@@ -27,6 +27,7 @@ from . import ray_tags
 
 HANDLER = "nbcluster"
 TQDM_MAGIC = "__ray_tqdm_magic_token__"
+_COLOR = re.compile(r"\x1b\[[0-9;]*m")
 _PREFIX = re.compile(r"^\((?P<name>[^()]*?)(?: pid=(?P<pid>\d+))(?P<rest>[^)]*)\) (?P<line>.*)$")
 
 
@@ -85,7 +86,7 @@ class LogRouter:
 
     def handle_text(self, stream: int, text: str) -> None:
         """Ray Client's formatted output: route each line by the tag in its prefix."""
-        for line in text.splitlines():
+        for line in _COLOR.sub("", text).splitlines():
             m = _PREFIX.match(line)
             if m is None:
                 self.output.write(b"", self.last_cell, stream, line + "\n", "ray")
