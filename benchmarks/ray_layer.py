@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from kernel_harness import Kernel  # noqa: E402
 
-from kernel_ext.engines.ray_head import RayHead  # noqa: E402
+from kernel_ext.engines.ray_head import start_head  # noqa: E402
 
 DEFINE = textwrap.dedent("""
     import ray, time, json
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    head = RayHead(num_cpus=2)
+    head = start_head(num_cpus=2)
     env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=head.token)
     kernels: dict[str, Kernel] = {}
     try:

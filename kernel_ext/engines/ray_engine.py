@@ -26,10 +26,9 @@ import ray
 
 from . import INSTALL, Engine, EngineError, ray_status, ray_tags
 from .ray_bars import TqdmBars
-from .ray_head import RayHead
+from .ray_head import RayHead, start_head
 from .ray_logs import HANDLER, LogRouter
 
-START_TRIES = 3  # `ray start` attempts when Ray's own startup window is missed
 CONNECT_TRIES = "3"  # GCS connection attempts (about a second each) before giving up
 _AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_gcs_server_port_wait_time_s")
 
@@ -96,14 +95,7 @@ class RayEngine(Engine):
         return self._address or "?"
 
     def start(self, num_cpus=None, num_gpus=None, resources=None, object_store_memory=None) -> None:
-        for attempt in range(START_TRIES):
-            try:
-                self.head = RayHead(num_cpus, num_gpus, resources, object_store_memory)
-                break
-            except EngineError as e:
-                # Ray gives its raylet a fixed 30 s to register; a busy machine can miss that.
-                if "timed out during startup" not in str(e) or attempt == START_TRIES - 1:
-                    raise
+        self.head = start_head(num_cpus, num_gpus, resources, object_store_memory)
         try:
             self._init(self.head.address, token=self.head.token)
         except BaseException:

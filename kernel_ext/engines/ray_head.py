@@ -163,3 +163,21 @@ class RayHead:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def start_head(
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    resources: dict | None = None,
+    object_store_memory: int | None = None,
+    tries: int = 3,
+) -> RayHead:
+    """A started `RayHead`; tried again when Ray misses its fixed 30 s raylet registration
+    window, which a busy machine can."""
+    for attempt in range(tries):
+        try:
+            return RayHead(num_cpus, num_gpus, resources, object_store_memory)
+        except EngineError as e:
+            if "timed out during startup" not in str(e) or attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
