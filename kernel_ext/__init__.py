@@ -2,7 +2,8 @@
 
 Registers ``%cluster`` (start | connect host:port | status | stop |
 disconnect) and ``%%remote``, and makes the output of remote code land
-in the cell that submitted it.
+in the cell that submitted it. The cluster is our runtime's, or a Ray
+cluster with ``--engine ray`` (see `kernel_ext.engines`).
 
 Example::
 
@@ -16,8 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime import session
-
+from . import engines
 from .cell_output import CellOutput
 from .progress import ProgressBar, ProgressView, follow, progress
 from .status_view import StatusView, status
@@ -45,10 +45,7 @@ def load_ipython_extension(ipython: Any) -> None:
     kernel = getattr(ipython, "kernel", None)
     if kernel is not None and _router is None:
         _router = CellOutput(kernel)
-        session.state.ctx_provider = _router.current_ctx
-        session.state.client_hooks.append(_router.install)
-        if session.state.client is not None:
-            _router.install(session.state.client)
+        engines.attach_output(_router)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
@@ -58,11 +55,5 @@ def unload_ipython_extension(ipython: Any) -> None:
         StatusView.current.stop()
     ProgressView.stop_all()
     if _router is not None:
-        if _router.install in session.state.client_hooks:
-            session.state.client_hooks.remove(_router.install)
-        session.state.ctx_provider = None
-        if session.state.client is not None:
-            from runtime.client import print_log
-
-            session.state.client.log_handler = print_log
+        engines.detach_output()
         _router = None

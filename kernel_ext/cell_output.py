@@ -14,8 +14,10 @@ what keeps output where it belongs.
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
+import uuid
 from collections import OrderedDict
 from typing import Any
 
@@ -28,6 +30,9 @@ class CellOutput:
     def __init__(self, kernel: Any) -> None:
         self.kernel = kernel
         self.parents: OrderedDict[str, dict] = OrderedDict()
+        self.tags: dict[str, str] = {}  # msg_id -> short tag carried in Ray task names
+        self.by_tag: dict[str, str] = {}
+        self.counter = itertools.count(1)
         self.lock = threading.Lock()
 
     def current_ctx(self) -> str | None:
@@ -44,8 +49,24 @@ class CellOutput:
             if msg_id not in self.parents:
                 self.parents[msg_id] = parent
                 while len(self.parents) > MAX_CELLS:
-                    self.parents.popitem(last=False)
+                    old, _ = self.parents.popitem(last=False)
+                    self.by_tag.pop(self.tags.pop(old, ""), None)
         return msg_id
+
+    def current_tag(self) -> str | None:
+        """A short tag for the cell executing now (for engines that carry it in task names)."""
+        ctx = self.current_ctx()
+        if ctx is None:
+            return None
+        with self.lock:
+            tag = self.tags.get(ctx)
+            if tag is None:
+                tag = self.tags[ctx] = str(next(self.counter))
+                self.by_tag[tag] = ctx
+        return tag
+
+    def ctx_of_tag(self, tag: str | None) -> str | None:
+        return self.by_tag.get(tag) if tag else None
 
     def write(self, owner: bytes, ctx: Any, stream: int, text: str, label: str) -> None:
         """Publish remote output, tagged with where it ran, to the cell `ctx`."""
@@ -116,3 +137,32 @@ def update_display(display_id: str, bundle: dict, parent: dict | None) -> bool:
         ident=b"display_data",
     )
     return True
+
+
+class _Shown:
+    def __init__(self, display_id: str) -> None:
+        self.display_id = display_id
+
+    def update(self, bundle: dict, raw: bool = True) -> None:  # refresh() falls back to this
+        pass
+
+
+def show(bundle: dict, parent: dict | None) -> _Shown | None:
+    """Display `bundle` in the cell of `parent` (from any thread); a handle for `refresh`."""
+    try:
+        from IPython import get_ipython
+
+        kernel = getattr(get_ipython(), "kernel", None)
+    except Exception:
+        kernel = None
+    if kernel is None or parent is None:
+        return None
+    display_id = uuid.uuid4().hex
+    kernel.session.send(
+        kernel.iopub_socket,
+        "display_data",
+        {"data": bundle, "metadata": {}, "transient": {"display_id": display_id}},
+        parent=parent,
+        ident=b"display_data",
+    )
+    return _Shown(display_id)

@@ -6,16 +6,13 @@ import argparse
 import shlex
 from typing import Any
 
+from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
 
-import runtime
-from runtime import config as cfg
-from runtime import session
 from runtime.cli import json_resources as _json_resources
-from runtime.snapshot import snapshot
 
-from . import remote_cell
+from . import engines, remote_cell
 from .cluster_view import ClusterView
 from .progress import ProgressView
 from .status_view import StatusView
@@ -46,8 +43,12 @@ def cluster_parser() -> _Parser:
         help="custom resources as JSON, e.g. '{\"alice\": 2}'",
     )
     start.add_argument("--object-store-memory", type=int, default=None, help="bytes of shared memory")
+    start.add_argument("--engine", choices=engines.NAMES, default="runtime", help="runtime (default) or ray")
     connect = sub.add_parser("connect", help="attach to a running cluster (host:port)")
-    connect.add_argument("address", help="host:port of the head, or 'auto'")
+    connect.add_argument("address", help="host:port of the head, 'auto', or ray://host:port (Ray Client)")
+    connect.add_argument(
+        "--engine", choices=engines.NAMES, default=None, help="runtime (default) or ray (implied by ray://)"
+    )
     connect.add_argument(
         "--token", default=None, help="the cluster key (if its connection file is elsewhere)"
     )
@@ -85,8 +86,8 @@ class ClusterMagics(Magics):
     # -------------------------------------------------------------- %cluster
     @line_magic
     def cluster(self, line: str) -> Any:
-        """%cluster start [-n N] [--num-gpus G] [--resources JSON] [--object-store-memory BYTES]
-        %cluster connect host:port [--token T | --token-file F]
+        """%cluster start [-n N] [--num-gpus G] [--resources JSON] [--object-store-memory BYTES] [--engine ray]
+        %cluster connect host:port | auto | ray://host:port [--engine ray] [--token T | --token-file F]
         %cluster status | stop | disconnect
         """
         parser = cluster_parser()
@@ -98,41 +99,48 @@ class ClusterMagics(Magics):
         if args.command is None:
             print(parser.format_help())
             return None
-        return getattr(self, f"_cluster_{args.command}")(args)
+        try:
+            return getattr(self, f"_cluster_{args.command}")(args)
+        except engines.EngineError as e:  # one sentence with what to do; the cell fails, nothing else changes
+            raise IPythonUsageError(f"%cluster {args.command}: {e}") from None
+
+    @staticmethod
+    def _in_use() -> engines.Engine | None:
+        engine = engines.current()
+        return engine if engine.is_initialized() else None
 
     def _cluster_start(self, args: argparse.Namespace) -> Any:
-        if runtime.is_initialized():
-            info = session.state.info
-            where = info.head_address if info else "?"
-            how = "%cluster stop" if session.state.head_proc is not None else "%cluster disconnect"
-            print(f"A cluster is already in use at {where}; run {how} first to start a new one.")
+        engine = self._in_use()
+        if engine is not None:
+            how = "%cluster stop" if engine.owned else "%cluster disconnect"
+            print(f"A cluster is already in use at {engine.address}; run {how} first to start a new one.")
             return None
-        runtime.init(
+        engine = engines.get(args.engine)
+        engine.start(
             num_cpus=args.num_cpus,
             num_gpus=args.num_gpus,
             resources=args.resources,
             object_store_memory=args.object_store_memory,
         )
-        display(ClusterView(snapshot(), owned=True))
+        engines.use(args.engine)
+        display(ClusterView(engine.snapshot(), owned=True))
         return None
 
     def _cluster_connect(self, args: argparse.Namespace) -> Any:
-        if runtime.is_initialized():
+        if self._in_use() is not None:
             print("Already connected to a cluster; run %cluster disconnect (or stop) first.")
             return None
-        token = args.token
-        if args.token_file:  # the head's connection file (with its encryption key), or a bare key
-            with open(args.token_file) as f:
-                text = f.read().strip()
-            token = args.token_file if text.startswith("{") else text
-        runtime.init(address=args.address, token=token)
-        display(ClusterView(snapshot(), owned=False))
+        name = args.engine or ("ray" if args.address.startswith("ray://") else "runtime")
+        engine = engines.get(name)
+        engine.connect(args.address, token=args.token, token_file=args.token_file)
+        engines.use(name)
+        display(ClusterView(engine.snapshot(), owned=False))
         return None
 
     def _cluster_status(self, args: argparse.Namespace) -> Any:
-        if not runtime.is_initialized():
-            found = cfg.list_clusters()
-            hint = f" Clusters on this machine: {', '.join(c.head_address for c in found)}." if found else ""
+        if self._in_use() is None:
+            found = engines.current().clusters_here()
+            hint = f" Clusters on this machine: {', '.join(found)}." if found else ""
             print(f"Not connected: run %cluster start or %cluster connect host:port.{hint}")
             return None
         StatusView()
@@ -150,10 +158,11 @@ class ClusterMagics(Magics):
 
     def _leave(self, if_owned: str, if_not: str) -> None:
         """Disconnect; a cluster this kernel started stops with it (it cannot outlive its owner)."""
-        if not runtime.is_initialized():
+        engine = self._in_use()
+        if engine is None:
             print("No cluster in use.")
             return None
-        owned = session.state.head_proc is not None
+        owned = engine.owned
         self._disconnect()
         print(if_owned if owned else if_not)
         return None
@@ -163,7 +172,7 @@ class ClusterMagics(Magics):
             StatusView.current.stop()
         ProgressView.stop_all()
         self.namespaces.clear()
-        runtime.shutdown()
+        engines.current().shutdown()
 
     # -------------------------------------------------------------- %%remote
     @cell_magic
@@ -178,7 +187,8 @@ class ClusterMagics(Magics):
         except UsageError as e:
             print(str(e).strip())
             return None
-        if not runtime.is_initialized():
+        engine = self._in_use()
+        if engine is None:
             print("Not connected: run %cluster start or %cluster connect host:port first.")
             return None
         try:
@@ -208,13 +218,15 @@ class ClusterMagics(Magics):
         if args.actor:
             actor = self.namespaces.get(args.actor)
             if actor is None:
-                actor = remote_cell.CellNamespace.options(
-                    name=args.actor, get_if_exists=True, **opts
-                ).remote()
+                actor = (
+                    engine.remote(remote_cell.CellNamespace, num_cpus=0)
+                    .options(name=args.actor, get_if_exists=True, **opts)
+                    .remote()
+                )
                 self.namespaces[args.actor] = actor
             call = actor.run.options(num_returns=3)
         else:
-            call = remote_cell.run_cell.options(**opts, num_returns=3)
+            call = engine.remote(remote_cell.run_cell).options(**opts, num_returns=3)
         out_ref, value_ref, not_back_ref = call.remote(cell, ns, writes, has_last, filename)
         if args.no_wait:
             # The names the cell assigns land in the notebook when it finishes (before its
@@ -223,9 +235,9 @@ class ClusterMagics(Magics):
                 if fut.exception() is None:
                     user_ns.update(fut.result())
 
-            out_ref.future().add_done_callback(land)
+            engine.future(out_ref).add_done_callback(land)
             return value_ref
-        out, value, not_back = runtime.get([out_ref, value_ref, not_back_ref])
+        out, value, not_back = engine.get([out_ref, value_ref, not_back_ref])
         user_ns.update(out)
         if not_back:
             print(f"%%remote: stayed remote (cannot be pickled): {', '.join(not_back)}")

@@ -22,14 +22,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-import runtime
-
+from . import engines
 from .cell_output import current_parent, refresh
 
 POLL = 0.1  # seconds between polls of the progress source
 
 
-@runtime.remote(num_cpus=0)
 class ProgressActor:
     """Counts work reported by tasks. ``update(n)`` adds; ``state()`` reads."""
 
@@ -220,9 +218,10 @@ class ProgressBar:
 
     def __init__(self, total: float, description: str = "", unit: str = "") -> None:
         self.total = total
-        self.actor = ProgressActor.remote(total)
+        engine = engines.current()
+        self.actor = engine.remote(ProgressActor, num_cpus=0).remote(total)
         self.view: ProgressView | None = ProgressView(
-            lambda: runtime.get(self.actor.state.remote(), timeout=30), description, unit
+            lambda: engine.get(self.actor.state.remote(), timeout=30), description, unit
         )
 
     def update(self, n: float = 1) -> None:
@@ -264,9 +263,10 @@ def follow(
     is given.
     """
     call = getattr(actor, method)
+    engine = engines.current()
 
     def source() -> tuple[float, float, str]:
-        value = runtime.get(call.remote(), timeout=30)
+        value = engine.get(call.remote(), timeout=30)
         if total is None:
             return float(value), 1.0, ""
         return float(value), float(total), ""
@@ -282,16 +282,17 @@ def progress(refs: list, description: str = "tasks") -> ProgressView:
     refs = list(refs)
     done: set = set()
     failed: list[str] = []
+    engine = engines.current()
 
     def source() -> tuple[float, float, str]:
         pending = [r for r in refs if r not in done]
         if pending:
-            ready, _ = runtime.wait(pending, num_returns=len(pending), timeout=0)
+            ready, _ = engine.wait(pending, num_returns=len(pending), timeout=0)
             for r in ready:
                 done.add(r)
                 if not failed:
                     try:
-                        runtime.get(r, timeout=0)
+                        engine.get(r, timeout=0)
                     except Exception as e:  # noqa: BLE001 - shown on the bar
                         failed.append(f"{type(e).__name__}")
         return float(len(done)), float(len(refs)), failed[0] if failed else ""

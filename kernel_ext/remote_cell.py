@@ -7,7 +7,9 @@
                          its last expression                 ◀──────────  shown as the result
 
 The cell runs as a task (or, with ``--actor NAME``, in a persistent
-namespace held by a named actor, like an ipyparallel engine). Its prints
+namespace held by a named actor, like an ipyparallel engine) of the engine
+in use: `run_cell` and `CellNamespace` are plain, and the engine makes them
+remote. Its prints
 stream into the cell while it runs; an exception shows the remote
 traceback with the cell's own line numbers.
 """
@@ -19,8 +21,6 @@ import builtins
 from typing import Any
 
 import cloudpickle
-
-import runtime
 
 
 def analyze(source: str) -> tuple[set[str], list[str], bool]:
@@ -104,12 +104,10 @@ def execute(source: str, ns: dict, writes: list[str], has_last: bool, filename: 
     return out, value, skipped
 
 
-@runtime.remote
 def run_cell(source: str, ns: dict, writes: list[str], has_last: bool, filename: str) -> tuple:
     return execute(source, dict(ns), writes, has_last, filename)
 
 
-@runtime.remote(num_cpus=0)
 class CellNamespace:
     """A persistent namespace for ``%%remote --actor NAME`` cells."""
 

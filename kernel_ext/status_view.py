@@ -16,10 +16,10 @@ import time
 from collections import deque
 from typing import Any
 
-from runtime.snapshot import ClusterSnapshot, format_text, snapshot
+from runtime.snapshot import ClusterSnapshot, format_text
 from runtime.timeline import task_events
 
-from . import charts
+from . import charts, engines
 from .cell_output import current_parent, refresh
 from .cluster_view import panel_link
 
@@ -129,6 +129,7 @@ def render_html(
             f"{esc(a.class_name)}{' ' + esc(a.name) if a.name else ''} ({a.state})" for a in actors
         )
         parts.append(f"<div><b>Actors:</b> {items}</div>")
+    parts.extend(f"<div><i>{esc(note)}</i></div>" for note in snap.notes)
     if events is not None:
         parts.append(charts.task_stream(events, now if now is not None else time.time(), STREAM_WINDOW))
     parts.append("</div>")
@@ -144,7 +145,8 @@ class StatusView:
         if StatusView.current is not None:
             StatusView.current.stop()
         StatusView.current = self
-        self.snap = snapshot()
+        self.engine = engines.current()
+        self.snap = self.engine.snapshot()
         self.gone = ""  # why refreshing stopped, when the cluster went away
         self.history = History()
         self.history.add(self.snap)
@@ -200,7 +202,7 @@ class StatusView:
     def _refresh(self) -> None:
         while not self.stopped.wait(REFRESH):
             try:
-                self.snap = snapshot(timeout=SNAPSHOT_TIMEOUT)
+                self.snap = self.engine.snapshot(timeout=SNAPSHOT_TIMEOUT)
             except Exception as e:  # the cluster went away (stopped from the panel, or killed)
                 self.gone = f"{type(e).__name__}: {e}"
                 if self.widget is not None:

@@ -67,6 +67,7 @@ class ClusterSnapshot:
     nodes: tuple[NodeSnapshot, ...]
     named_actors: tuple[dict, ...] = ()
     taken_at: float = dataclasses.field(default_factory=time.time)
+    notes: tuple[str, ...] = ()  # what this snapshot could not see (e.g. an engine without a dashboard)
 
     @property
     def alive_nodes(self) -> list[NodeSnapshot]:
@@ -193,6 +194,7 @@ def format_text(snap: ClusterSnapshot) -> str:
                 headers=["actor", "name", "state", "pid", "pending calls"],
             )
         )
+    lines.extend(f"Note: {note}" for note in snap.notes)
     return "\n".join(lines)
 
 

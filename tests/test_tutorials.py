@@ -217,6 +217,27 @@ def check_ecosystem(nb):
     assert "rows read back: 10000" in text(nb, "ds.write_parquet")
 
 
+def check_ray(nb):
+    # Ray brings worker output through its log monitor, often after the result: in Jupyter a
+    # late line still lands in its cell, but nbclient stops listening when a cell ends, so only
+    # lines printed well before the end are checked here (late lines: tests/test_ray_notebook.py).
+    assert "this kernel (stops with it)" in text(nb, "%cluster start --engine ray")
+    squares = text(nb, "sum_of_squares.remote(4)")
+    assert "sum of squares: 14" in squares
+    assert re.search(r"\(sum_of_squares pid=\d+\) fanning out 4 tasks", squares), squares
+    assert "[1, 3, 6]" in text(nb, "acc = Accumulator.remote()")
+    ours, tqdm_ray = progress_bars(nb, "kernel_ext.ProgressBar(total=12")  # tqdm_ray's became ours
+    assert ours["value"] == ours["max"] == 12 and ours["bar_style"] == "success"
+    assert tqdm_ray["value"] == tqdm_ray["max"] == 20 and tqdm_ray["bar_style"] == "success"
+    assert "66 20" in text(nb, "kernel_ext.ProgressBar(total=12")
+    assert "285" in text(nb, "%%remote --num-cpus 1")
+    assert "back in the notebook: 285" in text(nb, 'print("back in the notebook:"')
+    assert "sum: 99990000" in text(nb, "ray.data.range(10000)")
+    assert "best x: 2" in text(nb, "tune.Tuner(")
+    assert "node(s) alive" in text(nb, "%cluster status")
+    assert "Cluster stopped." in text(nb, "%cluster stop")
+
+
 CHECKS = {
     "01_quickstart.ipynb": check_quickstart,
     "02_monte_carlo_pi.ipynb": check_monte_carlo,
@@ -225,6 +246,7 @@ CHECKS = {
     "05_resources.ipynb": check_resources,
     "06_remote_cells_and_connecting.ipynb": check_remote_cells,
     "08_joblib_pool_datasets.ipynb": check_ecosystem,
+    "07_ray.ipynb": check_ray,
 }
 
 

@@ -1,0 +1,150 @@
+"""Connecting a kernel to a Ray cluster started outside it (``ray start``), with token auth.
+
+The cluster (a head and a second node, on loopback) lives for the module and
+is stopped by killing exactly its processes; the kernel connects, works,
+disconnects and leaves it running.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import textwrap
+
+import pytest
+from conftest import ours, wait_for
+from kernel_harness import Kernel
+from ray_cluster import OutsideCluster, free_port, points_at
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(tmp_path_factory, monkeypatch):
+    """Replaces conftest's: see test_ray_notebook.no_leaks."""
+    d = str(tmp_path_factory.mktemp("nbc"))
+    monkeypatch.setenv("NBCLUSTER_DIR", d)
+    yield d
+    wait_for(lambda: not ours(d), timeout=30, what="the test's processes to exit")
+
+
+@pytest.fixture(scope="module")
+def outside(tmp_path_factory):
+    marker = str(tmp_path_factory.mktemp("rayoutside"))
+    cluster = OutsideCluster(marker, token=secrets.token_hex(32))
+    try:
+        cluster.start_head(num_cpus=1, resources={"head_only": 1})
+        cluster.add_node(num_cpus=1, resources={"second": 1})
+        token_file = os.path.join(marker, "token")
+        with open(token_file, "w") as f:
+            f.write(cluster.token)
+        cluster.token_file = token_file
+        yield cluster
+    finally:
+        cluster.stop()
+        assert not ours(marker), "processes of the outside cluster left running"
+        assert not points_at(cluster.address)
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory):
+    marker = str(tmp_path_factory.mktemp("raykernel2"))
+    k = Kernel(dict(os.environ, NBCLUSTER_DIR=marker))
+    k.execute("%load_ext kernel_ext")
+    yield k
+    k.shutdown()
+    wait_for(lambda: not ours(marker), timeout=30, what="the kernel to exit")
+
+
+def ok(kernel: Kernel, code: str, timeout: float = 120) -> str:
+    msg_id = kernel.execute(code, timeout=timeout)
+    errs = kernel.errors(msg_id)
+    assert not errs, "\n".join(errs[0]["traceback"])
+    return msg_id
+
+
+def connect(kernel: Kernel, line: str) -> str:
+    msg_id = ok(kernel, line)
+    assert "UsageError" not in kernel.stream(msg_id), kernel.stream(msg_id)
+    return msg_id
+
+
+def connected(kernel: Kernel) -> str:
+    return kernel.value("__import__('kernel_ext').engines.current().is_initialized()")
+
+
+def test_a_wrong_address_fails_with_a_clear_message(kernel):
+    nobody = free_port()
+    out = kernel.stream(ok(kernel, f"%cluster connect 127.0.0.1:{nobody} --engine ray"))
+    assert f"no Ray cluster answers at 127.0.0.1:{nobody}" in out and "ray start --head" in out, out
+    out = kernel.stream(ok(kernel, f"%cluster connect ray://127.0.0.1:{nobody}"))
+    assert f"no Ray cluster answers at 127.0.0.1:{nobody}" in out, out
+    out = kernel.stream(ok(kernel, "%cluster connect nonsense --engine ray"))
+    assert "is not a Ray address" in out, out
+    out = kernel.stream(ok(kernel, "%cluster connect 127.0.0.1:1 --engine warp"))
+    assert "invalid choice: 'warp'" in out, out
+    assert connected(kernel) == "False"
+
+
+def test_a_missing_token_is_named(kernel, outside):
+    out = kernel.stream(ok(kernel, f"%cluster connect {outside.address} --engine ray"))
+    assert "authentication token" in out and "--token" in out, out
+    assert connected(kernel) == "False"
+
+
+def test_connect_work_status_and_disconnect(kernel, outside):
+    msg_id = ok(kernel, f"%cluster connect {outside.address} --engine ray --token-file {outside.token_file}")
+    text = "".join(b.get("text/plain", "") for b in kernel.results(msg_id))
+    assert "nodes: 2" in text and "started elsewhere" in text, text + kernel.stream(msg_id)
+    ok(
+        kernel,
+        textwrap.dedent("""
+        import ray
+
+        @ray.remote(resources={"second": 1})
+        def on_second():
+            print("from the second node")
+            return ray.get_runtime_context().get_node_id()
+
+        @ray.remote(resources={"head_only": 1})
+        def on_head():
+            return ray.get_runtime_context().get_node_id()
+    """),
+    )
+    cell = ok(kernel, "print(ray.get(on_second.remote()) != ray.get(on_head.remote()))")
+    assert kernel.stream(cell, "stdout").splitlines()[-1] == "True"  # two nodes did the work
+    wait_for(lambda: "from the second node" in kernel.stream(cell), what="the second node's print")
+    assert re.search(r"\(on_second pid=\d+\) from the second node", kernel.stream(cell))
+
+    status = ok(kernel, "%cluster status")
+    texts = [b["text/plain"] for b in kernel.results(status) if "text/plain" in b]
+    assert texts and "2 node(s) alive" in texts[0], texts
+    assert "head_only" in texts[0] and "second" in texts[0]
+
+    out = kernel.stream(ok(kernel, "%cluster disconnect"))
+    assert "Disconnected." in out
+    assert connected(kernel) == "False"
+    assert outside.alive()  # a cluster started elsewhere keeps running
+
+
+def test_ray_client_output_lands_in_the_cell(kernel, outside):
+    connect(
+        kernel, f"%cluster connect ray://{outside.node_ip()}:{outside.client_port} --token {outside.token}"
+    )
+    ok(
+        kernel,
+        textwrap.dedent("""
+        import ray
+
+        @ray.remote
+        def through_client(i):
+            print("client line", i)
+            return i
+    """),
+    )
+    first = ok(kernel, "ray.get([through_client.remote(i) for i in range(3)])")
+    second = ok(kernel, "z = 0")
+    wait_for(lambda: "client line 2" in kernel.stream(first), timeout=30, what="the Ray Client output")
+    assert re.search(r"\(through_client pid=\d+.*\) client line 0", kernel.stream(first))
+    assert "client line" not in kernel.stream(second) and "|cell=" not in kernel.stream(first)
+    ok(kernel, "%cluster disconnect")
+    assert outside.alive()

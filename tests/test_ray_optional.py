@@ -1,0 +1,53 @@
+"""Ray stays optional: kernel_ext never imports it unless asked, and says how to install it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+
+def run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_kernel_ext_does_not_import_ray():
+    out = run("""
+        import sys
+        import kernel_ext, kernel_ext.magics, kernel_ext.engines
+        kernel_ext.engines.get("runtime")
+        print("ray" in sys.modules)
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_asking_for_ray_where_it_is_missing_says_what_to_install():
+    out = run("""
+        import sys
+        sys.modules["ray"] = None  # as if Ray were not installed: `import ray` raises ImportError
+        from kernel_ext import engines
+        try:
+            engines.get("ray")
+        except engines.EngineError as e:
+            print(e)
+    """)
+    assert out.returncode == 0, out.stderr
+    assert 'pip install "nbcluster[ray]"' in out.stdout, out.stdout
+
+
+def test_a_version_mismatch_is_one_sentence_saying_what_to_install():
+    out = run("""
+        from ray._private.utils import check_version_info
+        from kernel_ext.engines.ray_engine import mismatch_advice
+        try:  # Ray's own check, as ray.init runs it, against a cluster of other versions
+            check_version_info({"ray_version": "2.9.3", "python_version": "3.10.14"}, "this kernel")
+        except RuntimeError as e:
+            print(mismatch_advice(str(e)))
+    """)
+    assert out.returncode == 0, out.stderr
+    sentence = out.stdout.strip()
+    assert sentence.startswith("The Ray cluster runs Ray 2.9.3 on Python 3.10.14"), sentence
+    assert 'pip install "ray[default]==2.9.3"' in sentence and "Python 3.10 environment" in sentence
