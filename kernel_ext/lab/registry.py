@@ -182,19 +182,12 @@ class Registry:
 
     # ------------------------------------------------------------ clients
     def _client(self, info: cfg.ConnectionInfo) -> Any:
-        from runtime.client import Client
+        from runtime.client import head_client
 
         with self.lock:
             client = self.clients.get(info.cluster_id)
             if client is None or client.dead_reason:
-                client = Client(
-                    cluster_id=info.cluster_id,
-                    key=bytes.fromhex(info.key),
-                    node_address=None,
-                    head_address=info.head_address,
-                    node_id="",
-                    curve_public=info.curve_public,
-                )
+                client = head_client(info)
                 self.clients[info.cluster_id] = client
             return client
 

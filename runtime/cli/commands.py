@@ -238,16 +238,9 @@ def _wait_foreground(proc, message: str) -> int:
 
 
 def _head_client(info: cfg.ConnectionInfo):
-    from ..client import Client
+    from ..client import head_client
 
-    return Client(
-        cluster_id=info.cluster_id,
-        key=bytes.fromhex(info.key),
-        node_address=None,
-        head_address=info.head_address,
-        node_id="",
-        curve_public=info.curve_public,
-    )
+    return head_client(info)
 
 
 def _find(address: str | None) -> cfg.ConnectionInfo:

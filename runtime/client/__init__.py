@@ -5,6 +5,6 @@ the tasks and actor calls it submits; the public API (``runtime.api``) and
 the worker loop (``runtime.worker``) are built on it.
 """
 
-from .core import HEAD, NODE, Client, print_log
+from .core import HEAD, NODE, Client, head_client, print_log
 
-__all__ = ["HEAD", "NODE", "Client", "print_log"]
+__all__ = ["HEAD", "NODE", "Client", "head_client", "print_log"]

@@ -656,3 +656,18 @@ def print_log(owner: bytes, ctx: Any, stream: int, text: str, label: str) -> Non
         out.flush()
     except (ValueError, OSError):
         pass
+
+
+def head_client(info: Any) -> Client:
+    """A client of the head alone (no node, no worker): for the CLI and the lab server.
+
+    `info` is the cluster's `config.ConnectionInfo`.
+    """
+    return Client(
+        cluster_id=info.cluster_id,
+        key=bytes.fromhex(info.key),
+        node_address=None,
+        head_address=info.head_address,
+        node_id="",
+        curve_public=info.curve_public,
+    )
