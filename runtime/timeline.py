@@ -149,10 +149,15 @@ def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
     (about the last 20,000 to 40,000 tasks per worker).
     """
     from . import session
+    from .exceptions import NotInitializedError
 
-    session.client()  # raises NotInitializedError with how to fix it
+    client = session.client_or_none()  # as Ray's: no cluster of its own is started for this
+    if client is None:
+        raise NotInitializedError(
+            "timeline() needs a cluster: call runtime.init() first (or %cluster start in a notebook)"
+        )
     info = session.state.info
-    cluster_id = info.cluster_id if info is not None else session.client().cluster_id
+    cluster_id = info.cluster_id if info is not None else client.cluster_id
     trace = chrome_trace(task_events(cluster_id))
     if filename is None:
         return trace
