@@ -206,7 +206,7 @@ class WorkerLoop:
 
         Gone from where the node says it is too: ObjectLostError.
         """
-        from .object_ref import ObjectRef
+        from ..object_ref import ObjectRef
 
         client = self.client
         ref = ObjectRef(object_id, client)  # held while we read: arrivals are kept for refs we hold
