@@ -199,7 +199,10 @@ class ClusterMagics(Magics):
         user_ns = self.shell.user_ns
         ns, skipped = remote_cell.shippable(user_ns, reads)
         if skipped:
-            print(f"%%remote: not sent (cannot be pickled): {', '.join(skipped)}")
+            print(
+                f"%%remote: not sent (cannot be pickled): {', '.join(skipped)}. Create such values "
+                "inside the cell, or keep them remote with --actor NAME."
+            )
         # The cell is cached as IPython caches cells, so a remote traceback names it
         # "Cell In[N]" with its source lines; the magic's own line stays line 1.
         running = getattr(self.shell.displayhook, "exec_result", None)  # this cell's In[N]

@@ -123,7 +123,11 @@ class CellNamespace:
 
 
 def shippable(user_ns: dict, reads: set[str]) -> tuple[dict, list[str]]:
-    """The notebook values a cell reads, minus those that cannot travel."""
+    """The notebook values a cell reads, minus those that cannot travel.
+
+    The second item says, for each value left behind, its name and why
+    (``"lock (TypeError: cannot pickle '_thread.lock' object)"``).
+    """
     ns, skipped = {}, []
     for name in sorted(reads):
         if (
@@ -135,8 +139,9 @@ def shippable(user_ns: dict, reads: set[str]) -> tuple[dict, list[str]]:
         value = user_ns[name]
         try:
             cloudpickle.dumps(value)
-        except Exception:
-            skipped.append(name)
+        except Exception as e:
+            reason = str(e).splitlines()[0][:120] if str(e) else ""
+            skipped.append(f"{name} ({type(e).__name__}{': ' + reason if reason else ''})")
             continue
         ns[name] = value
     return ns, skipped

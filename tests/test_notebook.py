@@ -55,6 +55,20 @@ def test_help_and_bad_arguments(kernel):
     assert "Not connected" in kernel.stream(ok(kernel, "%%remote\nx = 1"))
 
 
+def test_a_cell_value_that_cannot_be_pickled_is_named_with_why(kernel):
+    started(kernel, "-n 1")
+    ok(kernel, "import threading\nlock = threading.Lock()\nz = 5")
+    msg_id = kernel.execute("%%remote\nw = z + 1\nwith lock:\n    pass")
+    out = kernel.stream(msg_id)
+    assert "not sent (cannot be pickled): lock (TypeError: cannot pickle '_thread.lock' object)" in out, out
+    assert "--actor NAME" in out
+    errs = kernel.errors(msg_id)  # the cell ran without it: a NameError from the cluster, nothing else
+    assert errs and "NameError" in errs[0]["ename"] + errs[0]["evalue"]
+    assert kernel.value("z") == "5"  # the kernel and the cluster carry on
+    ok(kernel, "%%remote\nw = z + 1")
+    assert kernel.value("w") == "6"
+
+
 def test_remote_output_lands_in_the_submitting_cell(kernel):
     started(kernel)
     ok(
