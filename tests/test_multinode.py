@@ -191,6 +191,15 @@ def _node_tree(pid: int) -> list[psutil.Process]:
     return [proc, *proc.children(recursive=True)]
 
 
+def _kill_tree(pid: int) -> None:
+    """kill -9 a node daemon and everything under it (a child may already be gone)."""
+    for proc in _node_tree(pid):
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+
+
 def test_node_killed_mid_workload(no_leaks):
     """kill -9 of a node daemon and its workers: tasks re-run elsewhere, the actor restarts."""
     cluster = Cluster(1, {}, node_timeout=2.0)
@@ -237,10 +246,8 @@ def test_node_killed_mid_workload(no_leaks):
         refs = [work.remote(i) for i in range(30)]
         wait_for(lambda: runtime.wait(refs, num_returns=3, timeout=0)[0], 60, what="first results")
         pid = next(n["pid"] for n in cluster.status()["nodes"] if n["node_id"] == victim)
-        tree = _node_tree(pid)
         killed_at = time.monotonic()
-        for proc in tree:
-            proc.send_signal(signal.SIGKILL)
+        _kill_tree(pid)
 
         def victim_dead() -> bool:
             return not {n["NodeID"]: n for n in runtime.nodes()}[victim]["Alive"]
@@ -289,8 +296,7 @@ def test_result_lost_in_transit_is_made_again(no_leaks, tmp_path):
         assert part
         maker = next(p.name for p in marks.iterdir())
         pid = next(n["pid"] for n in cluster.status()["nodes"] if n["node_id"] == maker)
-        for proc in _node_tree(pid):
-            proc.send_signal(signal.SIGKILL)
+        _kill_tree(pid)
         value = runtime.get(ref, timeout=120)
         assert value.shape == (40_000_000,) and float(value[::1_000_000].sum()) == 7.0 * 40
         assert len(list(marks.iterdir())) == 2  # made again, on the other node

@@ -228,7 +228,10 @@ def check_ray(nb):
     assert "[1, 3, 6]" in text(nb, "acc = Accumulator.remote()")
     ours, tqdm_ray = progress_bars(nb, "kernel_ext.ProgressBar(total=12")  # tqdm_ray's became ours
     assert ours["value"] == ours["max"] == 12 and ours["bar_style"] == "success"
-    assert tqdm_ray["value"] == tqdm_ray["max"] == 20 and tqdm_ray["bar_style"] == "success"
+    # tqdm_ray's bar became ours; its last updates come through Ray's log path, often after
+    # the cell ended, so that it ends full is checked where late updates are still read:
+    # tests/test_ray_notebook.py::test_ray_tqdm_bars_and_ray_data_land_in_their_cell.
+    assert tqdm_ray["max"] == 20 and 0 < tqdm_ray["value"] <= 20
     assert "66 20" in text(nb, "kernel_ext.ProgressBar(total=12")
     assert "285" in text(nb, "%%remote --num-cpus 1")
     assert "back in the notebook: 285" in text(nb, 'print("back in the notebook:"')
