@@ -159,7 +159,8 @@ def check(stats: Stats, refs: list, expected: list, hang_after: float, kind: str
             stats.unexplained.append(f"{kind}: wrong value {str(got)[:80]!r}")
 
 
-def one_round(stats: Stats, r: int, tally, progress, hang_after: float) -> None:
+def one_round(stats: Stats, r: int, tally, progress, hang_after: float) -> int:
+    """Submit a round, check every value; returns how many values the progress actor was told of."""
     refs, want, kinds = [], [], []
 
     def add(ref, expected, kind):
@@ -197,6 +198,7 @@ def one_round(stats: Stats, r: int, tally, progress, hang_after: float) -> None:
             stats.wrong += 1
             stats.unexplained.append(f"actor call: count {n_a} then {n_b} in one incarnation")
     stats.actor_incarnations.update(inc for inc, _ in seen)
+    return len(refs)
 
 
 # -- the cluster and its faults ----------------------------------------------------------------
@@ -328,6 +330,19 @@ def leaks(marker: str, segments_before: set[str]) -> dict:
         time.sleep(0.2)
 
 
+def settle(progress, hang_after: float) -> None:
+    """Wait until the progress actor answers again (after a restart it is a new incarnation)."""
+    deadline = time.monotonic() + hang_after
+    while True:
+        try:
+            runtime.get(progress.update.remote(0), timeout=hang_after)
+            return
+        except EXPLAINED:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=float, default=120, help="seconds of workload under faults")
@@ -362,6 +377,11 @@ def main(argv: list[str] | None = None) -> int:
                 pass
         chaos.stop.set()
         injector.join()
+        # The last fault may have restarted the progress actor (its count starts again at zero)
+        # or taken calls in flight with it: once it answers, a quiet round must be counted.
+        settle(progress, args.hang_after)
+        last_round = one_round(stats, rounds, tally, progress, args.hang_after)
+        rounds += 1
         progress_done = runtime.get(progress.update.remote(0), timeout=args.hang_after)
     finally:
         chaos.stop.set()
@@ -372,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds=round(time.monotonic() - t0, 1),
         rounds=rounds,
         progress_counted=progress_done,
+        last_round_values=last_round,
         left_behind=leaks(marker, segments_before),
     )
     shutil.rmtree(shm, ignore_errors=True)

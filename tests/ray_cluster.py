@@ -119,6 +119,12 @@ class OutsideCluster:
             ],
         )
 
+    def client_server_logs(self, tail: int = 2000) -> str:
+        """The ends of the head's Ray Client server logs (the proxy and a server per client):
+        what a failed ray:// connection says on the head's side."""
+        logs = sorted(Path(self.temp_dir).glob("session_*/logs/ray_client_server*"))
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-tail:]}" for p in logs)
+
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.procs)
 

@@ -62,9 +62,10 @@ def ok(kernel: Kernel, code: str, timeout: float = 120) -> str:
     return msg_id
 
 
-def connect(kernel: Kernel, line: str) -> str:
+def connect(kernel: Kernel, line: str, outside: OutsideCluster | None = None) -> str:
     msg_id = ok(kernel, line)
-    assert "UsageError" not in kernel.stream(msg_id), kernel.stream(msg_id)
+    out = kernel.stream(msg_id)
+    assert "UsageError" not in out, out + (outside.client_server_logs() if outside else "")
     return msg_id
 
 
@@ -128,7 +129,9 @@ def test_connect_work_status_and_disconnect(kernel, outside):
 
 def test_ray_client_output_lands_in_the_cell(kernel, outside):
     connect(
-        kernel, f"%cluster connect ray://{outside.node_ip()}:{outside.client_port} --token {outside.token}"
+        kernel,
+        f"%cluster connect ray://{outside.node_ip()}:{outside.client_port} --token {outside.token}",
+        outside,
     )
     ok(
         kernel,

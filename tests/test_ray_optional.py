@@ -51,3 +51,24 @@ def test_a_version_mismatch_is_one_sentence_saying_what_to_install():
     sentence = out.stdout.strip()
     assert sentence.startswith("The Ray cluster runs Ray 2.9.3 on Python 3.10.14"), sentence
     assert 'pip install "ray[default]==2.9.3"' in sentence and "Python 3.10 environment" in sentence
+
+
+def test_a_ray_client_server_failure_says_the_servers_reason():
+    out = run("""
+        import traceback
+        from kernel_ext.engines.ray_engine import reason, server_side_start_failure
+        try:  # what Ray Client's proxy sends back when the head cannot start this client's server
+            raise RuntimeError("Starting Ray client server failed. See ray_client_server_23001.err")
+        except RuntimeError:
+            e = ConnectionAbortedError(f"Initialization failure from server:\\n{traceback.format_exc()}")
+        print(reason(e))
+        print(server_side_start_failure(e))
+        refused = ConnectionAbortedError("Initialization failure from server:\\nAuthenticationError: bad token")
+        print(server_side_start_failure(refused))
+    """)
+    assert out.returncode == 0, out.stderr
+    said, retry, retry_refused = out.stdout.strip().splitlines()
+    assert said.startswith(
+        "Initialization failure from server: RuntimeError: Starting Ray client server failed"
+    )
+    assert retry == "True" and retry_refused == "False"

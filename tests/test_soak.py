@@ -35,5 +35,6 @@ def test_short_chaos_soak_loses_nothing_unexplained_and_leaves_nothing(no_leaks,
         out.stdout
     )
     assert result["actor_incarnations"] >= 2, out.stdout  # the actor was really restarted
-    assert result["progress_counted"] > 0
+    # The progress actor restarts from zero, but a quiet last round after the faults is counted.
+    assert result["progress_counted"] >= result["last_round_values"] > 0, out.stdout
     assert out.returncode == 0, out.stdout + out.stderr

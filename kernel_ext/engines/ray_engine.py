@@ -30,6 +30,7 @@ from .ray_head import RayHead, start_head
 from .ray_logs import HANDLER, LogRouter
 
 CONNECT_TRIES = "3"  # GCS connection attempts (about a second each) before giving up
+CLIENT_INIT_TRIES = 2  # Ray Client: the head starts a server per client, which can fail once
 _AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_gcs_server_port_wait_time_s")
 
 
@@ -49,6 +50,27 @@ def probe(address: str, timeout: float = 3.0) -> None:
             f"no Ray cluster answers at {address} ({e.strerror or e}): check the address "
             "`ray start --head` printed, that the head is running, and that this machine can reach it"
         ) from None
+
+
+def reason(e: BaseException) -> str:
+    """The line of `e` that says what went wrong. Ray Client's "Initialization failure from
+    server:" carries the server's whole traceback after its first line: the last line is the
+    reason."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(e).__name__
+    if lines[0].startswith("Initialization failure from server") and len(lines) > 1:
+        return f"{lines[0]} {lines[-1]}"
+    return lines[0]
+
+
+def server_side_start_failure(e: BaseException) -> bool:
+    """Whether Ray Client's head failed to start this client's own server (a process per client,
+    which a busy head can fail to bring up in time): worth one more try, unlike a refused token."""
+    text = str(e)
+    return "Initialization failure from server" in text and not re.search(
+        r"auth|token|Version mismatch", text, re.IGNORECASE
+    )
 
 
 def mismatch_advice(message: str) -> str | None:
@@ -122,16 +144,21 @@ class RayEngine(Engine):
         # Ray Client cannot ship a callable hook (its runtime_env is JSON), and naming ours by
         # module would need nbcluster on the cluster: over ray:// only the driver tags.
         hook = {} if self._client else {"worker_process_setup_hook": ray_tags.setup_worker}
-        try:
-            ctx = ray.init(
-                address=address,
-                runtime_env=hook,
-                logging_level=logging.WARNING,
-                log_to_driver=True,
-            )
-        except Exception as e:  # noqa: BLE001 - said in one sentence with what to do
-            self._restore_env()
-            raise self._explain(address, e) from None
+        for attempt in range(CLIENT_INIT_TRIES if self._client else 1):
+            try:
+                ctx = ray.init(
+                    address=address,
+                    runtime_env=hook,
+                    logging_level=logging.WARNING,
+                    log_to_driver=True,
+                )
+                break
+            except Exception as e:  # noqa: BLE001 - said in one sentence with what to do
+                if attempt + 1 < CLIENT_INIT_TRIES and server_side_start_failure(e):
+                    ray.shutdown()
+                    continue
+                self._restore_env()
+                raise self._explain(address, e) from None
         os.environ.pop("RAY_gcs_server_port_wait_time_s", None)
         self._address = address if not self._client else address
         if address == "auto":
@@ -162,7 +189,7 @@ class RayEngine(Engine):
             return EngineError(
                 f"Ray Client needs ray[client]: run {INSTALL['ray']}. ({text.splitlines()[0]})"
             )
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = reason(e)
         return EngineError(
             f"could not connect to the Ray cluster at {address}: {first} — check that the head is "
             "running and reachable (for another network use ray://host:10001)"
