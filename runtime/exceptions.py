@@ -8,6 +8,8 @@ The tree::
     ├── GetTimeoutError (TimeoutError)    `get(..., timeout=)` ran out of time
     ├── TaskCancelledError                the task was cancelled with `cancel()`
     ├── WorkerCrashedError                the worker process died and retries ran out
+    ├── OutOfMemoryError (MemoryError)    the node's memory monitor killed the task's worker
+    │                                     and retries ran out; says the figures and what to do
     ├── ActorError
     │   ├── ActorDiedError                the actor's process died (and restarts ran out) or
     │   │                                 it was killed; every pending and later call fails
@@ -22,7 +24,7 @@ The tree::
 Ray's names are aliases, so ``except ray.exceptions.RayTaskError`` keeps
 working after ``import runtime as ray``: ``RayError``, ``RayTaskError``,
 ``RayActorError``, ``GetTimeoutError``, ``TaskCancelledError``,
-``WorkerCrashedError``, ``ObjectLostError``.
+``WorkerCrashedError``, ``ObjectLostError``, ``OutOfMemoryError``.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ __all__ = [
     "NotInitializedError",
     "ObjectLostError",
     "ObjectStoreFullError",
+    "OutOfMemoryError",
     "RayActorError",
     "RayError",
     "RayTaskError",
@@ -190,6 +193,11 @@ class TaskCancelledError(ClusterError):
 
 class WorkerCrashedError(ClusterError):
     """The worker running the task died, and the task's retries ran out."""
+
+
+class OutOfMemoryError(ClusterError, MemoryError):
+    """The node's memory passed its threshold and its memory monitor killed the worker running
+    the task (the newest task first, actors last), and the task's retries ran out."""
 
 
 class ActorError(ClusterError):

@@ -95,6 +95,7 @@ def start_cluster(
     node_timeout: float | None = None,
     node_ip: str | None = None,
     gateway_port: int = 0,
+    memory_usage_threshold: float | None = None,
 ) -> tuple[cfg.ConnectionInfo, subprocess.Popen, int]:
     """Start a head (and its node); return (connection info, head process, node pid)."""
     cfg.remove_stale_clusters()
@@ -114,6 +115,8 @@ def start_cluster(
         settings["node_ip"] = node_ip
     if gateway_port:
         settings["gateway_port"] = gateway_port
+    if memory_usage_threshold:
+        settings["memory_usage_threshold"] = memory_usage_threshold
     reply, proc = _spawn("runtime.head", "main", settings, keep_stdin=embedded, env=env)
     info = cfg.ConnectionInfo(**reply["info"])
     return info, proc, int(reply["node_pid"])
@@ -129,6 +132,7 @@ def start_node(
     block: bool = False,
     env: dict[str, str] | None = None,
     gateway_port: int = 0,
+    memory_usage_threshold: float | None = None,
 ) -> tuple[dict, subprocess.Popen]:
     """Start a node daemon that joins the head in `info`; return ({node_id, gateway, pid}, process)."""
     settings = {
@@ -142,6 +146,7 @@ def start_node(
         "ip": node_ip,
         "block": block,
         "gateway_port": gateway_port,
+        "memory_usage_threshold": memory_usage_threshold,
     }
     return _spawn("runtime.node", "standalone", settings, keep_stdin=block, env=env)
 

@@ -4,6 +4,7 @@
 
     nbcluster start --head [--host 127.0.0.1] [--port 6380] [--num-cpus N] [--num-gpus G]
                     [--resources JSON] [--object-store-memory BYTES] [--block]
+                    [--memory-usage-threshold FRACTION]
                     [--no-encryption] [--node-timeout S] [--node-ip-address IP]
     nbcluster start --address HOST:PORT [--token-file FILE] [--num-cpus N] ... [--block]
     nbcluster status [--address HOST:PORT] [--token-file FILE]
@@ -84,6 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         help="shared memory for objects, in bytes; beyond it objects spill to disk",
     )
     start.add_argument(
+        "--memory-usage-threshold",
+        type=fraction,
+        default=None,
+        metavar="FRACTION",
+        help="memory use (of the machine, or of the node's cgroup when it has a limit) above which "
+        "the node kills the worker of the newest task (default 0.95, as Ray's)",
+    )
+    start.add_argument(
         "--block", action="store_true", help="stay in the foreground; stop the cluster on Ctrl-C or SIGTERM"
     )
 
@@ -123,6 +132,16 @@ def json_resources(text: str) -> dict[str, float]:
     return value
 
 
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; write e.g. 0.9") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a fraction in (0, 1]; write e.g. 0.9")
+    return value
+
+
 def cmd_start(args: argparse.Namespace) -> int:
     resources = launcher.default_resources(args.num_cpus, args.num_gpus, args.resources)
     if args.address:
@@ -130,6 +149,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     info, proc, _ = launcher.start_cluster(
         resources=resources,
         object_store_memory=args.object_store_memory,
+        memory_usage_threshold=args.memory_usage_threshold,
         host=args.host or "127.0.0.1",
         port=args.port,
         embedded=args.block,
@@ -207,6 +227,7 @@ def _start_node(args: argparse.Namespace, resources: dict[str, float]) -> int:
         info=info,
         resources=resources,
         object_store_memory=args.object_store_memory,
+        memory_usage_threshold=args.memory_usage_threshold,
         host=args.host or node_ip,
         node_ip=node_ip,
         block=args.block,

@@ -6,7 +6,9 @@
         unknown ──REQUEST actor_location──▶ its home node ──ACTOR_LOCATION──▶ on_location
         alive: pump() ─▶ EXECUTE ──▶ the actor's worker directly (Unix socket or RemoteLink)
         dead:  every queued call fails with ActorDiedError (the cause the node gave)
-    its worker gone ─▶ peer_closed: calls in flight fail; queued ones wait for where it restarts
+    its worker gone ─▶ peer_closed: calls in flight run again (max_task_retries) or wait, as
+        orphans, for the home node's word: they fail with its cause (a memory kill says so)
+        once it answers dead or restarted; queued ones wait for where it restarts
     kill(no_restart) ─▶ KILL_ACTOR to its home node; later calls fail here
 """
 
@@ -39,6 +41,10 @@ class ActorCalls:
     def pump(self, ac: ActorConn) -> None:
         """Send the calls whose arguments are here, in order; locate the actor first."""
         core = self.core
+        if ac.orphans and ac.state in ("dead", "alive"):
+            orphans, ac.orphans = ac.orphans, []
+            for call in orphans:
+                self.fail_call(ac, call)
         if ac.state == "dead":
             while ac.queue:
                 self.fail_call(ac, ac.queue.popleft())
@@ -110,11 +116,13 @@ class ActorCalls:
                         if call.retries_left > 0:
                             call.retries_left -= 1
                         retry.append(call)
-                    else:
+                    elif call.cancelled:
                         self.fail_call(ac, call)
+                    else:
+                        ac.orphans.append(call)
                 ac.inflight.clear()
                 ac.queue.extendleft(reversed(retry))
-                if ac.queue:
+                if ac.queue or ac.orphans:
                     self.pump(ac)
 
     def kill(self, actor_id: bytes, no_restart: bool) -> None:

@@ -523,6 +523,8 @@ class Client:
                 self.leases.on_grant(msg)
             elif kind == Kind.LEASE_REVOKE:
                 self.leases.on_revoke(msg[1])
+            elif kind == Kind.LEASE_KILLED:
+                self.leases.on_killed(msg[1], msg[2])
             elif kind == Kind.ACTOR_LOCATION:
                 self.actor_calls.on_location(msg)
             elif kind == Kind.REJECTED:

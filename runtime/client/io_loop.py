@@ -119,6 +119,9 @@ class IOLoop:
             return []
         for sock in writable:  # output that did not fit in the socket earlier
             writing[sock].flush_out()
+        if core.link is not None and core.link.sock in ready and ready[0] is not core.link.sock:
+            # The node first: what it says of a worker (LEASE_KILLED) comes before its socket closes.
+            ready = [core.link.sock] + [s for s in ready if s is not core.link.sock]
         rest = []
         for sock in ready:
             if core.link is not None and sock is core.link.sock:

@@ -12,6 +12,8 @@
         the next task, or is returned after LEASE_IDLE, or at once when revoked
     REJECTED (a worker blocked in get) ─▶ on_rejected: back to the front of the queue
     worker gone ─▶ peer_closed: its tasks retried (max_retries) or WorkerCrashedError
+    LEASE_KILLED (the node's memory monitor, sent before its kill) ─▶ on_killed: the
+        tasks of that worker are retried after OOM_BACKOFF (doubling) or OutOfMemoryError
 
 The node is off the per-task path: it only lends workers. What to grant,
 revoke or spill is the node's decision (`runtime.node.placement`).
@@ -22,7 +24,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from ..exceptions import TaskCancelledError, WorkerCrashedError
+from ..exceptions import OutOfMemoryError, TaskCancelledError, WorkerCrashedError
 from ..wire import transport
 from ..wire.protocol import Kind
 from .records import Call, Lease, error_value
@@ -31,6 +33,8 @@ from .services import CoreServices
 LEASE_IDLE = 0.2  # seconds an idle lease is kept for the next task of its shape
 PIPELINE = 16  # tasks queued at a leased worker when there is a backlog (idle ones steal)
 PATIENCE = 0.2  # seconds to wait for more workers before queueing tasks behind running ones
+OOM_BACKOFF = 1.0  # seconds before a task killed for memory runs again; doubles each time (Ray's)
+OOM_BACKOFF_MAX = 60.0
 
 
 class Leases:
@@ -44,6 +48,8 @@ class Leases:
         self.requested_at: dict[tuple, float] = {}  # when the oldest open request was sent
         self.lease_by_id: dict[int, Lease] = {}
         self.spilled: dict[tuple, dict[str, int]] = {}  # shape -> node -> lease requests sent there
+        self.killed: dict[int, str] = {}  # lease id -> why the node's memory monitor killed its worker
+        self.delayed: list[tuple[float, Call]] = []  # (when, call): retried after a memory kill
 
     def enqueue(self, call: Call) -> None:
         """A task whose arguments are all here: run it on a leased worker."""
@@ -235,6 +241,7 @@ class Leases:
             for lease in [x for x in leases if x.link is link]:
                 leases.remove(lease)
                 self.lease_by_id.pop(lease.lease_id, None)
+                oom = self.killed.pop(lease.lease_id, "")
                 for call in lease.inflight.values():
                     call.lease = None
                     if call.cancelled:
@@ -242,7 +249,20 @@ class Leases:
                     elif call.retries_left != 0:
                         if call.retries_left > 0:
                             call.retries_left -= 1
-                        self.task_queues.setdefault(shape, deque()).appendleft(call)
+                        if oom:
+                            self.retry_later(call)
+                        else:
+                            self.task_queues.setdefault(shape, deque()).appendleft(call)
+                    elif oom:
+                        finish_error(
+                            call,
+                            error_value(
+                                OutOfMemoryError(
+                                    f"{call.spec.name}() ran out of memory and its retries ran out "
+                                    f"(max_retries={call.spec.max_retries}): {oom}"
+                                )
+                            ),
+                        )
                     else:
                         finish_error(
                             call,
@@ -257,6 +277,17 @@ class Leases:
                         )
                 lease.inflight.clear()
                 self.dispatch(shape)
+
+    def on_killed(self, lease_id: int, reason: str) -> None:
+        """The node's memory monitor is killing this lease's worker: its socket closes next."""
+        with self.core.lock:
+            self.killed[lease_id] = reason
+
+    def retry_later(self, call: Call) -> None:
+        """A task killed for memory runs again once memory had time to fall (backoff)."""
+        delay = min(OOM_BACKOFF * 2**call.oom_kills, OOM_BACKOFF_MAX)
+        call.oom_kills += 1
+        self.delayed.append((time.monotonic() + delay, call))
 
     # ------------------------------------------------------------ from the user
     def cancel(self, call: Call, force: bool) -> None:
@@ -283,11 +314,18 @@ class Leases:
         queue = self.task_queues.get(call.shape)
         if queue is not None and call in queue:
             queue.remove(call)
+        self.delayed = [(when, c) for when, c in self.delayed if c is not call]
         core.forget_waiting(call)
         core.finish_error(call, error_value(TaskCancelledError(spec.name)))
 
     def tick(self, now: float) -> None:
-        """Every ~100 ms: queue waiting tasks behind running ones; give back idle leases."""
+        """Every ~100 ms: queue waiting tasks behind running ones; give back idle leases; run
+        again the tasks whose memory backoff ended."""
+        if self.delayed:
+            due = [call for when, call in self.delayed if when <= now]
+            self.delayed = [(when, call) for when, call in self.delayed if when > now]
+            for call in due:
+                self.task_queues.setdefault(call.shape, deque()).append(call)
         for shape, queue in list(self.task_queues.items()):
             if queue:  # no more workers came: queue behind the running tasks
                 self.dispatch(shape)

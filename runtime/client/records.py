@@ -28,7 +28,7 @@ class Countdown:
 class Call:
     """A task or actor call this process submitted and has not seen finish."""
 
-    __slots__ = ("spec", "keep", "missing", "retries_left", "cancelled", "lease", "shape")
+    __slots__ = ("spec", "keep", "missing", "retries_left", "cancelled", "lease", "shape", "oom_kills")
 
     def __init__(self, spec: TaskSpec, keep: tuple) -> None:
         self.spec = spec
@@ -38,6 +38,7 @@ class Call:
         self.cancelled = False
         self.lease: Lease | None = None
         self.shape = spec.resources
+        self.oom_kills = 0  # times the memory monitor killed its worker
 
 
 class Lease:
@@ -57,7 +58,7 @@ class Lease:
 class ActorConn:
     """This process's view of one actor: where it is and the calls for it."""
 
-    __slots__ = ("actor_id", "state", "link", "pid", "queue", "inflight", "cause", "dead_pid")
+    __slots__ = ("actor_id", "state", "link", "pid", "queue", "inflight", "orphans", "cause", "dead_pid")
 
     def __init__(self, actor_id: bytes) -> None:
         self.actor_id = actor_id
@@ -66,5 +67,6 @@ class ActorConn:
         self.pid = 0
         self.queue: deque[Call] = deque()
         self.inflight: dict[bytes, Call] = {}
+        self.orphans: list[Call] = []  # in flight when its process died, no retries: fail with the cause
         self.cause = ""
         self.dead_pid = 0  # the process we saw die: its node may not know yet

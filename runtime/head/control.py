@@ -316,6 +316,7 @@ def main() -> None:
         "host": host,
         "curve": curve,
         "gateway_port": int(conf.get("gateway_port") or 0),
+        "memory_usage_threshold": conf.get("memory_usage_threshold"),
     }
     # Fork the node before this process creates any ZeroMQ context or thread.
     from .. import (

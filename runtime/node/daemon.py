@@ -41,22 +41,32 @@ import zmq
 from .. import config as cfg
 from ..wire import protocol, transport
 from ..wire.protocol import Kind
-from . import placement, status, zygote
+from . import memory, placement, status, zygote
 from .actors import Actors
 from .gateway import Gateway
 from .leases import Leases
 from .object_store import ObjectTable
 from .objects import Objects
-from .outbox import Outbox
+from .outbox import Outbox, kill
 from .placement import ClusterView
 from .pool import WorkerPool
-from .records import DEAD, LeaseRequest, Proc, Worker
+from .records import ACTOR, DEAD, LEASED, LeaseRequest, Proc, Worker
 from .scheduler import Scheduler, to_units
 
 log = logging.getLogger("runtime.node")
 
 HEAD_SILENCE = 30.0  # seconds without the head before a joined node gives up
 DIRECT_TIMEOUT = 10.0  # seconds a driver without a node may stay silent (it sends every second)
+
+
+def rss(pid: int) -> int:
+    """A process's resident memory in bytes; 0 when it is gone."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).memory_info().rss
+    except (psutil.Error, OSError):
+        return 0
 
 
 class Node:
@@ -112,6 +122,9 @@ class Node:
         self.on_joined = None
         self.reported = False
         self.started_at = time.time()
+        self.memory_threshold, self.memory_refresh = memory.settings(conf)
+        self.oom_pending = 0  # the worker the memory monitor killed, until it is gone
+        self.oom_causes: dict[int, str] = {}  # pid -> why the monitor killed it (actors' causes)
         self.handlers = {
             Kind.HELLO: self.on_hello,
             Kind.SUBMIT: self.actors.on_submit,
@@ -204,15 +217,14 @@ class Node:
         table, outbox = self.objects.table, self.outbox
         next_tick = time.monotonic()
         next_collect = next_tick
+        next_memory = next_tick if self.memory_refresh else float("inf")
         try:
             while self.running_flag:
                 self.flush()
                 if gateway.serving:
                     gateway.pump()  # a chunk per transfer per turn
-                timeout = max(
-                    0,
-                    (min(next_tick, next_collect if table.doomed else next_tick) - time.monotonic()) * 1000,
-                )
+                due = min(next_tick, next_memory, next_collect if table.doomed else next_tick)
+                timeout = max(0, (due - time.monotonic()) * 1000)
                 if gateway.serving:
                     timeout = 0
                 for fd, ev in poller.poll(timeout):
@@ -253,6 +265,9 @@ class Node:
                 if outbox.dirty:
                     outbox.dirty = False
                     self.schedule()
+                if now >= next_memory:
+                    next_memory = now + self.memory_refresh
+                    self.check_memory(now)
                 if now >= next_tick:
                     next_tick = now + (1.0 if self.reported else 0.02)
                     self.tick()
@@ -367,12 +382,43 @@ class Node:
             log.error("the zygote exited; the node cannot start workers any more")
             self.running_flag = False
 
+    def check_memory(self, now: float) -> None:
+        """The memory monitor's turn (see `memory`): above the threshold, one worker dies."""
+        if self.oom_pending:
+            if cfg.pid_alive(self.oom_pending):
+                return  # its memory is not freed yet
+            self.oom_pending = 0
+        used, total = memory.usage()
+        if not memory.above(used, total, self.memory_threshold):
+            return
+        by_pid: dict[int, Worker] = {}
+        candidates = []
+        for w in self.pool.workers.values():
+            if w.pid and (w.state == ACTOR or (w.state == LEASED and w.lease is not None)):
+                by_pid[w.pid] = w
+                kind = "actor" if w.state == ACTOR else "task"
+                candidates.append(memory.Candidate(w.pid, kind, w.busy_since))
+        victim = memory.pick(candidates)
+        if victim is None:
+            return
+        victim = memory.Candidate(victim.pid, victim.kind, victim.since, rss(victim.pid))
+        reason = memory.describe(victim, used, total, self.memory_threshold, self.node_id)
+        log.warning("%s", reason)
+        w = by_pid[victim.pid]
+        self.oom_causes[victim.pid] = reason
+        if w.lease is not None:  # before the kill, so the owner knows why when the socket closes
+            self.outbox.emit(w.lease.owner, (Kind.LEASE_KILLED, w.lease.lease_id, reason))
+            self.flush()
+        self.oom_pending = victim.pid
+        kill(victim.pid)
+
     def on_worker_exit(self, wid: int, pid: int, status: int) -> None:
         w = self.pool.remove(wid, pid)
+        cause = self.oom_causes.pop(pid, "")
         if w is None:
             return
         actions = placement.worker_death(
-            w, status, self.actors.actors, self.pool.plain(), self.pool.pool_size, self.running_flag
+            w, status, self.actors.actors, self.pool.plain(), self.pool.pool_size, self.running_flag, cause
         )
         self.execute(actions)
         self.outbox.reschedule()

@@ -196,18 +196,21 @@ def worker_death(
     plain_workers_left: int,
     pool_size: int,
     running: bool,
+    cause: str = "",
 ) -> list[Action]:
     """A worker process exited with `status` (negative: killed by that signal).
 
     Its actor dies (and may restart), or its lease ends (the owner sees the
     socket close and retries its tasks); the process is dropped; the pool
-    is refilled to `pool_size` plain workers while the node runs.
+    is refilled to `pool_size` plain workers while the node runs. `cause`:
+    why the node killed it, when it did (the memory monitor).
     """
     how = f"killed by signal {-status}" if status < 0 else f"exit code {status}"
     actions: list[Action] = []
     if worker.actor_id:
         if worker.actor_id in actors:
-            actions.append(ActorDied(worker.actor_id, f"its worker process (pid {worker.pid}) died ({how})"))
+            why = cause or f"its worker process (pid {worker.pid}) died ({how})"
+            actions.append(ActorDied(worker.actor_id, why))
     elif worker.lease is not None:
         actions.append(EndLease(worker.lease.lease_id))
     actions.append(DropProcess(worker.identity))

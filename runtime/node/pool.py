@@ -91,6 +91,7 @@ class WorkerPool:
     def lend(self, w: Worker, state: str, demand: dict[str, int]) -> None:
         """`w` (taken from `idle`) now serves a lease (LEASED) or hosts an actor (ACTOR)."""
         w.state = state
+        w.busy_since = time.monotonic()
         self.give_gpus(w, demand)
         if state == ACTOR and self.plain() < self.pool_size:
             self.spawn()  # an actor keeps its worker: keep the pool's size

@@ -38,6 +38,7 @@ class Worker:
         "known",
         "blocked",
         "idle_since",
+        "busy_since",
         "gpu_ids",
         "lease",
     )
@@ -52,6 +53,7 @@ class Worker:
         self.known: set[bytes] = set()
         self.blocked = False
         self.idle_since = time.monotonic()
+        self.busy_since = 0.0  # when it was lent (LEASED) or took its actor (ACTOR)
         self.gpu_ids: list[int] = []
         self.lease: Lease | None = None
 

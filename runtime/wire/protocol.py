@@ -92,6 +92,7 @@ class Kind:
     LEASE_SPILL = 43  # (request_id, shape, name, node_id)   ask that node instead
     NODE_DEAD = 44  # (node_id, reason)   a node left or missed its heartbeats
     ALIVE = 45  # ()   node -> a driver connected to its gateway, every second
+    LEASE_KILLED = 46  # (lease_id, reason)   node -> lease owner: its memory monitor kills that worker
 
     # caller <-> worker, directly (leased tasks and actor calls):
     #   EXECUTE (caller -> worker), DONE and LOG (worker -> caller)
