@@ -92,16 +92,25 @@ def execute(source: str, ns: dict, writes: list[str], has_last: bool, filename: 
         if name not in ns:
             continue
         try:
-            cloudpickle.dumps(ns[name])
+            check_picklable(ns[name])
         except Exception:  # e.g. an open file: it stays remote
             skipped.append(name)
             continue
         out[name] = ns[name]
     try:
-        cloudpickle.dumps(value)
+        check_picklable(value)
     except Exception:
         value = repr(value)
     return out, value, skipped
+
+
+def check_picklable(value: Any) -> None:
+    """Raise what pickling `value` would raise, without copying its large buffers.
+
+    Protocol 5 hands NumPy/Arrow/pandas data to `buffer_callback` instead of
+    writing it out: the check walks the object graph but copies no array, so
+    a 1 GB array costs its metadata here and is serialized once, when sent."""
+    cloudpickle.dumps(value, protocol=5, buffer_callback=lambda _buffer: False)  # out of band: not copied
 
 
 def run_cell(source: str, ns: dict, writes: list[str], has_last: bool, filename: str) -> tuple:
@@ -138,7 +147,7 @@ def shippable(user_ns: dict, reads: set[str]) -> tuple[dict, list[str]]:
             continue
         value = user_ns[name]
         try:
-            cloudpickle.dumps(value)
+            check_picklable(value)
         except Exception as e:
             reason = str(e).splitlines()[0][:120] if str(e) else ""
             skipped.append(f"{name} ({type(e).__name__}{': ' + reason if reason else ''})")
