@@ -69,6 +69,21 @@ def shm_glob(cluster_id: str) -> list[Path]:
     return sorted(shm_dir().glob(f"{SHM_PREFIX}{cluster_id}-*"))
 
 
+def spill_dir(cluster_id: str, node_id: str) -> Path:
+    """Where a node spills objects: ``$NBCLUSTER_SPILL_DIR/<cluster>-<node>`` (a big disk of
+    your choice, as Ray's object_spilling_config), else the cluster's own folder."""
+    base = os.environ.get("NBCLUSTER_SPILL_DIR", "")
+    if base:
+        return Path(base) / f"{cluster_id}-{node_id}"
+    return runtime_dir() / cluster_id / "spill" / node_id
+
+
+def store_full_marker(segment: str) -> str:
+    """The file whose presence says a node's store is over capacity and cannot spill; next to
+    the node's segments (`segment` is one of its segment paths, or the prefix ending in "-")."""
+    return segment.rsplit("-", 1)[0] + "-full"
+
+
 def worker_socket(cluster_id: str, node_id: str, worker_id: int) -> str:
     """Where a worker listens for the owners of its tasks and the callers of its actor."""
     return str(runtime_dir() / cluster_id / f"{node_id}-w{worker_id}.sock")

@@ -59,6 +59,11 @@ HEAD_SILENCE = 30.0  # seconds without the head before a joined node gives up
 DIRECT_TIMEOUT = 10.0  # seconds a driver without a node may stay silent (it sends every second)
 
 
+def segment_prefix(cluster_id: str, node_id: str) -> str:
+    """The path this node's segments start with (as `Client.segment`'s)."""
+    return f"{cfg.shm_dir()}/{cfg.SHM_PREFIX}{cluster_id}-{node_id}-"
+
+
 def rss(pid: int) -> int:
     """A process's resident memory in bytes; 0 when it is gone."""
     import psutil
@@ -99,7 +104,7 @@ class Node:
         self.relayed: dict[int, tuple[bytes, int]] = {}  # head requests of our workers
         self.relay_id = 0
         table = ObjectTable(
-            conf["object_store_memory"], cfg.shm_dir(), self.cluster_dir / "spill" / self.node_id
+            conf["object_store_memory"], cfg.shm_dir(), cfg.spill_dir(self.cluster_id, self.node_id)
         )
         self.pool = WorkerPool(self.node_id, self.cluster_id, resources, outbox)
         self.objects = Objects(self.node_id, table, self.cluster, outbox)
@@ -123,6 +128,7 @@ class Node:
         self.reported = False
         self.started_at = time.time()
         self.memory_threshold, self.memory_refresh = memory.settings(conf)
+        self.store_full = ""  # why new large values are refused (see mark_store_full)
         self.oom_pending = 0  # the worker the memory monitor killed, until it is gone
         self.oom_causes: dict[int, str] = {}  # pid -> why the monitor killed it (actors' causes)
         self.handlers = {
@@ -169,6 +175,22 @@ class Node:
     def start_zygote(self, worker_main: Callable[[int], None]) -> None:
         """Fork the zygote; must run before any ZeroMQ context exists."""
         self.zygote = self.pool.zygote = zygote.start(worker_main, self.remove_segments)
+
+    def mark_store_full(self, reason: str) -> None:
+        """Over capacity and unable to spill: a file next to the segments says so, and why, so
+        processes of this node refuse new large values with that reason (`serialization`)."""
+        if reason == self.store_full:
+            return
+        self.store_full = reason
+        marker = cfg.store_full_marker(segment_prefix(self.cluster_id, self.node_id))
+        if reason:
+            with open(marker, "w") as f:
+                f.write(reason)
+        else:
+            try:
+                os.unlink(marker)
+            except FileNotFoundError:
+                pass
 
     def remove_segments(self) -> None:
         for seg in cfg.shm_dir().glob(f"{cfg.SHM_PREFIX}{self.cluster_id}-{self.node_id}-*"):
@@ -352,6 +374,7 @@ class Node:
         table = self.objects.table
         if table.spill_if_needed():
             log.info("spilled objects; %d bytes in shared memory", table.shm_used)
+        self.mark_store_full(table.spill_error)
         self.gateway.tick()
         for ident, seen in list(self.direct.items()):
             if now - seen > DIRECT_TIMEOUT:  # its machine or process died without a BYE

@@ -86,6 +86,7 @@ class ObjectTable:
         self.spilled_bytes = 0
         self.shm_dir = shm_dir
         self.spill_dir = spill_dir
+        self.spill_error = ""  # over capacity and spilling failed: why (new large values are refused)
         self.freed_actors: list[bytes] = []
         self.doomed: dict[bytes, float] = {}
 
@@ -207,6 +208,7 @@ class ObjectTable:
     def spill_if_needed(self) -> int:
         """Move least recently used segments to disk until under capacity."""
         if self.shm_used <= self.capacity:
+            self.spill_error = ""
             return 0
         spilled = 0
         spill = str(self.spill_dir)
@@ -224,11 +226,22 @@ class ObjectTable:
                 os.unlink(e.value)
             except OSError as err:
                 log.error("could not spill %s to %s: %s", e.value, target, err)
-                break
+                try:
+                    os.unlink(target)  # no partial copy left on the full disk
+                except OSError:
+                    pass
+                self.spill_error = (
+                    f"the object store of this node holds {self.shm_used:,} bytes, over its "
+                    f"{self.capacity:,}, and spilling to {self.spill_dir} failed ({err.strerror or err}); "
+                    "free space there (or set NBCLUSTER_SPILL_DIR to a bigger disk before the "
+                    "cluster starts), or let go of refs you no longer need (del them)"
+                )
+                return spilled
             e.value = str(target)
             self.shm_used -= e.size
             self.spilled_bytes += e.size
             spilled += 1
+        self.spill_error = ""
         return spilled
 
     def clear(self) -> None:
@@ -241,3 +254,4 @@ class ObjectTable:
         self.doomed.clear()
         self.shm_used = 0
         self.spilled_bytes = 0
+        shutil.rmtree(self.spill_dir, ignore_errors=True)

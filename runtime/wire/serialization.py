@@ -32,7 +32,7 @@ from typing import Any
 
 import cloudpickle
 
-from ..config import INLINE_THRESHOLD
+from ..config import INLINE_THRESHOLD, store_full_marker
 from ..exceptions import ObjectStoreFullError, SerializationError
 from . import segments
 
@@ -148,6 +148,11 @@ def serialize(
             with collect_refs():
                 data = dumps(value)
         return data, len(data), ids
+    try:
+        with open(store_full_marker(segment_name)) as f:  # the node cannot make room: say why
+            raise ObjectStoreFullError(f"no room for a {size:,}-byte value: {f.read()}")
+    except FileNotFoundError:
+        pass
     try:
         path = segments.write_segment(segment_name, data, [b.raw() for b in buffers])
     except OSError as e:
