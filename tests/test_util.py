@@ -10,8 +10,10 @@ import threading
 import time
 
 import pytest
+from conftest import wait_for
 
 import runtime
+from runtime.snapshot import snapshot
 from runtime.util import ActorPool, as_completed, inspect_serializability, list_named_actors, map_unordered
 from runtime.util.multiprocessing import Pool
 from runtime.util.queue import Empty, Full, Queue
@@ -164,7 +166,11 @@ def test_queue_many_waiting_consumers_do_not_hold_workers(ray):
         return q.get(timeout=30)
 
     consumers = [consume.remote(q) for _ in range(4)]
-    time.sleep(0.2)
+
+    def all_waiting() -> bool:  # four consumers running at once on two CPUs, each inside get()
+        return sum(n.running.get("consume", 0) for n in snapshot().nodes) == 4
+
+    wait_for(all_waiting, timeout=30, what="four consumers waiting at once")
     for i in range(4):
         q.put(i)
     assert sorted(ray.get(consumers, timeout=30)) == [0, 1, 2, 3]
