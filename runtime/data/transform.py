@@ -64,33 +64,33 @@ class MapRows:
         self.name = getattr(fn, "__name__", "map")
 
     def __call__(self, block: blk.Block) -> blk.Block:
-        rows = []
+        rows: list[dict] = []
         for row in blk.iter_rows(block):
-            out = self.fn(row, *self.fn_args, **self.fn_kwargs)
-            if not isinstance(out, dict):
-                raise TypeError(
-                    f"the function given to map() must return a dict (a row), it returned "
-                    f"{type(out).__name__}; use flat_map() to return several rows"
-                )
-            rows.append(out)
+            rows.extend(self.rows_of(self.fn(row, *self.fn_args, **self.fn_kwargs)))
         return blk.from_rows(rows) if rows else block.slice(0, 0)
+
+    def rows_of(self, out: Any) -> list[dict]:
+        """The rows one call of the function made."""
+        if not isinstance(out, dict):
+            raise TypeError(
+                f"the function given to map() must return a dict (a row), it returned "
+                f"{type(out).__name__}; use flat_map() to return several rows"
+            )
+        return [out]
 
 
 class FlatMap(MapRows):
     """``fn(row) -> list of rows``."""
 
-    def __call__(self, block: blk.Block) -> blk.Block:
-        rows = []
-        for row in blk.iter_rows(block):
-            out = self.fn(row, *self.fn_args, **self.fn_kwargs)
-            for r in out:
-                if not isinstance(r, dict):
-                    raise TypeError(
-                        f"the function given to flat_map() must return a list of dicts, got an "
-                        f"item of type {type(r).__name__}"
-                    )
-                rows.append(r)
-        return blk.from_rows(rows) if rows else block.slice(0, 0)
+    def rows_of(self, out: Any) -> list[dict]:
+        rows = list(out)
+        for r in rows:
+            if not isinstance(r, dict):
+                raise TypeError(
+                    f"the function given to flat_map() must return a list of dicts, got an "
+                    f"item of type {type(r).__name__}"
+                )
+        return rows
 
 
 class Filter(MapRows):
