@@ -9,7 +9,10 @@
     injector thread ── every 2-6 s, one of:  kill -9 a worker │ kill -9 the actor's process
                                              kill -9 a whole non-head node (daemon, gateway,
                                              zygote, workers) and start a new one
-                 (each kind once in every four faults, in a random order)
+                                             abort a TCP connection between two of the
+                                             cluster's processes (`ss -K`), both living on
+                 (in every five faults: two worker kills and one of each other kind,
+                 in a random order)
 
 Every result is checked against the value computed here. A value is
 *correct*, *wrong* (never allowed), *lost* (its `get` raised) or *hung* (its
@@ -22,8 +25,7 @@ cluster is stopped and nothing of it may be left: no process, no
 shared-memory segment.
 
 Limits it reports rather than hides: the head is not killed (a head that
-comes back is not built yet), and connections are not dropped on their own
-(only with the processes that hold them).
+comes back is not built yet).
 
 Run: ``python benchmarks/soak.py --duration 1800`` (30 minutes) prints a
 table and, with ``--json FILE``, writes the counts. Exit status 1 when a
@@ -144,6 +146,7 @@ def check(stats: Stats, refs: list, expected: list, hang_after: float, kind: str
             got = runtime.get(ref, timeout=hang_after)
         except exceptions.GetTimeoutError:
             stats.hung += 1
+            stats.unexplained.append(f"{kind}: no value after {hang_after:.0f} s (hung)")
             continue
         except EXPLAINED as e:
             stats.lost[f"{kind}: {type(e).__name__.split('(')[0]}"] += 1
@@ -304,11 +307,42 @@ class Chaos:
             self.add_node()
             self.stats.recover_s.append(time.monotonic() - start)
 
+    def drop_connection(self) -> None:
+        """Abort one TCP connection between the cluster's processes (node-head, node-node,
+        driver-head), both processes living on: as a flaky network or a restarted switch would."""
+        pairs = set()
+        for p in [psutil.Process(), *ours(self.marker)]:
+            try:
+                for c in p.net_connections(kind="tcp"):
+                    if c.status == psutil.CONN_ESTABLISHED and c.raddr:
+                        pairs.add((c.laddr.ip, c.laddr.port, c.raddr.ip, c.raddr.port))
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        if not pairs:
+            return
+        lip, lport, rip, rport = self.rng.choice(sorted(pairs))
+        done = subprocess.run(
+            ["ss", "-K", "src", lip, "sport", "=", str(lport), "dst", rip, "dport", "=", str(rport)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode == 0 and f"{lport}" in done.stdout:
+            self.stats.faults["connection dropped"] += 1
+        else:
+            self.stats.faults["connection drop not possible here (ss -K needs root)"] += 1
+
     def inject(self) -> None:
         deck: list = []  # every kind of fault once per four, in a random order
         while not self.stop.wait(self.rng.uniform(2, 6)):
             if not deck:
-                deck = [self.kill_worker, self.kill_worker, self.kill_actor, self.kill_node]
+                deck = [
+                    self.kill_worker,
+                    self.kill_worker,
+                    self.kill_actor,
+                    self.kill_node,
+                    self.drop_connection,
+                ]
                 self.rng.shuffle(deck)
             try:
                 deck.pop()()

@@ -31,6 +31,7 @@ def test_short_chaos_soak_loses_nothing_unexplained_and_leaves_nothing(no_leaks,
         faults.get("actor process killed", 0) >= 1
         and faults.get("node killed (daemon, gateway, workers)", 0) >= 1
     )
+    assert faults.get("connection dropped", 0) >= 1, out.stdout
     assert len(result["node_death_detected_s"]) == faults["node killed (daemon, gateway, workers)"], (
         out.stdout
     )

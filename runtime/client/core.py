@@ -163,6 +163,8 @@ class Client:
             )
         if head_address:
             self.head_sock = protocol.tune(self.ctx.socket(zmq.DEALER))
+            # A fixed identity: a reply still finds us after the connection was dropped.
+            self.head_sock.setsockopt(zmq.ROUTING_ID, self.identity)
             if curve_public:
                 protocol.curve_client(self.head_sock, curve_public)
             self.head_sock.connect(f"tcp://{head_address}")

@@ -358,7 +358,7 @@ def main() -> None:
     )
     head = Head(conf, info)
     ctx = zmq.Context()
-    sock = protocol.tune(ctx.socket(zmq.ROUTER))
+    sock = protocol.router(ctx)
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)  # control messages only: a stranger cannot make us hold more
     if curve:
         protocol.curve_server(sock, curve)

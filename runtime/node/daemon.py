@@ -208,6 +208,8 @@ class Node:
         self.head = None
         if self.conf.get("head_address"):
             self.head = protocol.tune(self.ctx.socket(zmq.DEALER))
+            # A fixed identity: after a dropped connection the head still reaches us by it.
+            self.head.setsockopt(zmq.ROUTING_ID, b"node-" + self.node_id.encode())
             if curve:
                 protocol.curve_client(self.head, curve["public"])
             self.head.connect(f"tcp://{self.conf['head_address']}")

@@ -98,7 +98,7 @@ class Gateway:
         self.ctx = ctx
         self.signer = node.signer
         self.curve = curve
-        self.router = protocol.tune(ctx.socket(zmq.ROUTER))
+        self.router = protocol.router(ctx)
         if curve:
             protocol.curve_server(self.router, curve)
         if port:

@@ -296,6 +296,14 @@ def tune(sock: zmq.Socket) -> zmq.Socket:
     return sock
 
 
+def router(ctx: zmq.Context) -> zmq.Socket:
+    """A listening ROUTER: a peer that reconnects with its fixed identity (after a dropped
+    connection) takes its old place instead of being refused."""
+    sock = tune(ctx.socket(zmq.ROUTER))
+    sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    return sock
+
+
 def curve_server(sock: zmq.Socket, keys: dict) -> None:
     """CurveZMQ: encrypt and authenticate this listening socket with the cluster's keys."""
     sock.curve_server = True
