@@ -106,7 +106,8 @@ def start_cluster(
     `durable` (``nbcluster start --head``): this machine's node outlives the
     head, waiting `head_silence` seconds for it to come back. `restore`: the
     connection info of a cluster whose head died; the new head takes its id,
-    key and port and reloads its control store (its node is kept if it still runs).
+    key and port and reloads its control store (its node is kept if it still runs);
+    ``proc.restored`` then says what came back ({"nodes": n, "named_actors": m}).
     """
     cfg.remove_stale_clusters(keep=restore.cluster_id if restore else "")
     settings = {
@@ -134,6 +135,7 @@ def start_cluster(
     if restore is not None:
         settings["restore"] = dataclasses.asdict(restore)
     reply, proc = _spawn("runtime.head", "main", settings, keep_stdin=embedded, env=env)
+    proc.restored = reply.get("restored")  # type: ignore[attr-defined]  # what a restored head took back
     info = cfg.ConnectionInfo(**reply["info"])
     return info, proc, int(reply["node_pid"])
 

@@ -6,6 +6,7 @@ head is gone, and the decisions of `runtime.head.restore` with plain data.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import signal
@@ -156,17 +157,23 @@ def test_head_killed_mid_workload_comes_back_with_its_state(no_leaks):
     assert runtime.get([counter.incr.remote(), keeper.incr.remote()]) == [12, 102]
     status = nbcluster("status", "--address", address)
     assert status.returncode == 1 and f"nbcluster start --head --port {port}" in status.stderr, status.stderr
+    # A request to the head made now waits for it (ZeroMQ keeps it until the head is back).
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(runtime.get_actor, "counter")
 
-    back = nbcluster("start", "--head", "--port", str(port), "--num-cpus", "2")
-    assert back.returncode == 0, back.stderr
-    assert "Restarted the head" in back.stdout, back.stdout
+        back = nbcluster("start", "--head", "--port", str(port), "--num-cpus", "2")
+        assert back.returncode == 0, back.stderr
+        assert "Restarted the head" in back.stdout and "2 nodes and 2 named actors" in back.stdout, (
+            back.stdout
+        )
+        assert runtime.get(waiting.result(timeout=30).incr.remote()) == 13
     assert runtime.get(in_flight) == [i * i for i in range(60)]
     wait_for(lambda: _alive_nodes(port) == nodes_before, timeout=30, what="both nodes back in status")
     text = nbcluster("status", "--address", address)
     assert text.returncode == 0 and "DEAD" not in text.stdout, text.stdout
 
     # Named actors are found by name, with their state; the head takes new names again.
-    assert runtime.get(runtime.get_actor("counter").incr.remote()) == 13
+    assert runtime.get(runtime.get_actor("counter").incr.remote()) == 14
     assert runtime.get(runtime.get_actor("keeper").incr.remote()) == 103
     other = Counter.options(name="after").remote(0)
     assert runtime.get(other.incr.remote()) == 1
@@ -249,3 +256,25 @@ def test_stop_stops_a_node_whose_head_is_gone(no_leaks):
     stop = nbcluster("stop")
     assert stop.returncode == 0 and "its head was gone" in stop.stdout, stop.stdout + stop.stderr
     wait_for(lambda: not ours(no_leaks), timeout=20, what="the node to exit")
+
+
+def test_a_head_without_its_store_asks_its_nodes_to_say_hello_again(no_leaks):
+    port = _port()
+    address = f"127.0.0.1:{port}"
+    assert nbcluster("start", "--head", "--port", str(port), "--num-cpus", "1").returncode == 0
+    assert nbcluster("start", "--address", address, "--num-cpus", "1").returncode == 0
+    wait_for(lambda: len(_alive_nodes(port)) == 2, timeout=30, what="two nodes")
+    nodes_before = _alive_nodes(port)
+    folder = cfg.find_cluster(address).directory
+    _kill_head(port)
+    for f in folder.glob("control.db*"):  # the store is lost (say, a disk was wiped)
+        f.unlink()
+    back = nbcluster("start", "--head", "--port", str(port), "--num-cpus", "1")
+    assert back.returncode == 0 and "Restarted the head" in back.stdout, back.stdout + back.stderr
+    # Unknown nodes are told to say NODE_HELLO again (REJOIN) when they report.
+    wait_for(lambda: _alive_nodes(port) == nodes_before, timeout=30, what="both nodes to join again")
+    runtime.init(address=address)
+    assert runtime.get(square.remote(7)) == 49
+    runtime.shutdown()
+    assert nbcluster("stop").returncode == 0
+    wait_for(lambda: not ours(no_leaks), timeout=20, what="every cluster process to exit")

@@ -1,4 +1,5 @@
-"""The chaos soak, short: a mixed workload on three nodes while workers, the actor and a node are killed."""
+"""The chaos soak, short: a mixed workload on three nodes while workers, the actor, a node and the
+head are killed."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ def test_short_chaos_soak_loses_nothing_unexplained_and_leaves_nothing(no_leaks,
         faults.get("actor process killed", 0) >= 1
         and faults.get("node killed (daemon, gateway, workers)", 0) >= 1
     )
+    # The head was killed -9 and started again; the work went on and nothing was lost to it.
+    assert faults.get("head killed (and started again)", 0) >= 1, out.stdout
+    assert len(result["head_back_s"]) == faults["head killed (and started again)"], out.stdout
     assert len(result["node_death_detected_s"]) == faults["node killed (daemon, gateway, workers)"], (
         out.stdout
     )

@@ -178,10 +178,11 @@ def cmd_start(args: argparse.Namespace) -> int:
 
     info, proc, _ = start(old)
     if old is not None:
+        back = getattr(proc, "restored", None) or {}
         print(
-            f"Restarted the head of the cluster at {info.head_address} ({info.cluster_id}): its nodes, "
-            "named and detached actors and jobs are back from its control store; nodes and drivers "
-            "reconnect by themselves."
+            f"Restarted the head of the cluster at {info.head_address} ({info.cluster_id}) from its "
+            f"control store: {back.get('nodes', 0)} nodes and {back.get('named_actors', 0)} named actors "
+            "are back; nodes and drivers reconnect by themselves."
         )
     else:
         print(
@@ -307,6 +308,7 @@ def _start_node(args: argparse.Namespace, resources: dict[str, float]) -> int:
         node_ip=node_ip,
         block=args.block,
         gateway_port=args.gateway_port,
+        head_silence=args.head_timeout,
     )
     print(
         f"Node {reply['node_id']} joined the cluster at {info.head_address} with {_offer(resources)}; "
@@ -375,7 +377,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    headless = [] if args.address else _stop_headless()
+    port = int(args.address.rpartition(":")[2]) if args.address else 0
+    headless = _stop_headless(port)
+    if args.address and headless and cfg.find_cluster(args.address) is None:
+        return 0
     if args.address:
         targets = [_find(args.address)]
     else:
@@ -406,10 +411,11 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_headless() -> list[cfg.ConnectionInfo]:
-    """Clusters whose head died while their node waits for it: the node stops and cleans up."""
+def _stop_headless(port: int = 0) -> list[cfg.ConnectionInfo]:
+    """Clusters whose head died while their node waits for it (on `port`, or all): the node
+    stops and cleans up."""
     stopped = []
-    while (info := cfg.headless_cluster()) is not None and info not in stopped:
+    while (info := cfg.headless_cluster(port)) is not None and info not in stopped:
         try:
             os.kill(info.node_pid, signal.SIGTERM)
         except ProcessLookupError:

@@ -37,10 +37,10 @@ from typing import Any
 import zmq
 
 from .. import config as cfg
-from ..node.zygote import set_parent_death_signal
 from ..wire import protocol
 from ..wire.protocol import Kind
 from . import restore
+from .lifetime import fork_node, wait_node
 from .store import ControlStore, Stored, path_in
 
 log = logging.getLogger("runtime.head")
@@ -383,7 +383,7 @@ def main() -> None:
 
     w = -1
     if not keep_node:
-        node_pid, w = _fork_node(node_conf, durable, bool(conf.get("embedded")))
+        node_pid, w = fork_node(node_conf, durable, bool(conf.get("embedded")))
 
     logging.basicConfig(
         filename=str(cluster_dir / "logs" / "head.log"),
@@ -403,6 +403,8 @@ def main() -> None:
         curve_secret=curve["secret"] if curve else "",
         node_pid=node_pid,
     )
+    if old and not path_in(cluster_dir).exists():
+        log.warning("no control store in %s: nodes are asked to say hello again; names are lost", cluster_dir)
     store = ControlStore(path_in(cluster_dir))
     head = Head(conf, info, store)
     if old:
@@ -467,79 +469,7 @@ def main() -> None:
         store.close()
         if w >= 0:
             os.close(w)  # a node that follows this process sees EOF and shuts down
-        _wait_node(node_pid, child=w >= 0)
+        wait_node(node_pid, child=w >= 0)
         for seg in cfg.shm_glob(cluster_id):
             seg.unlink(missing_ok=True)
         shutil.rmtree(cluster_dir, ignore_errors=True)
-
-
-def _fork_node(node_conf: dict, durable: bool, embedded: bool) -> tuple[int, int]:
-    """Fork this machine's node daemon; return (its pid, the write end of the pipe it may follow).
-
-    Embedded in a driver (``init()``): it dies with this process (the pipe, and
-    SIGKILL as parent-death signal). Durable: it outlives this process, so a
-    head started again finds it; in ``--block`` mode it follows the owner's
-    pipe (this process' stdin, which it inherits) instead.
-    """
-    from .. import node
-
-    r, w = os.pipe()
-    node_pid = os.fork()
-    if node_pid == 0:
-        os.close(w)
-        code = 0
-        try:
-            if durable:
-                os.close(r)
-                node.main(node_conf, parent_fd=sys.stdin.fileno() if embedded else None)
-            else:
-                set_parent_death_signal(signal.SIGKILL)
-                node.main(node_conf, parent_fd=r)
-        except BaseException:
-            logging.getLogger("runtime.node").exception("node failed")
-            code = 1
-        finally:
-            if durable:
-                _clean_if_headless(node_conf["cluster_id"])
-            os._exit(code)
-    os.close(r)
-    return node_pid, w
-
-
-def _clean_if_headless(cluster_id: str) -> None:
-    """A durable node that stops while no head runs (it gave up waiting) leaves nothing behind."""
-    folder = cfg.runtime_dir() / cluster_id
-    try:
-        info = cfg.ConnectionInfo.read(folder / "connection.json")
-    except (OSError, ValueError, TypeError):
-        info = None
-    if info is not None and info.alive():
-        return  # the head cleans up once this node is gone
-    for seg in cfg.shm_glob(cluster_id):
-        seg.unlink(missing_ok=True)
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def _wait_node(pid: int, child: bool, timeout: float = 5.0) -> None:
-    """Give this machine's node `timeout` s to stop (it was told EXIT), then SIGTERM, then SIGKILL."""
-
-    def gone() -> bool:
-        if child:
-            try:
-                return os.waitpid(pid, os.WNOHANG)[0] != 0
-            except ChildProcessError:  # reaped already
-                return True
-        return not cfg.pid_alive(pid)
-
-    for sig in (signal.SIGTERM, signal.SIGKILL, None):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if gone():
-                return
-            time.sleep(0.01)
-        if sig is None:
-            return
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
