@@ -5,7 +5,10 @@
     drivers ──REQUEST(hello | nodes | snapshot | register_name | lookup_name | shutdown)──┐
     nodes   ──NODE_HELLO, NODE_REPORT (every second), ACTOR_EVENT (named actors)──────────┤
                                                                                          ▼
-                          ROUTER tcp://host:port ─▶ nodes{}, names{}, jobs ─▶ REPLY / EXIT
+                          ROUTER tcp://host:port ─▶ nodes{}, names{}, jobs ─▶ REPLY / EXIT / REJOIN
+                                                        │ every change that matters, before the reply
+                                                        ▼
+                                       control.db (store.py) ─▶ read back by a head started again
 
 The head process also forks the head machine's node daemon at start-up
 (before any ZeroMQ context exists), so ``nbcluster start --head`` and an
@@ -13,7 +16,9 @@ embedded ``init()`` cost one Python start-up. Its life is tied to its
 owner: an embedded head (started by ``init()``) exits when its driver's
 pipe closes, even after ``kill -9`` of the driver; the node it forked
 exits with it; the node's zygote takes the workers and the shared memory
-with it.
+with it. The node of ``nbcluster start --head`` outlives its head instead,
+so that a head started again finds it (`lifetime.py`; `restore.py` decides
+what a restarted head trusts).
 
 Start-up protocol: the launcher writes one JSON line of settings to the
 head's stdin; the head answers one JSON line (the connection info) on
