@@ -9,9 +9,11 @@
     injector thread ── every 2-6 s, one of:  kill -9 a worker │ kill -9 the actor's process
                                              kill -9 a whole non-head node (daemon, gateway,
                                              zygote, workers) and start a new one
+                                             kill -9 the head process and start it again
+                                             (`nbcluster start --head` on its port restores it)
                                              abort a TCP connection between two of the
                                              cluster's processes (`ss -K`), both living on
-                 (in every five faults: two worker kills and one of each other kind,
+                 (in every six faults: two worker kills and one of each other kind,
                  in a random order)
 
 Every result is checked against the value computed here. A value is
@@ -24,8 +26,11 @@ preceded it (README "Failures"): `WorkerCrashedError` after retries ran out,
 cluster is stopped and nothing of it may be left: no process, no
 shared-memory segment.
 
-Limits it reports rather than hides: the head is not killed (a head that
-comes back is not built yet).
+While the head is down the workload goes on (tasks and actor calls do not
+need it); the injector measures how long the head was away and how long
+until it answered again. Limits it reports rather than hides: the head
+machine's node is never killed with its head (a cluster whose head and head
+node both die is started afresh, see README "Failures").
 
 Run: ``python benchmarks/soak.py --duration 1800`` (30 minutes) prints a
 table and, with ``--json FILE``, writes the counts. Exit status 1 when a
@@ -56,6 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import runtime  # noqa: E402
+from runtime import config as cfg  # noqa: E402
 from runtime import exceptions  # noqa: E402
 
 EXPLAINED = (
@@ -121,6 +127,7 @@ class Stats:
         self.faults: Counter[str] = Counter()
         self.detect_s: list[float] = []
         self.recover_s: list[float] = []
+        self.head_back_s: list[float] = []  # head killed -> started again and answering
         self.actor_incarnations: set[int] = set()
         self.lock = threading.Lock()
 
@@ -134,6 +141,7 @@ class Stats:
             "unexplained": self.unexplained,
             "faults": dict(self.faults),
             "node_death_detected_s": [round(x, 2) for x in self.detect_s],
+            "head_back_s": [round(x, 2) for x in self.head_back_s],
             "node_replaced_s": [round(x, 2) for x in self.recover_s],
             "actor_incarnations": len(self.actor_incarnations),
         }
@@ -332,8 +340,21 @@ class Chaos:
         else:
             self.stats.faults["connection drop not possible here (ss -K needs root)"] += 1
 
+    def kill_head(self) -> None:
+        info = cfg.find_cluster(self.address)
+        if info is None:
+            return
+        os.kill(info.head_pid, 9)
+        killed = time.monotonic()
+        while cfg.pid_alive(info.head_pid):
+            time.sleep(0.05)
+        self.stats.faults["head killed (and started again)"] += 1
+        cli("start", "--head", "--port", self.address.split(":")[1], "--num-cpus", "2")
+        runtime.nodes()  # the driver's requests to the head are answered again
+        self.stats.head_back_s.append(time.monotonic() - killed)
+
     def inject(self) -> None:
-        deck: list = []  # every kind of fault once per four, in a random order
+        deck: list = []  # in every six faults each kind once (workers twice), in a random order
         while not self.stop.wait(self.rng.uniform(2, 6)):
             if not deck:
                 deck = [
@@ -341,6 +362,7 @@ class Chaos:
                     self.kill_worker,
                     self.kill_actor,
                     self.kill_node,
+                    self.kill_head,
                     self.drop_connection,
                 ]
                 self.rng.shuffle(deck)
@@ -445,6 +467,11 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  node death detected after {min(stats.detect_s):.1f}-{max(stats.detect_s):.1f} s; "
             f"replacement joined after {min(stats.recover_s):.1f}-{max(stats.recover_s):.1f} s"
+        )
+    if stats.head_back_s:
+        print(
+            f"  head killed and back (started again, answering) after "
+            f"{min(stats.head_back_s):.1f}-{max(stats.head_back_s):.1f} s"
         )
     print(f"  actor incarnations seen: {len(stats.actor_incarnations)}")
     print(f"  left behind: {result['left_behind']}")

@@ -119,6 +119,14 @@ def init(
                 if address != "auto":
                     info.head_address = address
             elif info is None:
+                port = address.rpartition(":")[2]
+                headless = cfg.headless_cluster(int(port) if port.isdigit() else 0)
+                if headless is not None and (address == "auto" or port.isdigit()):
+                    raise ConnectionFailedError(
+                        f"the head of the cluster at {headless.head_address} is down (its node still "
+                        "runs and waits for it); retry once it is back. If it was killed, `nbcluster "
+                        f"start --head --port {headless.head_address.rpartition(':')[2]}` restores it."
+                    )
                 if address == "auto" or token is None:
                     raise ConnectionFailedError(
                         f"no running cluster found at {address!r} on this machine. Start one with "

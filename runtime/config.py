@@ -104,6 +104,7 @@ class ConnectionInfo:
     curve_public: str = ""  # CurveZMQ server key, when encryption is on
     curve_secret: str = ""  # held by the head and every node: they all serve with it
     role: str = "head"  # "node": a node that joined a head on another machine (or port)
+    node_pid: int = 0  # the head machine's node daemon (it may outlive a head started by the CLI)
 
     @property
     def directory(self) -> Path:
@@ -206,15 +207,31 @@ def find_cluster(address: str | None = None) -> ConnectionInfo | None:
     return None
 
 
+def headless_cluster(port: int = 0) -> ConnectionInfo | None:
+    """A cluster of this machine whose head died but whose node still runs and waits for it
+    (the newest, or the one on `port`): `nbcluster start --head` on its port restores it."""
+    found = [
+        info
+        for info in list_clusters(include_dead=True)
+        if not info.alive() and pid_alive(info.node_pid) and not info.embedded
+    ]
+    if port:  # one head listens on a port of this machine, whatever its interface
+        found = [i for i in found if i.head_address.rpartition(":")[2] == str(port)]
+    return found[0] if found else None
+
+
 def _same_host(a: str, b: str) -> bool:
     local = {"127.0.0.1", "localhost", "0.0.0.0", "::1", ""}
     return a in local and b in local
 
 
-def remove_stale_clusters() -> None:
-    """Delete folders and segments of clusters whose head is gone (killed -9)."""
+def remove_stale_clusters(keep: str = "") -> None:
+    """Delete folders and segments of clusters whose head is gone (killed -9), unless their
+    node still runs (it waits for the head to come back, see `headless_cluster`) or it is `keep`."""
     for info in list_clusters(include_dead=True):
-        if info.alive() or time.time() - info.started_at < 5:
+        if info.alive() or pid_alive(info.node_pid) or info.cluster_id == keep:
+            continue
+        if time.time() - info.started_at < 5:
             continue
         for seg in shm_glob(info.cluster_id):
             seg.unlink(missing_ok=True)

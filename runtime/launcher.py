@@ -13,6 +13,7 @@ after the settings are read and the cluster lives until ``nbcluster stop``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import select
@@ -96,9 +97,19 @@ def start_cluster(
     node_ip: str | None = None,
     gateway_port: int = 0,
     memory_usage_threshold: float | None = None,
+    durable: bool = False,
+    head_silence: float | None = None,
+    restore: cfg.ConnectionInfo | None = None,
 ) -> tuple[cfg.ConnectionInfo, subprocess.Popen, int]:
-    """Start a head (and its node); return (connection info, head process, node pid)."""
-    cfg.remove_stale_clusters()
+    """Start a head (and its node); return (connection info, head process, node pid).
+
+    `durable` (``nbcluster start --head``): this machine's node outlives the
+    head, waiting `head_silence` seconds for it to come back. `restore`: the
+    connection info of a cluster whose head died; the new head takes its id,
+    key and port and reloads its control store (its node is kept if it still runs);
+    ``proc.restored`` then says what came back ({"nodes": n, "named_actors": m}).
+    """
+    cfg.remove_stale_clusters(keep=restore.cluster_id if restore else "")
     settings = {
         "resources": resources,
         "object_store_memory": int(object_store_memory or default_object_store_memory()),
@@ -117,7 +128,14 @@ def start_cluster(
         settings["gateway_port"] = gateway_port
     if memory_usage_threshold:
         settings["memory_usage_threshold"] = memory_usage_threshold
+    if durable:
+        settings["durable"] = True
+    if head_silence is not None:
+        settings["head_silence"] = head_silence
+    if restore is not None:
+        settings["restore"] = dataclasses.asdict(restore)
     reply, proc = _spawn("runtime.head", "main", settings, keep_stdin=embedded, env=env)
+    proc.restored = reply.get("restored")  # type: ignore[attr-defined]  # what a restored head took back
     info = cfg.ConnectionInfo(**reply["info"])
     return info, proc, int(reply["node_pid"])
 
@@ -133,6 +151,7 @@ def start_node(
     env: dict[str, str] | None = None,
     gateway_port: int = 0,
     memory_usage_threshold: float | None = None,
+    head_silence: float | None = None,
 ) -> tuple[dict, subprocess.Popen]:
     """Start a node daemon that joins the head in `info`; return ({node_id, gateway, pid}, process)."""
     settings = {
@@ -147,6 +166,7 @@ def start_node(
         "block": block,
         "gateway_port": gateway_port,
         "memory_usage_threshold": memory_usage_threshold,
+        "head_silence": head_silence,
     }
     return _spawn("runtime.node", "standalone", settings, keep_stdin=block, env=env)
 

@@ -1,4 +1,5 @@
-"""The chaos soak, short: a mixed workload on three nodes while workers, the actor and a node are killed."""
+"""The chaos soak, short: a mixed workload on three nodes while workers, the actor, a node and the
+head are killed."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from conftest import ROOT
 def test_short_chaos_soak_loses_nothing_unexplained_and_leaves_nothing(no_leaks, tmp_path):
     out_file = tmp_path / "soak.json"
     out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--duration", "50", "--json", str(out_file)],
+        [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--duration", "60", "--json", str(out_file)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -32,6 +33,9 @@ def test_short_chaos_soak_loses_nothing_unexplained_and_leaves_nothing(no_leaks,
         and faults.get("node killed (daemon, gateway, workers)", 0) >= 1
     )
     assert faults.get("connection dropped", 0) >= 1, out.stdout
+    # The head was killed -9 and started again; the work went on and nothing was lost to it.
+    assert faults.get("head killed (and started again)", 0) >= 1, out.stdout
+    assert len(result["head_back_s"]) == faults["head killed (and started again)"], out.stdout
     assert len(result["node_death_detected_s"]) == faults["node killed (daemon, gateway, workers)"], (
         out.stdout
     )

@@ -5,8 +5,12 @@
     nbcluster start --head [--host 127.0.0.1] [--port 6380] [--num-cpus N] [--num-gpus G]
                     [--resources JSON] [--object-store-memory BYTES] [--block]
                     [--memory-usage-threshold FRACTION]
-                    [--no-encryption] [--node-timeout S] [--node-ip-address IP]
+                    [--no-encryption] [--node-timeout S] [--node-ip-address IP] [--head-timeout S]
     nbcluster start --address HOST:PORT [--token-file FILE] [--num-cpus N] ... [--block]
+
+A head started again on the port of a cluster whose head died (``kill -9``, a
+crash) while its node still runs restores that cluster from its control store;
+``--block`` restarts its head by itself.
     nbcluster status [--address HOST:PORT] [--token-file FILE]
     nbcluster stop [--address HOST:PORT] [--all]
     nbcluster demo [--tasks N] [--samples N]
@@ -68,6 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=None,
         help="seconds without a heartbeat before a node is declared dead (default 5)",
+    )
+    start.add_argument(
+        "--head-timeout",
+        type=float,
+        default=None,
+        help="seconds a node waits for a head that is gone (to be started again) before it stops "
+        "(default 30)",
     )
     start.add_argument("--port", type=int, default=cfg.DEFAULT_PORT, help="port (default 6380)")
     start.add_argument("--num-cpus", type=float, default=None, help="CPUs to offer (default: all cores)")
@@ -146,22 +157,38 @@ def cmd_start(args: argparse.Namespace) -> int:
     resources = launcher.default_resources(args.num_cpus, args.num_gpus, args.resources)
     if args.address:
         return _start_node(args, resources)
-    info, proc, _ = launcher.start_cluster(
-        resources=resources,
-        object_store_memory=args.object_store_memory,
-        memory_usage_threshold=args.memory_usage_threshold,
-        host=args.host or "127.0.0.1",
-        port=args.port,
-        embedded=args.block,
-        encrypt=False if args.no_encryption else None,
-        node_timeout=args.node_timeout,
-        node_ip=args.node_ip_address,
-        gateway_port=args.gateway_port,
-    )
-    print(
-        f"Started a cluster at {info.head_address} with {_offer(resources)}"
-        + (" (encrypted with CurveZMQ)." if info.curve_public else ".")
-    )
+    old = cfg.headless_cluster(args.port) if args.port else None
+
+    def start(restore: cfg.ConnectionInfo | None):
+        return launcher.start_cluster(
+            resources=resources,
+            object_store_memory=args.object_store_memory,
+            memory_usage_threshold=args.memory_usage_threshold,
+            host=args.host or "127.0.0.1",
+            port=args.port,
+            embedded=args.block,
+            encrypt=False if args.no_encryption else None,
+            node_timeout=args.node_timeout,
+            node_ip=args.node_ip_address,
+            gateway_port=args.gateway_port,
+            durable=True,
+            head_silence=args.head_timeout,
+            restore=restore,
+        )
+
+    info, proc, _ = start(old)
+    if old is not None:
+        back = getattr(proc, "restored", None) or {}
+        print(
+            f"Restarted the head of the cluster at {info.head_address} ({info.cluster_id}) from its "
+            f"control store: {back.get('nodes', 0)} nodes and {back.get('named_actors', 0)} named actors "
+            "are back; nodes and drivers reconnect by themselves."
+        )
+    else:
+        print(
+            f"Started a cluster at {info.head_address} with {_offer(resources)}"
+            + (" (encrypted with CurveZMQ)." if info.curve_public else ".")
+        )
     print(f"  Connection file (holds the key): {info.path}")
     if not cfg.is_loopback(info.head_address.rpartition(":")[0]):
         print("  Other machines:   copy the connection file there as cluster.key, then")
@@ -174,7 +201,56 @@ def cmd_start(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     if not args.block:
         return 0
-    return _wait_foreground(proc, "Cluster stopped.")
+    return _supervise(proc, info, start)
+
+
+def _supervise(proc, info: cfg.ConnectionInfo, start) -> int:
+    """``start --head --block``: stay in the foreground; a head that dies (killed, crashed) is
+    started again with the cluster's state, until Ctrl-C or SIGTERM stops the cluster.
+
+    Every head's stdin pipe stays open until the end: this machine's node follows the first
+    one (it outlives the heads), so closing them all is what stops the cluster."""
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    heads = [proc]
+    try:
+        while not stopping:
+            code = proc.poll()
+            if code is None:
+                time.sleep(0.2)
+                continue
+            if code == 0:  # it stopped on purpose (`nbcluster stop --all`)
+                break
+            print(f"The head exited ({_exit_reason(code)}); starting it again with the cluster's state.")
+            sys.stdout.flush()
+            try:
+                info, proc, _ = start(info)
+            except ConnectionFailedError as e:
+                print(f"nbcluster start: the head could not be started again: {e}", file=sys.stderr)
+                break
+            heads.append(proc)
+            print(f"The head is back at {info.head_address}.")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+    for head in heads:
+        if head.stdin is not None:
+            try:
+                head.stdin.close()
+            except OSError:
+                pass
+    launcher.stop_embedded(proc)
+    print("Cluster stopped.")
+    return 0
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def _offer(resources: dict[str, float]) -> str:
@@ -232,6 +308,7 @@ def _start_node(args: argparse.Namespace, resources: dict[str, float]) -> int:
         node_ip=node_ip,
         block=args.block,
         gateway_port=args.gateway_port,
+        head_silence=args.head_timeout,
     )
     print(
         f"Node {reply['node_id']} joined the cluster at {info.head_address} with {_offer(resources)}; "
@@ -267,6 +344,15 @@ def _head_client(info: cfg.ConnectionInfo):
 def _find(address: str | None) -> cfg.ConnectionInfo:
     info = cfg.find_cluster(address)
     if info is None:
+        port = int(address.rpartition(":")[2]) if address and address != "auto" else 0
+        headless = cfg.headless_cluster(port)
+        if headless is not None:
+            raise ConnectionFailedError(
+                f"the head of the cluster at {headless.head_address} is not running, but its node "
+                "still is and waits for it: start it again with `nbcluster start --head --port "
+                f"{headless.head_address.rpartition(':')[2]}` (it comes back with its state), or "
+                "stop what is left with `nbcluster stop`."
+            )
         where = f"at {address}" if address else "on this machine"
         raise ConnectionFailedError(
             f"no running cluster found {where}. Start one with `nbcluster start --head`."
@@ -291,10 +377,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    port = int(args.address.rpartition(":")[2]) if args.address else 0
+    headless = _stop_headless(port)
+    if args.address and headless and cfg.find_cluster(args.address) is None:
+        return 0
     if args.address:
         targets = [_find(args.address)]
     else:
         targets = [c for c in cfg.list_clusters() if args.all or not c.embedded]
+    if not targets and headless:
+        return 0
     if not targets:
         print(
             "No cluster started with `nbcluster start` is running"
@@ -317,6 +409,21 @@ def cmd_stop(args: argparse.Namespace) -> int:
         _wait_gone(info)
         print(f"Stopped the cluster at {info.head_address}.")
     return 0
+
+
+def _stop_headless(port: int = 0) -> list[cfg.ConnectionInfo]:
+    """Clusters whose head died while their node waits for it (on `port`, or all): the node
+    stops and cleans up."""
+    stopped = []
+    while (info := cfg.headless_cluster(port)) is not None and info not in stopped:
+        try:
+            os.kill(info.node_pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        _wait_gone(cfg.ConnectionInfo(**{**info.__dict__, "head_pid": info.node_pid}))
+        print(f"Stopped the node of the cluster at {info.head_address} (its head was gone).")
+        stopped.append(info)
+    return stopped
 
 
 def _wait_gone(info: cfg.ConnectionInfo, timeout: float = 15.0) -> None:

@@ -274,10 +274,19 @@ class Client:
             self.requests.pop(req_id, None)
             if self.signer.auth_failed:
                 raise ConnectionFailedError(self.auth_failed_message()) from None
+            if self.dead_reason:
+                raise ConnectionFailedError(self.dead_reason) from None
+            if dest == NODE and op != "relay":
+                raise ConnectionFailedError(
+                    f"the cluster did not answer {op!r} within {timeout} s; is it "
+                    "running? Check with `nbcluster status`."
+                ) from None
+            name = args[0] if op == "relay" else op
             raise ConnectionFailedError(
-                self.dead_reason
-                or f"the cluster did not answer {op!r} within {timeout} s; is it "
-                "running? Check with `nbcluster status`."
+                f"the head did not answer {name!r} within {timeout} s: it may be down or "
+                "restarting. Tasks and actor calls keep running without it; retry once "
+                "`nbcluster status` answers (a head killed while its node runs comes back with its "
+                "state: `nbcluster start --head` on the same port)."
             ) from None
         if not ok:
             raise payload

@@ -5,7 +5,10 @@
     drivers ──REQUEST(hello | nodes | snapshot | register_name | lookup_name | shutdown)──┐
     nodes   ──NODE_HELLO, NODE_REPORT (every second), ACTOR_EVENT (named actors)──────────┤
                                                                                          ▼
-                          ROUTER tcp://host:port ─▶ nodes{}, names{}, jobs ─▶ REPLY / EXIT
+                          ROUTER tcp://host:port ─▶ nodes{}, names{}, jobs ─▶ REPLY / EXIT / REJOIN
+                                                        │ every change that matters, before the reply
+                                                        ▼
+                                       control.db (store.py) ─▶ read back by a head started again
 
 The head process also forks the head machine's node daemon at start-up
 (before any ZeroMQ context exists), so ``nbcluster start --head`` and an
@@ -13,7 +16,9 @@ embedded ``init()`` cost one Python start-up. Its life is tied to its
 owner: an embedded head (started by ``init()``) exits when its driver's
 pipe closes, even after ``kill -9`` of the driver; the node it forked
 exits with it; the node's zygote takes the workers and the shared memory
-with it.
+with it. The node of ``nbcluster start --head`` outlives its head instead,
+so that a head started again finds it (`lifetime.py`; `restore.py` decides
+what a restarted head trusts).
 
 Start-up protocol: the launcher writes one JSON line of settings to the
 head's stdin; the head answers one JSON line (the connection info) on
@@ -37,9 +42,11 @@ from typing import Any
 import zmq
 
 from .. import config as cfg
-from ..node.zygote import set_parent_death_signal
 from ..wire import protocol
 from ..wire.protocol import Kind
+from . import restore
+from .lifetime import fork_node, wait_node
+from .store import ControlStore, Stored, path_in
 
 log = logging.getLogger("runtime.head")
 NODE_TIMEOUT = 5.0
@@ -48,7 +55,7 @@ FORGET = 600.0  # seconds a dead node stays listed (status shows it as DEAD) bef
 
 
 class Head:
-    def __init__(self, conf: dict, info: cfg.ConnectionInfo) -> None:
+    def __init__(self, conf: dict, info: cfg.ConnectionInfo, store: ControlStore | None = None) -> None:
         self.conf = conf
         self.info = info
         self.signer = protocol.Signer(bytes.fromhex(info.key))
@@ -61,6 +68,30 @@ class Head:
         self.node_timeout = float(conf.get("node_timeout", NODE_TIMEOUT))
         self.next_view = 0.0
         self.view_due = False  # membership changed this turn: send the view once, after it
+        self.store = store  # every change that matters is written there before it is answered
+        self.restored: Stored | None = None
+
+    def restore(self, stored: Stored) -> None:
+        """Take back what a head of this cluster stored before it died (`restore.trusted_nodes`)."""
+        self.restored = stored
+        self.nodes = restore.trusted_nodes(
+            stored.nodes, time.monotonic(), time.time(), self.node_timeout, FORGET
+        )
+        self.names = dict(stored.names)
+        self.next_job = stored.next_job
+        log.info(
+            "restored %d nodes (%d alive), %d named actors, %d jobs; next job %d",
+            len(self.nodes),
+            sum(n["alive"] for n in self.nodes.values()),
+            len(self.names),
+            len(stored.jobs),
+            self.next_job,
+        )
+
+    def persist(self, op: str, *args: Any) -> None:
+        """Write a change to the control store (a no-op without one); raises if the disk refuses."""
+        if self.store is not None:
+            getattr(self.store, op)(*args)
 
     def send_view(self, sock: zmq.Socket) -> None:
         """Every second (and after a membership change, once per turn): each node learns
@@ -71,6 +102,7 @@ class Head:
         for node_id in [k for k, n in self.nodes.items() if not n["alive"] and now - n["last_seen"] > FORGET]:
             del self.nodes[node_id]  # dead for long: out of every view
             self.node_idents.pop(node_id, None)
+            self.persist("forget_node", node_id)
         self.flush(sock)  # what was emitted before (NODE_DEAD) goes first
         view = [
             {
@@ -98,6 +130,7 @@ class Head:
         node["alive"] = False
         node["dead_reason"] = reason
         log.warning("node %s is gone: %s", node_id, reason)
+        self.persist("node_dead", node_id, reason)
         for other, ident in self.node_idents.items():
             if other != node_id and self.nodes[other]["alive"]:
                 self.emit(ident, (Kind.NODE_DEAD, node_id, reason))
@@ -161,8 +194,8 @@ class Head:
         kind = msg[0]
         if kind == Kind.NODE_HELLO:
             _, node_id, address, resources, pid, hostname, ip, gateway = msg
-            known = self.nodes.get(node_id)
-            if known is not None and self.node_idents.get(node_id) != ident:
+            known, known_ident = self.nodes.get(node_id), self.node_idents.get(node_id)
+            if known is not None and known_ident is not None and known_ident != ident:
                 log.error("a second node calls itself %s (from %s); told to stop", node_id, ip)
                 self.emit(ident, (Kind.EXIT,))  # ids are random: start it again for a new one
                 return
@@ -183,12 +216,20 @@ class Head:
             }
             log.info("node %s joined from %s (%s) with %s", node_id, ip, gateway, resources)
             self.view_due = True
+            self.persist("node_joined", self.nodes[node_id])
         elif kind == Kind.NODE_REPORT:
             node = self.nodes.get(msg[1])
-            if node is not None and not node["alive"]:
+            action = restore.on_report(node, self.node_idents.get(msg[1]), ident)
+            if action == restore.REJOIN:  # unknown: a head that died before storing its HELLO
+                self.emit(ident, (Kind.REJOIN,))
+            elif action == restore.EXIT:
                 # Declared dead (its work was re-run elsewhere): it must not come back as is.
                 self.emit(ident, (Kind.EXIT,))
-            elif node is not None:
+            else:
+                if action == restore.ADOPT:  # a new connection (this head restarted, or it reconnected)
+                    log.info("node %s is back on a new connection", msg[1])
+                    self.node_idents[msg[1]] = ident
+                    self.view_due = True
                 node["report"] = msg[2]
                 node["resources_available"] = msg[2]["resources_available"]
                 # Totals change too: a placement group's bundles add resources to a node.
@@ -205,9 +246,11 @@ class Head:
             if state == "dead":
                 if entry is not None and entry["actor_id"] == actor_id:
                     del self.names[key]
+                    self.persist("name_removed", namespace, name)
             elif entry is not None and entry["actor_id"] == actor_id:
                 entry["state"] = state
                 entry["node_id"] = node_id
+                self.persist("name_moved", namespace, name, state, node_id)
         elif kind == Kind.REQUEST:
             _, req_id, op, args = msg
             try:
@@ -219,6 +262,7 @@ class Head:
     # -- requests ---------------------------------------------------------
     def op_hello(self, ident: bytes, hostname: str, addresses: list | None = None) -> dict:
         job_id = self.next_job
+        self.persist("job_started", job_id, hostname)  # before the driver hears its id
         self.next_job += 1
         # A node "on this machine" shares the driver's host name and one of its addresses.
         local = [
@@ -264,7 +308,9 @@ class Head:
                 f"an actor named {name!r} already exists in namespace {namespace!r}; pick another "
                 "name, kill it first, or pass get_if_exists=True to reuse it"
             )
-        self.names[key] = {"actor_id": actor_id, "meta": meta, "state": "pending", "node_id": ""}
+        entry = {"actor_id": actor_id, "meta": meta, "state": "pending", "node_id": ""}
+        self.persist("name_registered", namespace, name, entry)  # before the caller hears it is taken
+        self.names[key] = entry
         return None
 
     def op_lookup_name(self, ident, name, namespace) -> tuple:
@@ -289,26 +335,40 @@ def _free_port(host: str) -> int:
 
 
 def main() -> None:
-    """``python -m runtime.head``: settings as one JSON line on stdin."""
+    """``python -m runtime.head``: settings as one JSON line on stdin.
+
+    With ``durable`` (``nbcluster start --head``) this machine's node does not
+    die with this process: it waits for a head to come back (``head_silence``
+    seconds), and follows the owner's pipe instead in ``--block`` mode. With
+    ``restore`` (the old connection info of a cluster whose head died) this
+    head takes that cluster's id, key and port, reloads its control store, and
+    forks a node only if the old one is gone.
+    """
     conf = json.loads(sys.stdin.readline())
-    cluster_id = conf.get("cluster_id") or cfg.new_cluster_id()
-    key = conf.get("key") or secrets.token_hex(32)
+    old = conf.get("restore") or {}
+    cluster_id = old.get("cluster_id") or conf.get("cluster_id") or cfg.new_cluster_id()
+    key = old.get("key") or conf.get("key") or secrets.token_hex(32)
     host = conf.get("host", "127.0.0.1")
-    port = int(conf.get("port") or 0) or _free_port(host)
+    port = int(old.get("head_address", "").rpartition(":")[2] or conf.get("port") or 0) or _free_port(host)
+    durable = bool(conf.get("durable"))
     cluster_dir = cfg.runtime_dir() / cluster_id
     (cluster_dir / "logs").mkdir(parents=True, exist_ok=True)
     os.chmod(cluster_dir, 0o700)
     connect_host = conf.get("node_ip") or (cfg.default_ip() if host in ("0.0.0.0", "") else host)
     curve = None
-    if conf.get("encrypt", not cfg.is_loopback(host)):
+    if old.get("curve_public"):
+        curve = {"public": old["curve_public"], "secret": old["curve_secret"]}
+    elif not old and conf.get("encrypt", not cfg.is_loopback(host)):
         public, secret = zmq.curve_keypair()
         curve = {"public": public.decode(), "secret": secret.decode()}
+    node_pid = int(old.get("node_pid") or 0)
+    keep_node = bool(old) and cfg.pid_alive(node_pid)  # the old head's node waits for us
     node_id = secrets.token_hex(4)
     node_conf = {
         "cluster_id": cluster_id,
         "node_id": node_id,
         "key": key,
-        "node_address": f"{cluster_dir}/node-{node_id}.sock",
+        "node_address": old["node_address"] if keep_node else f"{cluster_dir}/node-{node_id}.sock",
         "head_address": f"{connect_host}:{port}",
         "resources": conf["resources"],
         "object_store_memory": conf["object_store_memory"],
@@ -317,6 +377,8 @@ def main() -> None:
         "curve": curve,
         "gateway_port": int(conf.get("gateway_port") or 0),
         "memory_usage_threshold": conf.get("memory_usage_threshold"),
+        "survive_head": durable,
+        "head_silence": conf.get("head_silence"),
     }
     # Fork the node before this process creates any ZeroMQ context or thread.
     from .. import (
@@ -324,20 +386,9 @@ def main() -> None:
         worker,  # noqa: F401
     )
 
-    r, w = os.pipe()
-    node_pid = os.fork()
-    if node_pid == 0:
-        os.close(w)
-        code = 0
-        try:
-            set_parent_death_signal(signal.SIGKILL)
-            node.main(node_conf, parent_fd=r)
-        except BaseException:
-            logging.getLogger("runtime.node").exception("node failed")
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(r)
+    w = -1
+    if not keep_node:
+        node_pid, w = fork_node(node_conf, durable, bool(conf.get("embedded")))
 
     logging.basicConfig(
         filename=str(cluster_dir / "logs" / "head.log"),
@@ -350,13 +401,20 @@ def main() -> None:
         key=key,
         node_address=node_conf["node_address"],
         head_pid=os.getpid(),
-        started_at=time.time(),
+        started_at=float(old.get("started_at") or time.time()),
         embedded=bool(conf.get("embedded")),
         owner_pid=int(conf.get("owner_pid") or 0),
         curve_public=curve["public"] if curve else "",
         curve_secret=curve["secret"] if curve else "",
+        node_pid=node_pid,
     )
-    head = Head(conf, info)
+    if old and not path_in(cluster_dir).exists():
+        log.warning("no control store in %s: nodes are asked to say hello again; names are lost", cluster_dir)
+    store = ControlStore(path_in(cluster_dir))
+    head = Head(conf, info, store)
+    if old:
+        head.restore(store.load())
+        log.info("restarted the head of cluster %s (its node %s)", cluster_id, "kept" if keep_node else "new")
     ctx = zmq.Context()
     sock = protocol.router(ctx)
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)  # control messages only: a stranger cannot make us hold more
@@ -374,13 +432,22 @@ def main() -> None:
             ),
             flush=True,
         )
-        os.kill(node_pid, signal.SIGKILL)
-        shutil.rmtree(cluster_dir, ignore_errors=True)
+        store.close()
+        if w >= 0:  # ours: it goes; a restored cluster's node stays, waiting for its head
+            os.kill(node_pid, signal.SIGKILL)
+        if not old:
+            shutil.rmtree(cluster_dir, ignore_errors=True)
         return
 
     def on_ready() -> None:
         info.write()
-        print(json.dumps({"info": info.__dict__, "node_pid": node_pid}), flush=True)
+        restored = None
+        if head.restored is not None:
+            restored = {
+                "nodes": sum(n["alive"] for n in head.nodes.values()),
+                "named_actors": len(head.names),
+            }
+        print(json.dumps({"info": info.__dict__, "node_pid": node_pid, "restored": restored}), flush=True)
         logfd = os.open(cluster_dir / "logs" / "head.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.dup2(logfd, 1)
         os.dup2(logfd, 2)
@@ -400,23 +467,14 @@ def main() -> None:
             reason = f"this machine's node daemon could not start (is --gateway-port taken?): {tail}"
             print(json.dumps({"error": reason}), flush=True)
 
-        head.serve(sock, watch, on_ready, node_pid, on_fail)
+        head.serve(sock, watch, on_ready, node_pid if w >= 0 else 0, on_fail)
     finally:
         sock.close(linger=200)
         ctx.term()
-        os.close(w)  # the node sees EOF and shuts down
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline:
-            try:
-                pid, _ = os.waitpid(node_pid, os.WNOHANG)
-            except ChildProcessError:  # reaped already
-                break
-            if pid:
-                break
-            time.sleep(0.01)
-        else:
-            os.kill(node_pid, signal.SIGKILL)
-            os.waitpid(node_pid, 0)
+        store.close()
+        if w >= 0:
+            os.close(w)  # a node that follows this process sees EOF and shuts down
+        wait_node(node_pid, child=w >= 0)
         for seg in cfg.shm_glob(cluster_id):
             seg.unlink(missing_ok=True)
         shutil.rmtree(cluster_dir, ignore_errors=True)

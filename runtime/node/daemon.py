@@ -6,7 +6,7 @@ keeps the machine's object table; it is not on a task's path.
     drivers, workers ──Unix socket──▶ Server ──▶ handlers ──▶ Outbox.out[identity] (one signed
                                                                batch per peer per turn)
     head ◀──ZeroMQ/TCP── NODE_HELLO, NODE_REPORT every second, named-actor events
-         ──▶ CLUSTER_VIEW every second, NODE_DEAD, EXIT
+         ──▶ CLUSTER_VIEW every second, NODE_DEAD, EXIT, REJOIN (a restarted head: HELLO again)
     other nodes ◀══ gateway (gateway.py) ══▶ relayed requests of their clients, objects
     zygote pipe ──▶ "started" / "exit" worker events
 
@@ -55,7 +55,7 @@ from .scheduler import Scheduler, to_units
 
 log = logging.getLogger("runtime.node")
 
-HEAD_SILENCE = 30.0  # seconds without the head before a joined node gives up
+HEAD_SILENCE = 30.0  # seconds without the head before a joined (or durable) node gives up
 DIRECT_TIMEOUT = 10.0  # seconds a driver without a node may stay silent (it sends every second)
 
 
@@ -213,18 +213,7 @@ class Node:
             if curve:
                 protocol.curve_client(self.head, curve["public"])
             self.head.connect(f"tcp://{self.conf['head_address']}")
-            self.outbox.to_head(
-                (
-                    Kind.NODE_HELLO,
-                    self.node_id,
-                    self.address,
-                    self.total_resources,
-                    os.getpid(),
-                    self.hostname,
-                    self.ip,
-                    self.gateway_address,
-                )
-            )
+            self.say_hello()
         self.last_head = time.monotonic()
         self.poller = poller = zmq.Poller()
         listener = self.server.listener.fileno()
@@ -385,10 +374,11 @@ class Node:
                 self.drop_process(ident)
             else:
                 self.emit(ident, (Kind.ALIVE,))  # so it notices if we die
-        if self.head is not None and self.conf.get("standalone"):
+        if self.head is not None and (self.conf.get("standalone") or self.conf.get("survive_head")):
             silent = time.monotonic() - self.last_head
-            if silent > HEAD_SILENCE:
-                log.error("no word from the head for %.0f s; this node stops", silent)
+            limit = float(self.conf.get("head_silence") or HEAD_SILENCE)
+            if silent > limit:
+                log.error("no word from the head for %.0f s (limit %g s); this node stops", silent, limit)
                 self.running_flag = False
         if self.head is not None:
             starting = self.pool.starting() > 0
@@ -654,9 +644,27 @@ class Node:
         self.gateway.forward(ident, node_id, dest, batch)
 
     # ---------------------------------------------------------------- head
+    def say_hello(self) -> None:
+        """Tell the head who we are: at start, and when a restarted head does not know us."""
+        self.outbox.to_head(
+            (
+                Kind.NODE_HELLO,
+                self.node_id,
+                self.address,
+                self.total_resources,
+                os.getpid(),
+                self.hostname,
+                self.ip,
+                self.gateway_address,
+            )
+        )
+
     def on_head_message(self, msg: tuple) -> None:
         kind = msg[0]
-        if kind == Kind.EXIT:
+        if kind == Kind.REJOIN:
+            log.info("the head does not know this node (it restarted): saying hello again")
+            self.say_hello()
+        elif kind == Kind.EXIT:
             log.info("the head asked this node to stop")
             self.head_said_exit = True
             self.running_flag = False

@@ -103,6 +103,7 @@ class Kind:
     ACTOR_EVENT = 52  # (actor_id, name, namespace, state, node_id, meta)
     CLUSTER_VIEW = 53  # (nodes)   head -> nodes, every second: [{node_id, gateway, total, available}]
     NODE_LEAVE = 54  # (node_id,)   node -> head: stopping on purpose
+    REJOIN = 55  # ()   head -> a node it does not know (it restarted): say NODE_HELLO again
 
     # node <-> node (each sends on its own DEALER to the other's gateway ROUTER)
     RELAY = 60  # (src_node, src_identity, dest_identity, batch)   see FORWARD
