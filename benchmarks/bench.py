@@ -926,11 +926,22 @@ def ratio(row: Row, ours: tuple[float | None, str], theirs: tuple[float | None, 
     return f"{bound}{r:.2f}x"
 
 
-def table(results: dict[str, dict[str, Any]], p: Params) -> str:
-    """The results as a plain-text table: rows = workloads, columns = frameworks and ratios."""
+def share(row: Row, ours: tuple[float | None, str], ceiling: tuple[float | None, str]) -> str:
+    """Runtime's share of what the machine itself allows (1.0: at the ceiling), as text."""
+    (a, a_bound), (c, _) = ours, ceiling
+    if row.better is None or a is None or c is None or a <= 0 or c <= 0 or a_bound:
+        return ""
+    return f"{(c / a if row.better == 'lower' else a / c):.0%}"
+
+
+def table(results: dict[str, dict[str, Any]], p: Params, ceiling: dict[str, Any] | None = None) -> str:
+    """The results as a plain-text table: rows = workloads, columns = frameworks and ratios, and
+    (with `ceiling`) the machine's own figure and runtime's share of it."""
     fws = list(results)
     others = [fw for fw in fws if fw != "runtime"] if "runtime" in fws else []
     header = ["workload", *fws] + [f"runtime vs {DISPLAY[fw]}" for fw in others]
+    if ceiling is not None:
+        header += ["machine", "runtime's share"]
     lines = [header]
     for row in rows_for(p):
         vals = {fw: cell_value(results[fw], row.key) for fw in fws}
@@ -947,6 +958,10 @@ def table(results: dict[str, dict[str, Any]], p: Params) -> str:
             else:
                 cells.append(fmt(v * row.scale if v is not None else None, bound))
         cells += [ratio(row, vals["runtime"], vals[fw]) for fw in others]
+        if ceiling is not None:
+            c = cell_value(ceiling, row.key)
+            cells.append(fmt(c[0] * row.scale, c[1]) if c[0] is not None else "")
+            cells.append(share(row, vals["runtime"], c) if "runtime" in vals else "")
         lines.append(cells)
     widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
     out = []
@@ -1021,6 +1036,19 @@ def main(argv: list[str] | None = None) -> int:
         return run_suite(args, chosen, base)
 
 
+def measure_ceiling(p: Params) -> dict[str, Any] | None:
+    """The machine's own figures for the workloads (benchmarks/ceiling.py); None if it failed."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import ceiling
+
+    try:
+        return ceiling.measure(p, mc_pi_chunk, p.array_mb)
+    except Exception as e:  # the frameworks' table is still worth printing
+        traceback.print_exc()
+        print(f"  the machine's ceiling could not be measured: {type(e).__name__}: {e}")
+        return None
+
+
 def export_runtime(rev: str, dest: Path) -> None:
     """Extract ``runtime/`` as of git revision `rev` into `dest`."""
     data = subprocess.run(
@@ -1077,13 +1105,20 @@ def run_suite(args: argparse.Namespace, chosen: list[str], base: Params) -> int:
             print(f"  PROBLEM: {prob}")
         print(f"  ({time.perf_counter() - t0:.0f} s)\n")
 
+    print("== machine (its own ceiling: bare echo processes, memcpy, multiprocessing.Pool)")
+    t0 = time.perf_counter()
+    ceiling = measure_ceiling(base)
+    print(f"  ({time.perf_counter() - t0:.0f} s)\n")
     elapsed = time.perf_counter() - started
     if results:
-        print(table(results, base))
+        print(table(results, base, ceiling))
         print(
             "\nratio > 1: runtime is better (times, memory: other/runtime; rates, speed-up: "
             "runtime/other). Medians of repetitions; start and import over "
-            f"{base.startup_samples} fresh process(es)."
+            f"{base.startup_samples} fresh process(es). machine: the same workload with nothing but "
+            "two echo processes (pickle + HMAC-SHA256 + a Unix socket each way), a memcpy, or "
+            "multiprocessing.Pool(2); runtime's share of it: 100% = as fast as this machine allows "
+            "(see benchmarks/ceiling.py)."
         )
     for fw, res in results.items():
         for name, err in res.get("errors", {}).items():
@@ -1104,6 +1139,7 @@ def run_suite(args: argparse.Namespace, chosen: list[str], base: Params) -> int:
                     "mode": "quick" if args.quick else "full",
                     "params": dataclasses.asdict(base),
                     "results": results,
+                    "ceiling": ceiling,
                     "problems": problems,
                     "skipped": skipped,
                     "elapsed_s": elapsed,
