@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,6 +21,27 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nbcluster(*args: str, timeout: float = 90, check: bool = False) -> subprocess.CompletedProcess:
+    """The command line, as a user runs it; with `check`, it must succeed."""
+    out = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+    if check:
+        assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+def nbcluster_checked(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    return nbcluster(*args, timeout=timeout, check=True)
 
 
 def ours(marker: str) -> list[psutil.Process]:

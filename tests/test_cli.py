@@ -7,25 +7,13 @@ import socket
 import subprocess
 import sys
 
-from conftest import ours, wait_for
+from conftest import free_port, nbcluster, ours, wait_for
 
 import runtime
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def nbcluster(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "runtime.cli", *args], capture_output=True, text=True, timeout=timeout
-    )
-
-
 def test_start_connect_status_stop(no_leaks):
-    port = _port()
+    port = free_port()
     out = nbcluster("start", "--head", "--port", str(port), "--num-cpus", "2", "--resources", '{"alice": 2}')
     assert out.returncode == 0, out.stderr
     assert f"127.0.0.1:{port}" in out.stdout and "%cluster connect" in out.stdout
@@ -65,7 +53,7 @@ def test_start_connect_status_stop(no_leaks):
 
 
 def test_start_block_stops_on_sigterm(no_leaks):
-    port = _port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "runtime.cli", "start", "--head", "--port", str(port), "--block"],
         stdout=subprocess.PIPE,

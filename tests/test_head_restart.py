@@ -11,30 +11,17 @@ import json
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import ours, segments, wait_for
+from conftest import free_port, nbcluster, ours, segments, wait_for
 
 import runtime
 from runtime import config as cfg
 from runtime.head import restore
 from runtime.head.store import ControlStore, path_in
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def nbcluster(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "runtime.cli", *args], capture_output=True, text=True, timeout=timeout
-    )
 
 
 def _head_pid(port: int) -> int:
@@ -134,7 +121,7 @@ def test_the_store_keeps_what_it_was_told(tmp_path):
 
 # -- real clusters -------------------------------------------------------------------------
 def test_head_killed_mid_workload_comes_back_with_its_state(no_leaks):
-    port = _port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     out = nbcluster("start", "--head", "--port", str(port), "--num-cpus", "2")
     assert out.returncode == 0, out.stderr
@@ -197,7 +184,7 @@ def test_head_killed_mid_workload_comes_back_with_its_state(no_leaks):
 
 
 def test_block_supervisor_restarts_its_head(no_leaks):
-    port = _port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     proc = subprocess.Popen(
         [
@@ -241,7 +228,7 @@ def test_block_supervisor_restarts_its_head(no_leaks):
 
 
 def test_a_node_waiting_for_its_head_gives_up_and_leaves_nothing(no_leaks):
-    port = _port()
+    port = free_port()
     out = nbcluster("start", "--head", "--port", str(port), "--num-cpus", "1", "--head-timeout", "2")
     assert out.returncode == 0, out.stderr
     _kill_head(port)
@@ -253,7 +240,7 @@ def test_a_node_waiting_for_its_head_gives_up_and_leaves_nothing(no_leaks):
 
 
 def test_stop_stops_a_node_whose_head_is_gone(no_leaks):
-    port = _port()
+    port = free_port()
     out = nbcluster("start", "--head", "--port", str(port), "--num-cpus", "1")
     assert out.returncode == 0, out.stderr
     _kill_head(port)
@@ -263,7 +250,7 @@ def test_stop_stops_a_node_whose_head_is_gone(no_leaks):
 
 
 def test_a_head_without_its_store_asks_its_nodes_to_say_hello_again(no_leaks):
-    port = _port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     assert nbcluster("start", "--head", "--port", str(port), "--num-cpus", "1").returncode == 0
     assert nbcluster("start", "--address", address, "--num-cpus", "1").returncode == 0

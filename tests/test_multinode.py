@@ -10,50 +10,34 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
-from conftest import ours, wait_for
+from conftest import free_port, nbcluster_checked, ours, wait_for
 
 import runtime
 from runtime.config import shm_dir
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def nbcluster(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-    out = subprocess.run(
-        [sys.executable, "-m", "runtime.cli", *args], capture_output=True, text=True, timeout=timeout
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    return out
 
 
 class Cluster:
     """A head and nodes started with the CLI; `stop()` takes them all down."""
 
     def __init__(self, head_cpus: int, head_resources: dict, node_timeout: float | None = None) -> None:
-        self.port = _port()
+        self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         args = ["start", "--head", "--port", str(self.port), "--num-cpus", str(head_cpus)]
         args += ["--resources", json.dumps(head_resources)]
         if node_timeout is not None:
             args += ["--node-timeout", str(node_timeout)]
-        nbcluster(*args)
+        nbcluster_checked(*args)
         self.nodes: dict[str, str] = {}  # label -> node id
 
     def add_node(self, label: str, cpus: int, resources: dict) -> str:
-        out = nbcluster(
+        out = nbcluster_checked(
             "start", "--address", self.address, "--num-cpus", str(cpus), "--resources", json.dumps(resources)
         )
         node_id = re.search(r"Node (\w+) joined", out.stdout).group(1)
@@ -61,11 +45,11 @@ class Cluster:
         return node_id
 
     def status(self) -> dict:
-        return json.loads(nbcluster("status", "--address", self.address, "--json").stdout)
+        return json.loads(nbcluster_checked("status", "--address", self.address, "--json").stdout)
 
     def stop(self) -> None:
         runtime.shutdown()
-        nbcluster("stop", "--address", self.address)
+        nbcluster_checked("stop", "--address", self.address)
 
 
 @pytest.fixture
@@ -114,7 +98,7 @@ def test_status_lists_every_node(three_nodes):
     assert set(by_id) == set(three_nodes.nodes.values())
     assert all(n["alive"] for n in by_id.values())
     assert by_id[three_nodes.nodes["ming"]]["resources_total"]["ming1"] == 1
-    text = nbcluster("status", "--address", three_nodes.address).stdout
+    text = nbcluster_checked("status", "--address", three_nodes.address).stdout
     assert "3 node(s) alive" in text and "alice 0/2" in text and "bob 0/5" in text
 
 
@@ -150,7 +134,9 @@ def test_objects_move_between_nodes(three_nodes):
 
     wait_for(lambda: moved()[nodes["alice"]]["transfer_in"] >= data.nbytes, 10, what="the next node report")
     assert moved()[nodes["alice"]]["transfer_in"] < 2 * data.nbytes + 40_000_000
-    assert "Objects moved between nodes" in nbcluster("status", "--address", three_nodes.address).stdout
+    assert (
+        "Objects moved between nodes" in nbcluster_checked("status", "--address", three_nodes.address).stdout
+    )
 
 
 def test_nested_tasks_and_actors_across_nodes(three_nodes):
