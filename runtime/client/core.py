@@ -61,6 +61,7 @@ from ..exceptions import (
 from ..wire import protocol, serialization, transport
 from ..wire.protocol import Kind, TaskSpec
 from .actor_calls import ActorCalls
+from .console import print_log
 from .io_loop import IOLoop
 from .leases import Leases
 from .objects import Objects
@@ -640,22 +641,6 @@ class Client:
         self.io.close()
         with self.cv:
             self.cv.notify_all()
-
-
-def print_log(owner: bytes, ctx: Any, stream: int, text: str, label: str) -> None:
-    """Default output of worker prints in a driver: prefixed like Ray's ``(pid=…)``."""
-    out = sys.stderr if stream == 2 else sys.stdout
-    prefix = f"({label}) "
-    if getattr(out, "isatty", lambda: False)():
-        prefix = f"\x1b[36m{prefix}\x1b[0m"
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    try:
-        out.write("".join(prefix + line + "\n" for line in lines))
-        out.flush()
-    except (ValueError, OSError):
-        pass
 
 
 def head_client(info: Any) -> Client:
