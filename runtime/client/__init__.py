@@ -6,6 +6,7 @@ the worker loop (``runtime.worker``) are built on it.
 """
 
 from .console import print_log
-from .core import HEAD, NODE, Client, head_client
+from .core import Client, head_client
+from .outbox import HEAD, NODE
 
 __all__ = ["HEAD", "NODE", "Client", "head_client", "print_log"]

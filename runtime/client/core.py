@@ -47,7 +47,6 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -65,9 +64,9 @@ from .console import print_log
 from .io_loop import IOLoop
 from .leases import Leases
 from .objects import Objects
+from .outbox import HEAD, NODE, Outbox
 from .records import Call, Lease
 
-NODE, HEAD = 0, 1
 NODE_SILENCE = 10.0  # seconds a driver without a node waits for news from the node it uses
 
 
@@ -104,6 +103,12 @@ class Client:
         else:
             self.identity = b"d" + os.urandom(7).hex().encode()
         self.cv = threading.Condition()
+        self.thread: threading.Thread | None = None  # the driver's I/O thread, once started
+        # Sending (client/outbox.py): any thread; a pending batch per link. Hot names bound once.
+        self.outbox = outbox = Outbox(self)
+        self.queue, self.send, self.send_node = outbox.queue, outbox.send, outbox.send_node
+        self.to_node, self.flush, self.flush_node = outbox.to_node, outbox.flush, outbox.flush_node
+        self.send_lock, self.head_outbox = outbox.send_lock, outbox.head_outbox
         self.lock = threading.RLock()  # submissions, leases, actor connections, arrivals
         # Values and references (client/objects.py); the hot names are bound here once.
         self.objects = objects = Objects(self)
@@ -133,12 +138,6 @@ class Client:
         self.peers: dict[int, transport.Link] = {}  # fd -> link (workers we use, callers of ours)
         self.stats_sent: tuple = ()
 
-        # sending: any thread; a pending batch per link
-        self.outq: dict[transport.Link, list] = {}
-        # Re-entrant: an ObjectRef's or ActorHandle's __del__ (run by the garbage collector at
-        # any allocation, also while this thread sends) queues a RELEASE under the same lock.
-        self.send_lock = threading.RLock()
-        self.head_outbox: deque = deque()
         self.link: Any = None
         # A driver on a machine without a node talks to a node's gateway over TCP.
         self.remote_driver = bool(gateway)
@@ -179,6 +178,11 @@ class Client:
             self.flush()
         self.thread = io.thread
 
+    @property
+    def outq(self) -> dict[transport.Link, list]:
+        """The batches waiting to be sent (swapped for a new dict by every flush)."""
+        return self.outbox.outq
+
     def segment(self, object_id: bytes) -> str | None:
         """The shared-memory path for a large value with this id, on our node (None: inline)."""
         if self.remote_driver:
@@ -188,68 +192,8 @@ class Client:
             prefix = self._segment_prefix = serialization.segment_path(self.cluster_id, self.node_id, b"")
         return prefix + object_id.hex()
 
-    # ================================================================ sending
-    def queue(self, link: transport.Link | None, msg: tuple, urgent: bool = True) -> None:
-        """Send `msg` on `link`: now (workers), or with the next batch (drivers)."""
-        if link is None:
-            return
-        with self.send_lock:
-            was_empty = not self.outq
-            batch = self.outq.get(link)
-            if batch is None:
-                self.outq[link] = [msg]
-            else:
-                batch.append(msg)
-            if not urgent:
-                return
-            if self.thread is None:
-                self._flush_locked()
-                return
-        if was_empty or not self.io.wake_pending:
-            self.wake()  # once per burst: the I/O thread sends everything queued
-
-    def to_node(self, node_id: str, msg: tuple) -> None:
-        """To the node `node_id` itself: our own directly, another through ours."""
-        if not node_id or node_id == self.node_id:
-            self.send(NODE, msg)
-        else:
-            self.send(NODE, (Kind.FORWARD, node_id, b"", [msg]))
-
-    def send_node(self, msg: tuple, urgent: bool = True) -> None:
-        self.send(NODE, msg, urgent)
-
     def next_request_id(self) -> int:
         return next(self._req_ids)
-
-    def send(self, dest: int, msg: tuple, urgent: bool = True) -> None:
-        if dest == NODE:
-            self.queue(self.link, msg, urgent)
-            return
-        self.head_outbox.append(msg)
-        self.wake()
-
-    def flush(self) -> None:
-        """Send every pending batch."""
-        with self.send_lock:
-            self._flush_locked()
-
-    def _flush_locked(self) -> None:
-        # The node's batch first: HOLDs of refs we received must reach it
-        # before the results we send make their senders let go of them.
-        if not self.outq:
-            return
-        out, self.outq = self.outq, {}
-        node_batch = out.pop(self.link, None) if self.link is not None else None
-        if node_batch:
-            self.link.send(node_batch)
-        for link, batch in out.items():
-            link.send(batch)
-
-    def flush_node(self) -> None:
-        with self.send_lock:
-            batch = self.outq.pop(self.link, None) if self.link is not None else None
-            if batch:
-                self.link.send(batch)
 
     def request(self, op: str, *args, dest: int = HEAD, timeout: float | None = 30.0) -> Any:
         """A control-plane call to the head (relayed by the node for workers) or the node."""

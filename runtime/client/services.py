@@ -25,6 +25,9 @@ class CoreServices(Protocol):
     calls: dict[bytes, Call]  # task id -> call, until done
     function_blobs: dict[bytes, tuple[bytes, list]]
     closed: bool
+    node_id: str
+    thread: Any  # the driver's I/O thread; None in a worker
+    io: Any  # its IOLoop (the wake pipe)
     # connections
     signer: protocol.Signer
     link: Any  # our node (a Link, or a ZLink for a driver without a node)
