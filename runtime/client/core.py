@@ -41,14 +41,12 @@ output, futures) and sends bursts as batches; workers have no I/O thread.
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
 import zmq
@@ -61,10 +59,11 @@ from ..wire import protocol, serialization, transport
 from ..wire.protocol import Kind, TaskSpec
 from .actor_calls import ActorCalls
 from .console import print_log
+from .control import Control
 from .io_loop import IOLoop
 from .leases import Leases
 from .objects import Objects
-from .outbox import HEAD, NODE, Outbox
+from .outbox import NODE, Outbox
 from .records import Call, Lease
 
 NODE_SILENCE = 10.0  # seconds a driver without a node waits for news from the node it uses
@@ -116,7 +115,10 @@ class Client:
         self.add_ref, self.remove_ref, self.promote = objects.add_ref, objects.remove_ref, objects.promote
         self.expect, self.store_local, self.forget = objects.expect, objects.store_local, objects.forget
         self.add_callback = objects.add_callback
-        self.requests: dict[int, Future] = {}
+        # Requests to the head or the node (client/control.py).
+        self.control = control = Control(self)
+        self.requests, self.request = control.requests, control.request
+        self.next_request_id, self.auth_failed_message = control.next_request_id, control.auth_failed_message
         self.function_blobs: dict[bytes, tuple[bytes, list]] = {}
         self.registered_functions: set[bytes] = set()
         self.on_message: Callable[[tuple, transport.Link | None], None] | None = None
@@ -126,7 +128,6 @@ class Client:
         self.closed = False
         self.dead_reason = ""
         self.executing = False  # worker: inside a task that holds a CPU
-        self._req_ids = itertools.count(1)
         self._segment_prefix: str | None = None
 
         # direct submissions
@@ -191,40 +192,6 @@ class Client:
         if prefix is None:
             prefix = self._segment_prefix = serialization.segment_path(self.cluster_id, self.node_id, b"")
         return prefix + object_id.hex()
-
-    def next_request_id(self) -> int:
-        return next(self._req_ids)
-
-    def request(self, op: str, *args, dest: int = HEAD, timeout: float | None = 30.0) -> Any:
-        """A control-plane call to the head (relayed by the node for workers) or the node."""
-        if dest == HEAD and self.head_sock is None:
-            op, args = "relay", (op, args)
-            dest = NODE
-        req_id = next(self._req_ids)
-        fut: Future = Future()
-        self.requests[req_id] = fut
-        self.send(dest, (Kind.REQUEST, req_id, op, args))
-        if self.thread is None:  # a worker: read until the reply arrives
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while not fut.done() and not self.dead_reason:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                self.io.read_or_wait(0.05 if left is None else min(left, 0.05), fut.done)
-        try:
-            ok, payload = fut.result(0 if self.thread is None else timeout)
-        except TimeoutError:
-            self.requests.pop(req_id, None)
-            if self.signer.auth_failed:
-                raise ConnectionFailedError(self.auth_failed_message()) from None
-            raise ConnectionFailedError(
-                self.dead_reason
-                or f"the cluster did not answer {op!r} within {timeout} s; is it "
-                "running? Check with `nbcluster status`."
-            ) from None
-        if not ok:
-            raise payload
-        return payload
 
     # ================================================================= values
     def fetch(self, ids: list[bytes], timeout: float | None = None, num: int | None = None) -> list[bytes]:
@@ -461,9 +428,7 @@ class Client:
                 except Exception:
                     pass
             elif kind == Kind.REPLY:
-                fut = self.requests.pop(msg[1], None)
-                if fut is not None and not fut.done():
-                    fut.set_result((msg[2], msg[3]))
+                self.control.on_reply(msg)
             elif kind == Kind.LEASE_GRANT:
                 self.leases.on_grant(msg)
             elif kind == Kind.LEASE_REVOKE:
@@ -535,19 +500,11 @@ class Client:
             self.send(NODE, (Kind.STATS, running, queued))
         self.flush()
 
-    def auth_failed_message(self) -> str:
-        return (
-            f"authentication failed: the cluster at {self.head_address} rejected our key. "
-            "Use the key of that cluster (its connection file, --token-file or token=...)."
-        )
-
     def mark_dead(self, reason: str) -> None:
         self.dead_reason = reason
         with self.cv:
             self.cv.notify_all()
-        for fut in list(self.requests.values()):
-            if not fut.done():
-                fut.set_result((False, ConnectionFailedError(reason)))
+        self.control.fail_all(ConnectionFailedError(reason))
         if self.on_message is not None:
             self.on_message((Kind.EXIT,), None)
 

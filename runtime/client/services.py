@@ -37,6 +37,9 @@ class CoreServices(Protocol):
     outq: dict[transport.Link, list]
     head_outbox: deque
     requests: dict[int, Future]
+    control: Any  # its Control (requests to the head or the node)
+    head_address: str | None
+    dead_reason: str
     last_heard: float
 
     # sending
