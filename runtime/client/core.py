@@ -56,7 +56,7 @@ from ..exceptions import (
     GetTimeoutError,
 )
 from ..wire import protocol, serialization, transport
-from ..wire.protocol import Kind, TaskSpec
+from ..wire.protocol import Kind
 from .actor_calls import ActorCalls
 from .console import print_log
 from .control import Control
@@ -64,7 +64,8 @@ from .io_loop import IOLoop
 from .leases import Leases
 from .objects import Objects
 from .outbox import NODE, Outbox
-from .records import Call, Lease
+from .records import Lease
+from .submissions import Submissions
 
 NODE_SILENCE = 10.0  # seconds a driver without a node waits for news from the node it uses
 
@@ -130,11 +131,14 @@ class Client:
         self.executing = False  # worker: inside a task that holds a CPU
         self._segment_prefix: str | None = None
 
-        # direct submissions
-        self.calls: dict[bytes, Call] = {}  # task id -> call, until done
-        self.dep_waiters: dict[bytes, list[Call]] = {}
+        # Direct submissions (client/submissions.py), sent to leased workers or actors.
         self.leases = Leases(self)  # tasks: queues per shape, leased workers
         self.actor_calls = ActorCalls(self)  # actor calls: a connection and an order per actor
+        self.submissions = subs = Submissions(self)  # the calls in flight
+        self.calls, self.dep_waiters = subs.calls, subs.dep_waiters
+        self.submit, self.submit_to_node, self.cancel = subs.submit, subs.submit_to_node, subs.cancel
+        self.deps_arrived, self.resolved, self._on_done = subs.deps_arrived, subs.resolved, subs.on_done
+        self.finish_error, self.forget_waiting = subs.finish_error, subs.forget_waiting
         self.workers_by_identity: dict[bytes, transport.Link] = {}
         self.peers: dict[int, transport.Link] = {}  # fd -> link (workers we use, callers of ours)
         self.stats_sent: tuple = ()
@@ -243,91 +247,6 @@ class Client:
                 self.send(NODE, (Kind.UNBLOCKED,))
         return [i for i in ids if i in memstore]
 
-    # ============================================================ submissions
-    def submit(self, spec: TaskSpec, keep: tuple = ()) -> None:
-        """Run a task or an actor call: straight to a worker once its arguments exist."""
-        call = Call(spec, keep)
-        if spec.contained:
-            self.promote(spec.contained)
-        with self.lock:
-            self.calls[spec.task_id] = call
-            self.objects.pending.update(spec.return_ids)
-            if spec.actor_id:
-                self.actor_calls.enqueue(call)
-            for dep in spec.deps:
-                if dep not in self.memstore:
-                    waiters = self.dep_waiters.setdefault(dep, [])
-                    if call not in waiters:
-                        waiters.append(call)
-                        call.missing += 1
-            if call.missing:
-                self.objects.subscribe(spec.deps)
-            else:
-                self._deps_ready(call)
-
-    def submit_to_node(self, spec: TaskSpec) -> None:
-        """An actor's creation: the node places it; it needs the argument values."""
-        self.promote(spec.deps)
-        self.promote(spec.contained)
-        self.send(NODE, (Kind.SUBMIT, spec))
-
-    def deps_arrived(self, object_id: bytes) -> None:
-        """A value arrived: calls that waited for it as their last argument go on."""
-        waiting = self.dep_waiters.pop(object_id, None)
-        if waiting:
-            for call in waiting:
-                call.missing -= 1
-                if call.missing == 0:
-                    self._deps_ready(call)
-
-    def _deps_ready(self, call: Call) -> None:
-        spec = call.spec
-        for dep in spec.deps:
-            is_error, value = self.memstore[dep]
-            if is_error:
-                self.finish_error(call, value)
-                return
-        if spec.actor_id:
-            self.actor_calls.pump(self.actor_calls.conns[spec.actor_id])
-        else:
-            self.leases.enqueue(call)
-
-    def resolved(self, spec: TaskSpec) -> dict:
-        """The values of a call's top-level ObjectRef arguments, as its worker receives them."""
-        memstore = self.memstore
-        return {dep: memstore[dep] for dep in spec.deps}
-
-    def _finish(self, call: Call, results: list) -> None:
-        """Results of a call arrived (from its worker, or made up here on failure)."""
-        self.calls.pop(call.spec.task_id, None)
-        if isinstance(call.spec.args, str):  # large arguments went through shared memory
-            try:
-                os.unlink(call.spec.args)
-            except OSError:
-                pass
-        self.objects.keep_results(results)
-        with self.cv:
-            self.cv.notify_all()
-
-    def finish_error(self, call: Call, error: bytes) -> None:
-        self._finish(call, [(rid, True, error, len(error), ()) for rid in call.spec.return_ids])
-
-    # ------------------------------------------------------- results, failures
-    def _on_done(self, msg: tuple, link: transport.Link | None) -> None:
-        _, task_id, results, retryable = msg
-        with self.lock:
-            call = self.calls.get(task_id)
-            if call is None:
-                return
-            lease = call.lease
-            if call.spec.actor_id:
-                self.actor_calls.on_done(call)
-            elif self.leases.on_done(call, retryable):
-                return  # queued again: a retry
-            self._finish(call, results)
-            if not call.spec.actor_id and lease is not None:
-                self.leases.next_for(lease)
-
     def on_peer_closed(self, link: transport.Link) -> None:
         """A worker we send work to is gone: retry its tasks, fail its actor's calls."""
         with self.lock:
@@ -382,24 +301,8 @@ class Client:
             except ProcessLookupError:
                 pass
 
-    def forget_waiting(self, call: Call) -> None:
-        """A cancelled call no longer waits for its arguments."""
-        for waiters in self.dep_waiters.values():
-            if call in waiters:
-                waiters.remove(call)
-
     def kill_actor(self, actor_id: bytes, no_restart: bool) -> None:
         self.actor_calls.kill(actor_id, no_restart)
-
-    def cancel(self, task_id: bytes, force: bool) -> None:
-        with self.lock:
-            call = self.calls.get(task_id)
-            if call is None:
-                return
-            if call.spec.actor_id:
-                self.actor_calls.cancel(call)
-            else:
-                self.leases.cancel(call, force)
 
     # ================================================================ reading
     def pump(self, timeout: float, done: Callable[[], bool] | None = None) -> None:

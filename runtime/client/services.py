@@ -24,6 +24,9 @@ class CoreServices(Protocol):
     cv: threading.Condition  # notified when values arrive
     calls: dict[bytes, Call]  # task id -> call, until done
     function_blobs: dict[bytes, tuple[bytes, list]]
+    objects: Any  # its Objects, Leases and ActorCalls (typed loosely: they import this module)
+    leases: Any
+    actor_calls: Any
     closed: bool
     node_id: str
     thread: Any  # the driver's I/O thread; None in a worker
