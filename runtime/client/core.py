@@ -42,7 +42,6 @@ output, futures) and sends bursts as batches; workers have no I/O thread.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 import time
@@ -58,13 +57,13 @@ from ..exceptions import (
 from ..wire import protocol, serialization, transport
 from ..wire.protocol import Kind
 from .actor_calls import ActorCalls
+from .connections import Connections
 from .console import print_log
 from .control import Control
 from .io_loop import IOLoop
 from .leases import Leases
 from .objects import Objects
 from .outbox import NODE, Outbox
-from .records import Lease
 from .submissions import Submissions
 
 NODE_SILENCE = 10.0  # seconds a driver without a node waits for news from the node it uses
@@ -139,8 +138,11 @@ class Client:
         self.submit, self.submit_to_node, self.cancel = subs.submit, subs.submit_to_node, subs.cancel
         self.deps_arrived, self.resolved, self._on_done = subs.deps_arrived, subs.resolved, subs.on_done
         self.finish_error, self.forget_waiting = subs.finish_error, subs.forget_waiting
-        self.workers_by_identity: dict[bytes, transport.Link] = {}
-        self.peers: dict[int, transport.Link] = {}  # fd -> link (workers we use, callers of ours)
+        # Connections to workers and from callers (client/connections.py).
+        self.connections = conns = Connections(self)
+        self.workers_by_identity, self.peers = conns.workers_by_identity, conns.peers
+        self.worker_link, self.signal_worker = conns.link, conns.signal
+        self.on_peer_closed, self._on_node_dead = conns.closed, conns.node_dead
         self.stats_sent: tuple = ()
 
         self.link: Any = None
@@ -246,60 +248,6 @@ class Client:
             if blocked:
                 self.send(NODE, (Kind.UNBLOCKED,))
         return [i for i in ids if i in memstore]
-
-    def on_peer_closed(self, link: transport.Link) -> None:
-        """A worker we send work to is gone: retry its tasks, fail its actor's calls."""
-        with self.lock:
-            if isinstance(link, transport.Link):
-                self.peers.pop(link.sock.fileno(), None)
-            if self.workers_by_identity.get(link.identity) is link:
-                del self.workers_by_identity[link.identity]
-            self.leases.peer_closed(link)
-            self.actor_calls.peer_closed(link)
-
-    def _on_node_dead(self, node_id: str) -> None:
-        """Another node is gone: its workers' tasks are retried, its lease requests void."""
-        with self.lock:
-            for link in [
-                x for x in self.workers_by_identity.values() if getattr(x, "node_id", "") == node_id
-            ]:
-                link.close()
-                self.on_peer_closed(link)
-            self.leases.on_node_dead(node_id)
-
-    def worker_link(
-        self, identity: bytes, path: str, node_id: str = ""
-    ) -> transport.Link | transport.RemoteLink | None:
-        """A connection to a worker (of ours, or of another node through ours); None if gone."""
-        link = self.workers_by_identity.get(identity)
-        if link is not None and not link.closed:
-            return link
-        if self.remote_driver or (node_id and node_id != self.node_id):
-            # Through our node (a driver without a node: through the one it uses).
-            if self.link is None:
-                return None
-            link = transport.RemoteLink(node_id or self.node_id, identity, self.link)
-            self.workers_by_identity[identity] = link
-            return link
-        try:
-            link = transport.Link(path, self.signer, identity=identity)
-        except OSError:
-            return None
-        link.send([(Kind.HELLO, self.role, os.getpid(), self.job_id, self.worker_id, [], self.identity)])
-        self.workers_by_identity[identity] = link
-        self.peers[link.sock.fileno()] = link
-        return link
-
-    def signal_worker(self, lease: Lease, force: bool) -> None:
-        """Interrupt the task running on a leased worker: SIGINT (KeyboardInterrupt), or SIGKILL."""
-        signum = signal.SIGKILL if force else signal.SIGINT
-        if lease.node:
-            self.to_node(lease.node, (Kind.SIGNAL, lease.link.identity, signum))
-        else:
-            try:
-                os.kill(lease.pid, signum)
-            except ProcessLookupError:
-                pass
 
     def kill_actor(self, actor_id: bytes, no_restart: bool) -> None:
         self.actor_calls.kill(actor_id, no_restart)

@@ -44,6 +44,10 @@ class CoreServices(Protocol):
     head_address: str | None
     dead_reason: str
     last_heard: float
+    role: str
+    job_id: int
+    worker_id: int
+    identity: bytes
 
     # sending
     def queue(self, link: transport.Link | None, msg: tuple, urgent: bool = True) -> None: ...
