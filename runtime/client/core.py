@@ -27,13 +27,20 @@ arrive, since it owns their shared-memory lifetime.
 
 `Client` composes one class per concern, each owning its state:
 
-    objects.Objects          memstore, reference counts, promotion, subscriptions, arrivals
-    leases.Leases            task queues per shape, leased workers, retries, spillback
-    actor_calls.ActorCalls   where each actor is, its calls in order
-    io_loop.IOLoop           who reads the sockets, the wake pipe, the driver's I/O thread
+    outbox.Outbox              batches per link, the send lock, what waits for the head
+    control.Control            requests to the head or the node, their replies
+    objects.Objects            memstore, reference counts, promotion, subscriptions, arrivals
+    submissions.Submissions    the calls in flight, from submit to their results
+    leases.Leases              task queues per shape, leased workers, retries, spillback
+    actor_calls.ActorCalls     where each actor is, its calls in order
+    connections.Connections    links to workers (direct or through our node), callers' sockets
+    io_loop.IOLoop             who reads the sockets, the wake pipe, the driver's I/O thread
 
-and keeps the connections, sending, submission and the dispatch of what
-arrives. Latency shapes the threading: a thread hand-off costs ~80 µs here, so a
+binds the names its users call (``client.submit``, ``client.queue``, ...)
+to them once, and keeps what is left: start-up, waiting for values
+(`fetch`), the dispatch of what arrives, the periodic tick and shutdown.
+
+Latency shapes the threading: a thread hand-off costs ~80 µs here, so a
 thread that waits for a value reads the sockets itself instead of being
 woken. Drivers keep an I/O thread that reads when nobody waits (live
 output, futures) and sends bursts as batches; workers have no I/O thread.
