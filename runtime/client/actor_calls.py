@@ -15,6 +15,8 @@ from __future__ import annotations
 from ..exceptions import ActorDiedError, TaskCancelledError
 from ..wire import protocol, transport
 from ..wire.protocol import Kind
+from . import decisions
+from .decisions import Retry
 from .records import ActorConn, Call, error_value
 from .services import CoreServices
 
@@ -106,11 +108,11 @@ class ActorCalls:
                 ac.dead_pid = ac.pid
                 retry = []
                 for call in ac.inflight.values():
-                    if call.retries_left != 0 and not call.cancelled:
-                        if call.retries_left > 0:
-                            call.retries_left -= 1
+                    outcome = decisions.retry(call.retries_left, call.cancelled)
+                    if isinstance(outcome, Retry):
+                        call.retries_left = outcome.retries_left
                         retry.append(call)
-                    else:
+                    else:  # cancelled or out of retries: the call fails with the actor's death
                         self.fail_call(ac, call)
                 ac.inflight.clear()
                 ac.queue.extendleft(reversed(retry))
