@@ -17,6 +17,8 @@ from runtime.client import decisions
 from runtime.client.decisions import CANCELLED, CRASHED, MAX_REQUESTS, PIPELINE, Fail, Retry, Steal
 from runtime.client.records import Call
 from runtime.client.records import Lease as ClientLease
+from runtime.head import membership
+from runtime.head.membership import NodeDead
 from runtime.node import placement
 from runtime.node.placement import (
     ActorDied,
@@ -438,3 +440,37 @@ def test_lease_requests_spilled_to_a_dead_node_are_void():
     assert decisions.void_requests(spilled, "b") == {CPU1: 2}
     assert spilled == {CPU1: {"c": 1}, gpu: {"c": 4}}
     assert decisions.void_requests(spilled, "zz") == {}
+
+
+# ============================================================ the head's decisions
+
+
+def member(node_id: str, last_seen: float, alive: bool = True) -> dict:
+    return {"node_id": node_id, "last_seen": last_seen, "alive": alive}
+
+
+def test_a_node_silent_for_longer_than_the_timeout_is_dead():
+    nodes = [member("a", 99.0), member("b", 94.5), member("c", 90.0, alive=False)]
+    assert membership.silent(nodes, now=100.0, timeout=5.0) == [NodeDead("b", "no heartbeat for 5.5 s")]
+    assert membership.silent(nodes, now=99.5, timeout=5.0) == []  # b: 5.0 s is not over the timeout
+
+
+def test_the_other_live_nodes_hear_of_a_death():
+    nodes = {"a": member("a", 0), "b": member("b", 0), "c": member("c", 0, alive=False)}
+    assert membership.told("b", nodes, nodes) == ["a"]
+
+
+def test_a_node_declared_dead_must_exit_when_it_reports_again():
+    assert membership.must_exit(member("a", 0, alive=False))
+    assert not membership.must_exit(member("a", 0))
+    assert not membership.must_exit(None)  # unknown: ignored
+
+
+def test_dead_nodes_are_forgotten_after_a_while():
+    nodes = {"a": member("a", 0.0, alive=False), "b": member("b", 500.0, alive=False), "c": member("c", 0.0)}
+    assert membership.forgotten(nodes, now=700.0) == ["a"]  # c is alive, b died recently
+
+
+def test_silence_is_checked_often_enough_for_short_timeouts():
+    assert membership.check_interval(5.0) == 1.0
+    assert membership.check_interval(1.0) == 0.25

@@ -6,6 +6,12 @@
     nodes   ──NODE_HELLO, NODE_REPORT (every second), ACTOR_EVENT (named actors)──────────┤
                                                                                          ▼
                           ROUTER tcp://host:port ─▶ nodes{}, names{}, jobs ─▶ REPLY / EXIT
+    every second ─▶ CLUSTER_VIEW to each live node (membership.forgotten: long-dead ones dropped)
+    a node silent for node_timeout s (membership.silent) ─▶ node_dead ─▶ NODE_DEAD to the
+        other live nodes (membership.told); its later reports get EXIT (membership.must_exit)
+
+Who is alive is decided apart from I/O in `membership.py`; this module
+keeps the socket, the clock and the state.
 
 The head process also forks the head machine's node daemon at start-up
 (before any ZeroMQ context exists), so ``nbcluster start --head`` and an
@@ -40,11 +46,11 @@ from .. import config as cfg
 from ..node.zygote import set_parent_death_signal
 from ..wire import protocol
 from ..wire.protocol import Kind
+from . import membership
+from .membership import NODE_TIMEOUT
 
 log = logging.getLogger("runtime.head")
-NODE_TIMEOUT = 5.0
 MAX_MESSAGE = 64 << 20  # bytes; larger messages to the head are refused by ZeroMQ
-FORGET = 600.0  # seconds a dead node stays listed (status shows it as DEAD) before it is dropped
 
 
 class Head:
@@ -68,7 +74,7 @@ class Head:
         now = time.monotonic()
         self.next_view = now + 1.0
         self.view_due = False
-        for node_id in [k for k, n in self.nodes.items() if not n["alive"] and now - n["last_seen"] > FORGET]:
+        for node_id in membership.forgotten(self.nodes, now):
             del self.nodes[node_id]  # dead for long: out of every view
             self.node_idents.pop(node_id, None)
         self.flush(sock)  # what was emitted before (NODE_DEAD) goes first
@@ -98,9 +104,8 @@ class Head:
         node["alive"] = False
         node["dead_reason"] = reason
         log.warning("node %s is gone: %s", node_id, reason)
-        for other, ident in self.node_idents.items():
-            if other != node_id and self.nodes[other]["alive"]:
-                self.emit(ident, (Kind.NODE_DEAD, node_id, reason))
+        for other in membership.told(node_id, self.node_idents, self.nodes):
+            self.emit(self.node_idents[other], (Kind.NODE_DEAD, node_id, reason))
         self.view_due = True
 
     def emit(self, ident: bytes, msg: tuple) -> None:
@@ -133,13 +138,12 @@ class Head:
                 on_ready()
             now = time.monotonic()
             if now >= next_check:
-                next_check = now + min(1.0, self.node_timeout / 4)
+                next_check = now + membership.check_interval(self.node_timeout)
                 if not ready_sent and node_pid and os.waitpid(node_pid, os.WNOHANG)[0]:
                     on_fail()  # this machine's node could not start (e.g. its gateway port is taken)
                     self.running = False
-                for node in list(self.nodes.values()):
-                    if node["alive"] and now - node["last_seen"] > self.node_timeout:
-                        self.node_dead(node["node_id"], f"no heartbeat for {now - node['last_seen']:.1f} s")
+                for dead in membership.silent(self.nodes.values(), now, self.node_timeout):
+                    self.node_dead(dead.node_id, dead.reason)
             if self.view_due or now >= self.next_view:
                 self.send_view(sock)
             self.flush(sock)
@@ -185,8 +189,7 @@ class Head:
             self.view_due = True
         elif kind == Kind.NODE_REPORT:
             node = self.nodes.get(msg[1])
-            if node is not None and not node["alive"]:
-                # Declared dead (its work was re-run elsewhere): it must not come back as is.
+            if membership.must_exit(node):  # declared dead: its work was re-run elsewhere
                 self.emit(ident, (Kind.EXIT,))
             elif node is not None:
                 node["report"] = msg[2]
