@@ -39,6 +39,8 @@ arrive, since it owns their shared-memory lifetime.
 binds the names its users call (``client.submit``, ``client.queue``, ...)
 to them once, and keeps what is left: start-up, waiting for values
 (`fetch`), the dispatch of what arrives, the periodic tick and shutdown.
+What the concerns decide (pipelining, lease requests, stealing, retries) is
+apart from I/O in `decisions.py`.
 
 Latency shapes the threading: a thread hand-off costs ~80 µs here, so a
 thread that waits for a value reads the sockets itself instead of being

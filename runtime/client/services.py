@@ -1,9 +1,10 @@
 """What the concerns of a process's core need of the `Client` that composes them.
 
-`Objects`, `Leases`, `ActorCalls` and `IOLoop` each own their state; for
-sending, the shared lock and the calls in flight they go through the
-Client. They depend on this interface, not on `core.py`, so no module of
-the package imports another back.
+`Outbox`, `Control`, `Objects`, `Submissions`, `Leases`, `ActorCalls`,
+`Connections` and `IOLoop` each own their state; for sending, the shared
+lock, the calls in flight and each other they go through the Client. They
+depend on this interface, not on `core.py`, so no module of the package
+imports another back.
 """
 
 from __future__ import annotations
