@@ -6,7 +6,8 @@
         unknown ──REQUEST actor_location──▶ its home node ──ACTOR_LOCATION──▶ on_location
         alive: pump() ─▶ EXECUTE ──▶ the actor's worker directly (Unix socket or RemoteLink)
         dead:  every queued call fails with ActorDiedError (the cause the node gave)
-    its worker gone ─▶ peer_closed: calls in flight fail; queued ones wait for where it restarts
+    its worker gone ─▶ peer_closed: calls in flight run again where it restarts, in order
+        (decisions.retry: max_task_retries) or fail; queued ones wait for where it restarts
     kill(no_restart) ─▶ KILL_ACTOR to its home node; later calls fail here
 """
 

@@ -5,13 +5,15 @@
     submit ─▶ arguments here? ─▶ enqueue(call) ─▶ queue per shape ─▶ dispatch(shape):
         round robin over our leases of that shape, one task each; after PATIENCE
         seconds without more workers, up to PIPELINE queued behind a running one
+        (decisions.depth_limit, assign)
         ─▶ EXECUTE ──▶ leased worker (Unix socket, or RemoteLink through our node)
     backlog ─▶ LEASE_REQUEST ──▶ node ─▶ LEASE_GRANT: on_grant (a lease; steal half of a
-        busy worker's queue) │ LEASE_SPILL: on_spill (ask the node it names)
-    DONE ─▶ on_done: retry (worker died or retryable) or finish; an idle lease gets
+        busy worker's queue: decisions.steal) │ LEASE_SPILL: on_spill (ask the node it names)
+    DONE ─▶ on_done: retry (retryable, decisions.retry) or finish; an idle lease gets
         the next task, or is returned after LEASE_IDLE, or at once when revoked
     REJECTED (a worker blocked in get) ─▶ on_rejected: back to the front of the queue
     worker gone ─▶ peer_closed: its tasks retried (max_retries) or WorkerCrashedError
+    NODE_DEAD ─▶ on_node_dead: requests spilled there are void (decisions.void_requests)
 
 The node is off the per-task path: it only lends workers. What to grant,
 revoke or spill is the node's decision (`runtime.node.placement`); how deep
