@@ -1,14 +1,24 @@
-"""The node's decisions with plain data: no process, no socket, no clock.
+"""The runtime's decisions with plain data: no process, no socket, no clock.
 
 `runtime.node.placement` takes events (the queue, idle workers, leases, the
-cluster view, a death) and returns actions; the daemon executes them. The
-real-process tests (test_api, test_faults, test_multinode) cover the wiring.
+cluster view, a death) and returns actions; the daemon executes them.
+`runtime.client.decisions` does the same for a task's owner (pipelining,
+lease requests, stealing, retries) and `runtime.head.membership` for the
+head (which nodes are dead). The real-process tests (test_api, test_faults,
+test_multinode) cover the wiring.
 """
 
 from __future__ import annotations
 
 import random
+from collections import deque
 
+from runtime.client import decisions
+from runtime.client.decisions import CANCELLED, CRASHED, MAX_REQUESTS, PIPELINE, Fail, Retry, Steal
+from runtime.client.records import Call
+from runtime.client.records import Lease as ClientLease
+from runtime.head import membership
+from runtime.head.membership import NodeDead
 from runtime.node import placement
 from runtime.node.placement import (
     ActorDied,
@@ -36,7 +46,7 @@ from runtime.node.records import (
     Worker,
 )
 from runtime.node.scheduler import Scheduler, to_units
-from runtime.wire.protocol import ACTOR_CREATE, TaskSpec
+from runtime.wire.protocol import ACTOR_CREATE, TASK, TaskSpec
 
 ME = "aaaa0001"
 
@@ -292,3 +302,181 @@ def test_node_death_drops_its_clients_fails_its_objects_and_ends_or_restarts_act
         FailObjects("b", "missed heartbeats"),
         Broadcast("b", "missed heartbeats"),
     ]
+
+
+# ============================================================ the client's decisions
+
+CPU1 = (("CPU", 1.0),)
+
+
+def call(n: int, max_retries: int = 3, cancelled: bool = False) -> Call:
+    spec = TaskSpec(
+        task_id=b"T%d" % n,
+        kind=TASK,
+        name=f"f{n}",
+        function_id=b"f",
+        args=b"",
+        deps=(),
+        contained=(),
+        return_ids=(b"R%d" % n,),
+        owner=b"d1",
+        resources=CPU1,
+        max_retries=max_retries,
+        retry_exceptions=False,
+        actor_id=b"",
+        ctx=None,
+        options={},
+    )
+    c = Call(spec, ())
+    c.cancelled = cancelled
+    return c
+
+
+def held(lease_id: int, inflight: int = 0, idle_since: float = 0.0) -> ClientLease:
+    """A lease of ours with `inflight` tasks sent to its worker."""
+    lease = ClientLease(lease_id, CPU1, link=None, pid=100 + lease_id)
+    for i in range(inflight):
+        c = call(1000 * lease_id + i)
+        c.lease = lease
+        lease.inflight[c.spec.task_id] = c
+    lease.idle_since = idle_since
+    return lease
+
+
+# ----------------------------------------------------------------- pipelining
+
+
+def test_one_task_per_worker_until_the_node_had_time_to_lend_more():
+    assert decisions.depth_limit(None, now=100.0) == 1  # nothing asked yet
+    assert decisions.depth_limit(100.0, now=100.1) == 1  # asked, still patient
+    assert decisions.depth_limit(100.0, now=100.3) == PIPELINE
+
+
+def test_tasks_go_round_robin_one_level_at_a_time():
+    queue = deque(call(i) for i in range(5))
+    a, b = held(1), held(2, inflight=1)
+    sent = decisions.assign(queue, [a, b], limit=2)
+    # a is filled to b's depth first, then both one deeper, then the limit stops it
+    assert [(lease.lease_id, c.spec.name) for lease, c in sent] == [(1, "f0"), (1, "f1"), (2, "f2")]
+    assert len(queue) == 2 and len(a.inflight) == 2 and len(b.inflight) == 2
+    assert all(c.lease is lease for lease, c in sent)
+
+
+def test_without_leases_nothing_is_sent():
+    queue = deque([call(1)])
+    assert decisions.assign(queue, [], limit=PIPELINE) == [] and len(queue) == 1
+
+
+def test_a_cancelled_task_is_dropped_and_its_turn_passes():
+    queue = deque([call(0, cancelled=True), call(1), call(2)])
+    a, b = held(1), held(2)
+    sent = decisions.assign(queue, [a, b], limit=1)
+    assert [(lease.lease_id, c.spec.name) for lease, c in sent] == [(2, "f1")]
+    assert [c.spec.name for c in queue] == ["f2"]  # a waits for the next round
+
+
+def test_backlog_counts_queued_tasks_and_those_behind_a_running_one():
+    leases = [held(1, inflight=3), held(2, inflight=1), held(3)]
+    assert decisions.backlog(4, leases) == 4 + 2
+    assert decisions.backlog(0, [held(1, inflight=1)]) == 0  # nothing could run elsewhere
+
+
+def test_lease_requests_are_bounded_and_count_those_still_open():
+    assert decisions.more_leases(backlog=3, asked=0) == 3
+    assert decisions.more_leases(backlog=3, asked=2) == 1
+    assert decisions.more_leases(backlog=3, asked=5) == 0
+    assert decisions.more_leases(backlog=1000, asked=4) == MAX_REQUESTS - 4
+
+
+def test_asking_for_a_shape_gives_back_idle_leases_of_other_shapes():
+    idle_gpu, busy_gpu, idle_cpu = held(1), held(2, inflight=1), held(3)
+    gpu = (("GPU", 1.0),)
+    leases = {gpu: [idle_gpu, busy_gpu], CPU1: [idle_cpu]}
+    assert decisions.idle_elsewhere(leases, CPU1) == [idle_gpu]
+
+
+def test_leases_idle_for_long_are_given_back():
+    leases = [held(1, idle_since=10.0), held(2, idle_since=10.15), held(3, inflight=1)]
+    assert decisions.expired(leases, now=10.3) == [leases[0]]
+
+
+# ---------------------------------------------------------------------- steal
+
+
+def test_an_idle_worker_takes_the_later_half_of_the_busiest_queue():
+    idle, small, busy = held(1), held(2, inflight=3), held(3, inflight=7)
+    steal = decisions.steal(idle, [idle, small, busy])
+    assert steal == Steal(busy, list(busy.inflight)[-3:])  # 6 waiting behind the running one
+    assert list(busy.inflight)[0] not in steal.task_ids  # never the running task
+
+
+def test_steal_takes_at_least_one_and_nothing_from_workers_without_a_queue():
+    idle, two = held(1), held(2, inflight=2)
+    assert decisions.steal(idle, [idle, two]) == Steal(two, list(two.inflight)[-1:])
+    assert decisions.steal(idle, [idle, held(3, inflight=1)]) is None
+
+
+# ---------------------------------------------------------------------- retry
+
+
+def test_a_failed_attempt_runs_again_while_retries_are_left():
+    assert decisions.retry(3, cancelled=False) == Retry(2)
+    assert decisions.retry(1, cancelled=False) == Retry(0)
+    assert decisions.retry(0, cancelled=False) == Fail(CRASHED)
+
+
+def test_infinite_retries_never_run_out():
+    assert decisions.retry(-1, cancelled=False) == Retry(-1)
+
+
+def test_a_cancelled_call_is_never_retried():
+    assert decisions.retry(3, cancelled=True) == Fail(CANCELLED)
+    assert decisions.retry(0, cancelled=True) == Fail(CANCELLED)
+
+
+def test_lease_requests_spilled_to_a_dead_node_are_void():
+    gpu = (("GPU", 1.0),)
+    spilled = {CPU1: {"b": 2, "c": 1}, gpu: {"c": 4}}
+    assert decisions.void_requests(spilled, "b") == {CPU1: 2}
+    assert spilled == {CPU1: {"c": 1}, gpu: {"c": 4}}
+    assert decisions.void_requests(spilled, "zz") == {}
+
+
+# ============================================================ the head's decisions
+
+
+def member(node_id: str, last_seen: float, alive: bool = True) -> dict:
+    return {"node_id": node_id, "last_seen": last_seen, "alive": alive}
+
+
+def test_a_node_silent_for_longer_than_the_timeout_is_dead():
+    nodes = [member("a", 99.0), member("b", 94.5), member("c", 90.0, alive=False)]
+    assert membership.silent(nodes, now=100.0, timeout=5.0) == [NodeDead("b", "no heartbeat for 5.5 s")]
+    assert membership.silent(nodes, now=99.5, timeout=5.0) == []  # b: 5.0 s is not over the timeout
+
+
+def test_the_other_live_nodes_hear_of_a_death():
+    nodes = {"a": member("a", 0), "b": member("b", 0), "c": member("c", 0, alive=False)}
+    assert membership.told("b", nodes, nodes) == ["a"]
+
+
+def test_a_node_declared_dead_must_exit_when_it_reports_again():
+    assert membership.must_exit(member("a", 0, alive=False))
+    assert not membership.must_exit(member("a", 0))
+    assert not membership.must_exit(None)  # unknown: ignored
+
+
+def test_dead_nodes_are_forgotten_after_a_while():
+    nodes = {"a": member("a", 0.0, alive=False), "b": member("b", 500.0, alive=False), "c": member("c", 0.0)}
+    assert membership.forgotten(nodes, now=700.0) == ["a"]  # c is alive, b died recently
+
+
+def test_silence_is_checked_often_enough_for_short_timeouts():
+    assert membership.check_interval(5.0) == 1.0
+    assert membership.check_interval(1.0) == 0.25
+
+
+def test_a_task_killed_for_memory_waits_longer_each_time():
+    from runtime.client import decisions as client_decisions
+
+    assert [client_decisions.oom_delay(n) for n in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]

@@ -5,6 +5,8 @@ the tasks and actor calls it submits; the public API (``runtime.api``) and
 the worker loop (``runtime.worker``) are built on it.
 """
 
-from .core import HEAD, NODE, Client, head_client, print_log
+from .console import print_log
+from .core import Client, head_client
+from .outbox import HEAD, NODE
 
 __all__ = ["HEAD", "NODE", "Client", "head_client", "print_log"]

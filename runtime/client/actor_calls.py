@@ -6,9 +6,10 @@
         unknown ──REQUEST actor_location──▶ its home node ──ACTOR_LOCATION──▶ on_location
         alive: pump() ─▶ EXECUTE ──▶ the actor's worker directly (Unix socket or RemoteLink)
         dead:  every queued call fails with ActorDiedError (the cause the node gave)
-    its worker gone ─▶ peer_closed: calls in flight run again (max_task_retries) or wait, as
-        orphans, for the home node's word: they fail with its cause (a memory kill says so)
-        once it answers dead or restarted; queued ones wait for where it restarts
+    its worker gone ─▶ peer_closed: calls in flight run again where it restarts, in order
+        (decisions.retry: max_task_retries); the others wait, as orphans, for the home node's
+        word and fail with its cause (a memory kill says so) once it answers dead or restarted;
+        queued ones wait for where it restarts
     kill(no_restart) ─▶ KILL_ACTOR to its home node; later calls fail here
 """
 
@@ -17,6 +18,8 @@ from __future__ import annotations
 from ..exceptions import ActorDiedError, TaskCancelledError
 from ..wire import protocol, transport
 from ..wire.protocol import Kind
+from . import decisions
+from .decisions import Retry
 from .records import ActorConn, Call, error_value
 from .services import CoreServices
 
@@ -112,11 +115,11 @@ class ActorCalls:
                 ac.dead_pid = ac.pid
                 retry = []
                 for call in ac.inflight.values():
-                    if call.retries_left != 0 and not call.cancelled:
-                        if call.retries_left > 0:
-                            call.retries_left -= 1
+                    outcome = decisions.retry(call.retries_left, call.cancelled)
+                    if isinstance(outcome, Retry):
+                        call.retries_left = outcome.retries_left
                         retry.append(call)
-                    elif call.cancelled:
+                    elif outcome.cause == decisions.CANCELLED:
                         self.fail_call(ac, call)
                     else:
                         ac.orphans.append(call)

@@ -27,13 +27,22 @@ arrive, since it owns their shared-memory lifetime.
 
 `Client` composes one class per concern, each owning its state:
 
-    objects.Objects          memstore, reference counts, promotion, subscriptions, arrivals
-    leases.Leases            task queues per shape, leased workers, retries, spillback
-    actor_calls.ActorCalls   where each actor is, its calls in order
-    io_loop.IOLoop           who reads the sockets, the wake pipe, the driver's I/O thread
+    outbox.Outbox              batches per link, the send lock, what waits for the head
+    control.Control            requests to the head or the node, their replies
+    objects.Objects            memstore, reference counts, promotion, subscriptions, arrivals
+    submissions.Submissions    the calls in flight, from submit to their results
+    leases.Leases              task queues per shape, leased workers, retries, spillback
+    actor_calls.ActorCalls     where each actor is, its calls in order
+    connections.Connections    links to workers (direct or through our node), callers' sockets
+    io_loop.IOLoop             who reads the sockets, the wake pipe, the driver's I/O thread
 
-and keeps the connections, sending, submission and the dispatch of what
-arrives. Latency shapes the threading: a thread hand-off costs ~80 µs here, so a
+binds the names its users call (``client.submit``, ``client.queue``, ...)
+to them once, and keeps what is left: start-up, waiting for values
+(`fetch`), the dispatch of what arrives, the periodic tick and shutdown.
+What the concerns decide (pipelining, lease requests, stealing, retries) is
+apart from I/O in `decisions.py`.
+
+Latency shapes the threading: a thread hand-off costs ~80 µs here, so a
 thread that waits for a value reads the sockets itself instead of being
 woken. Drivers keep an I/O thread that reads when nobody waits (live
 output, futures) and sends bursts as batches; workers have no I/O thread.
@@ -41,15 +50,11 @@ output, futures) and sends bursts as batches; workers have no I/O thread.
 
 from __future__ import annotations
 
-import itertools
 import os
-import signal
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
 import zmq
@@ -59,14 +64,17 @@ from ..exceptions import (
     GetTimeoutError,
 )
 from ..wire import protocol, serialization, transport
-from ..wire.protocol import Kind, TaskSpec
+from ..wire.protocol import Kind
 from .actor_calls import ActorCalls
+from .connections import Connections
+from .console import print_log
+from .control import Control
 from .io_loop import IOLoop
 from .leases import Leases
 from .objects import Objects
-from .records import Call, Lease
+from .outbox import NODE, Outbox
+from .submissions import Submissions
 
-NODE, HEAD = 0, 1
 NODE_SILENCE = 10.0  # seconds a driver without a node waits for news from the node it uses
 
 
@@ -103,6 +111,12 @@ class Client:
         else:
             self.identity = b"d" + os.urandom(7).hex().encode()
         self.cv = threading.Condition()
+        self.thread: threading.Thread | None = None  # the driver's I/O thread, once started
+        # Sending (client/outbox.py): any thread; a pending batch per link. Hot names bound once.
+        self.outbox = outbox = Outbox(self)
+        self.queue, self.send, self.send_node = outbox.queue, outbox.send, outbox.send_node
+        self.to_node, self.flush, self.flush_node = outbox.to_node, outbox.flush, outbox.flush_node
+        self.send_lock, self.head_outbox = outbox.send_lock, outbox.head_outbox
         self.lock = threading.RLock()  # submissions, leases, actor connections, arrivals
         # Values and references (client/objects.py); the hot names are bound here once.
         self.objects = objects = Objects(self)
@@ -110,7 +124,10 @@ class Client:
         self.add_ref, self.remove_ref, self.promote = objects.add_ref, objects.remove_ref, objects.promote
         self.expect, self.store_local, self.forget = objects.expect, objects.store_local, objects.forget
         self.add_callback = objects.add_callback
-        self.requests: dict[int, Future] = {}
+        # Requests to the head or the node (client/control.py).
+        self.control = control = Control(self)
+        self.requests, self.request = control.requests, control.request
+        self.next_request_id, self.auth_failed_message = control.next_request_id, control.auth_failed_message
         self.function_blobs: dict[bytes, tuple[bytes, list]] = {}
         self.registered_functions: set[bytes] = set()
         self.on_message: Callable[[tuple, transport.Link | None], None] | None = None
@@ -120,24 +137,23 @@ class Client:
         self.closed = False
         self.dead_reason = ""
         self.executing = False  # worker: inside a task that holds a CPU
-        self._req_ids = itertools.count(1)
         self._segment_prefix: str | None = None
 
-        # direct submissions
-        self.calls: dict[bytes, Call] = {}  # task id -> call, until done
-        self.dep_waiters: dict[bytes, list[Call]] = {}
+        # Direct submissions (client/submissions.py), sent to leased workers or actors.
         self.leases = Leases(self)  # tasks: queues per shape, leased workers
         self.actor_calls = ActorCalls(self)  # actor calls: a connection and an order per actor
-        self.workers_by_identity: dict[bytes, transport.Link] = {}
-        self.peers: dict[int, transport.Link] = {}  # fd -> link (workers we use, callers of ours)
+        self.submissions = subs = Submissions(self)  # the calls in flight
+        self.calls, self.dep_waiters = subs.calls, subs.dep_waiters
+        self.submit, self.submit_to_node, self.cancel = subs.submit, subs.submit_to_node, subs.cancel
+        self.deps_arrived, self.resolved, self._on_done = subs.deps_arrived, subs.resolved, subs.on_done
+        self.finish_error, self.forget_waiting = subs.finish_error, subs.forget_waiting
+        # Connections to workers and from callers (client/connections.py).
+        self.connections = conns = Connections(self)
+        self.workers_by_identity, self.peers = conns.workers_by_identity, conns.peers
+        self.worker_link, self.signal_worker = conns.link, conns.signal
+        self.on_peer_closed, self._on_node_dead = conns.closed, conns.node_dead
         self.stats_sent: tuple = ()
 
-        # sending: any thread; a pending batch per link
-        self.outq: dict[transport.Link, list] = {}
-        # Re-entrant: an ObjectRef's or ActorHandle's __del__ (run by the garbage collector at
-        # any allocation, also while this thread sends) queues a RELEASE under the same lock.
-        self.send_lock = threading.RLock()
-        self.head_outbox: deque = deque()
         self.link: Any = None
         # A driver on a machine without a node talks to a node's gateway over TCP.
         self.remote_driver = bool(gateway)
@@ -180,6 +196,11 @@ class Client:
             self.flush()
         self.thread = io.thread
 
+    @property
+    def outq(self) -> dict[transport.Link, list]:
+        """The batches waiting to be sent (swapped for a new dict by every flush)."""
+        return self.outbox.outq
+
     def segment(self, object_id: bytes) -> str | None:
         """The shared-memory path for a large value with this id, on our node (None: inline)."""
         if self.remote_driver:
@@ -188,109 +209,6 @@ class Client:
         if prefix is None:
             prefix = self._segment_prefix = serialization.segment_path(self.cluster_id, self.node_id, b"")
         return prefix + object_id.hex()
-
-    # ================================================================ sending
-    def queue(self, link: transport.Link | None, msg: tuple, urgent: bool = True) -> None:
-        """Send `msg` on `link`: now (workers), or with the next batch (drivers)."""
-        if link is None:
-            return
-        with self.send_lock:
-            was_empty = not self.outq
-            batch = self.outq.get(link)
-            if batch is None:
-                self.outq[link] = [msg]
-            else:
-                batch.append(msg)
-            if not urgent:
-                return
-            if self.thread is None:
-                self._flush_locked()
-                return
-        if was_empty or not self.io.wake_pending:
-            self.wake()  # once per burst: the I/O thread sends everything queued
-
-    def to_node(self, node_id: str, msg: tuple) -> None:
-        """To the node `node_id` itself: our own directly, another through ours."""
-        if not node_id or node_id == self.node_id:
-            self.send(NODE, msg)
-        else:
-            self.send(NODE, (Kind.FORWARD, node_id, b"", [msg]))
-
-    def send_node(self, msg: tuple, urgent: bool = True) -> None:
-        self.send(NODE, msg, urgent)
-
-    def next_request_id(self) -> int:
-        return next(self._req_ids)
-
-    def send(self, dest: int, msg: tuple, urgent: bool = True) -> None:
-        if dest == NODE:
-            self.queue(self.link, msg, urgent)
-            return
-        self.head_outbox.append(msg)
-        self.wake()
-
-    def flush(self) -> None:
-        """Send every pending batch."""
-        with self.send_lock:
-            self._flush_locked()
-
-    def _flush_locked(self) -> None:
-        # The node's batch first: HOLDs of refs we received must reach it
-        # before the results we send make their senders let go of them.
-        if not self.outq:
-            return
-        out, self.outq = self.outq, {}
-        node_batch = out.pop(self.link, None) if self.link is not None else None
-        if node_batch:
-            self.link.send(node_batch)
-        for link, batch in out.items():
-            link.send(batch)
-
-    def flush_node(self) -> None:
-        with self.send_lock:
-            batch = self.outq.pop(self.link, None) if self.link is not None else None
-            if batch:
-                self.link.send(batch)
-
-    def request(self, op: str, *args, dest: int = HEAD, timeout: float | None = 30.0) -> Any:
-        """A control-plane call to the head (relayed by the node for workers) or the node."""
-        if dest == HEAD and self.head_sock is None:
-            op, args = "relay", (op, args)
-            dest = NODE
-        req_id = next(self._req_ids)
-        fut: Future = Future()
-        self.requests[req_id] = fut
-        self.send(dest, (Kind.REQUEST, req_id, op, args))
-        if self.thread is None:  # a worker: read until the reply arrives
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while not fut.done() and not self.dead_reason:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                self.io.read_or_wait(0.05 if left is None else min(left, 0.05), fut.done)
-        try:
-            ok, payload = fut.result(0 if self.thread is None else timeout)
-        except TimeoutError:
-            self.requests.pop(req_id, None)
-            if self.signer.auth_failed:
-                raise ConnectionFailedError(self.auth_failed_message()) from None
-            if self.dead_reason:
-                raise ConnectionFailedError(self.dead_reason) from None
-            if dest == NODE and op != "relay":
-                raise ConnectionFailedError(
-                    f"the cluster did not answer {op!r} within {timeout} s; is it "
-                    "running? Check with `nbcluster status`."
-                ) from None
-            name = args[0] if op == "relay" else op
-            raise ConnectionFailedError(
-                f"the head did not answer {name!r} within {timeout} s: it may be down or "
-                "restarting. Tasks and actor calls keep running without it; retry once "
-                "`nbcluster status` answers (a head killed while its node runs comes back with its "
-                "state: `nbcluster start --head` on the same port)."
-            ) from None
-        if not ok:
-            raise payload
-        return payload
 
     # ================================================================= values
     def fetch(self, ids: list[bytes], timeout: float | None = None, num: int | None = None) -> list[bytes]:
@@ -342,163 +260,8 @@ class Client:
                 self.send(NODE, (Kind.UNBLOCKED,))
         return [i for i in ids if i in memstore]
 
-    # ============================================================ submissions
-    def submit(self, spec: TaskSpec, keep: tuple = ()) -> None:
-        """Run a task or an actor call: straight to a worker once its arguments exist."""
-        call = Call(spec, keep)
-        if spec.contained:
-            self.promote(spec.contained)
-        with self.lock:
-            self.calls[spec.task_id] = call
-            self.objects.pending.update(spec.return_ids)
-            if spec.actor_id:
-                self.actor_calls.enqueue(call)
-            for dep in spec.deps:
-                if dep not in self.memstore:
-                    waiters = self.dep_waiters.setdefault(dep, [])
-                    if call not in waiters:
-                        waiters.append(call)
-                        call.missing += 1
-            if call.missing:
-                self.objects.subscribe(spec.deps)
-            else:
-                self._deps_ready(call)
-
-    def submit_to_node(self, spec: TaskSpec) -> None:
-        """An actor's creation: the node places it; it needs the argument values."""
-        self.promote(spec.deps)
-        self.promote(spec.contained)
-        self.send(NODE, (Kind.SUBMIT, spec))
-
-    def deps_arrived(self, object_id: bytes) -> None:
-        """A value arrived: calls that waited for it as their last argument go on."""
-        waiting = self.dep_waiters.pop(object_id, None)
-        if waiting:
-            for call in waiting:
-                call.missing -= 1
-                if call.missing == 0:
-                    self._deps_ready(call)
-
-    def _deps_ready(self, call: Call) -> None:
-        spec = call.spec
-        for dep in spec.deps:
-            is_error, value = self.memstore[dep]
-            if is_error:
-                self.finish_error(call, value)
-                return
-        if spec.actor_id:
-            self.actor_calls.pump(self.actor_calls.conns[spec.actor_id])
-        else:
-            self.leases.enqueue(call)
-
-    def resolved(self, spec: TaskSpec) -> dict:
-        """The values of a call's top-level ObjectRef arguments, as its worker receives them."""
-        memstore = self.memstore
-        return {dep: memstore[dep] for dep in spec.deps}
-
-    def _finish(self, call: Call, results: list) -> None:
-        """Results of a call arrived (from its worker, or made up here on failure)."""
-        self.calls.pop(call.spec.task_id, None)
-        if isinstance(call.spec.args, str):  # large arguments went through shared memory
-            try:
-                os.unlink(call.spec.args)
-            except OSError:
-                pass
-        self.objects.keep_results(results)
-        with self.cv:
-            self.cv.notify_all()
-
-    def finish_error(self, call: Call, error: bytes) -> None:
-        self._finish(call, [(rid, True, error, len(error), ()) for rid in call.spec.return_ids])
-
-    # ------------------------------------------------------- results, failures
-    def _on_done(self, msg: tuple, link: transport.Link | None) -> None:
-        _, task_id, results, retryable = msg
-        with self.lock:
-            call = self.calls.get(task_id)
-            if call is None:
-                return
-            lease = call.lease
-            if call.spec.actor_id:
-                self.actor_calls.on_done(call)
-            elif self.leases.on_done(call, retryable):
-                return  # queued again: a retry
-            self._finish(call, results)
-            if not call.spec.actor_id and lease is not None:
-                self.leases.next_for(lease)
-
-    def on_peer_closed(self, link: transport.Link) -> None:
-        """A worker we send work to is gone: retry its tasks, fail its actor's calls."""
-        with self.lock:
-            if isinstance(link, transport.Link):
-                self.peers.pop(link.sock.fileno(), None)
-            if self.workers_by_identity.get(link.identity) is link:
-                del self.workers_by_identity[link.identity]
-            self.leases.peer_closed(link)
-            self.actor_calls.peer_closed(link)
-
-    def _on_node_dead(self, node_id: str) -> None:
-        """Another node is gone: its workers' tasks are retried, its lease requests void."""
-        with self.lock:
-            for link in [
-                x for x in self.workers_by_identity.values() if getattr(x, "node_id", "") == node_id
-            ]:
-                link.close()
-                self.on_peer_closed(link)
-            self.leases.on_node_dead(node_id)
-
-    def worker_link(
-        self, identity: bytes, path: str, node_id: str = ""
-    ) -> transport.Link | transport.RemoteLink | None:
-        """A connection to a worker (of ours, or of another node through ours); None if gone."""
-        link = self.workers_by_identity.get(identity)
-        if link is not None and not link.closed:
-            return link
-        if self.remote_driver or (node_id and node_id != self.node_id):
-            # Through our node (a driver without a node: through the one it uses).
-            if self.link is None:
-                return None
-            link = transport.RemoteLink(node_id or self.node_id, identity, self.link)
-            self.workers_by_identity[identity] = link
-            return link
-        try:
-            link = transport.Link(path, self.signer, identity=identity)
-        except OSError:
-            return None
-        link.send([(Kind.HELLO, self.role, os.getpid(), self.job_id, self.worker_id, [], self.identity)])
-        self.workers_by_identity[identity] = link
-        self.peers[link.sock.fileno()] = link
-        return link
-
-    def signal_worker(self, lease: Lease, force: bool) -> None:
-        """Interrupt the task running on a leased worker: SIGINT (KeyboardInterrupt), or SIGKILL."""
-        signum = signal.SIGKILL if force else signal.SIGINT
-        if lease.node:
-            self.to_node(lease.node, (Kind.SIGNAL, lease.link.identity, signum))
-        else:
-            try:
-                os.kill(lease.pid, signum)
-            except ProcessLookupError:
-                pass
-
-    def forget_waiting(self, call: Call) -> None:
-        """A cancelled call no longer waits for its arguments."""
-        for waiters in self.dep_waiters.values():
-            if call in waiters:
-                waiters.remove(call)
-
     def kill_actor(self, actor_id: bytes, no_restart: bool) -> None:
         self.actor_calls.kill(actor_id, no_restart)
-
-    def cancel(self, task_id: bytes, force: bool) -> None:
-        with self.lock:
-            call = self.calls.get(task_id)
-            if call is None:
-                return
-            if call.spec.actor_id:
-                self.actor_calls.cancel(call)
-            else:
-                self.leases.cancel(call, force)
 
     # ================================================================ reading
     def pump(self, timeout: float, done: Callable[[], bool] | None = None) -> None:
@@ -527,9 +290,7 @@ class Client:
                 except Exception:
                     pass
             elif kind == Kind.REPLY:
-                fut = self.requests.pop(msg[1], None)
-                if fut is not None and not fut.done():
-                    fut.set_result((msg[2], msg[3]))
+                self.control.on_reply(msg)
             elif kind == Kind.LEASE_GRANT:
                 self.leases.on_grant(msg)
             elif kind == Kind.LEASE_REVOKE:
@@ -603,19 +364,11 @@ class Client:
             self.send(NODE, (Kind.STATS, running, queued))
         self.flush()
 
-    def auth_failed_message(self) -> str:
-        return (
-            f"authentication failed: the cluster at {self.head_address} rejected our key. "
-            "Use the key of that cluster (its connection file, --token-file or token=...)."
-        )
-
     def mark_dead(self, reason: str) -> None:
         self.dead_reason = reason
         with self.cv:
             self.cv.notify_all()
-        for fut in list(self.requests.values()):
-            if not fut.done():
-                fut.set_result((False, ConnectionFailedError(reason)))
+        self.control.fail_all(ConnectionFailedError(reason))
         if self.on_message is not None:
             self.on_message((Kind.EXIT,), None)
 
@@ -653,22 +406,6 @@ class Client:
         self.io.close()
         with self.cv:
             self.cv.notify_all()
-
-
-def print_log(owner: bytes, ctx: Any, stream: int, text: str, label: str) -> None:
-    """Default output of worker prints in a driver: prefixed like Ray's ``(pid=…)``."""
-    out = sys.stderr if stream == 2 else sys.stdout
-    prefix = f"({label}) "
-    if getattr(out, "isatty", lambda: False)():
-        prefix = f"\x1b[36m{prefix}\x1b[0m"
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    try:
-        out.write("".join(prefix + line + "\n" for line in lines))
-        out.flush()
-    except (ValueError, OSError):
-        pass
 
 
 def head_client(info: Any) -> Client:

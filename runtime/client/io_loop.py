@@ -215,9 +215,7 @@ class IOLoop:
                         for _, batch in protocol.recv_batches(core.head_sock, core.signer, False):
                             core.dispatch(batch, None)
                         if core.signer.auth_failed:  # say so now, not when the request times out
-                            for fut in list(core.requests.values()):
-                                if not fut.done():
-                                    fut.set_result((False, ConnectionFailedError(core.auth_failed_message())))
+                            core.control.fail_all(ConnectionFailedError(core.auth_failed_message()))
                     now = time.monotonic()
                     if now - self.last_tick > 0.1:
                         self.last_tick = now

@@ -5,18 +5,22 @@
     submit ─▶ arguments here? ─▶ enqueue(call) ─▶ queue per shape ─▶ dispatch(shape):
         round robin over our leases of that shape, one task each; after PATIENCE
         seconds without more workers, up to PIPELINE queued behind a running one
+        (decisions.depth_limit, assign)
         ─▶ EXECUTE ──▶ leased worker (Unix socket, or RemoteLink through our node)
     backlog ─▶ LEASE_REQUEST ──▶ node ─▶ LEASE_GRANT: on_grant (a lease; steal half of a
-        busy worker's queue) │ LEASE_SPILL: on_spill (ask the node it names)
-    DONE ─▶ on_done: retry (worker died or retryable) or finish; an idle lease gets
+        busy worker's queue: decisions.steal) │ LEASE_SPILL: on_spill (ask the node it names)
+    DONE ─▶ on_done: retry (retryable, decisions.retry) or finish; an idle lease gets
         the next task, or is returned after LEASE_IDLE, or at once when revoked
     REJECTED (a worker blocked in get) ─▶ on_rejected: back to the front of the queue
     worker gone ─▶ peer_closed: its tasks retried (max_retries) or WorkerCrashedError
     LEASE_KILLED (the node's memory monitor, sent before its kill) ─▶ on_killed: the
-        tasks of that worker are retried after OOM_BACKOFF (doubling) or OutOfMemoryError
+        tasks of that worker are retried after decisions.oom_delay or OutOfMemoryError
+    NODE_DEAD ─▶ on_node_dead: requests spilled there are void (decisions.void_requests)
 
 The node is off the per-task path: it only lends workers. What to grant,
-revoke or spill is the node's decision (`runtime.node.placement`).
+revoke or spill is the node's decision (`runtime.node.placement`); how deep
+to fill a worker, how many more to ask for, when to steal and whether to
+retry are this process's, apart from I/O in `decisions.py`.
 """
 
 from __future__ import annotations
@@ -27,14 +31,10 @@ from collections import deque
 from ..exceptions import OutOfMemoryError, TaskCancelledError, WorkerCrashedError
 from ..wire import transport
 from ..wire.protocol import Kind
+from . import decisions
+from .decisions import Retry
 from .records import Call, Lease, error_value
 from .services import CoreServices
-
-LEASE_IDLE = 0.2  # seconds an idle lease is kept for the next task of its shape
-PIPELINE = 16  # tasks queued at a leased worker when there is a backlog (idle ones steal)
-PATIENCE = 0.2  # seconds to wait for more workers before queueing tasks behind running ones
-OOM_BACKOFF = 1.0  # seconds before a task killed for memory runs again; doubles each time (Ray's)
-OOM_BACKOFF_MAX = 60.0
 
 
 class Leases:
@@ -63,41 +63,24 @@ class Leases:
             self.cancel_requests(shape)
             return
         leases = [lease for lease in self.leases.get(shape, ()) if not lease.revoked]
-        # Queue tasks behind running ones only once the node had time to lend
-        # more workers: a worker notices a steal only between two tasks.
-        asked_at = self.requested_at.get(shape)
-        limit = PIPELINE if asked_at is not None and time.monotonic() - asked_at > PATIENCE else 1
-        depth = min((len(lease.inflight) for lease in leases), default=limit) + 1
-        while queue and depth <= limit:  # round robin, one level at a time
-            for lease in leases:
-                if not queue:
-                    break
-                if len(lease.inflight) < depth:
-                    call = queue.popleft()
-                    if call.cancelled:
-                        continue
-                    call.lease = lease
-                    lease.inflight[call.spec.task_id] = call
-                    self.send_function(lease.link, call.spec.function_id)
-                    core.queue(lease.link, (Kind.EXECUTE, call.spec, core.resolved(call.spec), ()))
-            depth += 1
+        limit = decisions.depth_limit(self.requested_at.get(shape), time.monotonic())
+        for lease, call in decisions.assign(queue, leases, limit):
+            self.send_function(lease.link, call.spec.function_id)
+            core.queue(lease.link, (Kind.EXECUTE, call.spec, core.resolved(call.spec), ()))
         # Tasks queued behind a running one (here or at a worker) could run on
         # another worker: ask the node for more; new workers steal their share.
-        backlog = len(queue) + sum(len(lease.inflight) - 1 for lease in leases if len(lease.inflight) > 1)
+        backlog = decisions.backlog(len(queue), leases)
         if not backlog:
             self.cancel_requests(shape)
             return
         asked = self.lease_requests.get(shape, 0)
-        want = min(backlog, 16) - asked
+        want = decisions.more_leases(backlog, asked)
         if want > 0:
             name = (queue[0] if queue else next(iter(leases[0].inflight.values()))).spec.name
             if not asked:
                 self.requested_at[shape] = time.monotonic()
-                # Our idle workers of other shapes may hold what these need.
-                for other, held in list(self.leases.items()):
-                    if other != shape:
-                        for lease in [x for x in held if not x.inflight]:
-                            self.return_lease(lease)
+                for lease in decisions.idle_elsewhere(self.leases, shape):
+                    self.return_lease(lease)
             self.lease_requests[shape] = asked + want
             for _ in range(want):
                 core.send_node((Kind.LEASE_REQUEST, core.next_request_id(), shape, name))
@@ -135,11 +118,9 @@ class Leases:
 
     def on_node_dead(self, node_id: str) -> None:
         """Requests we sent to a node that died are void: ask again (under the lock)."""
-        for shape, counts in list(self.spilled.items()):
-            n = counts.pop(node_id, 0)
-            if n:
-                self.lease_requests[shape] = max(0, self.lease_requests.get(shape, 0) - n)
-                self.dispatch(shape)
+        for shape, n in decisions.void_requests(self.spilled, node_id).items():
+            self.lease_requests[shape] = max(0, self.lease_requests.get(shape, 0) - n)
+            self.dispatch(shape)
 
     def on_grant(self, msg: tuple, node_id: str = "") -> None:
         _, _req, lease_id, identity, path, pid, shape = msg
@@ -150,9 +131,8 @@ class Leases:
                 counts = self.spilled.get(shape)
                 if counts and counts.get(node_id):
                     counts[node_id] -= 1
-            busy = self.task_queues.get(shape) or any(
-                len(lease.inflight) > 1 for lease in self.leases.get(shape, ())
-            )
+            queue = self.task_queues.get(shape)
+            busy = decisions.backlog(len(queue) if queue else 0, self.leases.get(shape, ())) > 0
             link = core.worker_link(identity, path, node_id) if busy else None
             if link is None:
                 core.to_node(node_id, (Kind.LEASE_RETURN, lease_id))
@@ -192,12 +172,13 @@ class Leases:
             if not lease.inflight:
                 lease.idle_since = time.monotonic()
         call.lease = None
-        if retryable and call.retries_left != 0 and not call.cancelled:
-            if call.retries_left > 0:
-                call.retries_left -= 1
-            self.task_queues.setdefault(call.shape, deque()).appendleft(call)
-            self.dispatch(call.shape)
-            return True
+        if retryable:
+            outcome = decisions.retry(call.retries_left, call.cancelled)
+            if isinstance(outcome, Retry):
+                call.retries_left = outcome.retries_left
+                self.task_queues.setdefault(call.shape, deque()).appendleft(call)
+                self.dispatch(call.shape)
+                return True
         return False
 
     def next_for(self, lease: Lease) -> None:
@@ -211,13 +192,11 @@ class Leases:
 
     def steal_for(self, idle: Lease) -> None:
         """An idle worker while others have tasks queued behind a running one: take half."""
-        victims = [x for x in self.leases.get(idle.shape, ()) if x is not idle and len(x.inflight) > 1]
-        if not victims:
+        steal = decisions.steal(idle, self.leases.get(idle.shape, ()))
+        if steal is None:
             return
-        victim = max(victims, key=lambda x: len(x.inflight))
-        take = max(1, (len(victim.inflight) - 1) // 2)
-        for task_id in list(victim.inflight)[-take:]:
-            self.core.queue(victim.link, (Kind.CANCEL, task_id, "steal"))  # answered by REJECTED
+        for task_id in steal.task_ids:
+            self.core.queue(steal.victim.link, (Kind.CANCEL, task_id, "steal"))  # answered by REJECTED
 
     def on_rejected(self, task_ids: list) -> None:
         """A worker that blocked in get() hands back tasks it had not started."""
@@ -244,15 +223,15 @@ class Leases:
                 oom = self.killed.pop(lease.lease_id, "")
                 for call in lease.inflight.values():
                     call.lease = None
-                    if call.cancelled:
-                        finish_error(call, error_value(TaskCancelledError(call.spec.name)))
-                    elif call.retries_left != 0:
-                        if call.retries_left > 0:
-                            call.retries_left -= 1
+                    outcome = decisions.retry(call.retries_left, call.cancelled)
+                    if isinstance(outcome, Retry):
+                        call.retries_left = outcome.retries_left
                         if oom:
                             self.retry_later(call)
                         else:
                             self.task_queues.setdefault(shape, deque()).appendleft(call)
+                    elif outcome.cause == decisions.CANCELLED:
+                        finish_error(call, error_value(TaskCancelledError(call.spec.name)))
                     elif oom:
                         finish_error(
                             call,
@@ -285,7 +264,7 @@ class Leases:
 
     def retry_later(self, call: Call) -> None:
         """A task killed for memory runs again once memory had time to fall (backoff)."""
-        delay = min(OOM_BACKOFF * 2**call.oom_kills, OOM_BACKOFF_MAX)
+        delay = decisions.oom_delay(call.oom_kills)
         call.oom_kills += 1
         self.delayed.append((time.monotonic() + delay, call))
 
@@ -330,9 +309,8 @@ class Leases:
             if queue:  # no more workers came: queue behind the running tasks
                 self.dispatch(shape)
         for leases in list(self.leases.values()):
-            for lease in list(leases):
-                if not lease.inflight and now - lease.idle_since > LEASE_IDLE:
-                    self.return_lease(lease)
+            for lease in decisions.expired(leases, now):
+                self.return_lease(lease)
 
     def return_all(self) -> None:
         for leases in self.leases.values():

@@ -1,9 +1,10 @@
 """What the concerns of a process's core need of the `Client` that composes them.
 
-`Objects`, `Leases`, `ActorCalls` and `IOLoop` each own their state; for
-sending, the shared lock and the calls in flight they go through the
-Client. They depend on this interface, not on `core.py`, so no module of
-the package imports another back.
+`Outbox`, `Control`, `Objects`, `Submissions`, `Leases`, `ActorCalls`,
+`Connections` and `IOLoop` each own their state; for sending, the shared
+lock, the calls in flight and each other they go through the Client. They
+depend on this interface, not on `core.py`, so no module of the package
+imports another back.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ class CoreServices(Protocol):
     cv: threading.Condition  # notified when values arrive
     calls: dict[bytes, Call]  # task id -> call, until done
     function_blobs: dict[bytes, tuple[bytes, list]]
+    objects: Any  # its Objects, Leases and ActorCalls (typed loosely: they import this module)
+    leases: Any
+    actor_calls: Any
     closed: bool
+    node_id: str
+    thread: Any  # the driver's I/O thread; None in a worker
+    io: Any  # its IOLoop (the wake pipe)
     # connections
     signer: protocol.Signer
     link: Any  # our node (a Link, or a ZLink for a driver without a node)
@@ -34,7 +41,14 @@ class CoreServices(Protocol):
     outq: dict[transport.Link, list]
     head_outbox: deque
     requests: dict[int, Future]
+    control: Any  # its Control (requests to the head or the node)
+    head_address: str | None
+    dead_reason: str
     last_heard: float
+    role: str
+    job_id: int
+    worker_id: int
+    identity: bytes
 
     # sending
     def queue(self, link: transport.Link | None, msg: tuple, urgent: bool = True) -> None: ...

@@ -9,6 +9,13 @@
                                                         │ every change that matters, before the reply
                                                         ▼
                                        control.db (store.py) ─▶ read back by a head started again
+    every second ─▶ CLUSTER_VIEW to each live node (membership.forgotten: long-dead ones dropped)
+    a node silent for node_timeout s (membership.silent) ─▶ node_dead ─▶ NODE_DEAD to the
+        other live nodes (membership.told); its later reports get EXIT (restore.on_report)
+
+Who is alive is decided apart from I/O in `membership.py` (and, after a
+restart, whom to trust in `restore.py`); this module keeps the socket, the
+clock and the state.
 
 The head process also forks the head machine's node daemon at start-up
 (before any ZeroMQ context exists), so ``nbcluster start --head`` and an
@@ -44,14 +51,13 @@ import zmq
 from .. import config as cfg
 from ..wire import protocol
 from ..wire.protocol import Kind
-from . import restore
+from . import membership, restore
 from .lifetime import fork_node, wait_node
+from .membership import FORGET, NODE_TIMEOUT
 from .store import ControlStore, Stored, path_in
 
 log = logging.getLogger("runtime.head")
-NODE_TIMEOUT = 5.0
 MAX_MESSAGE = 64 << 20  # bytes; larger messages to the head are refused by ZeroMQ
-FORGET = 600.0  # seconds a dead node stays listed (status shows it as DEAD) before it is dropped
 
 
 class Head:
@@ -99,7 +105,7 @@ class Head:
         now = time.monotonic()
         self.next_view = now + 1.0
         self.view_due = False
-        for node_id in [k for k, n in self.nodes.items() if not n["alive"] and now - n["last_seen"] > FORGET]:
+        for node_id in membership.forgotten(self.nodes, now):
             del self.nodes[node_id]  # dead for long: out of every view
             self.node_idents.pop(node_id, None)
             self.persist("forget_node", node_id)
@@ -131,9 +137,8 @@ class Head:
         node["dead_reason"] = reason
         log.warning("node %s is gone: %s", node_id, reason)
         self.persist("node_dead", node_id, reason)
-        for other, ident in self.node_idents.items():
-            if other != node_id and self.nodes[other]["alive"]:
-                self.emit(ident, (Kind.NODE_DEAD, node_id, reason))
+        for other in membership.told(node_id, self.node_idents, self.nodes):
+            self.emit(self.node_idents[other], (Kind.NODE_DEAD, node_id, reason))
         self.view_due = True
 
     def emit(self, ident: bytes, msg: tuple) -> None:
@@ -166,13 +171,12 @@ class Head:
                 on_ready()
             now = time.monotonic()
             if now >= next_check:
-                next_check = now + min(1.0, self.node_timeout / 4)
+                next_check = now + membership.check_interval(self.node_timeout)
                 if not ready_sent and node_pid and os.waitpid(node_pid, os.WNOHANG)[0]:
                     on_fail()  # this machine's node could not start (e.g. its gateway port is taken)
                     self.running = False
-                for node in list(self.nodes.values()):
-                    if node["alive"] and now - node["last_seen"] > self.node_timeout:
-                        self.node_dead(node["node_id"], f"no heartbeat for {now - node['last_seen']:.1f} s")
+                for dead in membership.silent(self.nodes.values(), now, self.node_timeout):
+                    self.node_dead(dead.node_id, dead.reason)
             if self.view_due or now >= self.next_view:
                 self.send_view(sock)
             self.flush(sock)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import membership
+
 # Seconds a restored node has to report before the head declares it dead: a
 # DEALER reconnects within half a second (protocol.tune), and reports come every second.
 RESTORE_GRACE = 10.0
@@ -66,7 +68,7 @@ def on_report(node: dict[str, Any] | None, known_ident: bytes | None, ident: byt
     """
     if node is None:
         return REJOIN
-    if not node["alive"]:
+    if membership.must_exit(node):
         return EXIT
     if known_ident != ident:
         return ADOPT

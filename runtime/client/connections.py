@@ -1,0 +1,90 @@
+"""Connections: this process's connections to the workers it sends work to, and its callers.
+
+::
+
+    LEASE_GRANT / ACTOR_LOCATION ─▶ link(identity, path, node)
+        a worker of our node: a Unix socket of its own (Link), HELLO first
+        a worker of another node (or any, for a driver without a node):
+            RemoteLink ──FORWARD──▶ our node ══ gateways ══▶ its node ──▶ the worker
+    a caller connects to us (a worker): IOLoop.accept ─▶ peers{fd: Link}
+    socket closed, PEER_CLOSED (through the gateways) ─▶ closed(link):
+        Leases.peer_closed (retry or fail its tasks), ActorCalls.peer_closed
+    NODE_DEAD ─▶ node_dead: close the links to its workers (as above), void its lease requests
+    cancel(force) ─▶ signal: SIGINT / SIGKILL to the worker (through its node if remote)
+"""
+
+from __future__ import annotations
+
+import os
+import signal as signals
+
+from ..wire import transport
+from ..wire.protocol import Kind
+from .records import Lease
+from .services import CoreServices
+
+
+class Connections:
+    """The links to workers by identity, and every direct socket by fd (the I/O loop reads them)."""
+
+    def __init__(self, core: CoreServices) -> None:
+        self.core = core  # our node's link, who we are, the lock, leases and actor calls
+        self.workers_by_identity: dict[bytes, transport.Link] = {}
+        self.peers: dict[int, transport.Link] = {}  # fd -> link (workers we use, callers of ours)
+
+    def link(
+        self, identity: bytes, path: str, node_id: str = ""
+    ) -> transport.Link | transport.RemoteLink | None:
+        """A connection to a worker (of ours, or of another node through ours); None if gone."""
+        core = self.core
+        link = self.workers_by_identity.get(identity)
+        if link is not None and not link.closed:
+            return link
+        if core.remote_driver or (node_id and node_id != core.node_id):
+            # Through our node (a driver without a node: through the one it uses).
+            if core.link is None:
+                return None
+            link = transport.RemoteLink(node_id or core.node_id, identity, core.link)
+            self.workers_by_identity[identity] = link
+            return link
+        try:
+            link = transport.Link(path, core.signer, identity=identity)
+        except OSError:
+            return None
+        link.send([(Kind.HELLO, core.role, os.getpid(), core.job_id, core.worker_id, [], core.identity)])
+        self.workers_by_identity[identity] = link
+        self.peers[link.sock.fileno()] = link
+        return link
+
+    def closed(self, link: transport.Link) -> None:
+        """A worker we send work to is gone: retry its tasks, fail its actor's calls."""
+        core = self.core
+        with core.lock:
+            if isinstance(link, transport.Link):
+                self.peers.pop(link.sock.fileno(), None)
+            if self.workers_by_identity.get(link.identity) is link:
+                del self.workers_by_identity[link.identity]
+            core.leases.peer_closed(link)
+            core.actor_calls.peer_closed(link)
+
+    def node_dead(self, node_id: str) -> None:
+        """Another node is gone: its workers' tasks are retried, its lease requests void."""
+        core = self.core
+        with core.lock:
+            for link in [
+                x for x in self.workers_by_identity.values() if getattr(x, "node_id", "") == node_id
+            ]:
+                link.close()
+                self.closed(link)
+            core.leases.on_node_dead(node_id)
+
+    def signal(self, lease: Lease, force: bool) -> None:
+        """Interrupt the task running on a leased worker: SIGINT (KeyboardInterrupt), or SIGKILL."""
+        signum = signals.SIGKILL if force else signals.SIGINT
+        if lease.node:
+            self.core.to_node(lease.node, (Kind.SIGNAL, lease.link.identity, signum))
+        else:
+            try:
+                os.kill(lease.pid, signum)
+            except ProcessLookupError:
+                pass

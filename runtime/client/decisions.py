@@ -1,0 +1,178 @@
+"""The client's decisions, apart from I/O: how many tasks a leased worker gets,
+how many more workers to ask for, when an idle worker takes queued work back
+from a busy one, and whether a call whose attempt failed runs again.
+
+::
+
+    events (plain data)                        decisions              actions
+    ────────────────────────────────────────   ────────────────────   ──────────────────────────────
+    when this shape's first open request   ──▶ depth_limit()      ──▶ tasks a lease may hold (1 or
+      was sent, now                                                   PIPELINE)
+    a shape's queue, its leases, the limit ──▶ assign()           ──▶ (lease, call): send EXECUTE
+    tasks queued here or behind running    ──▶ backlog()          ──▶ keep a granted worker? ask for
+      ones; lease requests still open          more_leases()          how many more (LEASE_REQUEST)?
+    the first request for a shape          ──▶ idle_elsewhere()   ──▶ leases of other shapes to give back
+    a lease without work, its shape's      ──▶ steal()            ──▶ Steal(victim, task ids): CANCEL
+      busy leases                                                     "steal" to the victim
+    idle leases, now                       ──▶ expired()          ──▶ leases to give back (LEASE_RETURN)
+    an attempt failed (its worker died, or ──▶ retry()            ──▶ Retry(retries left): the front of
+      it asked to be retried)                                         its queue; Fail(cancelled|crashed)
+    a node died                            ──▶ void_requests()    ──▶ lease requests spilled there, per
+                                                                      shape, to ask again
+
+Nothing here sends, reads a socket, takes a lock or reads the clock: `Leases`
+and `ActorCalls` feed the records in (`records.Call`, `records.Lease`) and
+send what comes back. `assign` and `void_requests` do the bookkeeping of what
+they decide on those records (a call's lease, a lease's calls in flight, the
+counts of spilled requests), as `runtime.node.placement.start` takes items
+from the node's scheduler. `tests/test_decisions.py` drives them with plain
+data; the real-process tests cover the wiring.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from .records import Call, Lease
+
+LEASE_IDLE = 0.2  # seconds an idle lease is kept for the next task of its shape
+PIPELINE = 16  # tasks queued at a leased worker when there is a backlog (idle ones steal)
+PATIENCE = 0.2  # seconds to wait for more workers before queueing tasks behind running ones
+MAX_REQUESTS = 16  # lease requests open at once for one shape
+
+CANCELLED = "cancelled"
+CRASHED = "crashed"
+
+# ---------------------------------------------------------------- pipelining
+
+
+def depth_limit(asked_at: float | None, now: float) -> int:
+    """How many tasks a leased worker may hold at once.
+
+    One, until the node had `PATIENCE` seconds to lend more workers since we
+    first asked (`asked_at`); then up to `PIPELINE`, queued behind the running
+    one (a worker notices a steal only between two tasks).
+    """
+    return PIPELINE if asked_at is not None and now - asked_at > PATIENCE else 1
+
+
+def assign(queue: deque[Call], leases: list[Lease], limit: int) -> list[tuple[Lease, Call]]:
+    """Take calls from the front of `queue` for `leases`, round robin, one level at a time.
+
+    Every lease is filled to the same depth before any gets one more, up to
+    `limit` each. A cancelled call is dropped from the queue (its lease's
+    turn at that level passes). Returns (lease, call) in the order to send;
+    each call is recorded on its lease (`call.lease`, `lease.inflight`).
+    """
+    out: list[tuple[Lease, Call]] = []
+    depth = min((len(lease.inflight) for lease in leases), default=limit) + 1
+    while queue and depth <= limit:
+        for lease in leases:
+            if not queue:
+                break
+            if len(lease.inflight) < depth:
+                call = queue.popleft()
+                if call.cancelled:
+                    continue
+                call.lease = lease
+                lease.inflight[call.spec.task_id] = call
+                out.append((lease, call))
+        depth += 1
+    return out
+
+
+def backlog(queued: int, leases: Iterable[Lease]) -> int:
+    """Tasks that could run on another worker: queued here, or behind a running one."""
+    return queued + sum(len(lease.inflight) - 1 for lease in leases if len(lease.inflight) > 1)
+
+
+def more_leases(backlog: int, asked: int) -> int:
+    """How many more lease requests to send, with `asked` still open (at most MAX_REQUESTS)."""
+    return max(0, min(backlog, MAX_REQUESTS) - asked)
+
+
+def idle_elsewhere(leases: Mapping[tuple, list[Lease]], shape: tuple) -> list[Lease]:
+    """Our idle leases of other shapes: given back when `shape` starts asking for workers
+    (they may hold the resources its tasks need)."""
+    return [lease for other, held in leases.items() if other != shape for lease in held if not lease.inflight]
+
+
+def expired(leases: Iterable[Lease], now: float) -> list[Lease]:
+    """Leases idle for longer than LEASE_IDLE: given back to the node."""
+    return [lease for lease in leases if not lease.inflight and now - lease.idle_since > LEASE_IDLE]
+
+
+# --------------------------------------------------------------------- steal
+
+
+@dataclass(frozen=True)
+class Steal:
+    """Ask `victim` to hand back these tasks it has not started (it answers REJECTED)."""
+
+    victim: Lease
+    task_ids: list[bytes]
+
+
+def steal(idle: Lease, leases: Iterable[Lease]) -> Steal | None:
+    """An idle lease while others of its shape have tasks queued behind a running one:
+    take the later half of the busiest one's queue (at least one task)."""
+    victims = [x for x in leases if x is not idle and len(x.inflight) > 1]
+    if not victims:
+        return None
+    victim = max(victims, key=lambda x: len(x.inflight))
+    take = max(1, (len(victim.inflight) - 1) // 2)
+    return Steal(victim, list(victim.inflight)[-take:])
+
+
+# --------------------------------------------------------------------- retry
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Run the call again: back to the front of its queue (its shape's for a task; its
+    actor's, in the order it was sent, for an actor call)."""
+
+    retries_left: int  # after this attempt; -1: no limit
+
+
+@dataclass(frozen=True)
+class Fail:
+    """Do not run it again: `cause` is CANCELLED (the user cancelled it) or CRASHED
+    (no retries left: WorkerCrashedError, or ActorDiedError for an actor call)."""
+
+    cause: str
+
+
+def retry(retries_left: int, cancelled: bool) -> Retry | Fail:
+    """An attempt failed in a way that may be retried (its worker died, or it asked to be)."""
+    if cancelled:
+        return Fail(CANCELLED)
+    if retries_left == 0:
+        return Fail(CRASHED)
+    return Retry(retries_left - 1 if retries_left > 0 else retries_left)
+
+
+OOM_BACKOFF = 1.0  # seconds before a task killed for memory runs again; doubles each time (Ray's)
+OOM_BACKOFF_MAX = 60.0
+
+
+def oom_delay(times_killed: int) -> float:
+    """How long a task the memory monitor killed `times_killed` times (before this one) waits
+    before it runs again, so memory has time to fall: 1 s, 2 s, 4 s... at most a minute."""
+    return min(OOM_BACKOFF * 2**times_killed, OOM_BACKOFF_MAX)
+
+
+def void_requests(spilled: dict[tuple, dict[str, int]], node_id: str) -> dict[tuple, int]:
+    """Node `node_id` died: the lease requests we spilled to it will never be answered.
+
+    Removes it from `spilled` (shape -> node -> requests sent there) and
+    returns how many requests to take back per shape (then ask again).
+    """
+    void: dict[tuple, int] = {}
+    for shape, counts in spilled.items():
+        n = counts.pop(node_id, 0)
+        if n:
+            void[shape] = n
+    return void

@@ -1,0 +1,141 @@
+"""Submissions: the calls this process made, from `.remote()` until their results arrive.
+
+::
+
+    .remote() ─▶ submit ─▶ Call (calls{}) ─▶ its ObjectRef arguments all here?
+        no:  dep_waiters[arg] ─▶ SUBSCRIBE ... arrived() ─▶ deps_arrived ─▶ ready
+        ready: an argument is an error ─▶ finish_error (the call fails with it)
+               a task ─▶ Leases.enqueue          an actor call ─▶ ActorCalls.pump
+    actor creation ─▶ submit_to_node ─▶ SUBMIT ──▶ our node (it places the actor)
+    DONE ─▶ on_done ─▶ the lease's slot freed (a retry goes back to the queue) ─▶ finish:
+        results into the memstore (Objects.keep_results), waiters woken ─▶ the lease's next task
+    cancel() ─▶ Leases.cancel / ActorCalls.cancel
+
+Every method runs under `Client.lock` (submit and cancel take it).
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..wire import transport
+from ..wire.protocol import Kind, TaskSpec
+from .outbox import NODE
+from .records import Call
+from .services import CoreServices
+
+
+class Submissions:
+    """The calls in flight (until done) and the calls waiting for an argument."""
+
+    def __init__(self, core: CoreServices) -> None:
+        self.core = core  # sending, the lock and the condition waiters sleep on
+        self.objects = core.objects  # values, subscriptions, results
+        self.memstore = core.objects.memstore
+        self.leases = core.leases  # where tasks go
+        self.actor_calls = core.actor_calls  # where actor calls go
+        self.calls: dict[bytes, Call] = {}  # task id -> call, until done
+        self.dep_waiters: dict[bytes, list[Call]] = {}  # object id -> calls waiting for it
+
+    def submit(self, spec: TaskSpec, keep: tuple = ()) -> None:
+        """Run a task or an actor call: straight to a worker once its arguments exist."""
+        core, objects = self.core, self.objects
+        call = Call(spec, keep)
+        if spec.contained:
+            objects.promote(spec.contained)
+        with core.lock:
+            self.calls[spec.task_id] = call
+            objects.pending.update(spec.return_ids)
+            if spec.actor_id:
+                self.actor_calls.enqueue(call)
+            for dep in spec.deps:
+                if dep not in self.memstore:
+                    waiters = self.dep_waiters.setdefault(dep, [])
+                    if call not in waiters:
+                        waiters.append(call)
+                        call.missing += 1
+            if call.missing:
+                objects.subscribe(spec.deps)
+            else:
+                self.ready(call)
+
+    def submit_to_node(self, spec: TaskSpec) -> None:
+        """An actor's creation: the node places it; it needs the argument values."""
+        self.objects.promote(spec.deps)
+        self.objects.promote(spec.contained)
+        self.core.send(NODE, (Kind.SUBMIT, spec))
+
+    def deps_arrived(self, object_id: bytes) -> None:
+        """A value arrived: calls that waited for it as their last argument go on."""
+        waiting = self.dep_waiters.pop(object_id, None)
+        if waiting:
+            for call in waiting:
+                call.missing -= 1
+                if call.missing == 0:
+                    self.ready(call)
+
+    def ready(self, call: Call) -> None:
+        """Every argument of `call` is here: fail it with an argument's error, or send it."""
+        spec = call.spec
+        for dep in spec.deps:
+            is_error, value = self.memstore[dep]
+            if is_error:
+                self.finish_error(call, value)
+                return
+        if spec.actor_id:
+            self.actor_calls.pump(self.actor_calls.conns[spec.actor_id])
+        else:
+            self.leases.enqueue(call)
+
+    def resolved(self, spec: TaskSpec) -> dict:
+        """The values of a call's top-level ObjectRef arguments, as its worker receives them."""
+        memstore = self.memstore
+        return {dep: memstore[dep] for dep in spec.deps}
+
+    def finish(self, call: Call, results: list) -> None:
+        """Results of a call arrived (from its worker, or made up here on failure)."""
+        self.calls.pop(call.spec.task_id, None)
+        if isinstance(call.spec.args, str):  # large arguments went through shared memory
+            try:
+                os.unlink(call.spec.args)
+            except OSError:
+                pass
+        self.objects.keep_results(results)
+        cv = self.core.cv
+        with cv:
+            cv.notify_all()
+
+    def finish_error(self, call: Call, error: bytes) -> None:
+        self.finish(call, [(rid, True, error, len(error), ()) for rid in call.spec.return_ids])
+
+    def on_done(self, msg: tuple, link: transport.Link | None) -> None:
+        """DONE from a worker: the call's results, or a retry (Leases.on_done decides)."""
+        _, task_id, results, retryable = msg
+        with self.core.lock:
+            call = self.calls.get(task_id)
+            if call is None:
+                return
+            lease = call.lease
+            if call.spec.actor_id:
+                self.actor_calls.on_done(call)
+            elif self.leases.on_done(call, retryable):
+                return  # queued again: a retry
+            self.finish(call, results)
+            if not call.spec.actor_id and lease is not None:
+                self.leases.next_for(lease)
+
+    def forget_waiting(self, call: Call) -> None:
+        """A cancelled call no longer waits for its arguments."""
+        for waiters in self.dep_waiters.values():
+            if call in waiters:
+                waiters.remove(call)
+
+    def cancel(self, task_id: bytes, force: bool) -> None:
+        with self.core.lock:
+            call = self.calls.get(task_id)
+            if call is None:
+                return
+            if call.spec.actor_id:
+                self.actor_calls.cancel(call)
+            else:
+                self.leases.cancel(call, force)
