@@ -16,7 +16,8 @@ each owning its state and writing what it sends to the `Outbox`:
     pool.WorkerPool   the workers: spawned, idle, lent; GPUs
     leases.Leases     LEASE_REQUEST / RETURN / CANCEL, BLOCKED / UNBLOCKED, SIGNAL
     actors.Actors     SUBMIT (creations), ACTOR_READY, KILL_ACTOR, where an actor is
-    objects.Objects   PUT / HOLD / RELEASE / SUBSCRIBE, objects of other nodes
+    objects.Objects   PUT / HOLD / RELEASE / SUBSCRIBE, objects of other nodes, the store-full mark
+    monitor.MemoryMonitor  memory past the threshold: one worker killed, its owner told why
     placement         the decisions (start, revoke, spill, restart, deaths), no I/O
 
 Several nodes: a request that does not fit here now is spilled (LEASE_SPILL)
@@ -41,37 +42,23 @@ import zmq
 from .. import config as cfg
 from ..wire import protocol, transport
 from ..wire.protocol import Kind
-from . import memory, placement, status, zygote
+from . import placement, status, zygote
 from .actors import Actors
 from .gateway import Gateway
 from .leases import Leases
+from .monitor import MemoryMonitor
 from .object_store import ObjectTable
 from .objects import Objects
-from .outbox import Outbox, kill
+from .outbox import Outbox
 from .placement import ClusterView
 from .pool import WorkerPool
-from .records import ACTOR, DEAD, LEASED, LeaseRequest, Proc, Worker
+from .records import DEAD, LeaseRequest, Proc, Worker
 from .scheduler import Scheduler, to_units
 
 log = logging.getLogger("runtime.node")
 
 HEAD_SILENCE = 30.0  # seconds without the head before a joined (or durable) node gives up
 DIRECT_TIMEOUT = 10.0  # seconds a driver without a node may stay silent (it sends every second)
-
-
-def segment_prefix(cluster_id: str, node_id: str) -> str:
-    """The path this node's segments start with (as `Client.segment`'s)."""
-    return f"{cfg.shm_dir()}/{cfg.SHM_PREFIX}{cluster_id}-{node_id}-"
-
-
-def rss(pid: int) -> int:
-    """A process's resident memory in bytes; 0 when it is gone."""
-    import psutil
-
-    try:
-        return psutil.Process(pid).memory_info().rss
-    except (psutil.Error, OSError):
-        return 0
 
 
 class Node:
@@ -108,6 +95,9 @@ class Node:
         )
         self.pool = WorkerPool(self.node_id, self.cluster_id, resources, outbox)
         self.objects = Objects(self.node_id, table, self.cluster, outbox)
+        self.objects.full_marker = cfg.store_full_marker(
+            f"{cfg.shm_dir()}/{cfg.SHM_PREFIX}{self.cluster_id}-{self.node_id}-"
+        )
         self.leases = Leases(
             self.node_id, self.scheduler, self.pool, self.cluster, self.remote, resources, outbox
         )
@@ -127,10 +117,7 @@ class Node:
         self.on_joined = None
         self.reported = False
         self.started_at = time.time()
-        self.memory_threshold, self.memory_refresh = memory.settings(conf)
-        self.store_full = ""  # why new large values are refused (see mark_store_full)
-        self.oom_pending = 0  # the worker the memory monitor killed, until it is gone
-        self.oom_causes: dict[int, str] = {}  # pid -> why the monitor killed it (actors' causes)
+        self.monitor = MemoryMonitor(self.node_id, conf, self.pool, outbox, self.flush)
         self.handlers = {
             Kind.HELLO: self.on_hello,
             Kind.SUBMIT: self.actors.on_submit,
@@ -176,22 +163,6 @@ class Node:
         """Fork the zygote; must run before any ZeroMQ context exists."""
         self.zygote = self.pool.zygote = zygote.start(worker_main, self.remove_segments)
 
-    def mark_store_full(self, reason: str) -> None:
-        """Over capacity and unable to spill: a file next to the segments says so, and why, so
-        processes of this node refuse new large values with that reason (`serialization`)."""
-        if reason == self.store_full:
-            return
-        self.store_full = reason
-        marker = cfg.store_full_marker(segment_prefix(self.cluster_id, self.node_id))
-        if reason:
-            with open(marker, "w") as f:
-                f.write(reason)
-        else:
-            try:
-                os.unlink(marker)
-            except FileNotFoundError:
-                pass
-
     def remove_segments(self) -> None:
         for seg in cfg.shm_dir().glob(f"{cfg.SHM_PREFIX}{self.cluster_id}-{self.node_id}-*"):
             seg.unlink(missing_ok=True)
@@ -230,7 +201,7 @@ class Node:
         table, outbox = self.objects.table, self.outbox
         next_tick = time.monotonic()
         next_collect = next_tick
-        next_memory = next_tick if self.memory_refresh else float("inf")
+        next_memory = next_tick if self.monitor.refresh else float("inf")
         try:
             while self.running_flag:
                 self.flush()
@@ -279,8 +250,8 @@ class Node:
                     outbox.dirty = False
                     self.schedule()
                 if now >= next_memory:
-                    next_memory = now + self.memory_refresh
-                    self.check_memory(now)
+                    next_memory = now + self.monitor.refresh
+                    self.monitor.check()
                 if now >= next_tick:
                     next_tick = now + (1.0 if self.reported else 0.02)
                     self.tick()
@@ -365,7 +336,7 @@ class Node:
         table = self.objects.table
         if table.spill_if_needed():
             log.info("spilled objects; %d bytes in shared memory", table.shm_used)
-        self.mark_store_full(table.spill_error)
+        self.objects.mark_full(table.spill_error)
         self.gateway.tick()
         for ident, seen in list(self.direct.items()):
             if now - seen > DIRECT_TIMEOUT:  # its machine or process died without a BYE
@@ -397,39 +368,9 @@ class Node:
             log.error("the zygote exited; the node cannot start workers any more")
             self.running_flag = False
 
-    def check_memory(self, now: float) -> None:
-        """The memory monitor's turn (see `memory`): above the threshold, one worker dies."""
-        if self.oom_pending:
-            if cfg.pid_alive(self.oom_pending):
-                return  # its memory is not freed yet
-            self.oom_pending = 0
-        used, total = memory.usage()
-        if not memory.above(used, total, self.memory_threshold):
-            return
-        by_pid: dict[int, Worker] = {}
-        candidates = []
-        for w in self.pool.workers.values():
-            if w.pid and (w.state == ACTOR or (w.state == LEASED and w.lease is not None)):
-                by_pid[w.pid] = w
-                kind = "actor" if w.state == ACTOR else "task"
-                candidates.append(memory.Candidate(w.pid, kind, w.busy_since))
-        victim = memory.pick(candidates)
-        if victim is None:
-            return
-        victim = memory.Candidate(victim.pid, victim.kind, victim.since, rss(victim.pid))
-        reason = memory.describe(victim, used, total, self.memory_threshold, self.node_id)
-        log.warning("%s", reason)
-        w = by_pid[victim.pid]
-        self.oom_causes[victim.pid] = reason
-        if w.lease is not None:  # before the kill, so the owner knows why when the socket closes
-            self.outbox.emit(w.lease.owner, (Kind.LEASE_KILLED, w.lease.lease_id, reason))
-            self.flush()
-        self.oom_pending = victim.pid
-        kill(victim.pid)
-
     def on_worker_exit(self, wid: int, pid: int, status: int) -> None:
         w = self.pool.remove(wid, pid)
-        cause = self.oom_causes.pop(pid, "")
+        cause = self.monitor.cause_of(pid)
         if w is None:
             return
         actions = placement.worker_death(

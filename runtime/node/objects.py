@@ -15,6 +15,7 @@ other nodes hold it there as one holder for all their processes.
 
 from __future__ import annotations
 
+import os
 import pickle
 import time
 from collections.abc import Callable
@@ -39,6 +40,24 @@ class Objects:
         self.node_id, self.table, self.cluster, self.outbox = node_id, table, cluster, outbox
         self.foreign: set[bytes] = set()  # objects of other nodes we hold there for our processes
         self.arrived: Callable[[bytes], None] = lambda object_id: None  # set by the node: actors wait
+        self.full = ""  # why new large values are refused (see mark_full)
+        self.full_marker = ""  # the file that says so (set by the node: next to its segments)
+
+    def mark_full(self, reason: str) -> None:
+        """Over capacity and unable to spill: a file next to this node's segments says so, and
+        why, so its processes refuse new large values with that reason (`serialization`)."""
+        if reason == self.full:
+            return
+        self.full = reason
+        marker = self.full_marker
+        if reason:
+            with open(marker, "w") as f:
+                f.write(reason)
+        else:
+            try:
+                os.unlink(marker)
+            except FileNotFoundError:
+                pass
 
     # -------------------------------------------------------------- messages
     def on_put(self, ident: bytes, msg: tuple) -> None:
