@@ -233,8 +233,8 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         io = self.io
         io.want_read += 1
-        if self.thread is not None:
-            os.write(io.wake_w, b"r")  # the I/O thread hands us the sockets
+        if self.thread is not None and io.read_lock.locked():
+            os.write(io.wake_w, b"r")  # the I/O thread (in select) hands us the sockets
 
         def done() -> bool:
             return waiter.left <= allowed
