@@ -123,6 +123,19 @@ class IOLoop:
             # The node first: what it says of a worker (LEASE_KILLED) comes before its socket closes.
             ready = [core.link.sock] + [s for s in ready if s is not core.link.sock]
         rest = []
+        outbox = core.outbox
+        outbox.reader = threading.get_ident()
+        try:
+            self.dispatch_ready(ready, rest)
+        finally:
+            outbox.reader = 0
+        if core.outq:
+            core.flush()  # what handling those messages queued (next tasks, HOLDs)
+        return rest
+
+    def dispatch_ready(self, ready: list, rest: list) -> None:
+        """Read and dispatch each ready socket; the I/O thread's ZeroMQ ones go to `rest`."""
+        core = self.core
         for sock in ready:
             if core.link is not None and sock is core.link.sock:
                 batches = core.link.recv()
@@ -151,9 +164,6 @@ class IOLoop:
                     continue
                 for batch in batches:
                     core.dispatch(batch, link)
-        if core.outq:
-            core.flush()  # what handling those messages queued (next tasks, HOLDs)
-        return rest
 
     def listen(self, path: str) -> None:
         """A worker: accept callers (task owners, actor callers) on `path`."""

@@ -6,6 +6,8 @@
         urgent, a driver's user thread or a worker: flush now, from this thread
             (what a full socket did not take: the I/O thread writes it when it can)
         urgent, the driver's I/O thread: wake it once per burst ─▶ flush after its turn
+        queued while its thread dispatches what it read: one flush after (IOLoop.read), so a
+            batch of DONEs sends the next tasks as one batch per worker
         not urgent (HOLD, RELEASE, BYE): waits for the next flush
     send(NODE, msg) ─▶ queue(our node's link)
     send(HEAD, msg) ─▶ head_outbox ─▶ the I/O thread (ZeroMQ: only it may touch the socket)
@@ -38,6 +40,7 @@ class Outbox:
         # any allocation, also while this thread sends) queues a RELEASE under the same lock.
         self.send_lock = threading.RLock()
         self.head_outbox: deque = deque()
+        self.reader = 0  # the thread dispatching what it read: it flushes once, after (IOLoop.read)
 
     def queue(self, link: transport.Link | None, msg: tuple, urgent: bool = True) -> None:
         """Send `msg` on `link`: now (workers), or with the next batch (drivers)."""
@@ -50,8 +53,8 @@ class Outbox:
                 self.outq[link] = [msg]
             else:
                 batch.append(msg)
-            if not urgent:
-                return
+            if not urgent or threading.get_ident() == self.reader:
+                return  # with the next flush; a reader's: once it dispatched all it read
             if self.core.thread is None:  # a worker: no I/O thread
                 self._flush_locked()
                 return

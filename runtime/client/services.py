@@ -39,6 +39,7 @@ class CoreServices(Protocol):
     remote_driver: bool
     peers: dict[int, transport.Link]
     outq: dict[transport.Link, list]
+    outbox: Any  # its Outbox (who flushes: the reader defers to one flush after its read)
     head_outbox: deque
     requests: dict[int, Future]
     control: Any  # its Control (requests to the head or the node)
