@@ -42,6 +42,7 @@ from runtime.snapshot import ActorInfo, ClusterSnapshot, NodeSnapshot
 INSTALL = 'pip install "nbcluster[ray]"'
 REFRESH = 2.0  # seconds a description is reused
 RETRY = 10.0  # seconds before an unreachable cluster is asked again
+RELOCATE = 60.0  # seconds between two searches for a moved dashboard (each imports Ray)
 LOCATE_TIMEOUT = 60.0  # the locating subprocess imports Ray (seconds on a busy machine)
 HTTP_TIMEOUT = 3.0
 LIMIT = 2000  # tasks and actors read per snapshot
@@ -92,8 +93,8 @@ def probe(address: str, timeout: float = 2.0) -> str:
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
             return ""
-    except OSError as e:
-        return f"no Ray cluster answers at {address} ({e.strerror or e})"
+    except (OSError, ValueError) as e:
+        return f"no Ray cluster answers at {address} ({getattr(e, 'strerror', None) or e})"
 
 
 def locate(address: str, token: str) -> str:
@@ -265,6 +266,7 @@ class RayClusters:
         self.lock = threading.Lock()
         self.cache: dict[str, tuple[float, dict[str, Any]]] = {}  # id -> (monotonic, described)
         self.fetching: dict[str, threading.Lock] = {}
+        self.located: dict[str, float] = {}  # id -> when its dashboard was last searched for
 
     # -- the files
     @property
@@ -385,9 +387,18 @@ class RayClusters:
         try:
             snap, idle = snapshot(cluster.dashboard, token, cluster.address)
         except Exception as e:  # noqa: BLE001 - unreachable: said on the card, asked again after RETRY
-            why = probe(cluster.address) or str(e) or type(e).__name__
+            gcs_down = probe(cluster.address)
+            why = (
+                gcs_down or f"Ray's dashboard at {cluster.dashboard} did not answer ({e or type(e).__name__})"
+            )
             found = None
-            if not probe(cluster.address):  # the GCS answers: its dashboard may have moved (a restarted head)
+            # Only a head that came back with its dashboard elsewhere (the GCS answers, the old
+            # dashboard port is closed) is worth locating again, and not more than every RELOCATE s.
+            dashboard_at = cluster.dashboard.split("//")[-1].rstrip("/")
+            moved = not gcs_down and (not dashboard_at or bool(probe(dashboard_at)))
+            last = self.located.get(cluster.cluster_id, 0.0)
+            if moved and time.monotonic() - last > RELOCATE:
+                self.located[cluster.cluster_id] = time.monotonic()
                 try:
                     dashboard = locate(cluster.address, token)
                     self._set_dashboard(cluster.cluster_id, dashboard)
