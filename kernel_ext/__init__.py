@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import engines
+from . import engines, notice
 from .cell_output import CellOutput
 from .progress import ProgressBar, ProgressView, follow, progress
 from .status_view import StatusView, status
@@ -42,6 +42,7 @@ def load_ipython_extension(ipython: Any) -> None:
     from .magics import ClusterMagics
 
     ipython.register_magics(ClusterMagics)
+    notice.install(ipython)  # says once when the cluster in use goes away
     kernel = getattr(ipython, "kernel", None)
     if kernel is not None and _router is None:
         _router = CellOutput(kernel)
@@ -54,6 +55,7 @@ def unload_ipython_extension(ipython: Any) -> None:
     if StatusView.current is not None:
         StatusView.current.stop()
     ProgressView.stop_all()
+    notice.uninstall()
     if _router is not None:
         engines.detach_output()
         _router = None

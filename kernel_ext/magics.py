@@ -12,7 +12,7 @@ from IPython.display import display
 
 from runtime.cli import json_resources as _json_resources
 
-from . import engines, remote_cell
+from . import engines, notice, remote_cell
 from .cluster_view import ClusterView
 from .progress import ProgressView
 from .status_view import StatusView
@@ -104,10 +104,16 @@ class ClusterMagics(Magics):
         except engines.EngineError as e:  # one sentence with what to do; the cell fails, nothing else changes
             raise IPythonUsageError(f"%cluster {args.command}: {e}") from None
 
-    @staticmethod
-    def _in_use() -> engines.Engine | None:
+    def _in_use(self) -> engines.Engine | None:
+        """The engine whose cluster this kernel uses; a cluster that went away is dropped
+        first (kernel_ext.notice told the user), so start and connect just work."""
         engine = engines.current()
-        return engine if engine.is_initialized() else None
+        if not engine.is_initialized():
+            return None
+        if engine.gone():
+            self._disconnect()
+            return None
+        return engine
 
     def _cluster_start(self, args: argparse.Namespace) -> Any:
         engine = self._in_use()
@@ -158,6 +164,12 @@ class ClusterMagics(Magics):
 
     def _leave(self, if_owned: str, if_not: str) -> None:
         """Disconnect; a cluster this kernel started stops with it (it cannot outlive its owner)."""
+        engine = engines.current()
+        if engine.is_initialized() and engine.gone():
+            address = engine.address
+            self._disconnect()
+            print(f"The cluster at {address} was already gone; this kernel let go of it.")
+            return None
         engine = self._in_use()
         if engine is None:
             print("No cluster in use.")
@@ -171,6 +183,8 @@ class ClusterMagics(Magics):
         if StatusView.current is not None:
             StatusView.current.stop()
         ProgressView.stop_all()
+        ClusterView.forget()
+        notice.forget()
         self.namespaces.clear()
         engines.current().shutdown()
 

@@ -22,6 +22,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from runtime.exceptions import ClusterGoneError
+
 from . import engines
 from .cell_output import current_parent, refresh
 
@@ -170,7 +172,12 @@ class ProgressView:
             try:
                 n, total, error = self.source()
             except Exception as e:  # the source died: show it, stop
-                n, total, error = self.n, self.total, f"{type(e).__name__}: {e}"
+                if self.stopped.is_set():  # stopped meanwhile (e.g. the cluster went away)
+                    return
+                why = "the cluster is gone" if isinstance(e, ClusterGoneError) else f"{type(e).__name__}: {e}"
+                n, total, error = self.n, self.total, why
+            if self.stopped.is_set():  # finished by someone else while we asked
+                return
             changed = (n, total, error) != (self.n, self.total, self.error)
             self.n, self.total, self.error = n, total or self.total, error
             if changed:
@@ -193,8 +200,11 @@ class ProgressView:
             ProgressView._live.remove(self)
 
     @classmethod
-    def stop_all(cls) -> None:
+    def stop_all(cls, error: str = "") -> None:
+        """Finish every live bar; with `error`, the unfinished ones show it (red)."""
         for view in list(cls._live):
+            if error and not (view.total and view.n >= view.total):
+                view.error = view.error or error
             view.finish()
 
 

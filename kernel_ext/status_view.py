@@ -174,7 +174,7 @@ class StatusView:
         body = render_html(self.snap, self.history, self.events)
         if not self.gone:
             return body
-        note = html.escape(f"Stopped following: the cluster is gone ({self.gone[:200]}). Last state:")
+        note = html.escape(f"Stopped following: the cluster is gone ({self.gone[:240]}). Last state:")
         return f"<div style='color:{charts.ERROR};margin-bottom:4px'>{note}</div>{body}"
 
     def _read_events(self) -> None:
@@ -199,14 +199,24 @@ class StatusView:
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict:
         return self._bundle()
 
+    def cluster_gone(self, why: str) -> None:
+        """The engine says the cluster went away: stop now, keep the last state, say why."""
+        if self.stopped.is_set():
+            return
+        self.gone = why
+        self.stopped.set()
+        if self.widget is not None:
+            self.widget.value = self.html()
+
     def _refresh(self) -> None:
         while not self.stopped.wait(REFRESH):
             try:
                 self.snap = self.engine.snapshot(timeout=SNAPSHOT_TIMEOUT)
             except Exception as e:  # the cluster went away (stopped from the panel, or killed)
-                self.gone = f"{type(e).__name__}: {e}"
-                if self.widget is not None:
-                    self.widget.value = self.html()
+                if not self.stopped.is_set():  # else `cluster_gone` said it already
+                    self.gone = self.gone or f"{type(e).__name__}: {e}"
+                    if self.widget is not None:
+                        self.widget.value = self.html()
                 break
             self.history.add(self.snap)
             self._read_events()

@@ -90,6 +90,8 @@ def init(
     if unknown:
         raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
     with _lock:
+        if _state.client is not None and _state.client.dead_reason and not _state.worker:
+            shutdown()  # the cluster went away: init() starts or joins one again, as its error says
         if _state.client is not None:
             if _state.worker or ignore_reinit_error:
                 return ClusterInfo(_address_info())

@@ -18,7 +18,9 @@ The tree::
     ├── ObjectStoreFullError              a value does not fit in the object store or on disk
     ├── NotInitializedError               an API call before `init()`
     ├── ConnectionFailedError             the cluster cannot be reached / refused the key
-    │   └── AuthenticationError           the cluster key is wrong or missing
+    │   ├── AuthenticationError           the cluster key is wrong or missing
+    │   └── ClusterGoneError              the cluster this process used stopped (or crashed);
+    │                                     every later call says so until `init()` again
     └── SerializationError (TypeError)    an argument or result could not be pickled
 
 Ray's names are aliases, so ``except ray.exceptions.RayTaskError`` keeps
@@ -39,6 +41,7 @@ __all__ = [
     "ActorUnavailableError",
     "AuthenticationError",
     "ClusterError",
+    "ClusterGoneError",
     "ConnectionFailedError",
     "GetTimeoutError",
     "NotInitializedError",
@@ -231,6 +234,14 @@ class ConnectionFailedError(ClusterError, ConnectionError):
 
 class AuthenticationError(ConnectionFailedError):
     """The cluster refused our key: authentication failed."""
+
+
+class ClusterGoneError(ConnectionFailedError):
+    """The cluster this process was connected to is gone (stopped, or crashed).
+
+    Raised by every call that needs the cluster (``.remote()``, `get`, `put`, ...) from the
+    moment the connection to it closed; `init()` starts or joins a cluster again.
+    """
 
 
 class SerializationError(ClusterError, TypeError):

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .exceptions import NotInitializedError
+from .exceptions import ClusterGoneError, NotInitializedError
 
 if TYPE_CHECKING:
     from .client import Client
@@ -48,6 +48,8 @@ def client() -> Client:
         raise NotInitializedError(
             "the runtime is not initialized: call runtime.init() first (or %cluster start in a notebook)"
         )
+    if c.dead_reason and not state.worker:  # say it at .remote(), not at a later get()
+        raise ClusterGoneError(c.dead_reason)
     return c
 
 

@@ -5,21 +5,25 @@ in the panel; its CPU numbers move while tasks run; Connect makes the active ker
 tasks there; the task stream names them; Insert (and dragging a card) adds the connecting
 cell; Stop stops (asking first for a kernel's cluster) and leaves no process; the Idle finder
 stops clusters without work; the panel survives a reload; when the server goes away the
-panel stops polling and says so once.
+panel stops polling and says so once. A Ray cluster added by address gets a card; Connect
+attaches the kernel to it with the Ray engine; Remove forgets it and never stops it.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import ours, wait_for
 from jupyter_app import browser, server, write_notebook
+from ray_cluster import OutsideCluster
 
+from kernel_ext.lab import ray_clusters
 from runtime import config as cfg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -255,3 +259,67 @@ def test_sidebar_in_notebook_7(cli_cluster, jupyter_env, no_leaks):
         page.click(f'{card(made.cluster_id)} [data-action="stop"]')
         page.wait_for_selector(card(made.cluster_id), state="detached", timeout=30_000)
         assert not made.alive()
+
+
+@pytest.fixture
+def ray_outside(tmp_path_factory):
+    marker = str(tmp_path_factory.mktemp("raypanel"))
+    cluster = OutsideCluster(marker, token=secrets.token_hex(32))
+    try:
+        cluster.start_head(num_cpus=2, resources={"alice": 2})
+        yield cluster
+    finally:
+        cluster.stop()
+        assert not ours(marker), "processes of the Ray cluster left running"
+
+
+@pytest.mark.timeout(900)  # `ray start` alone takes minutes on a loaded 2-core machine
+def test_a_ray_cluster_added_by_address(ray_outside, jupyter_env, no_leaks, monkeypatch, tmp_path):
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))  # the list of added clusters
+    ray = ray_outside
+    write_notebook(
+        jupyter_env / "ray.ipynb",
+        ["import ray\nprint('alice', ray.cluster_resources().get('alice'))"],
+    )
+    ray_card = card(ray_clusters.cluster_id(ray.address))
+    with server("jupyterlab", jupyter_env, no_leaks) as lab, browser() as chromium:
+        page = chromium.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{lab.url}/lab/tree/ray.ipynb?token={lab.token}")
+        page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60_000)
+        page.wait_for_selector("text=| Idle", timeout=60_000)
+        page.click('.jp-SideBar .lm-TabBar-tab[data-id="nbcluster-sidebar"]')
+
+        # Add Ray: the form takes the GCS address and the token
+        page.click(f'{SIDEBAR} [data-action="add-ray"]')
+        page.fill('.jp-Dialog input[name="address"]', ray.address)
+        page.fill('.jp-Dialog input[name="token"]', ray.token)
+        page.click(".jp-Dialog .jp-mod-accept")
+        page.wait_for_selector(f'{ray_card}[data-engine="ray"]', timeout=180_000)
+        assert ray.address in page.inner_text(ray_card)
+        page.wait_for_selector(f"{ray_card} .nbc-stat-cpus", timeout=60_000)
+        assert page.inner_text(f"{ray_card} .nbc-stat-cpus .nbc-stat-value") == "0/2"
+        assert page.inner_text(f"{ray_card} .nbc-stat-res-alice .nbc-stat-value") == "0/2"
+        assert page.locator(f'{ray_card} [data-action="stop"]').count() == 0  # not ours to stop
+        assert page.locator(f'{ray_card} [data-action="remove"]').count() == 1
+
+        # Connect: the active kernel joins the Ray cluster with the Ray engine
+        page.click(".jp-Notebook .jp-Cell >> nth=0")
+        page.click(f'{ray_card} [data-action="connect"]')
+        run_cell(page, 0)  # runs after the connect code (the kernel takes requests in order)
+        page.wait_for_selector("text=alice 2.0", timeout=180_000)  # the cluster's own resource
+
+        # Insert: the connecting cell, with the token's file (never the token itself)
+        page.click(".jp-Notebook .jp-Cell >> nth=0")
+        page.keyboard.press("Escape")
+        cells = page.locator(".jp-Notebook .jp-Cell").count()
+        page.click(f'{ray_card} [data-action="insert"]')
+        wait_for(lambda: page.locator(".jp-Notebook .jp-Cell").count() == cells + 1, what="a new cell")
+        inserted = page.inner_text(".jp-Notebook .jp-Cell >> nth=1")
+        assert f"%cluster connect {ray.address} --engine ray --token-file" in inserted
+        assert ray.token not in inserted
+
+        # Remove: off the list; the Ray cluster keeps running
+        page.click(f'{ray_card} [data-action="remove"]')
+        page.wait_for_selector(ray_card, state="detached", timeout=30_000)
+        assert ray.alive()
+        assert ray_clusters.RayClusters(tmp_path / "data" / "nbcluster").list() == []

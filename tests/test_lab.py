@@ -126,7 +126,13 @@ def test_every_handler_verb_is_authenticated(jp_serverapp):
         for h in routed(jp_serverapp.web_app.default_router)
         if getattr(h, "__module__", "") == handlers.__name__
     ]
-    assert {h.__name__ for h in ours} == {"ClustersHandler", "ClusterHandler", "EventsHandler"}
+    assert {h.__name__ for h in ours} == {
+        "ClustersHandler",
+        "ClusterHandler",
+        "EventsHandler",
+        "RayClustersHandler",
+        "RayClusterHandler",
+    }
     checked = 0
     for handler in ours:
         for verb in handler.SUPPORTED_METHODS:
@@ -140,7 +146,7 @@ def test_every_handler_verb_is_authenticated(jp_serverapp):
                 f"{handler.__name__}.{verb.lower()} is not authenticated"
             )
             checked += 1
-    assert checked == 5  # GET/POST clusters, GET/DELETE one, GET events
+    assert checked == 8  # GET/POST clusters, GET/DELETE one, GET events, GET/POST ray, DELETE one
 
 
 @in_loop

@@ -7,6 +7,8 @@ interface. An engine supplies only what differs::
     start / connect / shutdown      a cluster owned by the kernel, or one started elsewhere
     attach_output(router)           tag submissions with their cell; feed worker output to `router`
     snapshot()                      the `ClusterSnapshot` every status view reads
+    gone()                          why the cluster went away ("" while it is there); the
+                                    engine calls `cluster_gone` the moment it notices
     remote(obj, **options)          a task or actor class (progress actors, %%remote cells)
     get / wait / future             reading results
 
@@ -15,6 +17,7 @@ interface. An engine supplies only what differs::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from runtime.snapshot import ClusterSnapshot
@@ -86,10 +89,15 @@ class Engine:
         """Addresses of clusters running on this machine (for hints)."""
         return []
 
+    def gone(self) -> str:
+        """Why the cluster in use went away (stopped or crashed); "" while it is there."""
+        return ""
+
 
 _engines: dict[str, Engine] = {}
 _current = {"name": "runtime"}
 _router: dict[str, Any] = {"router": None}
+_gone_listener: dict[str, Callable[[Engine, str, str], None] | None] = {"listener": None}
 
 
 def get(name: str) -> Engine:
@@ -141,3 +149,15 @@ def detach_output() -> None:
     _router["router"] = None
     for engine in _engines.values():
         engine.detach_output()
+
+
+def on_gone(listener: Callable[[Engine, str, str], None] | None) -> None:
+    """Call `listener(engine, address, reason)` when an engine's cluster goes away (None: stop)."""
+    _gone_listener["listener"] = listener
+
+
+def cluster_gone(engine: Engine, address: str, reason: str) -> None:
+    """An engine noticed its cluster went away (called on the engine's own thread)."""
+    listener = _gone_listener["listener"]
+    if listener is not None:
+        listener(engine, address, reason)

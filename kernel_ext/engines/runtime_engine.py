@@ -9,7 +9,7 @@ from runtime import config as cfg
 from runtime import session
 from runtime.snapshot import ClusterSnapshot, snapshot
 
-from . import Engine
+from . import Engine, cluster_gone
 
 
 class RuntimeEngine(Engine):
@@ -18,6 +18,20 @@ class RuntimeEngine(Engine):
     def __init__(self) -> None:
         self.router: Any = None
         self._remote: dict[Any, Any] = {}
+        if self._watch not in session.state.client_hooks:
+            session.state.client_hooks.append(self._watch)
+        if session.state.client is not None and not session.state.worker:
+            self._watch(session.state.client)
+
+    def _watch(self, client: Any) -> None:
+        """Tell the notebook layer when this driver's cluster goes away (its I/O thread notices
+        the node's socket closing at once; see runtime/client/io_loop.py)."""
+        address = client.head_address or "?"
+        client.on_dead.append(lambda reason: cluster_gone(self, address, reason))
+
+    def gone(self) -> str:
+        client = session.state.client
+        return client.dead_reason if client is not None else ""
 
     def is_initialized(self) -> bool:
         return runtime.is_initialized()

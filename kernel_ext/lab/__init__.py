@@ -10,6 +10,13 @@ wheel. REST API, every route authenticated, under ``<base_url>/nbcluster/``::
     GET    clusters/<id>               one cluster
     DELETE clusters/<id>               stop it
     GET    clusters/<id>/events?since  finished tasks (the task stream; runtime.timeline's events)
+    GET    ray                         whether Ray is installed here; the Ray clusters added by address
+    POST   ray                         add one: {"address": "host:port" (its GCS), "token"}
+    DELETE ray/<id>                    forget it (it keeps running: it is not ours to stop)
+
+Ray clusters added by address are listed by ``GET clusters`` too (ids ``ray-…``,
+``"engine": "ray"``); ``DELETE clusters/ray-…`` is refused (409): Stop never
+touches someone else's Ray cluster.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from jupyter_server.utils import url_path_join
 
 from runtime.timeline import task_events
 
+from .ray_clusters import INSTALL, RayClusterError, RayClusters, ray_installed
 from .registry import Registry, UnknownCluster
 
 EVENTS_WINDOW = 60.0  # seconds of task events sent when the client does not say since when
@@ -29,6 +30,16 @@ class _Handler(APIHandler):
     @property
     def registry(self) -> Registry:
         return self.settings["nbcluster_registry"]
+
+    @property
+    def ray(self) -> RayClusters:
+        return self.settings["nbcluster_ray"]
+
+    async def ray_cluster(self, cluster_id: str) -> Any:
+        cluster = await asyncio.to_thread(self.ray.find, cluster_id)
+        if cluster is None:
+            raise tornado.web.HTTPError(404, f"no Ray cluster {cluster_id!r} was added")
+        return cluster
 
     async def kernel_owners(self) -> dict[int, dict[str, Any]]:
         """pid -> the kernel (and its notebook) of every kernel this server runs."""
@@ -70,12 +81,14 @@ class ClustersHandler(_Handler):
     async def get(self) -> None:
         """Every running cluster on this machine, with a snapshot each."""
         infos = await asyncio.to_thread(self.registry.infos)
+        added = await asyncio.to_thread(self.ray.list)
         owners = await self.kernel_owners()
         clusters = await asyncio.gather(
             *(
                 asyncio.to_thread(self.registry.describe, i, owners.get(i.owner_pid) if i.embedded else None)
                 for i in infos
-            )
+            ),
+            *(asyncio.to_thread(self.ray.describe, c) for c in added),
         )
         self.finish(json.dumps({"clusters": clusters, "now": time.time()}))
 
@@ -103,11 +116,22 @@ class ClustersHandler(_Handler):
 class ClusterHandler(_Handler):
     @tornado.web.authenticated
     async def get(self, cluster_id: str) -> None:
+        if cluster_id.startswith("ray-"):
+            cluster = await self.ray_cluster(cluster_id)
+            self.finish(json.dumps(await asyncio.to_thread(self.ray.describe, cluster)))
+            return
         self.finish(json.dumps(await self.described(await self.lookup(cluster_id))))
 
     @tornado.web.authenticated
     async def delete(self, cluster_id: str) -> None:
         """Stop the cluster (every process of it) and answer when it is gone."""
+        if cluster_id.startswith("ray-"):  # never someone else's Ray cluster
+            cluster = await self.ray_cluster(cluster_id)
+            raise tornado.web.HTTPError(
+                409,
+                f"the Ray cluster at {cluster.address} was added by address and is not stopped from "
+                f"here; to take it off the list, remove it (DELETE nbcluster/ray/{cluster_id})",
+            )
         info = await self.lookup(cluster_id)
         await asyncio.to_thread(self.registry.stop, info)
         self.set_status(204)
@@ -118,14 +142,58 @@ class EventsHandler(_Handler):
     @tornado.web.authenticated
     async def get(self, cluster_id: str) -> None:
         """Tasks that finished after ``?since=`` (seconds since the epoch; default: the last minute)."""
-        await self.lookup(cluster_id)
         now = time.time()
+        if cluster_id.startswith("ray-"):  # Ray's task stream is its own dashboard's
+            await self.ray_cluster(cluster_id)
+            self.finish(json.dumps({"now": now, "events": []}))
+            return
+        await self.lookup(cluster_id)
         try:
             since = float(self.get_query_argument("since", str(now - EVENTS_WINDOW)))
         except ValueError:
             raise tornado.web.HTTPError(400, "since must be a number of seconds since the epoch") from None
         events = await asyncio.to_thread(task_events, cluster_id, since)
         self.finish(json.dumps({"now": now, "events": events[-MAX_EVENTS:]}))
+
+
+class RayClustersHandler(_Handler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        """Whether Ray is installed here (the form says how to install it), and the clusters added."""
+        added = await asyncio.to_thread(self.ray.list)
+        self.finish(
+            json.dumps(
+                {
+                    "installed": ray_installed(),
+                    "install": INSTALL,
+                    "clusters": [{"cluster_id": c.cluster_id, "address": c.address} for c in added],
+                }
+            )
+        )
+
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        """Add a Ray cluster: ``{"address": "host:port" (its GCS), "token": "..." (optional)}``."""
+        body = self.get_json_body() or {}
+        address, token = body.get("address"), body.get("token") or ""
+        if not isinstance(address, str) or not isinstance(token, str):
+            raise tornado.web.HTTPError(400, 'expected {"address": "host:port", "token": "..."}')
+        try:
+            cluster = await asyncio.to_thread(self.ray.add, address, token)
+        except RayClusterError as e:
+            raise tornado.web.HTTPError(400, str(e)) from None
+        self.set_status(201)
+        self.finish(json.dumps(await asyncio.to_thread(self.ray.describe, cluster)))
+
+
+class RayClusterHandler(_Handler):
+    @tornado.web.authenticated
+    async def delete(self, cluster_id: str) -> None:
+        """Forget a Ray cluster added by address; it keeps running."""
+        if not await asyncio.to_thread(self.ray.remove, cluster_id):
+            raise tornado.web.HTTPError(404, f"no Ray cluster {cluster_id!r} was added")
+        self.set_status(204)
+        self.finish()
 
 
 def _number(body: dict, key: str, integer: bool = False) -> float | int | None:
@@ -155,14 +223,17 @@ def setup_handlers(server_app: Any) -> None:
     web_app = server_app.web_app
     registry = Registry()
     web_app.settings["nbcluster_registry"] = registry
+    web_app.settings["nbcluster_ray"] = RayClusters()
     base = url_path_join(web_app.settings["base_url"], "nbcluster")
-    cluster = r"/clusters/(?P<cluster_id>[0-9a-f]+)"
+    cluster = r"/clusters/(?P<cluster_id>[0-9a-f]+|ray-[0-9a-f]+)"
     web_app.add_handlers(
         ".*$",
         [
             (url_path_join(base, "clusters") + "/?", ClustersHandler),
             (base + cluster + "/?", ClusterHandler),
             (base + cluster + "/events/?", EventsHandler),
+            (url_path_join(base, "ray") + "/?", RayClustersHandler),
+            (base + r"/ray/(?P<cluster_id>ray-[0-9a-f]+)/?", RayClusterHandler),
         ],
     )
     atexit.register(registry.close)  # its clients; the clusters keep running

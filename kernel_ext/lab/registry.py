@@ -25,6 +25,7 @@ from runtime.snapshot import ClusterSnapshot
 from runtime.timeline import last_activity
 
 SNAPSHOT_TIMEOUT = 3.0
+NOT_CUSTOM = ("CPU", "GPU", "memory", "object_store_memory")  # the last: Ray's name for its store
 STOP_TIMEOUT = 15.0
 
 
@@ -40,7 +41,7 @@ def connect_code(info: cfg.ConnectionInfo) -> str:
 def summary(snap: ClusterSnapshot) -> dict[str, Any]:
     """The numbers a cluster card shows, summed over the alive nodes."""
     alive = snap.alive_nodes
-    custom = sorted({k for n in alive for k in n.resources_total if k not in ("CPU", "GPU", "memory")})
+    custom = sorted({k for n in alive for k in n.resources_total if k not in NOT_CUSTOM})
     return {
         "nodes": len(alive),
         "nodes_dead": len(snap.nodes) - len(alive),

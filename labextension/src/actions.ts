@@ -1,7 +1,8 @@
 /**
  * What the buttons do: connect the active notebook's kernel, insert the
  * connecting cell, stop (asking first when a kernel owns the cluster or it is
- * working), start a new cluster from a form, stop the clusters idle for long.
+ * working), start a new cluster from a form, stop the clusters idle for long,
+ * add a Ray cluster by address and remove (forget) one: never stop it.
  */
 
 import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
@@ -11,6 +12,7 @@ import { Widget } from '@lumino/widgets';
 
 import { duration } from './format';
 import { NewClusterForm } from './newform';
+import { IRayInfo, RayClusterForm } from './rayform';
 import { requestAPI } from './request';
 import { ICluster } from './types';
 
@@ -115,6 +117,55 @@ export class Actions {
       Notification.success(`Started a cluster at ${made.head_address}.`, { autoClose: 4000 });
     } catch (error) {
       Notification.error(`Could not start a cluster: ${(error as Error).message}`, { autoClose: 8000 });
+    }
+    this.changed();
+  }
+
+  /** Ask for a Ray cluster's address (and token), then add it to the list. */
+  async addRay(): Promise<void> {
+    let info: IRayInfo;
+    try {
+      info = await requestAPI<IRayInfo>('ray');
+    } catch (error) {
+      Notification.error(`Could not ask the server about Ray: ${(error as Error).message}`, { autoClose: 8000 });
+      return;
+    }
+    const form = new RayClusterForm(info);
+    const answer = await showDialog({
+      title: 'Add a Ray cluster',
+      body: form,
+      buttons: info.installed
+        ? [Dialog.cancelButton(), Dialog.okButton({ label: 'Add' })]
+        : [Dialog.okButton({ label: 'Close' })],
+      focusNodeSelector: 'input'
+    });
+    if (!answer.button.accept || !info.installed) {
+      return;
+    }
+    let request;
+    try {
+      request = form.getValue();
+    } catch (error) {
+      Notification.error(`${(error as Error).message}`, { autoClose: 8000 });
+      return;
+    }
+    const id = Notification.emit(`Adding the Ray cluster at ${request.address}…`, 'in-progress', { autoClose: false });
+    try {
+      await requestAPI<ICluster>('ray', { method: 'POST', body: JSON.stringify(request) });
+      Notification.update({ id, message: `Added the Ray cluster at ${request.address}.`, type: 'success', autoClose: 4000 });
+    } catch (error) {
+      Notification.update({ id, message: `Could not add ${request.address}: ${(error as Error).message}`, type: 'error', autoClose: 10000 });
+    }
+    this.changed();
+  }
+
+  /** Forget a Ray cluster added by address; it keeps running. */
+  async remove(cluster: ICluster): Promise<void> {
+    try {
+      await requestAPI<void>(`ray/${cluster.cluster_id}`, { method: 'DELETE' });
+      Notification.success(`Removed ${cluster.head_address} from the list; the Ray cluster keeps running.`, { autoClose: 4000 });
+    } catch (error) {
+      Notification.error(`Could not remove ${cluster.head_address}: ${(error as Error).message}`, { autoClose: 8000 });
     }
     this.changed();
   }

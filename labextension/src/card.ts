@@ -2,7 +2,9 @@
  * One cluster in the sidebar: what it is and who owns it, its numbers, a row
  * per node with CPU and memory bars and sparklines, the task stream, and the
  * actions. Test hooks (kept stable): `.nbc-cluster[data-cluster-id]`, buttons
- * `[data-action="connect" | "insert" | "stop"]`.
+ * `[data-action="connect" | "insert" | "stop" | "remove"]`. A Ray cluster added by
+ * address (`engine: 'ray'`) has Remove (forget it) where ours have Stop: it is not
+ * ours to stop. Its task stream is in its own dashboard, linked from the card.
  */
 
 import { MimeData } from '@lumino/coreutils';
@@ -20,6 +22,7 @@ export interface ICardActions {
   connect(cluster: ICluster): void;
   insert(cluster: ICluster): void;
   stop(cluster: ICluster): void;
+  remove(cluster: ICluster): void;
 }
 
 export class ClusterCard {
@@ -64,10 +67,18 @@ export class ClusterCard {
     button('insert', 'Insert', 'Insert a cell with the code that connects to this cluster', () =>
       actions.insert(this.cluster)
     );
-    button('stop', 'Stop', 'Stop this cluster and every process of it', () =>
-      actions.stop(this.cluster)
-    );
-    this.node.append(header, this.owner, this.error, this.stats, this.nodes, this.stream.node, buttons);
+    const ray = cluster.engine === 'ray';
+    this.node.dataset.engine = cluster.engine;
+    if (ray) {
+      button('remove', 'Remove', 'Take this Ray cluster off the list; it keeps running', () =>
+        actions.remove(this.cluster)
+      );
+    } else {
+      button('stop', 'Stop', 'Stop this cluster and every process of it', () =>
+        actions.stop(this.cluster)
+      );
+    }
+    this.node.append(header, this.owner, this.error, this.stats, this.nodes, ...(ray ? [] : [this.stream.node]), buttons);
     header.addEventListener('mousedown', this.onMouseDown);
     this.update(cluster);
   }
@@ -86,9 +97,12 @@ export class ClusterCard {
     this.node.dataset.idleSeconds = `${Math.floor(idle)}`;
     this.badges.replaceChildren(
       ...(cluster.owner.kind === 'kernel' ? [badge('notebook', 'owned by a notebook kernel')] : []),
+      ...(cluster.engine === 'ray' ? [badge('Ray', 'a Ray cluster added by address', 'nbc-badge-ray')] : []),
       ...(isIdle ? [badge(`idle ${duration(idle)}`, 'no task for a long time', 'nbc-badge-idle')] : [])
     );
-    this.error.textContent = cluster.error ? `not answering: ${cluster.error}` : '';
+    this.error.textContent = cluster.error
+      ? cluster.error.startsWith('unreachable') ? cluster.error : `not answering: ${cluster.error}`
+      : '';
     if (!s || !cluster.snapshot) {
       this.stats.replaceChildren();
       return;
@@ -196,6 +210,17 @@ function ownerText(c: ICluster): Node[] {
   if (o.kind === 'kernel') {
     const path = el('span', 'nbc-owner-path', o.path || o.kernel_id || '');
     return [document.createTextNode('%cluster start in '), path, document.createTextNode(' (stops with its kernel)')];
+  }
+  if (o.kind === 'ray') {
+    const parts: Node[] = [document.createTextNode('Ray cluster added by address (runs until its owner stops it)')];
+    if (c.dashboard) {
+      const link = el('a', 'nbc-dashboard-link', 'dashboard');
+      link.href = c.dashboard;
+      link.target = '_blank';
+      link.rel = 'noopener';
+      parts.push(document.createTextNode(' · '), link);
+    }
+    return parts;
   }
   if (o.kind === 'process') {
     return [document.createTextNode(`owned by pid ${o.pid}${o.name ? `: ${o.name}` : ''}`)];

@@ -54,6 +54,9 @@ export class ClusterSidebar extends Widget {
     };
     toolbar.append(heading);
     button('new', 'New', 'Start a cluster on this machine', () => void this.actions.create());
+    button('add-ray', 'Add Ray', 'Add a Ray cluster started elsewhere, by its address', () =>
+      void this.actions.addRay()
+    );
     this.idleButton = button('stop-idle', 'Idle', 'Find and stop clusters nobody used for long', () =>
       void this.actions.stopIdle(this.idle(), this.idleAfter)
     );
@@ -78,6 +81,7 @@ export class ClusterSidebar extends Widget {
   idle(): ICluster[] {
     return this.clusters.filter(
       c =>
+        c.engine !== 'ray' && // not ours to stop
         c.summary &&
         !c.summary.running &&
         !c.summary.pending &&
@@ -101,7 +105,7 @@ export class ClusterSidebar extends Widget {
     this.clusters = data.clusters;
     this.render(data);
     await Promise.all(
-      data.clusters.filter(c => c.summary).map(c => this.refreshEvents(c))
+      data.clusters.filter(c => c.summary && c.engine !== 'ray').map(c => this.refreshEvents(c))
     );
   }
 
@@ -157,7 +161,7 @@ export class ClusterSidebar extends Widget {
     this.status.classList.remove('nbc-status-gone');
     this.status.textContent = data.clusters.length
       ? `${data.clusters.length} cluster${data.clusters.length > 1 ? 's' : ''} on this machine`
-      : 'No cluster is running. Start one with New, %cluster start in a notebook, or nbcluster start --head.';
+      : 'No cluster is running. Start one with New, %cluster start in a notebook, or nbcluster start --head; add a Ray cluster with Add Ray.';
   }
 
   private failed(error: unknown): void {

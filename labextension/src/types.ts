@@ -1,7 +1,7 @@
 /** What the server sends: see kernel_ext/lab/registry.py (`Registry.describe`). */
 
 export interface IOwner {
-  kind: 'kernel' | 'process' | 'detached';
+  kind: 'kernel' | 'process' | 'detached' | 'ray';
   pid: number;
   kernel_id?: string;
   kernel_name?: string;
@@ -68,7 +68,8 @@ export interface ICluster {
   role: string;
   owner: IOwner;
   connect_code: string;
-  engine: string;
+  engine: string; // 'nbcluster', or 'ray' for a Ray cluster added by address
+  dashboard?: string; // a Ray cluster's dashboard
   error: string;
   snapshot: { nodes: INode[]; taken_at: number } | null;
   summary: ISummary | null;

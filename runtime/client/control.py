@@ -19,7 +19,7 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-from ..exceptions import ConnectionFailedError
+from ..exceptions import ClusterGoneError, ConnectionFailedError
 from ..wire.protocol import Kind
 from .outbox import HEAD, NODE
 from .services import CoreServices
@@ -60,7 +60,7 @@ class Control:
             if core.signer.auth_failed:
                 raise ConnectionFailedError(self.auth_failed_message()) from None
             if core.dead_reason:
-                raise ConnectionFailedError(core.dead_reason) from None
+                raise ClusterGoneError(core.dead_reason) from None
             if dest == NODE and op != "relay":
                 raise ConnectionFailedError(
                     f"the cluster did not answer {op!r} within {timeout} s; is it "

@@ -60,6 +60,7 @@ from typing import Any
 import zmq
 
 from ..exceptions import (
+    ClusterGoneError,
     ConnectionFailedError,
     GetTimeoutError,
 )
@@ -136,6 +137,9 @@ class Client:
         self.welcome: dict = {}
         self.closed = False
         self.dead_reason = ""
+        # Called once, on the I/O thread, with the reason when the cluster goes away (not on
+        # close()): the notebook layer tells its user and stops its views (kernel_ext.notice).
+        self.on_dead: list[Callable[[str], None]] = []
         self.executing = False  # worker: inside a task that holds a CPU
         self._segment_prefix: str | None = None
 
@@ -242,7 +246,7 @@ class Client:
         try:
             while not done():
                 if self.dead_reason:
-                    raise ConnectionFailedError(self.dead_reason)
+                    raise ClusterGoneError(self.dead_reason)
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     if num is not None:
@@ -365,17 +369,26 @@ class Client:
         self.flush()
 
     def mark_dead(self, reason: str) -> None:
+        """The cluster is gone: wake every waiter with `reason`; tell `on_dead` (once)."""
+        first = not self.dead_reason
         self.dead_reason = reason
         with self.cv:
             self.cv.notify_all()
-        self.control.fail_all(ConnectionFailedError(reason))
+        self.control.fail_all(ClusterGoneError(reason))
         if self.on_message is not None:
             self.on_message((Kind.EXIT,), None)
+        if first and not self.closed:
+            for callback in list(self.on_dead):
+                try:
+                    callback(reason)
+                except Exception:  # a listener's bug must not stop the I/O thread
+                    pass
 
     # ============================================================== shutdown
     def close(self, say_bye: bool = True) -> None:
         if self.closed:
             return
+        self.on_dead = []  # leaving on purpose is not the cluster going away
         with self.lock:
             self.leases.return_all()
         if not self.dead_reason and self.link is not None:

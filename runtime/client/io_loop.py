@@ -142,9 +142,10 @@ class IOLoop:
                 if batches is None:
                     if not core.closed:
                         core.mark_dead(
-                            "the connection to the cluster's node daemon closed: the cluster "
-                            "stopped or crashed; results not received are lost. Call init() "
-                            "again to start or join a cluster."
+                            f"the cluster at {core.head_address} is gone: the connection to its "
+                            "node daemon closed (the cluster was stopped, or crashed); results not "
+                            "received are lost. Call init() again to start or join a cluster (in a "
+                            "notebook: %cluster start or %cluster connect)."
                         )
                     continue
                 for batch in batches:

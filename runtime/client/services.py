@@ -36,6 +36,7 @@ class CoreServices(Protocol):
     signer: protocol.Signer
     link: Any  # our node (a Link, or a ZLink for a driver without a node)
     head_sock: Any
+    head_address: str | None
     remote_driver: bool
     peers: dict[int, transport.Link]
     outq: dict[transport.Link, list]
