@@ -111,11 +111,13 @@ def _key(shape: dict[str, float]) -> tuple:
     return tuple(sorted((k, float(v)) for k, v in shape.items() if v > 0))
 
 
-def _waiting_names() -> dict[tuple, list[str]]:
+def _waiting_names(api: str | None) -> dict[tuple, list[str]]:
     """Names of the tasks and actors waiting for a node, by resource shape (dashboard only)."""
     names: dict[tuple, list[str]] = {}
-    tasks = _state("list_tasks", filters=[("state", "=", "PENDING_NODE_ASSIGNMENT")], detail=True, limit=200)
-    actors = _state("list_actors", filters=[("state", "=", "PENDING_CREATION")], detail=True, limit=200)
+    tasks = _state(
+        "list_tasks", api, filters=[("state", "=", "PENDING_NODE_ASSIGNMENT")], detail=True, limit=200
+    )
+    actors = _state("list_actors", api, filters=[("state", "=", "PENDING_CREATION")], detail=True, limit=200)
     for t in tasks or []:
         name = ray_tags.split(getattr(t, "name", "") or "")[0] or "?"
         names.setdefault(_key(getattr(t, "required_resources", None) or {}), []).append(name)
@@ -124,11 +126,19 @@ def _waiting_names() -> dict[tuple, list[str]]:
     return names
 
 
-def _state(fn: str, **kwargs: Any) -> list | None:
+def _api(address: str, dashboard_url: str) -> str | None:
+    """Where Ray's state API is: this cluster's dashboard, named. Left to Ray, it looks for Ray
+    processes on the machine and refuses when it finds several clusters."""
+    if dashboard_url:
+        return dashboard_url if "://" in dashboard_url else "http://" + dashboard_url
+    return address or None
+
+
+def _state(fn: str, api: str | None = None, **kwargs: Any) -> list | None:
     try:
         from ray.util import state
 
-        return getattr(state, fn)(timeout=3, raise_on_missing_output=False, **kwargs)
+        return getattr(state, fn)(address=api, timeout=3, raise_on_missing_output=False, **kwargs)
     except Exception:
         return None
 
@@ -139,8 +149,11 @@ def snapshot(address: str, dashboard_url: str, token: str | None, started_at: fl
     notes: list[str] = []
     available = _per_node_available()
     hw = _dashboard_summary(dashboard_url, token)
-    tasks = _state("list_tasks", filters=[("state", "!=", "FINISHED"), ("state", "!=", "FAILED")], limit=2000)
-    actors = _state("list_actors", filters=[("state", "!=", "DEAD")], limit=2000)
+    api = _api(address, dashboard_url)
+    tasks = _state(
+        "list_tasks", api, filters=[("state", "!=", "FINISHED"), ("state", "!=", "FAILED")], limit=2000
+    )
+    actors = _state("list_actors", api, filters=[("state", "!=", "DEAD")], limit=2000)
     if tasks is None or not hw:
         notes.append(NO_DASHBOARD)
     running: dict[str, dict[str, int]] = {}
@@ -172,7 +185,7 @@ def snapshot(address: str, dashboard_url: str, token: str | None, started_at: fl
     shapes = _pending_shapes(address)
     stuck = infeasible(shapes, alive_totals)
     if stuck and tasks is not None:  # name them: one more dashboard call, only when some are stuck
-        stuck = infeasible(shapes, alive_totals, _waiting_names())
+        stuck = infeasible(shapes, alive_totals, _waiting_names(api))
     nodes = []
     for i, n in enumerate(raw_nodes):
         node_id = n.get("NodeID", "")
