@@ -79,6 +79,7 @@ class OutsideCluster:
                 text = log.read_text(errors="replace")
                 if "timed out during startup" in text:
                     proc.wait(30)
+                    self.procs.remove(proc)  # gone: the retry's process replaces it (see alive())
                     raise TimeoutError(text[-300:])
                 raise AssertionError(f"ray start {name} failed:\n{log.read_text(errors='replace')[-3000:]}")
             time.sleep(0.2)
