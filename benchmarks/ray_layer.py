@@ -15,9 +15,13 @@ it) serves two real kernels, driven through jupyter_client like a notebook:
 The kernels take turns (plain, ours, plain, ours, ...) so machine noise hits
 both alike; medians are reported. Workloads: sync task round trips
 (``ray.get(f.remote())`` one at a time), throughput of 2,000 async no-op
-tasks, sync actor calls, and the latency from a ``print`` in a task to the
-kernel publishing the line (the IOPub message's timestamp minus the time the
-task printed it; same machine, same clock).
+tasks, sync actor calls (each after an untimed warm-up: Ray stops a job's
+idle workers beyond one per CPU after a second, so without it the first call
+of a turn times a worker start), tasks that each need a new worker
+(``max_calls=1``: the worker start, where the job's ``runtime_env`` with our
+setup hook costs), and the latency from a ``print`` in a task to the kernel
+publishing the line (the IOPub message's timestamp minus the time the task
+printed it; same machine, same clock).
 """
 
 from __future__ import annotations
@@ -51,6 +55,10 @@ DEFINE = textwrap.dedent("""
         def ping(self, x=None):
             return x
 
+    @ray.remote(max_calls=1)
+    def fresh(x=None):  # its worker exits after each call: every call starts a new worker
+        return x
+
     @ray.remote
     def say(n, gap):
         for i in range(n):
@@ -63,7 +71,9 @@ DEFINE = textwrap.dedent("""
 """)
 
 MEASURE = textwrap.dedent("""
-    def rate(fn, n):
+    def rate(fn, n, warm=20):
+        fn(warm)  # untimed: Ray stops idle workers beyond one per CPU after a second (the other
+        #           kernel's turn is longer), so the first task of a turn waits for a new worker
         t = time.perf_counter()
         fn(n)
         return n / (time.perf_counter() - t)
@@ -72,6 +82,7 @@ MEASURE = textwrap.dedent("""
         "sync task round trips /s": rate(lambda n: [ray.get(noop.remote()) for _ in range(n)], 300),
         "async tasks /s": rate(lambda n: ray.get([noop.remote() for _ in range(n)]), 2000),
         "sync actor calls /s": rate(lambda n: [ray.get(echo.ping.remote()) for _ in range(n)], 300),
+        "new worker per task /s": rate(lambda n: [ray.get(fresh.remote()) for _ in range(n)], 5, warm=1),
     }
     print("RESULT", json.dumps(out))
 """)

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from typing import Any
 
-from runtime.snapshot import ClusterSnapshot, format_text
+from runtime.snapshot import ClusterSnapshot, describe_infeasible, format_text
 from runtime.timeline import task_events
 
 from . import charts, engines
@@ -119,7 +119,7 @@ def render_html(
     parts.append(listing("Running", snap.running))
     parts.append(listing("Pending", snap.pending))
     if snap.infeasible:
-        items = "; ".join(f"{esc(t['name'])} needs {esc(str(t['resources']))}" for t in snap.infeasible)
+        items = "; ".join(esc(describe_infeasible(t)) for t in snap.infeasible)
         parts.append(
             f"<div style='color:{charts.ERROR}'><b>Infeasible</b> (no node has the resources): {items}</div>"
         )

@@ -118,6 +118,13 @@ class ClusterSnapshot:
         )
 
 
+def describe_infeasible(demand: dict) -> str:
+    """``"f ×3 needs {'GPU': 8.0}"``: one infeasible demand, as every view shows it."""
+    count = int(demand.get("count", 1) or 1)
+    times = f" ×{count}" if count > 1 else ""
+    return f"{demand['name']}{times} needs {demand['resources']}"
+
+
 def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
 
@@ -184,7 +191,7 @@ def format_text(snap: ClusterSnapshot) -> str:
     if infeasible:
         lines.append("Infeasible (no node has the resources; pending until one joins):")
         for t in infeasible:
-            lines.append(f"  {t['name']} needs {t['resources']}")
+            lines.append(f"  {describe_infeasible(t)}")
     actors = [a for n in snap.nodes for a in n.actors]
     if actors:
         lines.append("")

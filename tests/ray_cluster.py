@@ -85,7 +85,9 @@ class OutsideCluster:
             time.sleep(0.2)
         return proc
 
-    def start_head(self, num_cpus: int, resources: dict) -> None:
+    def start_head(self, num_cpus: int, resources: dict, dashboard: bool = True) -> None:
+        """The head; `dashboard=False`: ``--include-dashboard=false`` (Ray without its dashboard)."""
+        web = ["--dashboard-host=127.0.0.1", f"--dashboard-port={free_port()}"]
         self.head_log = self._ray_start(
             "head",
             [
@@ -94,11 +96,15 @@ class OutsideCluster:
                 f"--temp-dir={self.temp_dir}",
                 f"--num-cpus={num_cpus}",
                 f"--resources={json.dumps(resources)}",
-                "--dashboard-host=127.0.0.1",
-                f"--dashboard-port={free_port()}",
+                *(web if dashboard else ["--include-dashboard=false"]),
                 f"--ray-client-server-port={self.client_port}",
             ],
         )
+
+    def address_file(self) -> Path:
+        """The address file ``ray start --head`` wrote (in its temp dir; without ``--temp-dir`` it
+        is the machine-wide ``/tmp/ray/ray_current_cluster`` that ``address="auto"`` reads)."""
+        return Path(self.temp_dir) / "ray_current_cluster"
 
     def node_ip(self) -> str:
         """The address Ray chose for the head's node (its Ray Client server listens there)."""

@@ -151,3 +151,83 @@ def test_ray_client_output_lands_in_the_cell(kernel, outside):
     assert "client line" not in kernel.stream(second) and "|cell=" not in kernel.stream(first)
     ok(kernel, "%cluster disconnect")
     assert outside.alive()
+
+
+def test_connect_auto_finds_the_cluster_running_here(outside, tmp_path):
+    """``auto`` reads Ray's address file, which ``ray start --head`` writes. The kernel here has a
+    Ray temp root of its own (RAY_TMPDIR), holding what the outside head wrote: the machine-wide
+    /tmp/ray/ray_current_cluster, which other tests' and users' clusters use, is never touched."""
+    marker = tmp_path / "autokernel"
+    marker.mkdir()
+    ray_tmp = tmp_path / "raytmp"
+    env = dict(os.environ, NBCLUSTER_DIR=str(marker), RAY_TMPDIR=str(ray_tmp))
+    env.pop("RAY_ADDRESS", None)
+    k = Kernel(env)
+    try:
+        ok(k, "%load_ext kernel_ext")
+        out = k.stream(ok(k, "%cluster connect auto --engine ray"))
+        assert "no Ray cluster is running on this machine" in out and "ray start --head" in out, out
+
+        address_file = ray_tmp / "ray" / "ray_current_cluster"
+        address_file.parent.mkdir(parents=True)
+        stale = f"127.0.0.1:{free_port()}"  # what a cluster killed with kill -9 leaves behind
+        address_file.write_text(stale)
+        out = k.stream(ok(k, "%cluster connect auto --engine ray", timeout=30))
+        assert f"ray_current_cluster names {stale}, but no Ray cluster answers" in out, out
+        assert connected(k) == "False"
+
+        written = outside.address_file().read_text().strip()  # as `ray start --head` wrote it:
+        assert written.endswith(f":{outside.port}")  # its GCS port, at the node's own IP
+        address_file.write_text(written)
+        msg_id = connect(k, f"%cluster connect auto --engine ray --token-file {outside.token_file}", outside)
+        text = "".join(b.get("text/plain", "") for b in k.results(msg_id))
+        assert f"address: {written}" in text and "nodes: 2" in text, text + k.stream(msg_id)
+        assert connected(k) == "True"
+        assert "Disconnected." in k.stream(ok(k, "%cluster disconnect"))
+        assert outside.alive()
+    finally:
+        k.shutdown()
+        wait_for(lambda: not ours(str(marker)), timeout=30, what="the auto kernel to exit")
+    assert not points_at(outside.address)  # the machine-wide file never named this cluster
+
+
+def test_status_without_the_dashboard_says_what_is_missing(kernel, tmp_path_factory):
+    """A head started with --include-dashboard=false: nodes, resources and infeasible demands
+    (from the GCS) still show; what needs the dashboard is said to be missing, on screen."""
+    marker = str(tmp_path_factory.mktemp("raybare"))
+    bare = OutsideCluster(marker, token=secrets.token_hex(32))
+    try:
+        bare.start_head(num_cpus=1, resources={}, dashboard=False)
+        connect(kernel, f"%cluster connect {bare.address} --engine ray --token {bare.token}", bare)
+        ok(
+            kernel,
+            textwrap.dedent("""
+            import ray
+            @ray.remote(num_gpus=4)
+            def wants_gpus():
+                return 1
+            stuck = wants_gpus.remote()
+            print(ray.get(ray.put(5)))
+        """),
+        )
+        snap = "__import__('kernel_ext').engines.current().snapshot()"
+        wait_for(
+            lambda: "'GPU': 4.0" in kernel.value(f"{snap}.infeasible"),
+            timeout=60,
+            interval=0.5,
+            what="the infeasible task in the snapshot",
+        )
+        msg_id = ok(kernel, "%cluster status")
+        texts = [b["text/plain"] for b in kernel.results(msg_id) if "text/plain" in b]
+        assert texts and "1 node(s) alive" in texts[0] and "CPU" in texts[0], texts
+        assert "Ray's dashboard is not running here" in texts[0] and "ray[default]" in texts[0], texts
+        assert "Infeasible" in texts[0] and "task or actor needs" in texts[0], texts
+        widget = kernel.value(
+            "__import__('kernel_ext.status_view', fromlist=['x']).render_html(" + snap + ")"
+        )
+        assert "dashboard is not running" in widget and "Infeasible" in widget, widget
+        ok(kernel, "ray.cancel(stuck)")
+        assert "Disconnected." in kernel.stream(ok(kernel, "%cluster disconnect"))
+    finally:
+        bare.stop()
+    assert not ours(marker), "processes of the dashboard-less cluster left running"

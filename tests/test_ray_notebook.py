@@ -239,6 +239,41 @@ def test_status_shows_nodes_tasks_and_actors(cluster):
     assert kernel.value(f"{snap}.notes") == "()"  # the dashboard is there: nothing is missing
 
 
+def test_status_shows_infeasible_tasks(cluster):
+    """A task asking for a resource no node has waits, named, in the text and widget views."""
+    kernel, _, _ = cluster
+    ok(
+        kernel,
+        textwrap.dedent("""
+        import ray
+        @ray.remote(resources={"unicorn": 1})
+        def needs_a_unicorn():
+            return 1
+        stuck = [needs_a_unicorn.remote() for _ in range(2)]
+    """),
+    )
+    snap = "__import__('kernel_ext').engines.current().snapshot()"
+    wait_for(
+        lambda: "needs_a_unicorn" in kernel.value(f"{snap}.infeasible"),
+        timeout=60,
+        interval=0.5,
+        what="the infeasible task in the snapshot",
+    )
+    assert "'unicorn': 1.0" in kernel.value(f"{snap}.infeasible")
+    msg_id = ok(kernel, "%cluster status")
+    text = "".join(b.get("text/plain", "") for b in kernel.results(msg_id))
+    assert "Infeasible (no node has the resources" in text and "needs_a_unicorn ×2 needs" in text, text
+    widget = kernel.value("__import__('kernel_ext.status_view', fromlist=['x']).render_html(" + snap + ")")
+    assert "Infeasible" in widget and "needs_a_unicorn ×2 needs" in widget, widget
+    ok(kernel, "for r in stuck:\n    ray.cancel(r)\ndel stuck")
+    wait_for(
+        lambda: kernel.value(f"{snap}.infeasible") == "[]",
+        timeout=60,
+        interval=0.5,
+        what="the cancelled tasks to leave the status",
+    )
+
+
 def test_ray_tqdm_bars_and_ray_data_land_in_their_cell(cluster):
     kernel, _, _ = cluster
     msg_id = ok(
@@ -284,6 +319,34 @@ def test_ray_tqdm_bars_and_ray_data_land_in_their_cell(cluster):
     wait_for(lambda: "batch of" in kernel.stream(data), timeout=30, what="a Ray Data task's print")
     later = ok(kernel, "w = 1")
     assert "batch of" not in kernel.stream(later)
+
+
+def test_kernel_restart_leaves_no_ray_process(tmp_path_factory):
+    """Restarting the kernel (the notebook's Restart) stops the Ray cluster it started."""
+    marker = str(tmp_path_factory.mktemp("rayrestart"))
+    kernel = Kernel(dict(os.environ, NBCLUSTER_DIR=marker))
+    try:
+        ok(kernel, "%load_ext kernel_ext")
+        start = ok(kernel, "%cluster start --engine ray -n 1", timeout=START_TIMEOUT)
+        assert "UsageError" not in kernel.stream(start), kernel.stream(start)
+        address = kernel.value("__import__('kernel_ext').engines.current().address").strip("'")
+        assert len(ours(marker)) >= 4  # the kernel, GCS, raylet, workers
+        old = kernel.pid
+        kernel.km.restart_kernel(
+            now=False
+        )  # as the notebook's Restart: a shutdown request, then a new kernel
+        assert kernel.pid != old
+        wait_for(
+            lambda: {p.pid for p in ours(marker)} <= {kernel.pid},
+            timeout=60,
+            what="every process of the restarted kernel's Ray cluster to exit",
+        )
+        assert not points_at(address)
+        ok(kernel, "%load_ext kernel_ext", timeout=120)  # the new kernel (same channels) works
+        assert kernel.value("__import__('kernel_ext').engines.current().is_initialized()") == "False"
+    finally:
+        kernel.shutdown()
+        wait_for(lambda: not ours(marker), timeout=60, what="the restarted kernel to exit")
 
 
 def test_kernel_killed_leaves_no_ray_process(cluster):

@@ -72,3 +72,21 @@ def test_a_ray_client_server_failure_says_the_servers_reason():
         "Initialization failure from server: RuntimeError: Starting Ray client server failed"
     )
     assert retry == "True" and retry_refused == "False"
+
+
+def test_infeasible_demands_are_those_no_alive_node_can_ever_run():
+    from kernel_ext.engines.ray_status import infeasible
+
+    nodes = [{"CPU": 2.0, "memory": 8e9}, {"CPU": 1.0, "second": 1.0}]
+    shapes = [
+        ({"CPU": 2.0}, 3),  # waits for free CPUs: feasible
+        ({"CPU": 1.0, "second": 1.0}, 1),  # fits the second node only: feasible
+        ({"CPU": 1.0, "GPU": 1.0}, 2),  # no node has a GPU
+        ({"CPU": 2.0, "second": 1.0}, 1),  # each part exists, never on one node
+    ]
+    names = {(("CPU", 1.0), ("GPU", 1.0)): ["train", "train"]}
+    assert infeasible(shapes, nodes, names) == (
+        {"name": "train", "resources": {"CPU": 1.0, "GPU": 1.0}, "count": 2},
+        {"name": "task or actor", "resources": {"CPU": 2.0, "second": 1.0}, "count": 1},
+    )
+    assert infeasible(shapes, [{"CPU": 4.0, "GPU": 1.0, "second": 1.0}]) == ()

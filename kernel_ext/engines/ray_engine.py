@@ -52,6 +52,36 @@ def probe(address: str, timeout: float = 3.0) -> None:
         ) from None
 
 
+def find_auto() -> str:
+    """The address ``ray.init("auto")`` would use (``RAY_ADDRESS``, else the address file the
+    newest ``ray start --head`` of this machine wrote), checked: no file, or a stale one left by a
+    killed cluster, fails in seconds with what to do instead of Ray's minute-long wait."""
+    from ray._common.utils import get_ray_address_file
+
+    found = os.environ.get("RAY_ADDRESS", "").strip()
+    where = "RAY_ADDRESS"
+    if not found:
+        where = get_ray_address_file(None)
+        try:
+            with open(where) as f:
+                found = f.read().strip()
+        except OSError:
+            found = ""
+    if not found:
+        raise EngineError(
+            f"no Ray cluster is running on this machine ({where} is missing): start one with "
+            "`ray start --head`, or give its address: %cluster connect host:port --engine ray"
+        )
+    if found.startswith("ray://"):
+        probe(found.removeprefix("ray://"))
+        return found
+    try:
+        probe(found)
+    except EngineError as e:
+        raise EngineError(f"{where} names {found}, but {e}") from None
+    return found
+
+
 def reason(e: BaseException) -> str:
     """The line of `e` that says what went wrong. Ray Client's "Initialization failure from
     server:" carries the server's whole traceback after its first line: the last line is the
@@ -126,7 +156,9 @@ class RayEngine(Engine):
             raise
 
     def connect(self, address: str, token: str | None = None, token_file: str | None = None) -> None:
-        if address != "auto":
+        if address == "auto":
+            address = find_auto()
+        else:
             probe(address.removeprefix("ray://"))
         if token_file and not os.path.isfile(token_file):
             raise EngineError(f"--token-file {token_file}: no such file (it holds the cluster's Ray token)")
@@ -160,9 +192,7 @@ class RayEngine(Engine):
                 self._restore_env()
                 raise self._explain(address, e) from None
         os.environ.pop("RAY_gcs_server_port_wait_time_s", None)
-        self._address = address if not self._client else address
-        if address == "auto":
-            self._address = getattr(ctx, "address_info", {}).get("gcs_address", address) or address
+        self._address = address
         self._dashboard = getattr(ctx, "dashboard_url", "") or ""
         self._token = token or (
             open(token_file).read().strip() if token_file else os.environ.get("RAY_AUTH_TOKEN")

@@ -4,6 +4,8 @@
 
     GCS:        ray.nodes()                       nodes, alive, resources total
                 per-node available resources      (Ray's GlobalState)
+                pending demands by shape          (autoscaler SDK's cluster resource state):
+                                                  a shape no alive node has is infeasible
     dashboard:  ray.util.state list_tasks/actors  tasks by name and state, actors
                 GET /nodes?view=summary            per-node CPU %, memory, object store
 
@@ -67,11 +69,76 @@ def _dashboard_summary(url: str, token: str | None) -> dict[str, dict]:
     return out
 
 
-def _state(fn: str, **kwargs: Any) -> list | None:
+def _pending_shapes(address: str) -> list[tuple[dict[str, float], int]]:
+    """Resource shapes that tasks and actors wait for, with their counts, as the raylets report
+    them to the GCS (what ``ray status`` calls pending demands; no dashboard needed)."""
+    if not address or address.startswith("ray://"):
+        return []  # Ray Client: the GCS is not ours to reach
+    try:
+        import ray
+        from ray.autoscaler.v2.sdk import get_cluster_resource_state
+
+        client = getattr(ray._private.worker.global_worker, "gcs_client", None)
+        state = get_cluster_resource_state(client)
+    except Exception:
+        return []
+    return [(dict(r.request.resources_bundle), int(r.count)) for r in state.pending_resource_requests]
+
+
+def fits(shape: dict[str, float], total: dict[str, float]) -> bool:
+    """Whether a node with these resources in total could ever run a demand of this shape."""
+    return all(v <= total.get(k, 0.0) + 1e-9 for k, v in shape.items() if v > 0)
+
+
+def infeasible(
+    shapes: list[tuple[dict[str, float], int]],
+    totals: list[dict[str, float]],
+    names: dict[tuple, list[str]] | None = None,
+) -> tuple[dict, ...]:
+    """The demands no alive node can meet: ``{"name", "resources", "count"}`` each (the names of
+    the waiting tasks when the dashboard gave them, else "task or actor")."""
+    out = []
+    for shape, count in shapes:
+        if any(fits(shape, total) for total in totals):
+            continue
+        known = (names or {}).get(_key(shape)) or []
+        name = ", ".join(sorted(set(known))) if known else "task or actor"
+        out.append({"name": name, "resources": {k: v for k, v in shape.items() if v > 0}, "count": count})
+    return tuple(out)
+
+
+def _key(shape: dict[str, float]) -> tuple:
+    return tuple(sorted((k, float(v)) for k, v in shape.items() if v > 0))
+
+
+def _waiting_names(api: str | None) -> dict[tuple, list[str]]:
+    """Names of the tasks and actors waiting for a node, by resource shape (dashboard only)."""
+    names: dict[tuple, list[str]] = {}
+    tasks = _state(
+        "list_tasks", api, filters=[("state", "=", "PENDING_NODE_ASSIGNMENT")], detail=True, limit=200
+    )
+    actors = _state("list_actors", api, filters=[("state", "=", "PENDING_CREATION")], detail=True, limit=200)
+    for t in tasks or []:
+        name = ray_tags.split(getattr(t, "name", "") or "")[0] or "?"
+        names.setdefault(_key(getattr(t, "required_resources", None) or {}), []).append(name)
+    for a in actors or []:
+        names.setdefault(_key(getattr(a, "required_resources", None) or {}), []).append(a.class_name or "?")
+    return names
+
+
+def _api(address: str, dashboard_url: str) -> str | None:
+    """Where Ray's state API is: this cluster's dashboard, named. Left to Ray, it looks for Ray
+    processes on the machine and refuses when it finds several clusters."""
+    if dashboard_url:
+        return dashboard_url if "://" in dashboard_url else "http://" + dashboard_url
+    return address or None
+
+
+def _state(fn: str, api: str | None = None, **kwargs: Any) -> list | None:
     try:
         from ray.util import state
 
-        return getattr(state, fn)(timeout=3, raise_on_missing_output=False, **kwargs)
+        return getattr(state, fn)(address=api, timeout=3, raise_on_missing_output=False, **kwargs)
     except Exception:
         return None
 
@@ -82,8 +149,11 @@ def snapshot(address: str, dashboard_url: str, token: str | None, started_at: fl
     notes: list[str] = []
     available = _per_node_available()
     hw = _dashboard_summary(dashboard_url, token)
-    tasks = _state("list_tasks", filters=[("state", "!=", "FINISHED"), ("state", "!=", "FAILED")], limit=2000)
-    actors = _state("list_actors", filters=[("state", "!=", "DEAD")], limit=2000)
+    api = _api(address, dashboard_url)
+    tasks = _state(
+        "list_tasks", api, filters=[("state", "!=", "FINISHED"), ("state", "!=", "FAILED")], limit=2000
+    )
+    actors = _state("list_actors", api, filters=[("state", "!=", "DEAD")], limit=2000)
     if tasks is None or not hw:
         notes.append(NO_DASHBOARD)
     running: dict[str, dict[str, int]] = {}
@@ -108,8 +178,15 @@ def snapshot(address: str, dashboard_url: str, token: str | None, started_at: fl
                 pending_calls=0,
             )
         )
-    nodes = []
     raw_nodes = sorted(ray.nodes(), key=lambda n: (not n.get("Alive"), n.get("NodeManagerAddress", "")))
+    alive_totals = [
+        {k: float(v) for k, v in (n.get("Resources") or {}).items()} for n in raw_nodes if n.get("Alive")
+    ]
+    shapes = _pending_shapes(address)
+    stuck = infeasible(shapes, alive_totals)
+    if stuck and tasks is not None:  # name them: one more dashboard call, only when some are stuck
+        stuck = infeasible(shapes, alive_totals, _waiting_names(api))
+    nodes = []
     for i, n in enumerate(raw_nodes):
         node_id = n.get("NodeID", "")
         total = {k: float(v) for k, v in (n.get("Resources") or {}).items() if not k.startswith("node:")}
@@ -136,6 +213,7 @@ def snapshot(address: str, dashboard_url: str, token: str | None, started_at: fl
                 workers_busy=sum(mine.values()),
                 running=mine,
                 pending=pending if i == 0 else {},
+                infeasible=stuck if i == 0 else (),
                 actors=tuple(actors_by_node.get(node_id, ())),
             )
         )
