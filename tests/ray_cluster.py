@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from conftest import ours
@@ -151,6 +153,22 @@ class OutsideCluster:
             p.wait(10)
         for d in self.temp_dirs:
             shutil.rmtree(d, ignore_errors=True)
+
+
+@contextmanager
+def outside_cluster(marker: str, num_cpus: int, resources: dict) -> Iterator[OutsideCluster]:
+    """A Ray head with token auth, started as a user would; afterwards none of it runs and
+    Ray's machine-wide address file does not name it."""
+    import secrets
+
+    cluster = OutsideCluster(marker, token=secrets.token_hex(32))
+    try:
+        cluster.start_head(num_cpus=num_cpus, resources=resources)
+        yield cluster
+    finally:
+        cluster.stop()
+        assert not ours(marker), "processes of the Ray cluster left running"
+        assert not points_at(cluster.address)
 
 
 def points_at(address: str) -> bool:

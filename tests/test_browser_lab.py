@@ -12,16 +12,15 @@ attaches the kernel to it with the Ray engine; Remove forgets it and never stops
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ours, wait_for
+from conftest import wait_for
 from jupyter_app import browser, server, write_notebook
-from ray_cluster import OutsideCluster
+from ray_cluster import outside_cluster
 
 from kernel_ext.lab import ray_clusters
 from runtime import config as cfg
@@ -263,14 +262,8 @@ def test_sidebar_in_notebook_7(cli_cluster, jupyter_env, no_leaks):
 
 @pytest.fixture
 def ray_outside(tmp_path_factory):
-    marker = str(tmp_path_factory.mktemp("raypanel"))
-    cluster = OutsideCluster(marker, token=secrets.token_hex(32))
-    try:
-        cluster.start_head(num_cpus=2, resources={"alice": 2})
+    with outside_cluster(str(tmp_path_factory.mktemp("raypanel")), 2, {"alice": 2}) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        assert not ours(marker), "processes of the Ray cluster left running"
 
 
 @pytest.mark.timeout(900)  # `ray start` alone takes minutes on a loaded 2-core machine

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import stat
 import subprocess
 import sys
@@ -15,9 +14,8 @@ import time
 
 import pytest
 import tornado
-from conftest import ours
 from pytest_jupyter.jupyter_server import *  # noqa: F403 - jp_fetch and the server it needs
-from ray_cluster import OutsideCluster, free_port, points_at
+from ray_cluster import free_port, outside_cluster
 from test_lab import get_json, in_loop, jp_server_config  # noqa: F401 - fixtures
 
 from kernel_ext.lab import ray_clusters
@@ -28,15 +26,8 @@ pytestmark = pytest.mark.timeout(900)
 
 @pytest.fixture(scope="module")
 def outside(tmp_path_factory):
-    marker = str(tmp_path_factory.mktemp("raylab"))
-    cluster = OutsideCluster(marker, token=secrets.token_hex(32))
-    try:
-        cluster.start_head(num_cpus=2, resources={"alice": 2})
+    with outside_cluster(str(tmp_path_factory.mktemp("raylab")), 2, {"alice": 2}) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        assert not ours(marker), "processes of the Ray cluster left running"
-        assert not points_at(cluster.address)
 
 
 @pytest.fixture
