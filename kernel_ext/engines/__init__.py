@@ -17,6 +17,7 @@ interface. An engine supplies only what differs::
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from typing import Any
 
@@ -30,57 +31,60 @@ class EngineError(Exception):
     """A cluster could not be started or reached; the message says what to do."""
 
 
-class Engine:
-    """What `kernel_ext` needs from a cluster engine (see the module docstring)."""
+class Engine(abc.ABC):
+    """What `kernel_ext` needs from a cluster engine (see the module docstring); each engine
+    implements every abstract method."""
 
     name = ""
     refresh = 1.0  # seconds between status snapshots the views may take
 
-    def is_initialized(self) -> bool:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def is_initialized(self) -> bool: ...
 
     @property
+    @abc.abstractmethod
     def owned(self) -> bool:
         """True when this kernel started the cluster (it stops with the kernel)."""
-        raise NotImplementedError
+        ...
 
     @property
-    def address(self) -> str:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def address(self) -> str: ...
 
+    @abc.abstractmethod
     def start(
         self,
         num_cpus: float | None = None,
         num_gpus: float | None = None,
         resources: dict | None = None,
         object_store_memory: int | None = None,
-    ) -> None:
-        raise NotImplementedError
+    ) -> None: ...
 
-    def connect(self, address: str, token: str | None = None, token_file: str | None = None) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def connect(self, address: str, token: str | None = None, token_file: str | None = None) -> None: ...
 
-    def shutdown(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def shutdown(self) -> None: ...
 
-    def attach_output(self, router: Any) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def attach_output(self, router: Any) -> None: ...
 
-    def detach_output(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def detach_output(self) -> None: ...
 
+    @abc.abstractmethod
     def snapshot(self, timeout: float = 30.0) -> ClusterSnapshot:
         """The cluster as one record; `timeout`: how long a silent cluster is waited for."""
-        raise NotImplementedError
+        ...
 
-    def remote(self, obj: Any, **options: Any) -> Any:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def remote(self, obj: Any, **options: Any) -> Any: ...
 
-    def get(self, refs: Any, timeout: float | None = None) -> Any:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def get(self, refs: Any, timeout: float | None = None) -> Any: ...
 
-    def wait(self, refs: list, num_returns: int = 1, timeout: float | None = None) -> tuple[list, list]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def wait(self, refs: list, num_returns: int = 1, timeout: float | None = None) -> tuple[list, list]: ...
 
     def future(self, ref: Any) -> Any:
         return ref.future()
