@@ -122,7 +122,10 @@ async def test_a_ray_cluster_is_added_described_connected_to_and_forgotten(jp_fe
         listed = (await get_json(jp_fetch, "clusters"))["clusters"]
         (card,) = [c for c in listed if c["cluster_id"] == cid]
         s = card["summary"]
-        if s and s["running"] == 2 and s["pending"] == 1 and s["actors"] == 1 or time.monotonic() > deadline:
+        # Tasks and resources come from different endpoints of Ray's dashboard, refreshed
+        # apart: wait until both show the driver's work.
+        settled = s and s["running"] == 2 and s["pending"] == 1 and s["actors"] == 1 and s["cpus_used"] == 2
+        if settled or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.2)
     assert s["running"] == 2 and s["pending"] == 1 and s["actors"] == 1, s
