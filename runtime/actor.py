@@ -104,6 +104,8 @@ class ActorClass:
             )
             if existing is not None:
                 return ActorHandle(existing[0], existing[1], client)
+            if not detached:
+                client.owned_names.append((namespace, name, actor_id))
         fid = register(client, self._cls, self)
         task_id = ids.next()
         wire, deps, contained, _keep = encode_args(client, args, kwargs, task_id)

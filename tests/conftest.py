@@ -66,6 +66,13 @@ def _alive(p: psutil.Process) -> bool:
         return False
 
 
+def _describe(p: psutil.Process) -> tuple[int, list[str] | str]:
+    try:
+        return (p.pid, p.cmdline())
+    except psutil.Error as e:  # exited meanwhile (a zombie has no cmdline)
+        return (p.pid, type(e).__name__)
+
+
 def segments() -> list[str]:
     """This test's shared-memory segments (each test has its own NBCLUSTER_SHM_DIR)."""
     return sorted(str(p) for p in Path(os.environ["NBCLUSTER_SHM_DIR"]).glob("nbc-*"))
@@ -104,13 +111,14 @@ def no_leaks(tmp_path_factory, monkeypatch):
         if not left and not leaked and not clusters:
             break
         time.sleep(0.05)
+    described = [_describe(p) for p in left]  # before the kill: a killed process has no cmdline
     for p in left:
         try:
             p.kill()
         except psutil.NoSuchProcess:
             pass
     shutil.rmtree(shm, ignore_errors=True)  # the test's own folder goes whatever it found
-    assert not left, f"processes left running: {[(p.pid, p.cmdline()) for p in left]}"
+    assert not left, f"processes left running: {described}"
     assert not leaked, f"shared-memory segments left: {sorted(leaked)}"
     assert not clusters, f"cluster folders left: {clusters}"
 

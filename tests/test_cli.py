@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 from conftest import free_port, nbcluster, ours, wait_for
 
 import runtime
@@ -42,6 +43,21 @@ def test_start_connect_status_stop(no_leaks):
     wait_for(status_shows_it, timeout=10, what="status to list the infeasible task")
     status = nbcluster("status").stdout
     assert "CPU" in status and "alice" in status and "workers" in status
+
+    @runtime.remote
+    class Named:
+        def ping(self):
+            return "pong"
+
+    for round_ in range(3):  # a named actor dies with its driver, and at once its name too (as in Ray)
+        held = Named.options(name="held", namespace="cli").remote()
+        kept = Named.options(name=f"kept{round_}", namespace="cli", lifetime="detached").remote()
+        assert runtime.get([held.ping.remote(), kept.ping.remote()]) == ["pong", "pong"]
+        runtime.shutdown()
+        runtime.init(address="auto", namespace="cli")
+        assert runtime.get(runtime.get_actor(f"kept{round_}").ping.remote()) == "pong"
+        with pytest.raises(ValueError, match="no such actor"):
+            runtime.get_actor("held")
     runtime.shutdown()
     # the cluster outlives its drivers
     assert nbcluster("status").returncode == 0

@@ -136,6 +136,9 @@ class Client:
         self.log_handler: Callable[..., None] = print_log
         self.welcome: dict = {}
         self.closed = False
+        # (namespace, name, actor id) of the non-detached named actors this process created: their
+        # names are let go before close() returns, so a driver started next cannot find them.
+        self.owned_names: list[tuple[str, str, bytes]] = []
         self.dead_reason = ""
         # Called once, on the I/O thread, with the reason when the cluster goes away (not on
         # close()): the notebook layer tells its user and stops its views (kernel_ext.notice).
@@ -389,6 +392,11 @@ class Client:
         if self.closed:
             return
         self.on_dead = []  # leaving on purpose is not the cluster going away
+        if self.owned_names and not self.dead_reason and self.thread is not None:
+            try:  # as Ray's GCS does when a job ends; the actors themselves stop a moment later
+                self.request("release_names", self.owned_names, timeout=2.0)
+            except Exception:  # noqa: BLE001 - a head that is down forgets them when it sees them die
+                pass
         with self.lock:
             self.leases.return_all()
         if not self.dead_reason and self.link is not None:

@@ -3,6 +3,7 @@
 ::
 
     drivers ──REQUEST(hello | nodes | snapshot | register_name | lookup_name | shutdown)──┐
+              (release_names: a driver that ends lets go of its actors' names)            │
     nodes   ──NODE_HELLO, NODE_REPORT (every second), ACTOR_EVENT (named actors)──────────┤
                                                                                          ▼
                           ROUTER tcp://host:port ─▶ nodes{}, names{}, jobs ─▶ REPLY / EXIT / REJOIN
@@ -326,6 +327,17 @@ class Head:
                 "namespace=... (or init(namespace=...)) to look in another one."
             )
         return (entry["actor_id"], entry["meta"])
+
+    def op_release_names(self, ident, owned: list) -> int:
+        """A driver that ends lets go of its non-detached actors' names (a new driver must not find them)."""
+        released = 0
+        for namespace, name, actor_id in owned:
+            entry = self.names.get((namespace, name))
+            if entry is not None and entry["actor_id"] == actor_id:
+                del self.names[(namespace, name)]
+                self.persist("name_removed", namespace, name)
+                released += 1
+        return released
 
     def op_shutdown(self, ident: bytes) -> bool:
         self.running = False
