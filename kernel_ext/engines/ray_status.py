@@ -145,7 +145,9 @@ def _state(fn: str, api: str | None = None, **kwargs: Any) -> list | None:
 
 
 KINDS = {"NORMAL_TASK": "task", "ACTOR_TASK": "actor_call", "ACTOR_CREATION_TASK": "actor_create"}
-EVENTS_LIMIT = 1000  # tasks of each end state read per refresh (the dashboard keeps more)
+# Tasks of each end state read per refresh. Ray's state API sorts by task id, not by time, before
+# it cuts: a cluster keeping more finished tasks than this shows a part of them.
+EVENTS_LIMIT = 2000
 
 
 def task_event(task: Any) -> dict[str, Any] | None:

@@ -146,7 +146,8 @@ class Registry:
             head = None
         events = task_events(info.cluster_id, since, head)
         if events:  # a task finished on some node: not idle (other machines' leave no file here)
-            self.busy_at[info.cluster_id] = max(self.busy_at.get(info.cluster_id, 0.0), events[-1]["end"])
+            last = max(e["end"] for e in events)
+            self.busy_at[info.cluster_id] = max(self.busy_at.get(info.cluster_id, 0.0), last)
         return events
 
     # ------------------------------------------------------------ acting
