@@ -73,8 +73,10 @@ def task_stream(events: list[dict[str, Any]], now: float, window: float) -> str:
         x1 = (min(e["end"], now) - start) / window * width
         y = rows[(e.get("node", ""), e.get("worker", 0))] * row_h + 1
         fill = color(e["name"]) if e.get("ok", True) else ERROR
+        host = f" on {e['host']}" if e.get("host") else ""
         tip = html.escape(
-            f"{e['name']} on worker {e.get('worker', 0)}: {(e['end'] - e['start']) * 1000:.1f} ms"
+            f"{e['name']} on worker {e.get('worker', 0)} (node {e.get('node', '')}{host}): "
+            f"{(e['end'] - e['start']) * 1000:.1f} ms"
         )
         rects.append(
             f"<rect x='{x0:.2f}' y='{y}' width='{max(x1 - x0, 0.6):.2f}' height='{row_h - 2}' fill='{fill}'>"

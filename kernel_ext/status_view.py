@@ -3,7 +3,7 @@
 A background thread asks the head for a `ClusterSnapshot` about once a
 second and re-renders one HTML widget: per node CPU and memory bars with
 sparklines of the last minute, tasks, actors, and the task stream (the
-events of `runtime.timeline()` on this machine), as the lab sidebar shows
+events of `runtime.timeline()`, every node's; Ray's finished tasks on Ray), as the lab sidebar shows
 them. The text fallback is the same table `nbcluster status` prints. Re-running the view, ``%cluster stop`` and
 kernel shutdown stop the thread.
 """
@@ -17,7 +17,6 @@ from collections import deque
 from typing import Any
 
 from runtime.snapshot import ClusterSnapshot, describe_infeasible, format_text
-from runtime.timeline import task_events
 
 from . import charts, engines
 from .cell_output import current_parent, refresh
@@ -27,6 +26,7 @@ REFRESH = 1.0
 SNAPSHOT_TIMEOUT = 5.0  # a head that does not answer for this long is taken as gone
 HISTORY = 60  # samples per sparkline: the last minute
 STREAM_WINDOW = 30.0  # seconds of the task stream
+LATE = 10.0  # seconds an event may reach the reader after it ended (other machines' come through the head)
 
 
 def _gib(n: float) -> str:
@@ -151,6 +151,7 @@ class StatusView:
         self.history = History()
         self.history.add(self.snap)
         self.events: list[dict[str, Any]] = []
+        self.read_at = 0.0
         self._read_events()
         self.stopped = threading.Event()
         self.widget = None
@@ -178,15 +179,17 @@ class StatusView:
         return f"<div style='color:{charts.ERROR};margin-bottom:4px'>{note}</div>{body}"
 
     def _read_events(self) -> None:
-        """Tasks that finished since the last read (this machine's workers), for the task stream."""
+        """Tasks that finished since the last read (every node's), for the task stream."""
         now = time.time()
-        since = self.events[-1]["end"] - 2.0 if self.events else now - STREAM_WINDOW
+        # Read again what ended a little before the last read: events of other machines arrive late.
+        since = self.read_at - LATE if self.read_at else now - STREAM_WINDOW
+        self.read_at = now
         seen = {(e["node"], e["worker"], e["start"]) for e in self.events}
-        fresh = [
-            e
-            for e in task_events(self.snap.cluster_id, since)
-            if (e["node"], e["worker"], e["start"]) not in seen
-        ]
+        try:
+            got = self.engine.task_events(since)
+        except Exception:  # noqa: BLE001 - the stream waits for the next refresh
+            got = []
+        fresh = [e for e in got if (e["node"], e["worker"], e["start"]) not in seen]
         kept = [e for e in self.events if e["end"] >= now - STREAM_WINDOW]
         self.events = sorted(kept + fresh, key=lambda e: e["end"])
 

@@ -3,19 +3,28 @@
 ::
 
     worker ──one line per finished task (one write(2))──▶ <cluster dir>/timeline/<node>-<pid>.jsonl
-                                                               │ read on demand
-    runtime.timeline() (Chrome trace events) ◀────────────────┤
-    lab panel's task stream (/nbcluster/clusters/<id>/events) ◀┘
+                                                               │ read on demand         │ tailed by its
+                                                               │ (this machine's nodes) │ node, every s
+                                                               │                        ▼
+                                                               │   head: the last minute of every node
+                                                               │   (TASK_EVENTS, head/events.py)
+                                                               │                        │ "events" request
+    runtime.timeline() (Chrome trace events) ◀────────────────┤◀───────────────────────┤ (the other
+    lab panel's task stream (/nbcluster/clusters/<id>/events) ◀┤◀───────────────────────┤  machines'
+    %cluster status's task stream ◀───────────────────────────┘◀───────────────────────┘  nodes)
 
-Every worker appends its own file, so writers never share a lock and the
-runtime's processes never read them: the cost is one small unbuffered
-``write``, made just after the task's result was sent (so a caller may see
-its result a moment before the event). A file is rotated (renamed to ``.1``, replacing
-the older one) past `ROTATE_LINES` lines, so a long run keeps only recent
-history on disk. The files live in the cluster's folder and go with it.
+Every worker appends its own file, so writers never share a lock; only its
+node reads it back (`runtime.node.events`), once a second, what is new. The
+cost on the task's path is one small unbuffered ``write``, made just after
+the task's result was sent (so a caller may see its result a moment before
+the event). A file is rotated (renamed to ``.1``, replacing the older one)
+past `ROTATE_LINES` lines, so a long run keeps only recent history on disk.
+The files live in the cluster's folder and go with it.
 
-Events are only those of workers on this machine: a node on another
-machine writes its own folder there.
+One source per node: `task_events` reads the files of the nodes that write
+them here (no delay, and the whole history on disk), and asks the head for
+the events of every other node (other machines: about a second late, the
+last minute). Without an answer from the head it returns this machine's.
 
 Example::
 
@@ -34,13 +43,17 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
 from . import config as cfg
 
+log = logging.getLogger(__name__)
 ROTATE_LINES = 20_000
+HEAD_TIMEOUT = 3.0  # seconds to wait for the head's events before showing this machine's alone
 
 
 def folder(cluster_id: str) -> Path:
@@ -82,21 +95,50 @@ class Recorder:
         self.lines = 0
 
 
-def task_events(cluster_id: str, since: float = 0.0) -> list[dict[str, Any]]:
-    """Finished tasks of `cluster_id` on this machine that ended after `since`, oldest first.
+def task_events(cluster_id: str, since: float = 0.0, head: Any = None) -> list[dict[str, Any]]:
+    """Finished tasks of `cluster_id` that ended after `since`, every node's, oldest first.
 
-    Each is ``{"name", "start", "end", "ok", "kind", "node", "worker"}`` with
-    times in seconds since the epoch and ``worker`` the worker's pid.
+    Each is ``{"name", "start", "end", "ok", "kind", "node", "host",
+    "worker"}`` with times in seconds since the epoch, ``node`` the node's
+    id, ``host`` its machine and ``worker`` the worker's pid. `head` is a
+    client of the cluster's head (anything with ``request(op, *args,
+    timeout=)``): the events of nodes whose files are not on this machine
+    come from there. Without it, or when the head does not answer, only the
+    nodes writing here are covered.
     """
-    events = []
+    local, here = _read_folder(cluster_id, since)
+    if head is None:
+        return local
+    try:
+        remote = head.request("events", since, timeout=HEAD_TIMEOUT)
+    except Exception as e:  # noqa: BLE001 - gone or busy: this machine's events still stand
+        log.debug("no task events from the head of %s: %s", cluster_id, e)
+        return local
+    return merge(local, here, remote)
+
+
+def merge(local: list[dict[str, Any]], here: set[str], remote: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """This machine's events, and the head's of the nodes not in `here`, oldest start first."""
+    events = local + [e for e in remote if e.get("node") not in here]
+    events.sort(key=lambda e: e["start"])
+    return events
+
+
+def _read_folder(cluster_id: str, since: float) -> tuple[list[dict[str, Any]], set[str]]:
+    """The events in this machine's files that ended after `since`, and the nodes that write them."""
+    events: list[dict[str, Any]] = []
+    nodes: set[str] = set()
     where = folder(cluster_id)
     try:
         paths = list(where.iterdir())
     except OSError:
-        return []
+        return [], nodes
+    host = socket.gethostname()
     for path in paths:
         stem = path.name.split(".")[0]
-        worker = int(stem.rpartition("-")[2]) if stem.rpartition("-")[2].isdigit() else 0
+        node, _, pid = stem.rpartition("-")
+        nodes.add(node)
+        worker = int(pid) if pid.isdigit() else 0
         try:
             if path.stat().st_mtime < since:
                 continue
@@ -110,9 +152,10 @@ def task_events(cluster_id: str, since: float = 0.0) -> list[dict[str, Any]]:
                 continue
             if event.get("end", 0) > since:
                 event["worker"] = worker
+                event["host"] = host
                 events.append(event)
     events.sort(key=lambda e: e["start"])
-    return events
+    return events, nodes
 
 
 def last_activity(cluster_id: str) -> float:
@@ -146,8 +189,9 @@ def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
 
     With `filename`, write them there as JSON (for chrome://tracing or
     https://ui.perfetto.dev) and return None; otherwise return the list.
-    Covers the workers on this machine, and the history each keeps on disk
-    (about the last 20,000 to 40,000 tasks per worker).
+    Covers every node: for the workers on this machine the history each
+    keeps on disk (about the last 20,000 to 40,000 tasks per worker), for
+    the nodes of other machines the last minute the head keeps.
     """
     from . import session
     from .exceptions import NotInitializedError
@@ -159,7 +203,7 @@ def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
         )
     info = session.state.info
     cluster_id = info.cluster_id if info is not None else client.cluster_id
-    trace = chrome_trace(task_events(cluster_id))
+    trace = chrome_trace(task_events(cluster_id, head=client))
     if filename is None:
         return trace
     with open(filename, "w") as f:

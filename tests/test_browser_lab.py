@@ -123,6 +123,13 @@ def test_sidebar_in_jupyterlab(cli_cluster, jupyter_env, no_leaks):
             page.locator(f'{card(cli.cluster_id)} .nbc-taskstream-chart rect[data-name="crunch"]').count()
             == 4
         )
+        # its lanes are labelled with the node that ran them
+        lanes = page.locator(f"{card(cli.cluster_id)} .nbc-taskstream-lane")
+        assert lanes.count() == 1
+        node = lanes.get_attribute("data-node")
+        assert f"node-{node}.sock" in cli.node_address and lanes.inner_text() == node[:8]
+        rects = page.locator(f'{card(cli.cluster_id)} .nbc-taskstream-chart rect[data-name="crunch"]')
+        assert {rects.nth(i).get_attribute("data-node") for i in range(4)} == {node}
         sparks = page.get_attribute(f"{card(cli.cluster_id)} .nbc-spark-cpu", "data-values")
         assert len(sparks.split(",")) >= 2  # a history, not one value
 
@@ -272,7 +279,13 @@ def test_a_ray_cluster_added_by_address(ray_outside, jupyter_env, no_leaks, monk
     ray = ray_outside
     write_notebook(
         jupyter_env / "ray.ipynb",
-        ["import ray\nprint('alice', ray.cluster_resources().get('alice'))"],
+        [
+            "import ray\n"
+            "@ray.remote\n"
+            "def ray_probe():\n"
+            "    return 1\n"
+            "print('alice', ray.cluster_resources().get('alice'), 'probe', ray.get(ray_probe.remote()))"
+        ],
     )
     ray_card = card(ray_clusters.cluster_id(ray.address))
     with server("jupyterlab", jupyter_env, no_leaks) as lab, browser() as chromium:
@@ -299,7 +312,10 @@ def test_a_ray_cluster_added_by_address(ray_outside, jupyter_env, no_leaks, monk
         page.click(".jp-Notebook .jp-Cell >> nth=0")
         page.click(f'{ray_card} [data-action="connect"]')
         run_cell(page, 0)  # runs after the connect code (the kernel takes requests in order)
-        page.wait_for_selector("text=alice 2.0", timeout=180_000)  # the cluster's own resource
+        page.wait_for_selector("text=alice 2.0 probe 1", timeout=180_000)  # the cluster's own resource
+        # the task that ran is in the card's task stream (from Ray's dashboard), in its node's lane
+        page.wait_for_selector(f'{ray_card} .nbc-taskstream-name[data-name="ray_probe"]', timeout=60_000)
+        assert page.locator(f"{ray_card} .nbc-taskstream-lane").count() >= 1
 
         # Insert: the connecting cell, with the token's file (never the token itself)
         page.click(".jp-Notebook .jp-Cell >> nth=0")

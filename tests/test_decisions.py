@@ -480,3 +480,68 @@ def test_a_task_killed_for_memory_waits_longer_each_time():
     from runtime.client import decisions as client_decisions
 
     assert [client_decisions.oom_delay(n) for n in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+
+
+# ---------------------------------------------------------------- the task stream across nodes
+def test_a_node_sends_whole_lines_only_and_at_most_a_reports_worth():
+    from runtime.node import events
+
+    lines, used = events.complete_lines(b'{"a":1}\n{"b":2}\n{"c"')
+    assert lines == [b'{"a":1}', b'{"b":2}'] and used == 16  # the line being written waits
+    assert events.complete_lines(b'{"c"') == ([], 0)
+
+    line = b'{"name":"' + b"f" * 500 + b'","start":1.5,"end":2.0,"ok":false,"kind":"task","node":"n1"}'
+    assert events.parse(line, 42) == ("f" * events.MAX_NAME, 1.5, 2.0, False, "task", 42)
+    assert events.parse(b"not json", 42) is None
+    assert events.parse(b'{"name":"f"}', 42) is None  # no times: not an event
+
+    pending = deque((f"t{i}", 0.0, 1.0, True, "task", 1) for i in range(5))
+    assert [e[0] for e in events.for_report(pending, limit=3)] == ["t0", "t1", "t2"]  # the oldest first
+    assert [e[0] for e in pending] == ["t3", "t4"]
+    assert events.for_report(deque()) == []
+
+    assert events.worker_of("aaaa0001-4242.jsonl", "aaaa0001") == 4242
+    assert events.worker_of("aaaa0001-4242.jsonl.1", "aaaa0001") == 4242
+    assert events.worker_of("bbbb0002-4242.jsonl", "aaaa0001") is None  # another node's file
+    assert events.worker_of("aaaa0001-x.jsonl", "aaaa0001") is None
+
+
+def test_the_head_keeps_a_bounded_minute_of_well_formed_events():
+    from runtime.head import events as ring
+
+    good = ("f", 1.0, 2.0, True, "task", 7)
+    bad = [("f", 1, 2.0, True, "task", 7), ("f", float("nan"), 2.0, True, "task", 7), ("f",), "x", None]
+    assert ring.valid([good, *bad]) == [good]
+    assert ring.valid("not a list") == []
+    assert len(ring.valid([good] * 50, limit=10)) == 10
+    assert ring.valid([("g" * 999, 1.0, 2.0, True, "k" * 99, 7)])[0][0] == "g" * 200
+
+    r = deque((float(t), "n", good) for t in range(10))
+    ring.trim(r, now=65.0, window=60.0, capacity=100)
+    assert [t for t, _, _ in r] == [5.0, 6.0, 7.0, 8.0, 9.0]  # arrived more than a minute ago: gone
+    ring.trim(r, now=65.0, window=60.0, capacity=2)
+    assert [t for t, _, _ in r] == [8.0, 9.0]  # and never more than the capacity (the newest kept)
+
+    events = ring.EventRing(window=60.0, capacity=3)
+    events.add("a", [("late", 5.0, 6.0, True, "task", 1), ("early", 1.0, 3.0, False, "task", 2)], now=100.0)
+    events.add("b", [("other", 2.0, 4.0, True, "task", 3)], now=101.0)
+    got = events.since(2.5, now=101.0, hosts={"a": "alpha"})
+    assert [(e["name"], e["node"], e["host"], e["worker"], e["ok"]) for e in got] == [
+        ("early", "a", "alpha", 2, False),  # sorted by start; each with its node and host
+        ("other", "b", "", 3, True),
+        ("late", "a", "alpha", 1, True),
+    ]
+    assert events.since(5.5, now=101.0, hosts={})[0]["name"] == "late"
+    assert events.since(0.0, now=162.0, hosts={}) == []  # all arrived over a minute ago
+
+
+def test_a_reader_takes_each_node_from_one_source():
+    from runtime.timeline import merge
+
+    local = [{"name": "here", "node": "a", "start": 2.0}]
+    remote = [
+        {"name": "dup", "node": "a", "start": 2.0},  # a's files are here: the head's copy is not used
+        {"name": "far", "node": "b", "start": 1.0},
+    ]
+    assert [e["name"] for e in merge(local, {"a"}, remote)] == ["far", "here"]
+    assert [e["name"] for e in merge([], set(), remote)] == ["far", "dup"]  # oldest start first

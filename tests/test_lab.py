@@ -9,6 +9,8 @@ import functools
 import importlib
 import inspect
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import tornado
-from conftest import wait_for
+from conftest import free_port, nbcluster, nbcluster_checked, ours, wait_for
 from pytest_jupyter.jupyter_server import *  # noqa: F403 - fixtures (jp_fetch, ...), see in_loop
 
 import runtime
@@ -366,6 +368,99 @@ async def test_events_name_the_functions_that_ran_as_runtime_timeline_does(jp_fe
     ray.shutdown()
 
 
+@pytest.fixture
+def two_machines(no_leaks, tmp_path):
+    """A head ("near": 1) and a node joined over TCP ("far": 1) whose runtime dir is another
+    folder: its event files are where no reader of this test looks, as on another machine."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    nbcluster_checked("start", "--head", "--port", str(port), "--num-cpus", "1", "--resources", '{"near": 1}')
+    (info,) = cfg.list_clusters()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = dict(os.environ, NBCLUSTER_DIR=str(elsewhere))
+    cli = [sys.executable, "-m", "runtime.cli"]
+    try:
+        out = subprocess.run(
+            [*cli, "start", "--address", address, "--token-file", str(info.path)]
+            + ["--num-cpus", "1", "--resources", '{"far": 1}'],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            env=env,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        far = re.search(r"Node (\w+) joined", out.stdout).group(1)
+        yield info, far, elsewhere
+    finally:
+        runtime.shutdown()
+        subprocess.run([*cli, "stop", "--all"], capture_output=True, timeout=60, env=env)
+        nbcluster("stop", "--all")
+        # the far node is not this test's (no_leaks looks for its own NBCLUSTER_DIR): checked here
+        wait_for(lambda: not ours(str(elsewhere)), timeout=30, what="the far node to stop")
+        wait_for(lambda: not [p for p in elsewhere.glob("*") if p.is_dir()], timeout=10, what="its folder")
+
+
+@in_loop
+async def test_the_task_stream_shows_every_nodes_tasks_through_the_head(jp_fetch, two_machines):
+    info, far, elsewhere = two_machines
+    ray = runtime
+    ray.init(address=info.head_address)
+
+    @ray.remote(resources={"near": 1})
+    def near_task():
+        return ray.get_runtime_context().get_node_id()
+
+    @ray.remote(resources={"far": 1})
+    def far_task():
+        return ray.get_runtime_context().get_node_id()
+
+    started = time.time()
+    near_nodes = set(ray.get([near_task.remote() for _ in range(5)]))
+    far_nodes = set(ray.get([far_task.remote() for _ in range(5)]))
+    assert far_nodes == {far} and len(near_nodes) == 1 and near_nodes != far_nodes
+    (near,) = near_nodes
+
+    # the far node's files are in its own folder, not where this machine's readers look
+    wait_for(
+        lambda: list((elsewhere / info.cluster_id / "timeline").glob(f"{far}-*.jsonl")),
+        timeout=30,
+        what="the far node's event files",
+    )
+    here = [p.name for p in timeline_module().folder(info.cluster_id).iterdir()]
+    assert here and all(name.startswith(f"{near}-") for name in here)
+
+    # the sidebar's handler: both nodes, each task with the node that ran it
+    for _ in range(300):  # the far node's events reach the head with its next report (every second)
+        data = await get_json(jp_fetch, "clusters", info.cluster_id, "events", params={"since": started})
+        names = sorted(e["name"] for e in data["events"])
+        if names == ["far_task"] * 5 + ["near_task"] * 5:
+            break
+        await asyncio.sleep(0.1)
+    assert names == ["far_task"] * 5 + ["near_task"] * 5, names
+    by_name = {e["name"]: e for e in data["events"]}
+    assert {e["node"] for e in data["events"] if e["name"] == "far_task"} == {far}
+    assert {e["node"] for e in data["events"] if e["name"] == "near_task"} == {near}
+    assert by_name["far_task"]["host"] and by_name["far_task"]["worker"] > 0
+    assert all(e["start"] <= e["end"] for e in data["events"])
+
+    # runtime.timeline(): the same tasks, a row group per node
+    trace = ray.timeline()
+    assert sorted(e["name"] for e in trace) == names
+    assert {e["pid"] for e in trace if e["name"] == "far_task"} == {f"node {far}"}
+
+    # %cluster status's stream (the runtime engine) reads the same
+    from kernel_ext import engines
+
+    seen = sorted(e["name"] for e in engines.get("runtime").task_events(started))
+    assert seen == names
+
+
+def timeline_module():
+    # `runtime.timeline` is the function (as `ray.timeline`); the module is reached by its full name
+    return importlib.import_module("runtime.timeline")
+
+
 def test_timeline_needs_a_cluster():
     with pytest.raises(runtime.exceptions.NotInitializedError):
         runtime.timeline()
@@ -385,6 +480,27 @@ def test_timeline_files_rotate_and_stay_readable(no_leaks, monkeypatch):
     assert [e["name"] for e in events] == [f"f{i}" for i in range(10, 25)]  # the oldest rotated out
     assert {e["worker"] for e in events} == {4242}
     assert [e["name"] for e in timeline.task_events("feedbeef", since=1020.6)] == ["f21", "f22", "f23", "f24"]
+    shutil.rmtree(Path(no_leaks) / "feedbeef")
+
+
+def test_a_node_reads_each_of_its_workers_events_once_across_rotations(no_leaks, monkeypatch):
+    from runtime.node.events import EventTail
+
+    timeline = timeline_module()
+    monkeypatch.setattr(timeline, "ROTATE_LINES", 10)
+    (Path(no_leaks) / "feedbeef").mkdir()
+    mine, other = timeline.Recorder("feedbeef", "n1", 4242), timeline.Recorder("feedbeef", "n2", 77)
+    tail = EventTail(timeline.folder("feedbeef"), "n1")
+    got = []
+    for i in range(25):  # read after every 7 tasks: across the rotations at 10 and 20 lines
+        mine.record(f"f{i}", 1000.0 + i, 1000.5 + i, i != 3)
+        other.record(f"g{i}", 1000.0 + i, 1000.5 + i, True)
+        if i % 7 == 6:
+            got += tail.take()
+    got += tail.take()
+    assert [e[0] for e in got] == [f"f{i}" for i in range(25)]  # each once, in order; n2's not
+    assert {e[5] for e in got} == {4242} and [e[3] for e in got].count(False) == 1
+    assert tail.take() == []
     shutil.rmtree(Path(no_leaks) / "feedbeef")
 
 

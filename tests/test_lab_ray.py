@@ -136,7 +136,9 @@ async def test_a_ray_cluster_is_added_described_connected_to_and_forgotten(jp_fe
     assert card["snapshot"]["nodes"][0]["running"] == {"busy": 2}
     one = await get_json(jp_fetch, "clusters", cid)
     assert one["cluster_id"] == cid
-    assert (await get_json(jp_fetch, "clusters", cid, "events"))["events"] == []
+    # the task stream lists finished tasks only: the running ones are not in it
+    events = (await get_json(jp_fetch, "clusters", cid, "events"))["events"]
+    assert "busy" not in {e["name"] for e in events}
 
     # Stop never touches it; Remove forgets it and it keeps running
     stop = await refused(jp_fetch, "clusters", cid, method="DELETE")
@@ -149,6 +151,66 @@ async def test_a_ray_cluster_is_added_described_connected_to_and_forgotten(jp_fe
     assert outside.alive()
     gone = await refused(jp_fetch, "ray", cid, method="DELETE")
     assert gone.code == 404
+
+
+@in_loop
+async def test_a_ray_clusters_task_stream_lists_the_tasks_that_ran(jp_fetch, outside):
+    code = textwrap.dedent("""
+        import sys, ray
+        ray.init(address=sys.argv[1], logging_level="ERROR")
+
+        @ray.remote
+        def stream_probe(i):
+            return i
+
+        @ray.remote(max_retries=0)
+        def stream_fails():
+            raise ValueError("no")
+
+        assert ray.get([stream_probe.remote(i) for i in range(4)]) == [0, 1, 2, 3]
+        try:
+            ray.get(stream_fails.remote())
+        except ray.exceptions.RayTaskError:
+            pass
+        print("done", flush=True)
+        sys.stdin.read()  # alive until the test has read the stream: its task events are sent
+    """)
+    started = time.time()
+    driver = subprocess.Popen(
+        [sys.executable, "-c", code, outside.address],
+        env=dict(outside.env),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    cid = ""
+    try:
+        assert driver.stdout.readline().strip() == "done"
+        response = await post_ray(jp_fetch, {"address": outside.address, "token": outside.token})
+        cid = json.loads(response.body)["cluster_id"]
+        # Ray's dashboard hears of finished tasks about a second late; the server caches its answer
+        deadline = time.monotonic() + 120
+        while True:
+            data = await get_json(jp_fetch, "clusters", cid, "events", params={"since": started - 1})
+            mine = [e for e in data["events"] if e["name"] in ("stream_probe", "stream_fails")]
+            names = sorted(e["name"] for e in mine)
+            if names == ["stream_fails"] + ["stream_probe"] * 4 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        assert names == ["stream_fails"] + ["stream_probe"] * 4, data["events"]
+        assert [e["ok"] for e in mine if e["name"] == "stream_fails"] == [False]
+        card = await get_json(jp_fetch, "clusters", cid)
+        (node,) = [n["node_id"] for n in card["snapshot"]["nodes"]]
+        assert {e["node"] for e in mine} == {node}  # the card's node: the lane is labelled with it
+        assert all(e["worker"] > 0 and started - 1 <= e["start"] <= e["end"] for e in mine)
+        later = await get_json(jp_fetch, "clusters", cid, "events", params={"since": data["now"]})
+        assert not [e for e in later["events"] if e["name"] in ("stream_probe", "stream_fails")]
+    finally:
+        driver.stdin.close()
+        driver.wait(60)
+        if cid:
+            await jp_fetch("nbcluster", "ray", cid, method="DELETE")
 
 
 @in_loop

@@ -237,6 +237,14 @@ def test_status_shows_nodes_tasks_and_actors(cluster):
         what="the actor in the status",
     )
     assert kernel.value(f"{snap}.notes") == "()"  # the dashboard is there: nothing is missing
+    # the status view's task stream: the finished call, from Ray's state API
+    events = "__import__('kernel_ext').engines.current().task_events(0.0)"
+    wait_for(
+        lambda: "Holder.ping" in kernel.value(f"[e['name'] for e in {events}]"),
+        timeout=60,
+        interval=1.0,
+        what="the finished actor call in the task stream",
+    )
 
 
 def test_status_shows_infeasible_tasks(cluster):

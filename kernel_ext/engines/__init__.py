@@ -7,6 +7,7 @@ interface. An engine supplies only what differs::
     start / connect / shutdown      a cluster owned by the kernel, or one started elsewhere
     attach_output(router)           tag submissions with their cell; feed worker output to `router`
     snapshot()                      the `ClusterSnapshot` every status view reads
+    task_events(since)              finished tasks of every node, for the task stream
     gone()                          why the cluster went away ("" while it is there); the
                                     engine calls `cluster_gone` the moment it notices
     remote(obj, **options)          a task or actor class (progress actors, %%remote cells)
@@ -75,6 +76,12 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def snapshot(self, timeout: float = 30.0) -> ClusterSnapshot:
         """The cluster as one record; `timeout`: how long a silent cluster is waited for."""
+        ...
+
+    @abc.abstractmethod
+    def task_events(self, since: float) -> list[dict[str, Any]]:
+        """Tasks of every node that finished after `since` (seconds since the epoch), oldest
+        first, as `runtime.timeline.task_events` gives them."""
         ...
 
     @abc.abstractmethod

@@ -133,6 +133,7 @@ class RayEngine(Engine):
         self._client = False
         self._remote: dict[Any, Any] = {}
         self._snap: tuple[float, Any] = (0.0, None)
+        self._events: tuple[float, list[dict[str, Any]]] = (0.0, [])
 
     # -- lifecycle -----------------------------------------------------------------
     def is_initialized(self) -> bool:
@@ -199,6 +200,7 @@ class RayEngine(Engine):
         )
         self._started_at = time.time()
         self._snap = (0.0, None)
+        self._events = (0.0, [])
         self._route_logs()
 
     def _explain(self, address: str, e: Exception) -> EngineError:
@@ -323,6 +325,13 @@ class RayEngine(Engine):
         snap = ray_status.snapshot(self._address, self._dashboard, self._token, self._started_at)
         self._snap = (time.monotonic(), snap)
         return snap
+
+    def task_events(self, since: float) -> list[dict[str, Any]]:
+        taken, events = self._events
+        if not taken or time.monotonic() - taken >= self.refresh:  # as snapshot(): once per `refresh` s
+            events = ray_status.task_events(self._address, self._dashboard, 0.0) or []
+            self._events = (time.monotonic(), events)
+        return [e for e in events if e["end"] > since]
 
     def remote(self, obj: Any, **options: Any) -> Any:
         key = (obj, tuple(sorted(options.items())))

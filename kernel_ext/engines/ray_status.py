@@ -8,6 +8,7 @@
                                                   a shape no alive node has is infeasible
     dashboard:  ray.util.state list_tasks/actors  tasks by name and state, actors
                 GET /nodes?view=summary            per-node CPU %, memory, object store
+                list_tasks FINISHED/FAILED, detail the task stream (`task_events`)
 
 Without the dashboard (``ray`` without ``[default]``, ``include_dashboard=False``)
 the snapshot has nodes and resources only, and says so in its notes. The
@@ -141,6 +142,47 @@ def _state(fn: str, api: str | None = None, **kwargs: Any) -> list | None:
         return getattr(state, fn)(address=api, timeout=3, raise_on_missing_output=False, **kwargs)
     except Exception:
         return None
+
+
+KINDS = {"NORMAL_TASK": "task", "ACTOR_TASK": "actor_call", "ACTOR_CREATION_TASK": "actor_create"}
+# Tasks of each end state read per refresh. Ray's state API sorts by task id, not by time, before
+# it cuts: a cluster keeping more finished tasks than this shows a part of them.
+EVENTS_LIMIT = 2000
+
+
+def task_event(task: Any) -> dict[str, Any] | None:
+    """A finished task of Ray's state API (a REST dict or a `TaskState`) as a task stream event
+    (the shape of `runtime.timeline.task_events`); None if it never ran."""
+
+    def field(key: str) -> Any:
+        return task.get(key) if isinstance(task, dict) else getattr(task, key, None)
+
+    start, end = field("start_time_ms"), field("end_time_ms")
+    if not start or not end:
+        return None
+    return {
+        "name": ray_tags.split(field("name") or field("func_or_class_name") or "?")[0],
+        "start": float(start) / 1000.0,
+        "end": float(end) / 1000.0,
+        "ok": field("state") == "FINISHED",
+        "kind": KINDS.get(field("type") or "", "task"),
+        "node": (field("node_id") or "")[:12],  # as the snapshot names Ray's nodes
+        "host": "",
+        "worker": int(field("worker_pid") or 0),
+    }
+
+
+def task_events(address: str, dashboard_url: str, since: float) -> list[dict[str, Any]] | None:
+    """Ray's finished tasks that ended after `since`, oldest first (None: no dashboard)."""
+    api = _api(address, dashboard_url)
+    found: list[dict[str, Any]] = []
+    for state in ("FINISHED", "FAILED"):
+        tasks = _state("list_tasks", api, filters=[("state", "=", state)], detail=True, limit=EVENTS_LIMIT)
+        if tasks is None:
+            return None
+        found += [e for e in map(task_event, tasks) if e is not None and e["end"] > since]
+    found.sort(key=lambda e: e["start"])
+    return found
 
 
 def snapshot(address: str, dashboard_url: str, token: str | None, started_at: float) -> ClusterSnapshot:

@@ -8,6 +8,7 @@ import runtime
 from runtime import config as cfg
 from runtime import session
 from runtime.snapshot import ClusterSnapshot, snapshot
+from runtime.timeline import task_events
 
 from . import Engine, cluster_gone
 
@@ -86,6 +87,14 @@ class RuntimeEngine(Engine):
 
     def snapshot(self, timeout: float = 30.0) -> ClusterSnapshot:
         return snapshot(timeout=timeout)
+
+    def task_events(self, since: float) -> list[dict[str, Any]]:
+        client = session.client_or_none()
+        if client is None:
+            return []
+        info = session.state.info
+        cluster_id = info.cluster_id if info is not None else client.cluster_id
+        return task_events(cluster_id, since, head=client)
 
     def remote(self, obj: Any, **options: Any) -> Any:
         key = (obj, tuple(sorted(options.items())))

@@ -17,8 +17,6 @@ import tornado
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
-from runtime.timeline import task_events
-
 from .ray_clusters import INSTALL, RayClusterError, RayClusters, ray_installed
 from .registry import Registry, UnknownCluster
 
@@ -141,18 +139,19 @@ class ClusterHandler(_Handler):
 class EventsHandler(_Handler):
     @tornado.web.authenticated
     async def get(self, cluster_id: str) -> None:
-        """Tasks that finished after ``?since=`` (seconds since the epoch; default: the last minute)."""
+        """Tasks of every node that finished after ``?since=`` (seconds since the epoch; default:
+        the last minute): ours from the node files here and the head, Ray's from its dashboard."""
         now = time.time()
-        if cluster_id.startswith("ray-"):  # Ray's task stream is its own dashboard's
-            await self.ray_cluster(cluster_id)
-            self.finish(json.dumps({"now": now, "events": []}))
-            return
-        await self.lookup(cluster_id)
         try:
             since = float(self.get_query_argument("since", str(now - EVENTS_WINDOW)))
         except ValueError:
             raise tornado.web.HTTPError(400, "since must be a number of seconds since the epoch") from None
-        events = await asyncio.to_thread(task_events, cluster_id, since)
+        if cluster_id.startswith("ray-"):
+            cluster = await self.ray_cluster(cluster_id)
+            events = await asyncio.to_thread(self.ray.events, cluster, since)
+        else:
+            info = await self.lookup(cluster_id)
+            events = await asyncio.to_thread(self.registry.events, info, since)
         self.finish(json.dumps({"now": now, "events": events[-MAX_EVENTS:]}))
 
 

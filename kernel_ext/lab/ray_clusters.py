@@ -8,6 +8,8 @@
     the panel's poll ─▶ describe ─▶ the dashboard's REST API (plain HTTP, five small GETs,
         at most once per REFRESH seconds per cluster however many browsers poll) ─▶ a
         `ClusterSnapshot`, the record every other card shows
+    the task stream's poll ─▶ events ─▶ /api/v0/tasks (FINISHED, FAILED; two GETs, cached the
+        same way) ─▶ events shaped as `runtime.timeline.task_events`'s
     Remove ─▶ forgotten; the Ray cluster is not touched (we did not start it, we never stop it)
 
 The Jupyter server never imports Ray for this: `ray.init` would make it a Ray driver,
@@ -38,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from runtime.snapshot import ActorInfo, ClusterSnapshot, NodeSnapshot
+
+from ..engines.ray_status import EVENTS_LIMIT, task_event
 
 INSTALL = 'pip install "nbcluster[ray]"'
 REFRESH = 2.0  # seconds a description is reused
@@ -130,14 +134,36 @@ def _get(dashboard: str, path: str, token: str) -> Any:
 
 
 def _state_list(
-    dashboard: str, what: str, token: str, exclude: tuple[str, ...], detail: bool = False
+    dashboard: str,
+    what: str,
+    token: str,
+    exclude: tuple[str, ...],
+    detail: bool = False,
+    only: str = "",
+    limit: int = LIMIT,
 ) -> list[dict]:
-    """A list of Ray's state API (``/api/v0/<what>``) without the states in `exclude`."""
-    query = [("limit", str(LIMIT)), ("detail", "true" if detail else "false")]
+    """A list of Ray's state API (``/api/v0/<what>``) without the states in `exclude` (and only
+    state `only` if given)."""
+    query = [("limit", str(limit)), ("detail", "true" if detail else "false")]
     for state in exclude:
         query += [("filter_keys", "state"), ("filter_predicates", "!="), ("filter_values", state)]
+    if only:
+        query += [("filter_keys", "state"), ("filter_predicates", "="), ("filter_values", only)]
     data = _get(dashboard, f"/api/v0/{what}?{urllib.parse.urlencode(query)}", token)
     return ((data.get("data") or {}).get("result") or {}).get("result") or []
+
+
+def finished_tasks(dashboard: str, token: str) -> list[dict[str, Any]]:
+    """The cluster's finished and failed tasks that ran, as task stream events, oldest first."""
+    with ThreadPoolExecutor(2) as pool:
+        parts = [
+            pool.submit(_state_list, dashboard, "tasks", token, (), True, state, EVENTS_LIMIT)
+            for state in ("FINISHED", "FAILED")
+        ]
+        tasks = [t for part in parts for t in part.result()]
+    events = [e for e in map(task_event, tasks) if e is not None]
+    events.sort(key=lambda e: e["start"])
+    return events
 
 
 def _camel(name: str) -> str:
@@ -267,6 +293,7 @@ class RayClusters:
         self.cache: dict[str, tuple[float, dict[str, Any]]] = {}  # id -> (monotonic, described)
         self.fetching: dict[str, threading.Lock] = {}
         self.located: dict[str, float] = {}  # id -> when its dashboard was last searched for
+        self.event_cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}  # id -> (monotonic, events)
 
     # -- the files
     @property
@@ -324,6 +351,7 @@ class RayClusters:
                     f.write(token)
             self._save([c for c in self.list() if c.cluster_id != cluster.cluster_id] + [cluster])
             self.cache.pop(cluster.cluster_id, None)
+            self.event_cache.pop(cluster.cluster_id, None)
         return cluster
 
     def remove(self, cid: str) -> bool:
@@ -335,6 +363,7 @@ class RayClusters:
                 return False
             self._save(kept)
             self.cache.pop(cid, None)
+            self.event_cache.pop(cid, None)
         try:
             self.token_path(cid).unlink()
         except FileNotFoundError:
@@ -368,6 +397,31 @@ class RayClusters:
             described = self._describe(cluster)
             self.cache[cluster.cluster_id] = (time.monotonic(), described)
             return described
+
+    def events(self, cluster: RayCluster, since: float) -> list[dict[str, Any]]:
+        """Ray's finished tasks that ended after `since`, for the task stream; cached as `describe`.
+
+        A dashboard that does not answer gives no events (the card says why).
+        """
+        lock = self.fetching.setdefault("events-" + cluster.cluster_id, threading.Lock())
+        with lock:
+            taken, events = self.event_cache.get(cluster.cluster_id, (0.0, []))
+            if not taken or time.monotonic() - taken >= REFRESH:
+                try:
+                    events = finished_tasks(cluster.dashboard, self.token(cluster))
+                except Exception:  # noqa: BLE001 - unreachable: describe() says so on the card
+                    events = []
+                self._name_hosts(cluster.cluster_id, events)
+                self.event_cache[cluster.cluster_id] = (time.monotonic(), events)
+        return [e for e in events if e["end"] > since]
+
+    def _name_hosts(self, cid: str, events: list[dict[str, Any]]) -> None:
+        """Fill each event's host from the nodes of the last description (Ray's tasks name none)."""
+        described = self.cache.get(cid, (0.0, None))[1]
+        nodes = ((described or {}).get("snapshot") or {}).get("nodes") or []
+        hosts = {n["node_id"]: n.get("hostname") or n.get("ip") or "" for n in nodes}
+        for e in events:
+            e["host"] = hosts.get(e["node"], "")
 
     def _describe(self, cluster: RayCluster) -> dict[str, Any]:
         from .registry import summary

@@ -22,7 +22,7 @@ from runtime import config as cfg
 from runtime import launcher
 from runtime.exceptions import ConnectionFailedError
 from runtime.snapshot import ClusterSnapshot
-from runtime.timeline import last_activity
+from runtime.timeline import last_activity, task_events
 
 SNAPSHOT_TIMEOUT = 3.0
 NOT_CUSTOM = ("CPU", "GPU", "memory", "object_store_memory")  # the last: Ray's name for its store
@@ -136,6 +136,19 @@ class Registry:
             idle_seconds=0.0 if numbers["running"] or numbers["pending"] else max(now - since, 0.0),
         )
         return out
+
+    def events(self, info: cfg.ConnectionInfo, since: float) -> list[dict[str, Any]]:
+        """Tasks of every node of the cluster that finished after `since` (`runtime.timeline`):
+        this machine's from their files, the other machines' through the head."""
+        try:
+            head = self._client(info)
+        except Exception:  # noqa: BLE001 - no head to ask: this machine's events still stand
+            head = None
+        events = task_events(info.cluster_id, since, head)
+        if events:  # a task finished on some node: not idle (other machines' leave no file here)
+            last = max(e["end"] for e in events)
+            self.busy_at[info.cluster_id] = max(self.busy_at.get(info.cluster_id, 0.0), last)
+        return events
 
     # ------------------------------------------------------------ acting
     def start(

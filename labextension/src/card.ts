@@ -4,7 +4,8 @@
  * actions. Test hooks (kept stable): `.nbc-cluster[data-cluster-id]`, buttons
  * `[data-action="connect" | "insert" | "stop" | "remove"]`. A Ray cluster added by
  * address (`engine: 'ray'`) has Remove (forget it) where ours have Stop: it is not
- * ours to stop. Its task stream is in its own dashboard, linked from the card.
+ * ours to stop. Its task stream shows the finished tasks its dashboard lists. Lanes are
+ * labelled by node (`.nbc-taskstream-lane[data-node]`).
  */
 
 import { MimeData } from '@lumino/coreutils';
@@ -78,7 +79,7 @@ export class ClusterCard {
         actions.stop(this.cluster)
       );
     }
-    this.node.append(header, this.owner, this.error, this.stats, this.nodes, ...(ray ? [] : [this.stream.node]), buttons);
+    this.node.append(header, this.owner, this.error, this.stats, this.nodes, this.stream.node, buttons);
     header.addEventListener('mousedown', this.onMouseDown);
     this.update(cluster);
   }

@@ -16,6 +16,7 @@ import { requestAPI } from './request';
 import { ICluster, IClusterList, IEvents } from './types';
 
 const GIVE_UP_AFTER = 3; // consecutive network errors before the panel stops polling
+const LATE = 10; // seconds of events asked for again at each refresh (they may arrive late)
 
 export interface ISidebarOptions {
   actions: (sidebar: ClusterSidebar) => Actions;
@@ -104,9 +105,7 @@ export class ClusterSidebar extends Widget {
     this.failures = 0;
     this.clusters = data.clusters;
     this.render(data);
-    await Promise.all(
-      data.clusters.filter(c => c.summary && c.engine !== 'ray').map(c => this.refreshEvents(c))
-    );
+    await Promise.all(data.clusters.filter(c => c.summary).map(c => this.refreshEvents(c)));
   }
 
   protected onAfterShow(): void {
@@ -115,7 +114,9 @@ export class ClusterSidebar extends Widget {
 
   private async refreshEvents(c: ICluster): Promise<void> {
     const since = this.eventsSince.get(c.cluster_id);
-    const query = since === undefined ? '' : `?since=${since - 2}`;
+    // Ask again for what ended a little before the last answer: other machines' events reach
+    // the head about a second late, Ray's its dashboard; the stream drops the duplicates.
+    const query = since === undefined ? '' : `?since=${since - LATE}`;
     try {
       const got = await requestAPI<IEvents>(`clusters/${c.cluster_id}/events${query}`);
       this.eventsSince.set(c.cluster_id, got.now);

@@ -1,7 +1,9 @@
 /**
  * The task stream: which function ran on which worker over the last seconds,
  * one row per worker, one bar per task, drawn natively as SVG (no proxy, no
- * iframe). The events are those of `runtime.timeline()`.
+ * iframe). The events are those of `runtime.timeline()`: every node's (other
+ * machines' through the head), or a Ray cluster's finished tasks. Rows are
+ * grouped by node; each group is labelled with its node (and machine) on the left.
  */
 
 import { color, el } from './format';
@@ -11,10 +13,12 @@ const SVG = 'http://www.w3.org/2000/svg';
 const WIDTH = 300;
 const ROW = 8;
 const MAX_KEPT = 3000;
+const MAX_HEIGHT = 120; // px of the chart; rows are squeezed past 12
 
 export class TaskStream {
   readonly node: HTMLElement;
   private svg: SVGSVGElement;
+  private lanes: HTMLElement;
   private legend: HTMLElement;
   private empty: HTMLElement;
   private events: ITaskEvent[] = [];
@@ -26,9 +30,12 @@ export class TaskStream {
     this.svg = document.createElementNS(SVG, 'svg');
     this.svg.setAttribute('class', 'nbc-taskstream-chart');
     this.svg.setAttribute('preserveAspectRatio', 'none');
+    this.lanes = el('div', 'nbc-taskstream-lanes');
+    const body = el('div', 'nbc-taskstream-body');
+    body.append(this.lanes, this.svg);
     this.empty = el('div', 'nbc-muted nbc-taskstream-empty', 'no task finished recently');
     this.legend = el('div', 'nbc-taskstream-legend');
-    this.node.append(title, this.svg, this.empty, this.legend);
+    this.node.append(title, body, this.empty, this.legend);
   }
 
   /** Add newly finished tasks (any order; duplicates are ignored). */
@@ -49,25 +56,29 @@ export class TaskStream {
   draw(now: number): void {
     const start = now - this.window;
     this.events = this.events.filter(e => e.end >= start);
-    const workers = [...new Set(this.events.map(e => `${e.node}:${e.worker}`))].sort();
-    const rows = new Map(workers.map((w, i) => [w, i]));
+    const workers = lanes(this.events);
+    const rows = new Map(workers.map((w, i) => [lane(w), i]));
     const height = Math.max(workers.length, 1) * ROW;
+    const pixels = Math.min(Math.max(workers.length, 1) * 10, MAX_HEIGHT);
     this.svg.setAttribute('viewBox', `0 0 ${WIDTH} ${height}`);
-    this.svg.style.height = `${Math.min(Math.max(workers.length, 1) * 10, 120)}px`;
+    this.svg.style.height = `${pixels}px`;
     this.svg.replaceChildren();
+    this.drawLanes(workers, pixels / Math.max(workers.length, 1));
     const counts = new Map<string, number>();
     for (const e of this.events) {
       const x0 = ((Math.max(e.start, start) - start) / this.window) * WIDTH;
       const x1 = ((Math.min(e.end, now) - start) / this.window) * WIDTH;
       const rect = document.createElementNS(SVG, 'rect');
       rect.setAttribute('x', x0.toFixed(2));
-      rect.setAttribute('y', `${(rows.get(`${e.node}:${e.worker}`) ?? 0) * ROW + 1}`);
+      rect.setAttribute('y', `${(rows.get(lane(e)) ?? 0) * ROW + 1}`);
       rect.setAttribute('width', Math.max(x1 - x0, 0.6).toFixed(2));
       rect.setAttribute('height', `${ROW - 2}`);
       rect.setAttribute('fill', e.ok ? color(e.name) : 'var(--jp-error-color1)');
       rect.setAttribute('data-name', e.name);
+      rect.setAttribute('data-node', e.node);
       const tip = document.createElementNS(SVG, 'title');
-      tip.textContent = `${e.name} on worker ${e.worker} (node ${e.node}): ${((e.end - e.start) * 1000).toFixed(1)} ms${e.ok ? '' : ', failed'}`;
+      const where = `worker ${e.worker} (node ${e.node}${e.host ? ` on ${e.host}` : ''})`;
+      tip.textContent = `${e.name} on ${where}: ${((e.end - e.start) * 1000).toFixed(1)} ms${e.ok ? '' : ', failed'}`;
       rect.append(tip);
       this.svg.append(rect);
       counts.set(e.name, (counts.get(e.name) ?? 0) + 1);
@@ -86,6 +97,45 @@ export class TaskStream {
         })
     );
   }
+
+  /** One label per node, level with its first row; its title names the machine and workers. */
+  private drawLanes(workers: ITaskEvent[], rowPixels: number): void {
+    const groups = new Map<string, { first: number; host: string; pids: number[] }>();
+    workers.forEach((w, i) => {
+      const group = groups.get(w.node) ?? { first: i, host: w.host ?? '', pids: [] };
+      group.pids.push(w.worker);
+      groups.set(w.node, group);
+    });
+    this.lanes.replaceChildren(
+      ...[...groups.entries()].map(([node, g]) => {
+        const label = el('span', 'nbc-taskstream-lane', node.slice(0, 8) || '?');
+        label.dataset.node = node;
+        label.style.top = `${g.first * rowPixels}px`;
+        const on = g.host ? ` on ${g.host}` : '';
+        label.title = `node ${node}${on}: worker${g.pids.length > 1 ? 's' : ''} ${g.pids.join(', ')}`;
+        return label;
+      })
+    );
+    this.lanes.style.height = this.svg.style.height;
+    this.lanes.style.display = workers.length ? '' : 'none';
+  }
+}
+
+/** The rows: one per worker of each node, grouped by node (one event stands for each). */
+function lanes(events: ITaskEvent[]): ITaskEvent[] {
+  const byLane = new Map<string, ITaskEvent>();
+  for (const e of events) {
+    if (!byLane.has(lane(e))) {
+      byLane.set(lane(e), e);
+    }
+  }
+  return [...byLane.values()].sort((a, b) =>
+    a.node === b.node ? a.worker - b.worker : a.node < b.node ? -1 : 1
+  );
+}
+
+function lane(e: ITaskEvent): string {
+  return `${e.node}:${e.worker}`;
 }
 
 function key(e: ITaskEvent): string {

@@ -88,6 +88,7 @@ export interface ITaskEvent {
   ok: boolean;
   kind: string;
   node: string;
+  host?: string; // the node's machine (absent from older servers)
   worker: number;
 }
 

@@ -2,12 +2,14 @@
 
 ::
 
-    drivers ──REQUEST(hello | nodes | snapshot | register_name | lookup_name | shutdown)──┐
-              (release_names: a driver that ends lets go of its actors' names)            │
-    nodes   ──NODE_HELLO, NODE_REPORT (every second), ACTOR_EVENT (named actors)──────────┤
+    drivers ──REQUEST(hello | nodes | snapshot | events | register_name | lookup_name | shutdown)─┐
+              (release_names: a driver that ends lets go of its actors' names)                    │
+    nodes   ──NODE_HELLO, NODE_REPORT + TASK_EVENTS (every second), ACTOR_EVENT (named actors)────┤
                                                                                          ▼
                           ROUTER tcp://host:port ─▶ nodes{}, names{}, jobs ─▶ REPLY / EXIT / REJOIN
                                                         │ every change that matters, before the reply
+                                                        │ (task events: a ring of the last minute,
+                                                        │  in memory only, events.py)
                                                         ▼
                                        control.db (store.py) ─▶ read back by a head started again
     every second ─▶ CLUSTER_VIEW to each live node (membership.forgotten: long-dead ones dropped)
@@ -53,6 +55,7 @@ from .. import config as cfg
 from ..wire import protocol
 from ..wire.protocol import Kind
 from . import membership, restore
+from .events import EventRing, valid
 from .lifetime import fork_node, wait_node
 from .membership import FORGET, NODE_TIMEOUT
 from .store import ControlStore, Stored, path_in
@@ -77,6 +80,7 @@ class Head:
         self.view_due = False  # membership changed this turn: send the view once, after it
         self.store = store  # every change that matters is written there before it is answered
         self.restored: Stored | None = None
+        self.events = EventRing()  # the task stream of every node: the last minute
 
     def restore(self, stored: Stored) -> None:
         """Take back what a head of this cluster stored before it died (`restore.trusted_nodes`)."""
@@ -240,6 +244,11 @@ class Head:
                 # Totals change too: a placement group's bundles add resources to a node.
                 node["resources_total"] = msg[2].get("resources_total", node["resources_total"])
                 node["last_seen"] = time.monotonic()
+        elif kind == Kind.TASK_EVENTS:
+            node = self.nodes.get(msg[1])
+            # Only a node we know, on its own connection (restore.on_report decides the rest).
+            if node is not None and node["alive"] and self.node_idents.get(msg[1]) == ident:
+                self.events.add(msg[1], valid(msg[2]), time.monotonic())
         elif kind == Kind.NODE_LEAVE:
             node = self.nodes.get(msg[1])
             if node is not None and node["alive"]:
@@ -302,6 +311,11 @@ class Head:
                 for (ns, name), e in self.names.items()
             ],
         }
+
+    def op_events(self, ident: bytes, since: float = 0.0) -> list[dict]:
+        """Tasks of every node that finished after `since` (the last minute at most)."""
+        hosts = {node_id: n["hostname"] for node_id, n in self.nodes.items()}
+        return self.events.since(float(since), time.monotonic(), hosts)
 
     def op_register_name(self, ident, name, namespace, actor_id, meta, get_if_exists) -> Any:
         key = (namespace, name)

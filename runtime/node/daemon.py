@@ -5,7 +5,8 @@ keeps the machine's object table; it is not on a task's path.
 
     drivers, workers ──Unix socket──▶ Server ──▶ handlers ──▶ Outbox.out[identity] (one signed
                                                                batch per peer per turn)
-    head ◀──ZeroMQ/TCP── NODE_HELLO, NODE_REPORT every second, named-actor events
+    head ◀──ZeroMQ/TCP── NODE_HELLO, NODE_REPORT every second (with TASK_EVENTS: the tasks
+                         finished since, events.py), named-actor events
          ──▶ CLUSTER_VIEW every second, NODE_DEAD, EXIT, REJOIN (a restarted head: HELLO again)
     other nodes ◀══ gateway (gateway.py) ══▶ relayed requests of their clients, objects
     zygote pipe ──▶ "started" / "exit" worker events
@@ -18,6 +19,7 @@ each owning its state and writing what it sends to the `Outbox`:
     actors.Actors     SUBMIT (creations), ACTOR_READY, KILL_ACTOR, where an actor is
     objects.Objects   PUT / HOLD / RELEASE / SUBSCRIBE, objects of other nodes, the store-full mark
     monitor.MemoryMonitor  memory past the threshold: one worker killed, its owner told why
+    events.EventTail  the workers' task events (their files), for the head's task stream
     placement         the decisions (start, revoke, spill, restart, deaths), no I/O
 
 Several nodes: a request that does not fit here now is spilled (LEASE_SPILL)
@@ -40,10 +42,12 @@ from typing import Any
 import zmq
 
 from .. import config as cfg
+from ..timeline import folder as events_folder
 from ..wire import protocol, transport
 from ..wire.protocol import Kind
 from . import placement, status, zygote
 from .actors import Actors
+from .events import EventTail
 from .gateway import Gateway
 from .leases import Leases
 from .monitor import MemoryMonitor
@@ -118,6 +122,7 @@ class Node:
         self.reported = False
         self.started_at = time.time()
         self.monitor = MemoryMonitor(self.node_id, conf, self.pool, outbox, self.flush)
+        self.events = EventTail(events_folder(self.cluster_id), self.node_id)
         self.handlers = {
             Kind.HELLO: self.on_hello,
             Kind.SUBMIT: self.actors.on_submit,
@@ -357,6 +362,9 @@ class Node:
             if self.reported or not starting or time.time() - self.started_at > 2.0:
                 self.reported = True
                 self.outbox.to_head((Kind.NODE_REPORT, self.node_id, self.report()))
+                finished = self.events.take()
+                if finished:
+                    self.outbox.to_head((Kind.TASK_EVENTS, self.node_id, finished))
 
     # ------------------------------------------------------------- workers
     def on_zygote_event(self, kind: str, wid: int, pid: int, status: int) -> None:

@@ -104,6 +104,8 @@ class Kind:
     CLUSTER_VIEW = 53  # (nodes)   head -> nodes, every second: [{node_id, gateway, total, available}]
     NODE_LEAVE = 54  # (node_id,)   node -> head: stopping on purpose
     REJOIN = 55  # ()   head -> a node it does not know (it restarted): say NODE_HELLO again
+    TASK_EVENTS = 56  # (node_id, [(name, start, end, ok, kind, worker_pid), ...])   node -> head,
+    #                   next to NODE_REPORT: tasks finished since the last one (at most 1,000)
 
     # node <-> node (each sends on its own DEALER to the other's gateway ROUTER)
     RELAY = 60  # (src_node, src_identity, dest_identity, batch)   see FORWARD
