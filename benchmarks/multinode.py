@@ -53,6 +53,7 @@ import importlib.util
 import json
 import multiprocessing
 import os
+import pickle
 import shutil
 import signal
 import socket
@@ -117,6 +118,7 @@ MODES = {
     "framed": "pyzmq, 8 MiB chunks framed by the runtime's protocol.pack_data (HMAC), + pwrite",
 }
 REFERENCE = "nocopy"  # the ceiling the runtime's transfers are compared with
+CURVE_MODES = ("nocopy", "framed")  # measured over CurveZMQ too, with --curve
 KEY = bytes(range(32))
 HEADER = struct.Struct("!8sQQ")  # sender, counter, milliseconds: the size of the runtime's header
 
@@ -128,8 +130,9 @@ def frame_chunk(signer: Any, req: int, offset: int, total: int, data) -> list:
     return protocol.pack_data(signer, (protocol.Kind.CHUNK, req, offset, total), data)
 
 
-def ceiling_sender(address: str, path: str) -> None:
-    """DEALER connected to the receiver: on each request, send 100 MiB as the request says."""
+def ceiling_sender(address: str, path: str, server_public: bytes | None) -> None:
+    """DEALER connected to the receiver: on each request, send 100 MiB as the request says
+    (or, for "echo", send back every message until b"end")."""
     # A session of its own, as each node daemon has: with the kernel's autogroup scheduling a
     # session is one scheduling group, so sender and receiver compete for the CPUs with other
     # load on the machine as the two nodes do.
@@ -137,6 +140,9 @@ def ceiling_sender(address: str, path: str) -> None:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if server_public:  # CurveZMQ as the runtime's node DEALERs use it (protocol.curve_client)
+        sock.curve_serverkey = server_public
+        sock.curve_publickey, sock.curve_secretkey = zmq.curve_keypair()
     sock.connect(address)
     data = np.full(N_FLOATS, 1.5)
     view = memoryview(data).cast("B")
@@ -151,6 +157,10 @@ def ceiling_sender(address: str, path: str) -> None:
             break
         if mode == "single":
             sock.send(view, copy=False)
+            continue
+        if mode == "echo":
+            while (msg := sock.recv()) != b"end":
+                sock.send(msg)
             continue
         for offset in range(0, SIZE, CHUNK):
             if mode == "framed":  # gateway.pump: pread, then pack_data, send with copy=False
@@ -199,14 +209,29 @@ def receive(router: zmq.Socket, ident: bytes, mode: str, out_path: str, mac: Any
     return elapsed
 
 
+def echo(router: zmq.Socket, ident: bytes, count: int) -> float:
+    """`count` round trips, one at a time, of a small pickled tuple: seconds for all of them."""
+    router.send_multipart([ident, b"echo"])
+    t0 = time.perf_counter()
+    for i in range(count):
+        router.send_multipart([ident, pickle.dumps((9, i, b"x" * 16), 5)])
+        _, back = router.recv_multipart()
+        pickle.loads(back)
+    elapsed = time.perf_counter() - t0
+    router.send_multipart([ident, b"end"])
+    return elapsed
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def measure_ceiling(reps: int) -> dict[str, list[float]]:
-    """Seconds per 100 MiB transfer in each mode, `reps` times each (interleaved)."""
+def measure_ceiling(reps: int, curve: bool, echoes: int) -> dict[str, list[float]]:
+    """Seconds per 100 MiB transfer in each mode, `reps` times each (interleaved), over plain
+    TCP, or CurveZMQ when `curve` (then only the modes that matter there); "echo": seconds
+    per round trip of a small message (`echoes` one at a time)."""
     tag = f"nbc-bench-ceiling-{os.getpid()}"
     src, dst = str(SHM / f"{tag}-src"), str(SHM / f"{tag}-dst")
     with open(src, "wb") as f:
@@ -214,22 +239,30 @@ def measure_ceiling(reps: int) -> dict[str, list[float]]:
     ctx = zmq.Context()
     router = ctx.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
+    public = None
+    if curve:  # as protocol.curve_server
+        public, secret = zmq.curve_keypair()
+        router.curve_server = True
+        router.curve_secretkey, router.curve_publickey = secret, public
     address = f"tcp://127.0.0.1:{free_port()}"
     router.bind(address)
-    sender = multiprocessing.get_context("fork").Process(target=ceiling_sender, args=(address, src))
+    sender = multiprocessing.get_context("fork").Process(target=ceiling_sender, args=(address, src, public))
     sender.start()
-    runs: dict[str, list[float]] = {mode: [] for mode in MODES}
+    modes = [m for m in MODES if not curve or m in CURVE_MODES]
+    runs: dict[str, list[float]] = {mode: [] for mode in [*modes, "echo"]}
     try:
         if not router.poll(30_000):
             raise RuntimeError("the pyzmq sender process did not connect within 30 s")
         ident, _ = router.recv_multipart()
         mac = protocol.Signer(KEY)  # the receiving side of the framed mode
         for _ in range(2):  # warm-up: the first transfers of a process fault in fresh memory
-            for mode in MODES:
+            for mode in modes:
                 receive(router, ident, mode, dst, mac)
+        echo(router, ident, 200)
         for _ in range(reps):
-            for mode in MODES:
+            for mode in modes:
                 runs[mode].append(receive(router, ident, mode, dst, mac))
+            runs["echo"].append(echo(router, ident, echoes) / echoes)
         router.send_multipart([ident, b"stop"])
         sender.join(10)
     finally:
@@ -241,7 +274,7 @@ def measure_ceiling(reps: int) -> dict[str, list[float]]:
         for path in (src, dst, dst + ".part"):
             if os.path.exists(path):
                 os.unlink(path)
-    return runs
+    return {(f"curve_{k}" if curve else k): v for k, v in runs.items()}
 
 
 def measure_steps(reps: int) -> dict[str, list[float]]:
@@ -498,7 +531,7 @@ def cluster_processes(nbc_dir: str) -> list[psutil.Process]:
     return out
 
 
-def run_cluster(params: Params, quick: bool, problems: list[str]) -> dict[str, Any]:
+def run_cluster(params: Params, quick: bool, curve: bool, problems: list[str]) -> dict[str, Any]:
     """Start the two nodes, run the driver, stop everything; the driver's results."""
     nbc_dir = tempfile.mkdtemp(prefix="nbc-multinode-")
     env = dict(os.environ, NBCLUSTER_DIR=nbc_dir, PYTHONUNBUFFERED="1")
@@ -512,7 +545,8 @@ def run_cluster(params: Params, quick: bool, problems: list[str]) -> dict[str, A
         say(f"starting a head on {address} and a second node (NBCLUSTER_DIR={nbc_dir})")
         t0 = time.perf_counter()
         for args in (
-            ["start", "--head", "--port", str(port), "--num-cpus", "2", "--resources", '{"a": 1}'],
+            ["start", "--head", "--port", str(port), "--num-cpus", "2", "--resources", '{"a": 1}']
+            + (["--encryption"] if curve else []),
             ["start", "--address", address, "--num-cpus", "2", "--resources", '{"b": 1}'],
         ):
             out = nbcluster(env, *args)
@@ -612,11 +646,12 @@ def fmt_ratio(r: float | None) -> str:
     return "–" if r is None else f"{r:.2f}"
 
 
-def transfer_table(res: dict[str, Any], ceiling: dict[str, list[float]]) -> str:
+def transfer_table(res: dict[str, Any], ceiling: dict[str, list[float]], curve: bool) -> str:
     def med(key: str) -> float | None:
         return median(res.get(key) or [])
 
-    ref_s = median(ceiling.get(REFERENCE) or [])
+    reference = f"curve_{REFERENCE}" if curve else REFERENCE
+    ref_s = median(ceiling.get(reference) or [])
     ref = SIZE / ref_s / GB if ref_s else None
     rows = []
 
@@ -636,7 +671,11 @@ def transfer_table(res: dict[str, Any], ceiling: dict[str, list[float]]) -> str:
     row("the same task on the driver's node", same)
     row("→ move = other node - driver's node", other - same if other and same else None, True)
     for mode, label in MODES.items():
-        row(label + (" (ceiling)" if mode == REFERENCE else ""), median(ceiling.get(mode) or []), True)
+        row(label + (" (ceiling)" if mode == reference else ""), median(ceiling.get(mode) or []), True)
+    for mode in CURVE_MODES if curve else ():
+        key = f"curve_{mode}"
+        label = MODES[mode] + ", CurveZMQ" + (" (ceiling)" if key == reference else "")
+        row(label, median(ceiling.get(key) or []), True)
     return tabulate(
         rows,
         headers=["100 MiB float64 array", "ms", "GB/s", "× ceiling"],
@@ -645,7 +684,7 @@ def transfer_table(res: dict[str, Any], ceiling: dict[str, list[float]]) -> str:
     )
 
 
-def small_table(res: dict[str, Any], params: Params) -> str:
+def small_table(res: dict[str, Any], params: Params, ceiling: dict[str, list[float]], curve: bool) -> str:
     rows = []
     for key, label in (
         ("sync", f"sync round trips/s (`get(f.remote())` × {params.sync_tasks:,})"),
@@ -658,6 +697,21 @@ def small_table(res: dict[str, Any], params: Params) -> str:
                 "–" if a is None else f"{a:,.0f}",
                 "–" if b is None else f"{b:,.0f}",
                 fmt_ratio(b / a if a and b else None),
+            ]
+        )
+    echo_s = median(ceiling.get("curve_echo" if curve else "echo") or [])
+    sync_b = median(res.get("sync_b") or [])
+    if echo_s:
+        link = "CurveZMQ" if curve else "tcp://127.0.0.1"
+        rows.append(
+            [f"bare pyzmq echo over {link} (DEALER ⇄ ROUTER, pickled tuple)", "", f"{1 / echo_s:,.0f}", ""]
+        )
+        rows.append(
+            [
+                "→ other node's sync round trips / bare echo",
+                "",
+                fmt_ratio(sync_b * echo_s if sync_b else None),
+                "",
             ]
         )
     return tabulate(
@@ -717,6 +771,9 @@ def steps_table(steps: dict[str, list[float]]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions and sync tasks (< ~1 min)")
+    ap.add_argument(
+        "--curve", action="store_true", help="the cluster and the ceiling over CurveZMQ (as across machines)"
+    )
     ap.add_argument("--json", default=None, help="also write every number, raw repetitions included, here")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # the driver: HOST:PORT
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
@@ -739,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"Mode: {'quick' if args.quick else 'full'}; two nodes of 2 CPUs each on one machine, over loopback "
-        f"TCP (not encrypted); medians of {params.reps} fresh 100 MiB objects, {params.ceiling_reps} "
+        f"TCP ({'CurveZMQ' if args.curve else 'not encrypted'}); medians of {params.reps} fresh 100 MiB objects, {params.ceiling_reps} "
         f"pyzmq transfers (half before, half after the cluster), {params.small_reps} small-task runs\n",
         flush=True,
     )
@@ -748,21 +805,24 @@ def main(argv: list[str] | None = None) -> int:
     # The ceiling is measured half before and half after the cluster, so that other load on the
     # machine is spread over both alike.
     say("pyzmq ceiling (first half)")
-    ceiling = measure_ceiling((params.ceiling_reps + 1) // 2)
+    echoes = params.sync_tasks
+    ceiling = measure_ceiling((params.ceiling_reps + 1) // 2, False, echoes)
+    if args.curve:
+        ceiling.update(measure_ceiling((params.ceiling_reps + 1) // 2, True, echoes))
     steps = measure_steps((params.ceiling_reps + 1) // 2)
-    res = run_cluster(params, args.quick, problems)
+    res = run_cluster(params, args.quick, args.curve, problems)
     say("pyzmq ceiling (second half)")
-    for samples, more in (
-        (ceiling, measure_ceiling(params.ceiling_reps // 2)),
-        (steps, measure_steps(params.ceiling_reps // 2)),
-    ):
+    more_ceiling = measure_ceiling(params.ceiling_reps // 2, False, echoes)
+    if args.curve:
+        more_ceiling.update(measure_ceiling(params.ceiling_reps // 2, True, echoes))
+    for samples, more in ((ceiling, more_ceiling), (steps, measure_steps(params.ceiling_reps // 2))):
         for key, runs in more.items():
             samples[key] += runs
     info["load_avg_end"] = os.getloadavg()
 
-    print(transfer_table(res, ceiling))
+    print(transfer_table(res, ceiling, args.curve))
     print()
-    print(small_table(res, params))
+    print(small_table(res, params, ceiling, args.curve))
     print()
     print(cpu_table(res))
     print()
