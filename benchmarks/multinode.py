@@ -51,6 +51,7 @@ import hmac
 import importlib.metadata
 import importlib.util
 import json
+import mmap
 import multiprocessing
 import os
 import pickle
@@ -115,7 +116,7 @@ MODES = {
     "copy": "pyzmq, 8 MiB chunks, copy=True",
     "nocopy": "pyzmq, 8 MiB chunks, copy=False",
     "pwrite": "pyzmq, 8 MiB chunks, copy=False, + pwrite to /dev/shm",
-    "framed": "pyzmq, 8 MiB chunks framed by the runtime's protocol.pack_data (HMAC), + pwrite",
+    "framed": "pyzmq, 8 MiB chunks framed by the runtime's protocol.pack_data (MAC), + pwrite",
 }
 REFERENCE = "nocopy"  # the ceiling the runtime's transfers are compared with
 CURVE_MODES = ("nocopy", "framed")  # measured over CurveZMQ too, with --curve
@@ -146,7 +147,8 @@ def ceiling_sender(address: str, path: str, server_public: bytes | None) -> None
     sock.connect(address)
     data = np.full(N_FLOATS, 1.5)
     view = memoryview(data).cast("B")
-    fd = os.open(path, os.O_RDONLY)  # the "segment" the framed mode reads chunks from
+    fd = os.open(path, os.O_RDONLY)  # the "segment" the framed mode sends chunks of
+    segment = memoryview(mmap.mmap(fd, SIZE, prot=mmap.PROT_READ))  # as transfer.serve_pull maps it
     from runtime.wire import protocol
 
     signer = protocol.Signer(KEY)
@@ -163,11 +165,12 @@ def ceiling_sender(address: str, path: str, server_public: bytes | None) -> None
                 sock.send(msg)
             continue
         for offset in range(0, SIZE, CHUNK):
-            if mode == "framed":  # gateway.pump: pread, then pack_data, send with copy=False
-                chunk = os.pread(fd, CHUNK, offset)
+            if mode == "framed":  # transfer.pump: a view of the mapping, pack_data, copy=False
+                chunk = segment[offset : offset + CHUNK]
                 sock.send_multipart(frame_chunk(signer, 1, offset, SIZE, chunk), copy=False)
             else:
                 sock.send(view[offset : offset + CHUNK], copy=mode == "copy")
+    del segment
     os.close(fd)
     sock.close()
     ctx.term()
@@ -181,9 +184,10 @@ def receive(router: zmq.Socket, ident: bytes, mode: str, out_path: str, mac: Any
     router.send_multipart([ident, mode.encode()])
     got = 0
     while got < SIZE:
-        if mode == "framed":  # gateway.read + on_chunk: recv (copy), protocol.unpack, pwrite
-            frames = router.recv_multipart(copy=True)
-            batch = protocol.unpack(mac, frames[1:])
+        if mode == "framed":  # gateway.read + on_chunk: recv (payload not copied), unpack, pwrite
+            parts = router.recv_multipart(copy=False)
+            frames = [f.bytes for f in parts[1:-1]] + [parts[-1].buffer]
+            batch = protocol.unpack(mac, frames)
             if batch is None:
                 raise RuntimeError("bad signature")
             _, _, offset, _, data = batch[0]
@@ -304,6 +308,12 @@ def measure_steps(reps: int) -> dict[str, list[float]]:
             h.update(c)
             h.digest()
 
+    signer = protocol.Signer(KEY)
+
+    def digest() -> None:  # what protocol.sign_data computes over a payload now
+        for c in chunks:
+            signer.digest(c)
+
     def pwrite() -> None:
         fd = os.open(path + ".w", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.ftruncate(fd, SIZE)
@@ -312,7 +322,7 @@ def measure_steps(reps: int) -> dict[str, list[float]]:
         os.close(fd)
         os.unlink(path + ".w")
 
-    steps = {"pread": pread, "copy": copy, "hmac": sign, "pwrite": pwrite}
+    steps = {"pread": pread, "copy": copy, "hmac": sign, "blake3": digest, "pwrite": pwrite}
     out: dict[str, list[float]] = {name: [] for name in steps}
     try:
         for _ in range(reps):
@@ -742,10 +752,11 @@ def cpu_table(res: dict[str, Any]) -> str:
     )
 
 
-STEPS = {
-    "pread": ("os.pread from /dev/shm into new bytes (sender)", 1),
-    "hmac": ("HMAC-SHA256 sign / verify (sender, receiver)", 2),
-    "copy": ("copy into a new buffer: recv with copy=True", 1),
+STEPS = {  # label, times per transfer now (the runtime no longer preads, copies or HMACs payloads)
+    "pread": ("os.pread from /dev/shm into new bytes (before: sender)", 0),
+    "copy": ("copy into a new buffer: recv with copy=True (before: receiver)", 0),
+    "hmac": ("HMAC-SHA256 over the payload (before: sender, receiver)", 0),
+    "blake3": ("keyed BLAKE3 digest of the payload (sender, receiver)", 2),
     "pwrite": ("os.pwrite into the /dev/shm segment (receiver)", 1),
 }
 
