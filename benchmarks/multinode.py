@@ -5,12 +5,13 @@ Run from the repository root::
     python benchmarks/multinode.py              # full run (~30-60 s)
     python benchmarks/multinode.py --quick      # fewer repetitions (~15-30 s)
     python benchmarks/multinode.py --json out.json
+    python benchmarks/multinode.py --curve       # the cluster and the ceiling over CurveZMQ
 
 The script starts, with a private ``NBCLUSTER_DIR`` (a temp dir, so no other
 cluster on the machine is touched), a head and its node with the custom
 resource ``a`` and a second node daemon that joins it over TCP with ``b``::
 
-    nbcluster start --head --port P --num-cpus 2 --resources '{"a": 1}'
+    nbcluster start --head --port P --num-cpus 2 --resources '{"a": 1}' [--encryption]
     nbcluster start --address 127.0.0.1:P --num-cpus 2 --resources '{"b": 1}'
 
 A driver (a ``--child`` process of this script) connects with
@@ -24,14 +25,18 @@ placed with ``options(resources={"a": ...})`` (the driver's node) or
    second;
 2. a task on the other node that returns 100 MiB, moved back to the
    driver's node: transfer = that task - the same task on the driver's node;
-3. the ceiling: the same 100 MiB between two bare pyzmq processes over
-   tcp://127.0.0.1, DEALER -> ROUTER (the direction CHUNKs travel between
-   nodes): one message, 8 MiB chunks with and without ``copy=False``, and
-   8 MiB chunks framed the way the runtime frames them (pickled, HMAC-SHA256
-   signed and verified, written to /dev/shm); plus the single-thread cost of
+3. the ceiling, in the same run: the same 100 MiB between two bare pyzmq
+   processes over tcp://127.0.0.1 (and over CurveZMQ with ``--curve``: the
+   link the cluster uses is the reference), DEALER -> ROUTER (the direction
+   CHUNKs travel between nodes): one message, 8 MiB chunks with and without
+   ``copy=False``, and 8 MiB chunks framed the way the runtime frames them
+   (sent from a mapping, signed with ``protocol.pack_data``, checked with
+   ``protocol.unpack``, written to /dev/shm); plus the single-thread cost of
    each step of that framing, in this process;
 4. small tasks pinned to the driver's node vs the other node: sync round
-   trips (``get(f.remote())`` in a loop) and 2,000 async no-op tasks.
+   trips (``get(f.remote())`` in a loop) and 2,000 async no-op tasks, next to
+   a bare pyzmq echo (a pickled tuple there and back, one at a time) over the
+   same link: the ceiling of a cross-node round trip.
 
 Ray is not measured: several Ray nodes on one machine need ``ray start``
 with separate ports and object stores per node; this only notes whether Ray
