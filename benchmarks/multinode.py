@@ -5,12 +5,13 @@ Run from the repository root::
     python benchmarks/multinode.py              # full run (~30-60 s)
     python benchmarks/multinode.py --quick      # fewer repetitions (~15-30 s)
     python benchmarks/multinode.py --json out.json
+    python benchmarks/multinode.py --curve       # the cluster and the ceiling over CurveZMQ
 
 The script starts, with a private ``NBCLUSTER_DIR`` (a temp dir, so no other
 cluster on the machine is touched), a head and its node with the custom
 resource ``a`` and a second node daemon that joins it over TCP with ``b``::
 
-    nbcluster start --head --port P --num-cpus 2 --resources '{"a": 1}'
+    nbcluster start --head --port P --num-cpus 2 --resources '{"a": 1}' [--encryption]
     nbcluster start --address 127.0.0.1:P --num-cpus 2 --resources '{"b": 1}'
 
 A driver (a ``--child`` process of this script) connects with
@@ -24,14 +25,18 @@ placed with ``options(resources={"a": ...})`` (the driver's node) or
    second;
 2. a task on the other node that returns 100 MiB, moved back to the
    driver's node: transfer = that task - the same task on the driver's node;
-3. the ceiling: the same 100 MiB between two bare pyzmq processes over
-   tcp://127.0.0.1, DEALER -> ROUTER (the direction CHUNKs travel between
-   nodes): one message, 8 MiB chunks with and without ``copy=False``, and
-   8 MiB chunks framed the way the runtime frames them (pickled, HMAC-SHA256
-   signed and verified, written to /dev/shm); plus the single-thread cost of
+3. the ceiling, in the same run: the same 100 MiB between two bare pyzmq
+   processes over tcp://127.0.0.1 (and over CurveZMQ with ``--curve``: the
+   link the cluster uses is the reference), DEALER -> ROUTER (the direction
+   CHUNKs travel between nodes): one message, 8 MiB chunks with and without
+   ``copy=False``, and 8 MiB chunks framed the way the runtime frames them
+   (sent from a mapping, signed with ``protocol.pack_data``, checked with
+   ``protocol.unpack``, written to /dev/shm); plus the single-thread cost of
    each step of that framing, in this process;
 4. small tasks pinned to the driver's node vs the other node: sync round
-   trips (``get(f.remote())`` in a loop) and 2,000 async no-op tasks.
+   trips (``get(f.remote())`` in a loop) and 2,000 async no-op tasks, next to
+   a bare pyzmq echo (a pickled tuple there and back, one at a time) over the
+   same link: the ceiling of a cross-node round trip.
 
 Ray is not measured: several Ray nodes on one machine need ``ray start``
 with separate ports and object stores per node; this only notes whether Ray
@@ -51,8 +56,10 @@ import hmac
 import importlib.metadata
 import importlib.util
 import json
+import mmap
 import multiprocessing
 import os
+import pickle
 import shutil
 import signal
 import socket
@@ -114,9 +121,10 @@ MODES = {
     "copy": "pyzmq, 8 MiB chunks, copy=True",
     "nocopy": "pyzmq, 8 MiB chunks, copy=False",
     "pwrite": "pyzmq, 8 MiB chunks, copy=False, + pwrite to /dev/shm",
-    "framed": "pyzmq, 8 MiB chunks framed by the runtime's protocol.pack_data (HMAC), + pwrite",
+    "framed": "pyzmq, 8 MiB chunks framed by the runtime's protocol.pack_data (MAC), + pwrite",
 }
 REFERENCE = "nocopy"  # the ceiling the runtime's transfers are compared with
+CURVE_MODES = ("nocopy", "framed")  # measured over CurveZMQ too, with --curve
 KEY = bytes(range(32))
 HEADER = struct.Struct("!8sQQ")  # sender, counter, milliseconds: the size of the runtime's header
 
@@ -128,8 +136,9 @@ def frame_chunk(signer: Any, req: int, offset: int, total: int, data) -> list:
     return protocol.pack_data(signer, (protocol.Kind.CHUNK, req, offset, total), data)
 
 
-def ceiling_sender(address: str, path: str) -> None:
-    """DEALER connected to the receiver: on each request, send 100 MiB as the request says."""
+def ceiling_sender(address: str, path: str, server_public: bytes | None) -> None:
+    """DEALER connected to the receiver: on each request, send 100 MiB as the request says
+    (or, for "echo", send back every message until b"end")."""
     # A session of its own, as each node daemon has: with the kernel's autogroup scheduling a
     # session is one scheduling group, so sender and receiver compete for the CPUs with other
     # load on the machine as the two nodes do.
@@ -137,10 +146,14 @@ def ceiling_sender(address: str, path: str) -> None:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if server_public:  # CurveZMQ as the runtime's node DEALERs use it (protocol.curve_client)
+        sock.curve_serverkey = server_public
+        sock.curve_publickey, sock.curve_secretkey = zmq.curve_keypair()
     sock.connect(address)
     data = np.full(N_FLOATS, 1.5)
     view = memoryview(data).cast("B")
-    fd = os.open(path, os.O_RDONLY)  # the "segment" the framed mode reads chunks from
+    fd = os.open(path, os.O_RDONLY)  # the "segment" the framed mode sends chunks of
+    segment = memoryview(mmap.mmap(fd, SIZE, prot=mmap.PROT_READ))  # as transfer.serve_pull maps it
     from runtime.wire import protocol
 
     signer = protocol.Signer(KEY)
@@ -152,12 +165,17 @@ def ceiling_sender(address: str, path: str) -> None:
         if mode == "single":
             sock.send(view, copy=False)
             continue
+        if mode == "echo":
+            while (msg := sock.recv()) != b"end":
+                sock.send(msg)
+            continue
         for offset in range(0, SIZE, CHUNK):
-            if mode == "framed":  # gateway.pump: pread, then pack_data, send with copy=False
-                chunk = os.pread(fd, CHUNK, offset)
+            if mode == "framed":  # transfer.pump: a view of the mapping, pack_data, copy=False
+                chunk = segment[offset : offset + CHUNK]
                 sock.send_multipart(frame_chunk(signer, 1, offset, SIZE, chunk), copy=False)
             else:
                 sock.send(view[offset : offset + CHUNK], copy=mode == "copy")
+    del segment
     os.close(fd)
     sock.close()
     ctx.term()
@@ -171,9 +189,10 @@ def receive(router: zmq.Socket, ident: bytes, mode: str, out_path: str, mac: Any
     router.send_multipart([ident, mode.encode()])
     got = 0
     while got < SIZE:
-        if mode == "framed":  # gateway.read + on_chunk: recv (copy), protocol.unpack, pwrite
-            frames = router.recv_multipart(copy=True)
-            batch = protocol.unpack(mac, frames[1:])
+        if mode == "framed":  # gateway.read + on_chunk: recv (payload not copied), unpack, pwrite
+            parts = router.recv_multipart(copy=False)
+            frames = [f.bytes for f in parts[1:-1]] + [parts[-1].buffer]
+            batch = protocol.unpack(mac, frames)
             if batch is None:
                 raise RuntimeError("bad signature")
             _, _, offset, _, data = batch[0]
@@ -199,14 +218,29 @@ def receive(router: zmq.Socket, ident: bytes, mode: str, out_path: str, mac: Any
     return elapsed
 
 
+def echo(router: zmq.Socket, ident: bytes, count: int) -> float:
+    """`count` round trips, one at a time, of a small pickled tuple: seconds for all of them."""
+    router.send_multipart([ident, b"echo"])
+    t0 = time.perf_counter()
+    for i in range(count):
+        router.send_multipart([ident, pickle.dumps((9, i, b"x" * 16), 5)])
+        _, back = router.recv_multipart()
+        pickle.loads(back)
+    elapsed = time.perf_counter() - t0
+    router.send_multipart([ident, b"end"])
+    return elapsed
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def measure_ceiling(reps: int) -> dict[str, list[float]]:
-    """Seconds per 100 MiB transfer in each mode, `reps` times each (interleaved)."""
+def measure_ceiling(reps: int, curve: bool, echoes: int) -> dict[str, list[float]]:
+    """Seconds per 100 MiB transfer in each mode, `reps` times each (interleaved), over plain
+    TCP, or CurveZMQ when `curve` (then only the modes that matter there); "echo": seconds
+    per round trip of a small message (`echoes` one at a time)."""
     tag = f"nbc-bench-ceiling-{os.getpid()}"
     src, dst = str(SHM / f"{tag}-src"), str(SHM / f"{tag}-dst")
     with open(src, "wb") as f:
@@ -214,22 +248,30 @@ def measure_ceiling(reps: int) -> dict[str, list[float]]:
     ctx = zmq.Context()
     router = ctx.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
+    public = None
+    if curve:  # as protocol.curve_server
+        public, secret = zmq.curve_keypair()
+        router.curve_server = True
+        router.curve_secretkey, router.curve_publickey = secret, public
     address = f"tcp://127.0.0.1:{free_port()}"
     router.bind(address)
-    sender = multiprocessing.get_context("fork").Process(target=ceiling_sender, args=(address, src))
+    sender = multiprocessing.get_context("fork").Process(target=ceiling_sender, args=(address, src, public))
     sender.start()
-    runs: dict[str, list[float]] = {mode: [] for mode in MODES}
+    modes = [m for m in MODES if not curve or m in CURVE_MODES]
+    runs: dict[str, list[float]] = {mode: [] for mode in [*modes, "echo"]}
     try:
         if not router.poll(30_000):
             raise RuntimeError("the pyzmq sender process did not connect within 30 s")
         ident, _ = router.recv_multipart()
         mac = protocol.Signer(KEY)  # the receiving side of the framed mode
         for _ in range(2):  # warm-up: the first transfers of a process fault in fresh memory
-            for mode in MODES:
+            for mode in modes:
                 receive(router, ident, mode, dst, mac)
+        echo(router, ident, 200)
         for _ in range(reps):
-            for mode in MODES:
+            for mode in modes:
                 runs[mode].append(receive(router, ident, mode, dst, mac))
+            runs["echo"].append(echo(router, ident, echoes) / echoes)
         router.send_multipart([ident, b"stop"])
         sender.join(10)
     finally:
@@ -241,7 +283,7 @@ def measure_ceiling(reps: int) -> dict[str, list[float]]:
         for path in (src, dst, dst + ".part"):
             if os.path.exists(path):
                 os.unlink(path)
-    return runs
+    return {(f"curve_{k}" if curve else k): v for k, v in runs.items()}
 
 
 def measure_steps(reps: int) -> dict[str, list[float]]:
@@ -271,6 +313,12 @@ def measure_steps(reps: int) -> dict[str, list[float]]:
             h.update(c)
             h.digest()
 
+    signer = protocol.Signer(KEY)
+
+    def digest() -> None:  # what protocol.sign_data computes over a payload now
+        for c in chunks:
+            signer.digest(c)
+
     def pwrite() -> None:
         fd = os.open(path + ".w", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.ftruncate(fd, SIZE)
@@ -279,7 +327,7 @@ def measure_steps(reps: int) -> dict[str, list[float]]:
         os.close(fd)
         os.unlink(path + ".w")
 
-    steps = {"pread": pread, "copy": copy, "hmac": sign, "pwrite": pwrite}
+    steps = {"pread": pread, "copy": copy, "hmac": sign, "blake3": digest, "pwrite": pwrite}
     out: dict[str, list[float]] = {name: [] for name in steps}
     try:
         for _ in range(reps):
@@ -498,7 +546,7 @@ def cluster_processes(nbc_dir: str) -> list[psutil.Process]:
     return out
 
 
-def run_cluster(params: Params, quick: bool, problems: list[str]) -> dict[str, Any]:
+def run_cluster(params: Params, quick: bool, curve: bool, problems: list[str]) -> dict[str, Any]:
     """Start the two nodes, run the driver, stop everything; the driver's results."""
     nbc_dir = tempfile.mkdtemp(prefix="nbc-multinode-")
     env = dict(os.environ, NBCLUSTER_DIR=nbc_dir, PYTHONUNBUFFERED="1")
@@ -512,7 +560,8 @@ def run_cluster(params: Params, quick: bool, problems: list[str]) -> dict[str, A
         say(f"starting a head on {address} and a second node (NBCLUSTER_DIR={nbc_dir})")
         t0 = time.perf_counter()
         for args in (
-            ["start", "--head", "--port", str(port), "--num-cpus", "2", "--resources", '{"a": 1}'],
+            ["start", "--head", "--port", str(port), "--num-cpus", "2", "--resources", '{"a": 1}']
+            + (["--encryption"] if curve else []),
             ["start", "--address", address, "--num-cpus", "2", "--resources", '{"b": 1}'],
         ):
             out = nbcluster(env, *args)
@@ -612,11 +661,12 @@ def fmt_ratio(r: float | None) -> str:
     return "–" if r is None else f"{r:.2f}"
 
 
-def transfer_table(res: dict[str, Any], ceiling: dict[str, list[float]]) -> str:
+def transfer_table(res: dict[str, Any], ceiling: dict[str, list[float]], curve: bool) -> str:
     def med(key: str) -> float | None:
         return median(res.get(key) or [])
 
-    ref_s = median(ceiling.get(REFERENCE) or [])
+    reference = f"curve_{REFERENCE}" if curve else REFERENCE
+    ref_s = median(ceiling.get(reference) or [])
     ref = SIZE / ref_s / GB if ref_s else None
     rows = []
 
@@ -636,7 +686,11 @@ def transfer_table(res: dict[str, Any], ceiling: dict[str, list[float]]) -> str:
     row("the same task on the driver's node", same)
     row("→ move = other node - driver's node", other - same if other and same else None, True)
     for mode, label in MODES.items():
-        row(label + (" (ceiling)" if mode == REFERENCE else ""), median(ceiling.get(mode) or []), True)
+        row(label + (" (ceiling)" if mode == reference else ""), median(ceiling.get(mode) or []), True)
+    for mode in CURVE_MODES if curve else ():
+        key = f"curve_{mode}"
+        label = MODES[mode] + ", CurveZMQ" + (" (ceiling)" if key == reference else "")
+        row(label, median(ceiling.get(key) or []), True)
     return tabulate(
         rows,
         headers=["100 MiB float64 array", "ms", "GB/s", "× ceiling"],
@@ -645,7 +699,7 @@ def transfer_table(res: dict[str, Any], ceiling: dict[str, list[float]]) -> str:
     )
 
 
-def small_table(res: dict[str, Any], params: Params) -> str:
+def small_table(res: dict[str, Any], params: Params, ceiling: dict[str, list[float]], curve: bool) -> str:
     rows = []
     for key, label in (
         ("sync", f"sync round trips/s (`get(f.remote())` × {params.sync_tasks:,})"),
@@ -658,6 +712,21 @@ def small_table(res: dict[str, Any], params: Params) -> str:
                 "–" if a is None else f"{a:,.0f}",
                 "–" if b is None else f"{b:,.0f}",
                 fmt_ratio(b / a if a and b else None),
+            ]
+        )
+    echo_s = median(ceiling.get("curve_echo" if curve else "echo") or [])
+    sync_b = median(res.get("sync_b") or [])
+    if echo_s:
+        link = "CurveZMQ" if curve else "tcp://127.0.0.1"
+        rows.append(
+            [f"bare pyzmq echo over {link} (DEALER ⇄ ROUTER, pickled tuple)", "", f"{1 / echo_s:,.0f}", ""]
+        )
+        rows.append(
+            [
+                "→ other node's sync round trips / bare echo",
+                "",
+                fmt_ratio(sync_b * echo_s if sync_b else None),
+                "",
             ]
         )
     return tabulate(
@@ -688,10 +757,11 @@ def cpu_table(res: dict[str, Any]) -> str:
     )
 
 
-STEPS = {
-    "pread": ("os.pread from /dev/shm into new bytes (sender)", 1),
-    "hmac": ("HMAC-SHA256 sign / verify (sender, receiver)", 2),
-    "copy": ("copy into a new buffer: recv with copy=True", 1),
+STEPS = {  # label, times per transfer now (the runtime no longer preads, copies or HMACs payloads)
+    "pread": ("os.pread from /dev/shm into new bytes (before: sender)", 0),
+    "copy": ("copy into a new buffer: recv with copy=True (before: receiver)", 0),
+    "hmac": ("HMAC-SHA256 over the payload (before: sender, receiver)", 0),
+    "blake3": ("keyed BLAKE3 digest of the payload (sender, receiver)", 2),
     "pwrite": ("os.pwrite into the /dev/shm segment (receiver)", 1),
 }
 
@@ -717,6 +787,9 @@ def steps_table(steps: dict[str, list[float]]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions and sync tasks (< ~1 min)")
+    ap.add_argument(
+        "--curve", action="store_true", help="the cluster and the ceiling over CurveZMQ (as across machines)"
+    )
     ap.add_argument("--json", default=None, help="also write every number, raw repetitions included, here")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # the driver: HOST:PORT
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
@@ -739,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"Mode: {'quick' if args.quick else 'full'}; two nodes of 2 CPUs each on one machine, over loopback "
-        f"TCP (not encrypted); medians of {params.reps} fresh 100 MiB objects, {params.ceiling_reps} "
+        f"TCP ({'CurveZMQ' if args.curve else 'not encrypted'}); medians of {params.reps} fresh 100 MiB objects, {params.ceiling_reps} "
         f"pyzmq transfers (half before, half after the cluster), {params.small_reps} small-task runs\n",
         flush=True,
     )
@@ -748,21 +821,24 @@ def main(argv: list[str] | None = None) -> int:
     # The ceiling is measured half before and half after the cluster, so that other load on the
     # machine is spread over both alike.
     say("pyzmq ceiling (first half)")
-    ceiling = measure_ceiling((params.ceiling_reps + 1) // 2)
+    echoes = params.sync_tasks
+    ceiling = measure_ceiling((params.ceiling_reps + 1) // 2, False, echoes)
+    if args.curve:
+        ceiling.update(measure_ceiling((params.ceiling_reps + 1) // 2, True, echoes))
     steps = measure_steps((params.ceiling_reps + 1) // 2)
-    res = run_cluster(params, args.quick, problems)
+    res = run_cluster(params, args.quick, args.curve, problems)
     say("pyzmq ceiling (second half)")
-    for samples, more in (
-        (ceiling, measure_ceiling(params.ceiling_reps // 2)),
-        (steps, measure_steps(params.ceiling_reps // 2)),
-    ):
+    more_ceiling = measure_ceiling(params.ceiling_reps // 2, False, echoes)
+    if args.curve:
+        more_ceiling.update(measure_ceiling(params.ceiling_reps // 2, True, echoes))
+    for samples, more in ((ceiling, more_ceiling), (steps, measure_steps(params.ceiling_reps // 2))):
         for key, runs in more.items():
             samples[key] += runs
     info["load_avg_end"] = os.getloadavg()
 
-    print(transfer_table(res, ceiling))
+    print(transfer_table(res, ceiling, args.curve))
     print()
-    print(small_table(res, params))
+    print(small_table(res, params, ceiling, args.curve))
     print()
     print(cpu_table(res))
     print()

