@@ -8,6 +8,7 @@ user would on another machine.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -274,15 +275,20 @@ def test_result_lost_in_transit_is_made_again(no_leaks, tmp_path):
             (Path(marks) / node).write_text(node)
             return np.full(40_000_000, 7.0)  # 320 MB: the move takes a while
 
+        pids = {n["node_id"]: n["pid"] for n in cluster.status()["nodes"]}
         ref = big.remote(str(marks))
         shm = shm_dir()
+        # The move takes well under a second now: poll tightly and freeze the maker at once.
         part = wait_for(
-            lambda: list(shm.glob(f"nbc-{info.cluster_id}-{home}-*.part")), 60, what="the move to start"
+            lambda: list(shm.glob(f"nbc-{info.cluster_id}-{home}-*.part")),
+            60,
+            interval=0.001,
+            what="the move to start",
         )
         assert part
         maker = next(p.name for p in marks.iterdir())
-        pid = next(n["pid"] for n in cluster.status()["nodes"] if n["node_id"] == maker)
-        _kill_tree(pid)
+        os.kill(pids[maker], signal.SIGSTOP)  # it sends no more chunks from here
+        _kill_tree(pids[maker])
         value = runtime.get(ref, timeout=120)
         assert value.shape == (40_000_000,) and float(value[::1_000_000].sum()) == 7.0 * 40
         assert len(list(marks.iterdir())) == 2  # made again, on the other node
