@@ -36,6 +36,23 @@ class Submissions:
         self.actor_calls = core.actor_calls  # where actor calls go
         self.calls: dict[bytes, Call] = {}  # task id -> call, until done
         self.dep_waiters: dict[bytes, list[Call]] = {}  # object id -> calls waiting for it
+        self.tasks_by_name: dict[str, int] = {}  # tasks (not actor calls) in `calls`, per name
+
+    def task_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(running, queued) tasks per name, for STATS: from the counts kept as calls come
+        and go and the leases' calls in flight, without a pass over every call."""
+        running: dict[str, int] = {}
+        for leases in self.leases.leases.values():
+            for lease in leases:
+                for call in lease.inflight.values():
+                    name = call.spec.name
+                    running[name] = running.get(name, 0) + 1
+        queued = {}
+        for name, n in self.tasks_by_name.items():
+            left = n - running.get(name, 0)
+            if left > 0:
+                queued[name] = left
+        return running, queued
 
     def submit(self, spec: TaskSpec, keep: tuple = ()) -> None:
         """Run a task or an actor call: straight to a worker once its arguments exist."""
@@ -48,6 +65,9 @@ class Submissions:
             objects.pending.update(spec.return_ids)
             if spec.actor_id:
                 self.actor_calls.enqueue(call)
+            else:
+                counts = self.tasks_by_name
+                counts[spec.name] = counts.get(spec.name, 0) + 1
             for dep in spec.deps:
                 if dep not in self.memstore:
                     waiters = self.dep_waiters.setdefault(dep, [])
@@ -94,12 +114,27 @@ class Submissions:
 
     def finish(self, call: Call, results: list) -> None:
         """Results of a call arrived (from its worker, or made up here on failure)."""
-        self.calls.pop(call.spec.task_id, None)
-        if isinstance(call.spec.args, str):  # large arguments went through shared memory
+        spec = call.spec
+        if self.calls.pop(spec.task_id, None) is not None and not spec.actor_id:
+            counts = self.tasks_by_name
+            left = counts[spec.name] - 1
+            if left:
+                counts[spec.name] = left
+            else:
+                del counts[spec.name]
+        if isinstance(spec.args, str):  # large arguments went through shared memory
             try:
-                os.unlink(call.spec.args)
+                os.unlink(spec.args)
             except OSError:
                 pass
+        own = spec.return_ids
+        if len(results) == len(own):
+            # Keyed by our own id objects, not the copies unpickled from the message: one
+            # bytes object per result instead of two (a million results held: ~50 MB less).
+            results = [
+                (mine, *result[1:]) if result[0] == mine else result
+                for mine, result in zip(own, results, strict=True)
+            ]
         self.objects.keep_results(results)
         cv = self.core.cv
         with cv:
