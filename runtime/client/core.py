@@ -149,6 +149,8 @@ class Client:
         self.submissions = subs = Submissions(self)  # the calls in flight
         self.calls, self.dep_waiters = subs.calls, subs.dep_waiters
         self.submit, self.submit_to_node, self.cancel = subs.submit, subs.submit_to_node, subs.cancel
+        self.submit_call = subs.submit_call
+        self.task_templates: dict[tuple, protocol.TaskSpec] = {}  # remote_function._template
         self.deps_arrived, self.resolved, self._on_done = subs.deps_arrived, subs.resolved, subs.on_done
         self.finish_error, self.forget_waiting = subs.finish_error, subs.forget_waiting
         # Connections to workers and from callers (client/connections.py).
