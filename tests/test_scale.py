@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gc
 
+from conftest import wait_for
+
 from runtime import session
 from runtime.client.records import Call
 from runtime.wire.protocol import TASK, TaskSpec
@@ -74,3 +76,28 @@ def test_many_queued_tasks_all_correct_and_nothing_kept(ray):
     assert not objects.refcounts and not objects.memstore and not objects.local_only
     # The cluster is still fine afterwards.
     assert ray.get(double.remote(21)) == 42
+
+
+def test_calls_of_one_function_from_two_cells_keep_their_own_cell(ray):
+    """The shared template follows the submitter's output context (a notebook's cell)."""
+    client = session.client()
+    lines: list[tuple] = []
+    client.log_handler = lambda owner, ctx, stream, text, label: lines.append((ctx, text.strip()))
+    cell = ["cell-A"]
+    session.state.ctx_provider = lambda: cell[0]
+    try:
+
+        @ray.remote
+        def say(x):
+            print(f"said {x}")
+            return x
+
+        first = [say.remote(i) for i in range(3)]
+        cell[0] = "cell-B"
+        second = [say.remote(i) for i in range(3, 6)]
+        assert ray.get(first + second) == list(range(6))
+        want = {("cell-A", f"said {i}") for i in range(3)} | {("cell-B", f"said {i}") for i in range(3, 6)}
+
+        wait_for(lambda: want <= set(lines), what="every print, tagged with its cell")
+    finally:
+        session.state.ctx_provider = None
