@@ -73,8 +73,10 @@ class Params:
     """Sizes and repetition policy of one run (the same for every framework)."""
 
     reps: int  # at most this many repetitions of a repeated workload...
-    budget_s: float  # ...and no new repetition once this many seconds were spent on it
+    budget_s: float  # ...and no new repetition once this many seconds were spent on it...
     startup_samples: int  # cold starts measured (one per fresh process)
+    min_reps: int = 5  # ...but at least this many (unless the budget is spent), and then...
+    spread: float = 0.10  # ...until the samples' interquartile range is within this share of the median
     sync_tasks: int = 1_000
     async_tasks: int = 10_000
     actor_sync: int = 1_000
@@ -88,11 +90,12 @@ class Params:
     rep_limit_s: float = 90.0  # one repetition taking longer is stopped (a hang)
 
 
-FULL = Params(reps=5, budget_s=8.0, startup_samples=3)
+FULL = Params(reps=15, budget_s=20.0, startup_samples=3)
 QUICK = Params(
-    reps=2,
-    budget_s=3.0,
+    reps=5,
+    budget_s=5.0,
     startup_samples=1,
+    min_reps=3,
     sync_tasks=300,
     async_tasks=2_000,
     actor_sync=300,
@@ -108,8 +111,26 @@ class RepetitionTimeout(Exception):
 NOTES: list[str] = []  # repetitions that failed after others succeeded, drained per workload
 
 
+def spread(values: list[float]) -> float:
+    """Interquartile range over the median (0 for fewer than 2 samples): how much a figure swings."""
+    if len(values) < 2:
+        return 0.0
+    q1, mid, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return (q3 - q1) / abs(mid) if mid else 0.0
+
+
+def settled(samples: list[Any], params: Params) -> bool:
+    """Enough samples, and every figure in them (a sample may be a tuple) swings little."""
+    if len(samples) < params.min_reps:
+        return False
+    columns = zip(*samples, strict=True) if isinstance(samples[0], tuple) else [samples]
+    return all(spread(list(col)) <= params.spread for col in columns)
+
+
 def repeat(fn: Callable[[], Any], params: Params) -> list[Any]:
-    """Run `fn` at least once, up to `params.reps` times, stopping once the budget is spent.
+    """Run `fn` until its figures settle: at least `params.min_reps` times, then until their
+    spread (interquartile range / median) is within `params.spread`, at most `params.reps`
+    times; no new run once `params.budget_s` was spent (at least one run).
 
     The first call may take at most `params.rep_limit_s`, later ones 3 times
     as long as the first did (at least 10 s): a hang is cut short. When a
@@ -126,7 +147,7 @@ def repeat(fn: Callable[[], Any], params: Params) -> list[Any]:
     start = time.perf_counter()
     previous = signal.signal(signal.SIGALRM, on_alarm)
     try:
-        while len(out) < params.reps:
+        while len(out) < params.reps and not settled(out, params):
             signal.setitimer(signal.ITIMER_REAL, limit)
             t0 = time.perf_counter()
             try:
@@ -147,6 +168,17 @@ def repeat(fn: Callable[[], Any], params: Params) -> list[Any]:
     finally:
         signal.signal(signal.SIGALRM, previous)
     return out
+
+
+def summary(key: str, values: list[float]) -> dict[str, Any]:
+    """A figure's median with its spread: min, max, interquartile range / median, samples."""
+    return {
+        key: median(values),
+        f"{key}_min": min(values),
+        f"{key}_max": max(values),
+        f"{key}_iqr": spread(values),
+        f"{key}_n": len(values),
+    }
 
 
 def median(values: list[float]) -> float:
@@ -378,7 +410,7 @@ def w_sync_tasks(b: Backend, p: Params) -> dict[str, Any]:
         return p.sync_tasks / (time.perf_counter() - t0)
 
     runs = repeat(once, p)
-    return {"sync_tasks_per_s": median(runs), "sync_tasks_runs": runs}
+    return {**summary("sync_tasks_per_s", runs), "sync_tasks_runs": runs}
 
 
 def w_async_tasks(b: Backend, p: Params) -> dict[str, Any]:
@@ -395,7 +427,7 @@ def w_async_tasks(b: Backend, p: Params) -> dict[str, Any]:
         return rate
 
     runs = repeat(once, p)
-    return {"async_tasks_per_s": median(runs), "async_tasks_runs": runs}
+    return {**summary("async_tasks_per_s", runs), "async_tasks_runs": runs}
 
 
 def w_actor_sync(b: Backend, p: Params) -> dict[str, Any]:
@@ -415,7 +447,7 @@ def w_actor_sync(b: Backend, p: Params) -> dict[str, Any]:
         runs = repeat(once, p)
     finally:
         b.kill_actor(actor)
-    return {"actor_sync_per_s": median(runs), "actor_sync_runs": runs}
+    return {**summary("actor_sync_per_s", runs), "actor_sync_runs": runs}
 
 
 def w_actor_async(b: Backend, p: Params) -> dict[str, Any]:
@@ -436,7 +468,7 @@ def w_actor_async(b: Backend, p: Params) -> dict[str, Any]:
         runs = repeat(once, p)
     finally:
         b.kill_actor(actor)
-    return {"actor_async_per_s": median(runs), "actor_async_runs": runs}
+    return {**summary("actor_async_per_s", runs), "actor_async_runs": runs}
 
 
 def w_array(b: Backend, p: Params) -> dict[str, Any]:
@@ -466,11 +498,11 @@ def w_array(b: Backend, p: Params) -> dict[str, Any]:
         gc.collect()
         return t1 - t0, t2 - t1, t4 - t3
 
-    runs = repeat(once, dataclasses.replace(p, reps=min(p.reps, 3)))
+    runs = repeat(once, p)
     return {
-        "put_s": median([r[0] for r in runs]),
-        "get_s": median([r[1] for r in runs]),
-        "task_ref_s": median([r[2] for r in runs]),
+        **summary("put_s", [r[0] for r in runs]),
+        **summary("get_s", [r[1] for r in runs]),
+        **summary("task_ref_s", [r[2] for r in runs]),
         "array_runs": runs,
     }
 
@@ -500,9 +532,9 @@ def w_monte_carlo(b: Backend, p: Params) -> dict[str, Any]:
     pairs = repeat(lambda: (parallel(), serial()), dataclasses.replace(p, reps=max(3, p.reps)))
     par, ser = [pp for pp, _ in pairs], [ss for _, ss in pairs]
     return {
-        "mc_parallel_s": median(par),
-        "mc_serial_s": median(ser),
-        "mc_speedup": median(ser) / median(par),
+        **summary("mc_parallel_s", par),
+        **summary("mc_serial_s", ser),
+        **summary("mc_speedup", [ss / pp for pp, ss in pairs]),
         "mc_parallel_runs": par,
         "mc_serial_runs": ser,
     }
@@ -654,7 +686,11 @@ def run_child(framework: str, params: Params, out_path: Path, startup_only: bool
                 say(f"{framework}: {name}: ERROR {type(e).__name__}: {e}")
             else:
                 results.update(found)
-                shown = ", ".join(f"{k}={v:.4g}" for k, v in found.items() if isinstance(v, float))
+                shown = ", ".join(
+                    f"{k}={v:.4g}"
+                    for k, v in found.items()
+                    if isinstance(v, float) and not k.endswith(("_min", "_max", "_iqr"))
+                )
                 say(f"{framework}: {name} ({time.perf_counter() - t0:.1f} s): {shown}")
             for note in NOTES:
                 results["notes"].setdefault(name, []).append(note)
@@ -914,6 +950,14 @@ def fmt(value: float | None, bound: str = "") -> str:
     return f"{bound}{text}"
 
 
+def swing(res: dict[str, Any], row: Row) -> str:
+    """ " (min-max)" of a figure measured more than once, in the row's unit; "" otherwise."""
+    lo, hi, n = res.get(f"{row.key}_min"), res.get(f"{row.key}_max"), res.get(f"{row.key}_n", 0)
+    if n < 2 or lo is None or hi is None:
+        return ""
+    return f" ({fmt(lo * row.scale)}-{fmt(hi * row.scale)})"
+
+
 def ratio(row: Row, ours: tuple[float | None, str], theirs: tuple[float | None, str]) -> str:
     """Speed-up of runtime over the other framework (> 1: runtime better), as text."""
     (a, a_bound), (b, b_bound) = ours, theirs
@@ -956,7 +1000,7 @@ def table(results: dict[str, dict[str, Any]], p: Params, ceiling: dict[str, Any]
             elif row.integer and v is not None:
                 cells.append(f"{bound}{v:.0f}")
             else:
-                cells.append(fmt(v * row.scale if v is not None else None, bound))
+                cells.append(fmt(v * row.scale if v is not None else None, bound) + swing(results[fw], row))
         cells += [ratio(row, vals["runtime"], vals[fw]) for fw in others]
         if ceiling is not None:
             c = cell_value(ceiling, row.key)
@@ -1099,7 +1143,7 @@ def run_suite(args: argparse.Namespace, chosen: list[str], base: Params) -> int:
             runs = [r for r in runs if r is not None]
             res[f"{key}_runs"] = runs
             if runs:
-                res[f"{key}_s"] = median(runs)
+                res.update(summary(f"{key}_s", runs))
         results[fw], problems[fw] = res, probs
         for prob in probs:
             print(f"  PROBLEM: {prob}")
@@ -1114,7 +1158,10 @@ def run_suite(args: argparse.Namespace, chosen: list[str], base: Params) -> int:
         print(table(results, base, ceiling))
         print(
             "\nratio > 1: runtime is better (times, memory: other/runtime; rates, speed-up: "
-            "runtime/other). Medians of repetitions; start and import over "
+            "runtime/other). Medians of repetitions, (min-max) beside them: a workload runs "
+            f"at least {base.min_reps} times, then until its interquartile range is within "
+            f"{base.spread:.0%} of its median, at most {base.reps} times or {base.budget_s:.0f} s; "
+            "start and import over "
             f"{base.startup_samples} fresh process(es). machine: the same workload with nothing but "
             "two echo processes (pickle + HMAC-SHA256 + a Unix socket each way), a memcpy, or "
             "multiprocessing.Pool(2); runtime's share of it: 100% = as fast as this machine allows "

@@ -10,6 +10,7 @@ from typing import Any
 from . import options as opt
 from . import session
 from .client import NODE, Client
+from .client.records import Call
 from .object_ref import ObjectRef
 from .wire import serialization
 from .wire.protocol import TASK, Kind, TaskSpec, ids, object_id_for
@@ -70,6 +71,37 @@ def register(client: Client, obj: Any, cache_owner: Any) -> bytes:
         client.function_blobs[fid] = (blob, sys.path[:])
         client.send(NODE, (Kind.REGISTER_FUNC, fid, blob, sys.path[:]))
     return fid
+
+
+def _template(
+    client: Client, fid: bytes, name: str, shape: tuple, max_retries: int, retry_exc: bool, ctx: Any
+) -> TaskSpec:
+    """The TaskSpec the calls of one function with these options share (without a call's own
+    id, arguments and result ids); kept by the client, made again when the context changes."""
+    key = (fid, name, shape, max_retries, retry_exc)
+    templates = client.task_templates
+    template = templates.get(key)
+    if template is None or (template.ctx is not ctx and not (type(ctx) is str and template.ctx == ctx)):
+        if len(templates) > 1000:  # options made up per call: do not grow without bound
+            templates.clear()
+        template = templates[key] = TaskSpec(
+            b"",
+            TASK,
+            name,
+            fid,
+            b"",
+            (),
+            (),
+            (),
+            client.identity,
+            shape,
+            max_retries,
+            retry_exc,
+            b"",
+            ctx,
+            None,
+        )
+    return template
 
 
 def check_arity(sig: inspect.Signature | None, name: str, args: tuple, kwargs: dict) -> None:
@@ -159,28 +191,35 @@ class RemoteFunction:
         num_returns = options.get("num_returns", 1)
         return_ids = tuple(object_id_for(task_id, i) for i in range(num_returns))
         wire, deps, contained, keep = encode_args(client, args, kwargs, task_id)
-        retry_exc = options.get("retry_exceptions", False)
+        retry_exc = bool(options.get("retry_exceptions", False))
         if options.get("scheduling_strategy") is not None:
             shape = opt.place(shape, options["scheduling_strategy"])
-        spec = TaskSpec(
-            task_id,
-            TASK,
-            options.get("name") or self.__name__,
-            fid,
-            wire,
-            deps,
-            contained,
-            return_ids,
-            client.identity,
-            shape,
-            options.get("max_retries", 3),
-            bool(retry_exc),
-            b"",
-            session.current_ctx(),
-            None,
-        )
+        name = options.get("name") or self.__name__
+        max_retries = options.get("max_retries", 3)
+        ctx = session.current_ctx()
         refs = [ObjectRef(rid, client, announce=False) for rid in return_ids]
-        client.submit(spec, keep)
+        if deps or contained or keep:
+            spec = TaskSpec(
+                task_id,
+                TASK,
+                name,
+                fid,
+                wire,
+                deps,
+                contained,
+                return_ids,
+                client.identity,
+                shape,
+                max_retries,
+                retry_exc,
+                b"",
+                ctx,
+                None,
+            )
+            client.submit(spec, keep)
+        else:  # the common case: what every call of this function shares is kept once
+            template = _template(client, fid, name, shape, max_retries, retry_exc, ctx)
+            client.submit_call(Call.of(template, task_id, wire, return_ids))
         if num_returns == 1:
             return refs[0]
         return refs if num_returns else None

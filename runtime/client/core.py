@@ -152,6 +152,8 @@ class Client:
         self.submissions = subs = Submissions(self)  # the calls in flight
         self.calls, self.dep_waiters = subs.calls, subs.dep_waiters
         self.submit, self.submit_to_node, self.cancel = subs.submit, subs.submit_to_node, subs.cancel
+        self.submit_call = subs.submit_call
+        self.task_templates: dict[tuple, protocol.TaskSpec] = {}  # remote_function._template
         self.deps_arrived, self.resolved, self._on_done = subs.deps_arrived, subs.resolved, subs.on_done
         self.finish_error, self.forget_waiting = subs.finish_error, subs.forget_waiting
         # Connections to workers and from callers (client/connections.py).
@@ -350,14 +352,7 @@ class Client:
         now = time.monotonic()
         with self.lock:
             self.leases.tick(now)
-            running: dict[str, int] = {}
-            queued: dict[str, int] = {}
-            for call in self.calls.values():
-                if call.spec.actor_id:
-                    continue
-                target = running if call.lease is not None else queued
-                target[call.spec.name] = target.get(call.spec.name, 0) + 1
-        stats = (running, queued)
+            stats = self.submissions.task_counts()
         if self.remote_driver and now - self.last_heard > NODE_SILENCE and not self.dead_reason:
             self.mark_dead(
                 f"the node this driver uses ({self.node_id}) has not answered for {NODE_SILENCE:.0f} s: "
@@ -368,7 +363,7 @@ class Client:
         if stats != self.stats_sent or keepalive:  # a remote driver's node drops it when silent
             self.stats_sent = stats
             self.last_keepalive = now
-            self.send(NODE, (Kind.STATS, running, queued))
+            self.send(NODE, (Kind.STATS, *stats))
         self.flush()
 
     def mark_dead(self, reason: str) -> None:

@@ -77,7 +77,7 @@ def assign(queue: deque[Call], leases: list[Lease], limit: int) -> list[tuple[Le
                 if call.cancelled:
                     continue
                 call.lease = lease
-                lease.inflight[call.spec.task_id] = call
+                lease.inflight[call.task_id] = call
                 out.append((lease, call))
         depth += 1
     return out

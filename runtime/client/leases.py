@@ -53,8 +53,9 @@ class Leases:
 
     def enqueue(self, call: Call) -> None:
         """A task whose arguments are all here: run it on a leased worker."""
-        self.task_queues.setdefault(call.spec.resources, deque()).append(call)
-        self.dispatch(call.spec.resources)
+        shape = call.template.resources
+        self.task_queues.setdefault(shape, deque()).append(call)
+        self.dispatch(shape)
 
     def dispatch(self, shape: tuple) -> None:
         core = self.core
@@ -65,8 +66,9 @@ class Leases:
         leases = [lease for lease in self.leases.get(shape, ()) if not lease.revoked]
         limit = decisions.depth_limit(self.requested_at.get(shape), time.monotonic())
         for lease, call in decisions.assign(queue, leases, limit):
-            self.send_function(lease.link, call.spec.function_id)
-            core.queue(lease.link, (Kind.EXECUTE, call.spec, core.resolved(call.spec), ()))
+            spec = call.spec
+            self.send_function(lease.link, spec.function_id)
+            core.queue(lease.link, (Kind.EXECUTE, spec, core.resolved(spec) if spec.deps else {}, ()))
         # Tasks queued behind a running one (here or at a worker) could run on
         # another worker: ask the node for more; new workers steal their share.
         backlog = decisions.backlog(len(queue), leases)
@@ -76,7 +78,7 @@ class Leases:
         asked = self.lease_requests.get(shape, 0)
         want = decisions.more_leases(backlog, asked)
         if want > 0:
-            name = (queue[0] if queue else next(iter(leases[0].inflight.values()))).spec.name
+            name = (queue[0] if queue else next(iter(leases[0].inflight.values()))).name
             if not asked:
                 self.requested_at[shape] = time.monotonic()
                 for lease in decisions.idle_elsewhere(self.leases, shape):
@@ -168,7 +170,7 @@ class Leases:
         """A task's DONE: free its place on its lease. True if it is queued again (a retry)."""
         lease = call.lease
         if lease is not None:
-            lease.inflight.pop(call.spec.task_id, None)
+            lease.inflight.pop(call.task_id, None)
             if not lease.inflight:
                 lease.idle_since = time.monotonic()
         call.lease = None

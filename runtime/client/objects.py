@@ -40,7 +40,9 @@ class Objects:
         self.held_inside: dict[bytes, tuple] = {}  # result id -> refs its value contains
         self.ref_lock = threading.RLock()  # re-entrant: __del__ of a ref may run while it is held
         self.callbacks: dict[bytes, list[Callable]] = {}
-        self.waiters: dict[bytes, list[Countdown]] = {}  # object id -> countdowns of fetch()
+        # object id -> the countdown of the fetch() waiting for it, or a list when several wait
+        # (one get() of a million refs: no list per id)
+        self.waiters: dict[bytes, Countdown | list[Countdown]] = {}
 
     # ------------------------------------------------------------- references
     def add_ref(self, object_id: bytes, announce: bool = True) -> None:
@@ -129,9 +131,12 @@ class Objects:
             return False
         self.memstore[object_id] = (is_error, value)
         ws = self.waiters.pop(object_id, None)
-        if ws:
-            for w in ws:
-                w.left -= 1
+        if ws is not None:
+            if type(ws) is Countdown:
+                ws.left -= 1
+            else:
+                for w in ws:
+                    w.left -= 1
         self.core.deps_arrived(object_id)
         cbs = self.callbacks.pop(object_id, None)
         if cbs:
@@ -171,17 +176,31 @@ class Objects:
         memstore = self.memstore
         missing = {i for i in ids if i not in memstore}
         waiter = Countdown(len(missing))
+        waiters = self.waiters
         for i in missing:
-            self.waiters.setdefault(i, []).append(waiter)
+            ws = waiters.get(i)
+            if ws is None:
+                waiters[i] = waiter
+            elif type(ws) is Countdown:
+                waiters[i] = [ws, waiter]
+            else:
+                ws.append(waiter)
         return waiter, missing
 
     def uncount(self, waiter: Countdown, missing: set[bytes]) -> None:
+        waiters = self.waiters
         for i in missing:
-            ws = self.waiters.get(i)
-            if ws is not None:
+            ws = waiters.get(i)
+            if ws is None:
+                continue
+            if ws is waiter:
+                del waiters[i]
+            elif type(ws) is not Countdown:
                 try:
                     ws.remove(waiter)
                 except ValueError:
                     pass
-                if not ws:
-                    del self.waiters[i]
+                if len(ws) == 1:
+                    waiters[i] = ws[0]
+                elif not ws:
+                    del waiters[i]

@@ -26,19 +26,92 @@ class Countdown:
 
 
 class Call:
-    """A task or actor call this process submitted and has not seen finish."""
+    """A task or actor call this process submitted and has not seen finish.
 
-    __slots__ = ("spec", "keep", "missing", "retries_left", "cancelled", "lease", "shape", "oom_kills")
+    Compact, since a driver may queue a million: the fields every call of one
+    function shares (its name, function, owner, resources, retries, output
+    context) live once in a `template` TaskSpec; a call keeps only its own id,
+    arguments and result ids, and `spec` puts the whole TaskSpec together when
+    it is sent. A call made from a whole spec (`Call(spec, keep)`, an actor
+    call, a task with ObjectRef arguments) keeps that spec as its template.
+    """
+
+    __slots__ = (
+        "template",
+        "task_id",
+        "args",
+        "return_ids",
+        "keep",
+        "missing",
+        "retries_left",
+        "cancelled",
+        "lease",
+        "oom_kills",
+    )
 
     def __init__(self, spec: TaskSpec, keep: tuple) -> None:
-        self.spec = spec
+        self.template = spec
+        self.task_id = spec.task_id
+        self.args = spec.args
+        self.return_ids = spec.return_ids
         self.keep = keep  # refs/handles inside the arguments, alive until done
         self.missing = 0
         self.retries_left = spec.max_retries
         self.cancelled = False
         self.lease: Lease | None = None
-        self.shape = spec.resources
         self.oom_kills = 0  # times the memory monitor killed its worker
+
+    @classmethod
+    def of(cls, template: TaskSpec, task_id: bytes, args: bytes | str, return_ids: tuple) -> Call:
+        """A call of `template`'s function with its own id, arguments and result ids (no keep)."""
+        call = cls.__new__(cls)
+        call.template = template
+        call.task_id = task_id
+        call.args = args
+        call.return_ids = return_ids
+        call.keep = ()
+        call.missing = 0
+        call.retries_left = template.max_retries
+        call.cancelled = False
+        call.lease = None
+        call.oom_kills = 0
+        return call
+
+    @property
+    def spec(self) -> TaskSpec:
+        """The whole TaskSpec (made anew for a call of a template: read it when sending)."""
+        t = self.template
+        if t.task_id is self.task_id:
+            return t
+        return TaskSpec(
+            self.task_id,
+            t.kind,
+            t.name,
+            t.function_id,
+            self.args,
+            t.deps,
+            t.contained,
+            self.return_ids,
+            t.owner,
+            t.resources,
+            t.max_retries,
+            t.retry_exceptions,
+            t.actor_id,
+            t.ctx,
+            t.options,
+        )
+
+    @property
+    def shape(self) -> tuple:
+        return self.template.resources
+
+    @property
+    def name(self) -> str:
+        return self.template.name
+
+    @property
+    def actor_id(self) -> bytes:
+        return self.template.actor_id
 
 
 class Lease:
