@@ -2,26 +2,31 @@
 
 Run from the repository root (needs ``nbcluster[ray,test]``)::
 
-    python benchmarks/ray_layer.py            # ~2 minutes on 2 cores
+    python benchmarks/ray_layer.py            # ~4 minutes on 2 cores
     python benchmarks/ray_layer.py --rounds 5 --json out.json
 
-One Ray cluster (2 CPUs, started like ``%cluster start --engine ray`` starts
-it) serves two real kernels, driven through jupyter_client like a notebook:
+Two scenarios, each with two real kernels on one Ray cluster of 2 CPUs,
+driven through jupyter_client like a notebook:
 
-* plain:     ``import ray; ray.init(address)``: Ray's own log printer
-* kernel_ext: ``%load_ext kernel_ext; %cluster connect address --engine ray``:
-             cell tags on every submission, our log handler, per-cell routing
+* the kernel's own cluster: ``%cluster start --engine ray -n 2`` in one
+  kernel (its workers get our setup hook from their environment), and a plain
+  ``import ray; ray.init(address)`` kernel joining the same cluster;
+* a joined cluster, started outside like a user's ``ray start``: the plain
+  kernel, and ``%cluster connect address --engine ray`` (our setup hook
+  travels in the job's ``runtime_env``).
 
 The kernels take turns (plain, ours, plain, ours, ...) so machine noise hits
-both alike; medians are reported. Workloads: sync task round trips
+both alike; medians are reported. Each workload also reports CPU per task,
+of the kernel (``time.process_time``) and of the cluster's processes (raylet,
+GCS, workers, agents: psutil over the head's process tree), which a busy
+machine disturbs far less than rates. Workloads: sync task round trips
 (``ray.get(f.remote())`` one at a time), throughput of 2,000 async no-op
 tasks, sync actor calls (each after an untimed warm-up: Ray stops a job's
 idle workers beyond one per CPU after a second, so without it the first call
 of a turn times a worker start), tasks that each need a new worker
-(``max_calls=1``: the worker start, where the job's ``runtime_env`` with our
-setup hook costs), and the latency from a ``print`` in a task to the kernel
-publishing the line (the IOPub message's timestamp minus the time the task
-printed it; same machine, same clock).
+(``max_calls=1``: a worker start), and the latency from a ``print`` in a task
+to the kernel publishing the line (the IOPub message's timestamp minus the
+time the task printed it; same machine, same clock).
 """
 
 from __future__ import annotations
@@ -71,19 +76,48 @@ DEFINE = textwrap.dedent("""
 """)
 
 MEASURE = textwrap.dedent("""
+    import psutil
+
+    def cluster_cpu(root=psutil.Process(RAY_ROOT)):
+        seen = {}
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                seen[p.pid] = t.user + t.system
+            except psutil.Error:
+                pass
+        return seen
+
     def rate(fn, n, warm=20):
-        fn(warm)  # untimed: Ray stops idle workers beyond one per CPU after a second (the other
-        #           kernel's turn is longer), so the first task of a turn waits for a new worker
+        # Untimed warm-up for 2 s: both kernels' jobs share the cluster's workers, and Ray stops a
+        # job's idle workers beyond one per CPU after a second; the job whose turn it is gets its
+        # workers back here, not in the timed loop (that worker start is its own row).
+        end = time.perf_counter() + (2.0 if warm else 0.0)
+        while time.perf_counter() < end:
+            fn(warm)
+        before = cluster_cpu()
+        c = time.process_time()
         t = time.perf_counter()
         fn(n)
-        return n / (time.perf_counter() - t)
+        wall = time.perf_counter() - t
+        driver = time.process_time() - c
+        after = cluster_cpu()
+        # CPU of the cluster's processes (raylet, GCS, workers, agents) over the loop; a process
+        # that started meanwhile counts from zero, one that exited is missed.
+        cluster = sum(v - before.get(pid, 0.0) for pid, v in after.items())
+        return n / wall, 1e6 * driver / n, 1e6 * cluster / n
 
-    out = {
-        "sync task round trips /s": rate(lambda n: [ray.get(noop.remote()) for _ in range(n)], 300),
-        "async tasks /s": rate(lambda n: ray.get([noop.remote() for _ in range(n)]), 2000),
-        "sync actor calls /s": rate(lambda n: [ray.get(echo.ping.remote()) for _ in range(n)], 300),
-        "new worker per task /s": rate(lambda n: [ray.get(fresh.remote()) for _ in range(n)], 5, warm=1),
-    }
+    out = {}
+    for key, fn, n, warm in [
+        ("sync task round trips", lambda n: [ray.get(noop.remote()) for _ in range(n)], 300, 20),
+        ("async tasks", lambda n: ray.get([noop.remote() for _ in range(n)]), 2000, 20),
+        ("sync actor calls", lambda n: [ray.get(echo.ping.remote()) for _ in range(n)], 300, 20),
+        ("new worker per task", lambda n: [ray.get(fresh.remote()) for _ in range(n)], 5, 0),
+    ]:
+        per_s, driver_us, cluster_us = rate(fn, n, warm)
+        out[f"{key} /s"] = per_s
+        out[f"{key}: kernel CPU µs"] = driver_us
+        out[f"{key}: cluster CPU µs"] = cluster_us
     print("RESULT", json.dumps(out))
 """)
 
@@ -123,40 +157,112 @@ def print_latency(kernel: Kernel, lines: int = 20) -> list[float]:
     return found
 
 
+def head_of(kernel: Kernel) -> tuple[str, str, int]:
+    """Address, token and process of the Ray head a kernel started with ``%cluster start``."""
+    text = kernel.stream(
+        run(
+            kernel,
+            "from kernel_ext import engines\nh = engines.current().head\nprint('HEAD', h.address, h.token, h.proc.pid)",
+        ),
+        "stdout",
+    )
+    _, address, token, pid = next(ln for ln in text.splitlines() if ln.startswith("HEAD ")).split()
+    return address, token, int(pid)
+
+
+Turn = tuple[Kernel, str, str]  # a kernel, the cell that joins the cluster, the cell that leaves it
+
+
+def compare(kernels: dict[str, Turn], root: int, rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Turns of each kernel alone on the cluster: it joins, warms up, is measured and leaves.
+
+    Two jobs connected at once share the cluster's workers: Ray stops one job's idle workers
+    while the other runs and starts them again in its next turn, and the rates time that churn,
+    not the layer. So the kernel whose turn it is has the cluster to itself.
+    """
+    results: dict[str, dict[str, list[float]]] = {name: {} for name in kernels}
+    for _ in range(rounds):
+        for name, (kernel, join, leave) in kernels.items():
+            run(kernel, f"{join}\nRAY_ROOT = {root}\n{DEFINE}")
+            for key, value in measure(kernel).items():
+                results[name].setdefault(key, []).append(value)
+            results[name].setdefault("print → cell latency ms", []).extend(
+                1000 * x for x in print_latency(kernel)
+            )
+            if leave:
+                run(kernel, leave)
+    return results
+
+
+def joined(rounds: int) -> dict[str, dict[str, list[float]]]:
+    """A Ray cluster started outside (like a user's ``ray start``): the kernel joins it."""
+    head = start_head(num_cpus=2, worker_hook=False)
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=head.token)
+    kernels: dict[str, Turn] = {}
+    try:
+        kernels["plain"] = (
+            Kernel(env),
+            f"import ray\nray.init(address={head.address!r}, logging_level='WARNING')",
+            "ray.shutdown()",
+        )
+        kernels["ours"] = (
+            Kernel(env),
+            f"%load_ext kernel_ext\n%cluster connect {head.address} --engine ray --token {head.token}",
+            "%cluster disconnect",
+        )
+        return compare(kernels, head.proc.pid, rounds)
+    finally:
+        for kernel, _, _ in kernels.values():
+            kernel.shutdown()
+        head.stop()
+
+
+def owned(rounds: int) -> dict[str, dict[str, list[float]]]:
+    """The kernel's own cluster (``%cluster start --engine ray``); plain Ray joins the same one.
+
+    The owner stays connected (leaving would stop its cluster) and idle in plain's turns.
+    """
+    kernels: dict[str, Turn] = {}
+    try:
+        ours = Kernel(dict(os.environ))
+        kernels["ours"] = (ours, "", "")
+        run(ours, "%load_ext kernel_ext\n%cluster start --engine ray -n 2")
+        address, token, pid = head_of(ours)
+        plain = Kernel(dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token))
+        kernels = {
+            "plain": (
+                plain,
+                f"import ray\nray.init(address={address!r}, logging_level='WARNING')",
+                "ray.shutdown()",
+            ),
+            **kernels,
+        }
+        return compare(kernels, pid, rounds)
+    finally:
+        for kernel, _, _ in kernels.values():
+            kernel.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    head = start_head(num_cpus=2)
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=head.token)
-    kernels: dict[str, Kernel] = {}
-    try:
-        plain = kernels["plain Ray"] = Kernel(env)
-        run(plain, f"import ray\nray.init(address={head.address!r}, logging_level='WARNING')\n{DEFINE}")
-        ours = kernels["Ray + kernel_ext"] = Kernel(env)
-        run(ours, f"%load_ext kernel_ext\n%cluster connect {head.address} --engine ray --token {head.token}")
-        run(ours, DEFINE)
-        results: dict[str, dict[str, list[float]]] = {name: {} for name in kernels}
-        for _ in range(args.rounds):
-            for name, kernel in kernels.items():
-                for key, value in measure(kernel).items():
-                    results[name].setdefault(key, []).append(value)
-                results[name].setdefault("print → cell latency ms", []).extend(
-                    1000 * x for x in print_latency(kernel)
-                )
-    finally:
-        for kernel in kernels.values():
-            kernel.shutdown()
-        head.stop()
-    keys = list(next(iter(results.values())))
-    names = list(results)
-    print(f"{'workload':32} {names[0]:>14} {names[1]:>18} {'ours / plain':>13}")
+    scenarios = {"kernel's own cluster": owned(args.rounds), "joined cluster": joined(args.rounds)}
+    print(f"{'workload':38} " + " ".join(f"{name:>34}" for name in scenarios))
+    print(f"{'':38} " + " ".join(f"{'plain':>10} {'ours':>10} {'ours/plain':>12}" for _ in scenarios))
+    keys = list(next(iter(scenarios.values()))["plain"])
     for key in keys:
-        a, b = (statistics.median(results[n][key]) if results[n].get(key) else float("nan") for n in names)
-        print(f"{key:32} {a:14.1f} {b:18.1f} {b / a:13.2f}")
+        cells = []
+        for results in scenarios.values():
+            a, b = (
+                statistics.median(results[n][key]) if results[n].get(key) else float("nan")
+                for n in ("plain", "ours")
+            )
+            cells.append(f"{a:10.1f} {b:10.1f} {b / a:12.2f}")
+        print(f"{key:38} " + " ".join(cells))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        Path(args.json).write_text(json.dumps(scenarios, indent=1))
     return 0
 
 

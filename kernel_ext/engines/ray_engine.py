@@ -150,7 +150,7 @@ class RayEngine(Engine):
     def start(self, num_cpus=None, num_gpus=None, resources=None, object_store_memory=None) -> None:
         self.head = start_head(num_cpus, num_gpus, resources, object_store_memory)
         try:
-            self._init(self.head.address, token=self.head.token)
+            self._init(self.head.address, token=self.head.token, hook_in_env=True)
         except BaseException:
             self.head.stop()
             self.head = None
@@ -165,7 +165,10 @@ class RayEngine(Engine):
             raise EngineError(f"--token-file {token_file}: no such file (it holds the cluster's Ray token)")
         self._init(address, token=token, token_file=token_file)
 
-    def _init(self, address: str, token: str | None = None, token_file: str | None = None) -> None:
+    def _init(
+        self, address: str, token: str | None = None, token_file: str | None = None, hook_in_env: bool = False
+    ) -> None:
+        """Join `address`; `hook_in_env`: its workers run our setup hook already (a head we started)."""
         env = {"RAY_gcs_server_port_wait_time_s": CONNECT_TRIES}
         if token:
             env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
@@ -176,7 +179,9 @@ class RayEngine(Engine):
         self._client = address.startswith("ray://")
         # Ray Client cannot ship a callable hook (its runtime_env is JSON), and naming ours by
         # module would need nbcluster on the cluster: over ray:// only the driver tags.
-        hook = {} if self._client else {"worker_process_setup_hook": ray_tags.setup_worker}
+        # A cluster we join gets the hook in the job's runtime_env, which costs a worker start now
+        # and then (Ray keeps workers per environment); one we started has it in its workers' env.
+        hook = {} if self._client or hook_in_env else {"worker_process_setup_hook": ray_tags.setup_worker}
         for attempt in range(CLIENT_INIT_TRIES if self._client else 1):
             try:
                 ctx = ray.init(

@@ -37,6 +37,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+HOOK_ENV = "__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR"  # ray._private.ray_constants
+HOOK_MODULE = "kernel_ext.engines.ray_tags.setup_worker"
+
+
 def head_command(
     port: int,
     temp_dir: str,
@@ -93,6 +97,7 @@ class RayHead:
         num_gpus: float | None = None,
         resources: dict | None = None,
         object_store_memory: int | None = None,
+        worker_hook: bool = True,
     ) -> None:
         self.cluster_id = uuid.uuid4().hex[:12]
         self.temp_dir = tempfile.mkdtemp(prefix="nbcray-")
@@ -110,6 +115,11 @@ class RayHead:
             env=env,
         )
         env.update({MARK: self.cluster_id, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token})
+        # Every worker runs our setup hook by module path (Ray's default_worker reads this variable;
+        # the raylet's environment is its workers'). The kernel then needs no job runtime_env, which
+        # made Ray start a new worker for the job's environment again and again (ray_layer.py).
+        if worker_hook:
+            env[HOOK_ENV] = HOOK_MODULE
         self.log = os.path.join(self.temp_dir, "head.out")
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
@@ -171,12 +181,13 @@ def start_head(
     resources: dict | None = None,
     object_store_memory: int | None = None,
     tries: int = 3,
+    worker_hook: bool = True,
 ) -> RayHead:
     """A started `RayHead`; tried again when Ray misses its fixed 30 s raylet registration
     window, which a busy machine can."""
     for attempt in range(tries):
         try:
-            return RayHead(num_cpus, num_gpus, resources, object_store_memory)
+            return RayHead(num_cpus, num_gpus, resources, object_store_memory, worker_hook)
         except EngineError as e:
             if "timed out during startup" not in str(e) or attempt == tries - 1:
                 raise
