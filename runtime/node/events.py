@@ -115,7 +115,7 @@ class EventTail:
                 lines, used = complete_lines(f.read(READ_LIMIT))
         except OSError:
             return offset
-        for line in lines:
+        for line in lines[-PENDING:]:  # a burst: only the newest can stay pending, parse only those
             event = parse(line, worker)
             if event is not None:
                 self.pending.append(event)
