@@ -95,6 +95,9 @@ class Recorder:
         self.lines = 0
 
 
+MTIME_SLACK = 1.0  # s: see _read_folder
+
+
 def task_events(cluster_id: str, since: float = 0.0, head: Any = None) -> list[dict[str, Any]]:
     """Finished tasks of `cluster_id` that ended after `since`, every node's, oldest first.
 
@@ -140,7 +143,10 @@ def _read_folder(cluster_id: str, since: float) -> tuple[list[dict[str, Any]], s
         nodes.add(node)
         worker = int(pid) if pid.isdigit() else 0
         try:
-            if path.stat().st_mtime < since:
+            # A file's mtime comes from the kernel's coarse clock, which can be some ms behind
+            # time.time(): a file written just after `since` may look older. Lines are filtered
+            # by their own end time below; the mtime only skips files idle for a while.
+            if path.stat().st_mtime < since - MTIME_SLACK:
                 continue
             text = path.read_text()
         except OSError:
