@@ -198,27 +198,13 @@ class RemoteFunction:
         max_retries = options.get("max_retries", 3)
         ctx = session.current_ctx()
         refs = [ObjectRef(rid, client, announce=False) for rid in return_ids]
-        if deps or contained or keep:
-            spec = TaskSpec(
-                task_id,
-                TASK,
-                name,
-                fid,
-                wire,
-                deps,
-                contained,
-                return_ids,
-                client.identity,
-                shape,
-                max_retries,
-                retry_exc,
-                b"",
-                ctx,
-                None,
+        template = _template(client, fid, name, shape, max_retries, retry_exc, ctx)
+        if deps or contained or keep:  # refs in the arguments: the whole spec, kept with them
+            spec = template._replace(
+                task_id=task_id, args=wire, deps=deps, contained=contained, return_ids=return_ids
             )
             client.submit(spec, keep)
         else:  # the common case: what every call of this function shares is kept once
-            template = _template(client, fid, name, shape, max_retries, retry_exc, ctx)
             client.submit_call(Call.of(template, task_id, wire, return_ids))
         if num_returns == 1:
             return refs[0]
