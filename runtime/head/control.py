@@ -358,6 +358,17 @@ class Head:
         return True
 
 
+def _remove(folder) -> None:
+    """Remove a cluster folder that the node's last processes may still be writing into
+    (a log line, a worker's event file): try again until nothing is left, for up to 2 s."""
+    deadline = time.monotonic() + 2.0
+    while True:
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists() or time.monotonic() > deadline:
+            return
+        time.sleep(0.02)
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -465,8 +476,9 @@ def main() -> None:
         store.close()
         if w >= 0:  # ours: it goes; a restored cluster's node stays, waiting for its head
             os.kill(node_pid, signal.SIGKILL)
+            wait_node(node_pid, child=True, timeout=2.0)
         if not old:
-            shutil.rmtree(cluster_dir, ignore_errors=True)
+            _remove(cluster_dir)
         return
 
     def on_ready() -> None:
@@ -507,4 +519,4 @@ def main() -> None:
         wait_node(node_pid, child=w >= 0)
         for seg in cfg.shm_glob(cluster_id):
             seg.unlink(missing_ok=True)
-        shutil.rmtree(cluster_dir, ignore_errors=True)
+        _remove(cluster_dir)
