@@ -376,13 +376,26 @@ class Chaos:
         cli("stop", "--address", self.address)
 
 
+def describe(p: psutil.Process) -> str:
+    """A leftover process as a reader of the report needs it: what it is, who made it, how old."""
+    try:
+        with p.oneshot():
+            cmd = p.name() + ": " + " ".join(p.cmdline())[:160]
+            parent = p.ppid()
+            age = time.time() - p.create_time()
+            status = p.status()
+        return f"{p.pid} (parent {parent}, {status}, {age:.0f} s old): {cmd}"
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return f"{p.pid} (gone)"
+
+
 def leaks(marker: str, segments_before: set[str]) -> dict:
     deadline = time.monotonic() + 15
     while True:
         procs = ours(marker)
         segs = sorted(set(map(str, Path(os.environ["NBCLUSTER_SHM_DIR"]).glob("nbc-*"))) - segments_before)
         if (not procs and not segs) or time.monotonic() > deadline:
-            return {"processes": [p.pid for p in procs], "segments": segs}
+            return {"processes": [describe(p) for p in procs], "segments": segs}
         time.sleep(0.2)
 
 

@@ -66,11 +66,11 @@ def _alive(p: psutil.Process) -> bool:
         return False
 
 
-def _describe(p: psutil.Process) -> tuple[int, list[str] | str]:
+def _describe(p: psutil.Process) -> tuple[int, str, list[str] | str]:
     try:
-        return (p.pid, p.cmdline())
+        return (p.pid, p.name(), p.cmdline())
     except psutil.Error as e:  # exited meanwhile (a zombie has no cmdline)
-        return (p.pid, type(e).__name__)
+        return (p.pid, "", type(e).__name__)
 
 
 def segments() -> list[str]:

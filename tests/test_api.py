@@ -50,6 +50,25 @@ def test_actor_calls_run_in_order(ray):
     assert isinstance(c, runtime.actor.ActorHandle)
 
 
+def test_processes_are_named_by_role(ray):
+    """`ps` and `top` tell the cluster's processes apart, as Ray's ray::IDLE / ray::Counter."""
+    import psutil
+
+    @ray.remote
+    class Counter:
+        def pid(self):
+            return os.getpid()
+
+    @ray.remote
+    def pid():
+        return os.getpid()
+
+    assert psutil.Process(ray.get(Counter.remote().pid.remote())).name() == "nbc:Counter"
+    assert psutil.Process(ray.get(pid.remote())).name() == "nbc-worker"
+    names = {p.name() for p in psutil.Process().children(recursive=True)}
+    assert {"nbc-head", "nbc-node", "nbc-zygote"} <= names
+
+
 def test_put_get_numpy_zero_copy(ray):
     arr = np.ones((1000, 1000))
     ref = ray.put(arr)

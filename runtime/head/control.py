@@ -52,6 +52,7 @@ from typing import Any
 import zmq
 
 from .. import config as cfg
+from ..prctl import set_process_name
 from ..wire import protocol
 from ..wire.protocol import Kind
 from . import membership, restore
@@ -386,6 +387,7 @@ def main() -> None:
     forks a node only if the old one is gone.
     """
     conf = json.loads(sys.stdin.readline())
+    set_process_name("nbc-head")
     old = conf.get("restore") or {}
     cluster_id = old.get("cluster_id") or conf.get("cluster_id") or cfg.new_cluster_id()
     key = old.get("key") or conf.get("key") or secrets.token_hex(32)

@@ -25,7 +25,7 @@ import sys
 import time
 
 from .. import config as cfg
-from ..node.zygote import set_parent_death_signal
+from ..prctl import set_parent_death_signal
 
 
 def fork_node(node_conf: dict, durable: bool, embedded: bool) -> tuple[int, int]:

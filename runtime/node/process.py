@@ -16,6 +16,7 @@ import signal
 import time
 
 from .. import config as cfg
+from ..prctl import set_process_name
 from .daemon import Node
 
 
@@ -23,6 +24,7 @@ def main(conf: dict, parent_fd: int | None = None, on_joined=None) -> None:
     """Run a node daemon in this (freshly forked or started) process."""
     from .. import worker
 
+    set_process_name("nbc-node")
     _setup_logging(conf, f"node-{conf['node_id']}")
     node = Node(conf)
     node.on_joined = on_joined

@@ -19,26 +19,13 @@ shared-memory segments, and exits — nothing is left behind.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import select
 import signal
-import sys
 from collections.abc import Callable
 
-PR_SET_PDEATHSIG = 1
-
-
-def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
-    """Ask Linux to send `sig` to this process when its parent dies."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+from ..prctl import set_parent_death_signal, set_process_name
 
 
 class Zygote:
@@ -100,6 +87,7 @@ def start(worker_main: Callable[[int], None], cleanup: Callable[[], None]) -> Zy
 
 def _serve(cmd_fd: int, evt_fd: int, worker_main, cleanup) -> None:
     set_parent_death_signal(signal.SIGTERM)
+    set_process_name("nbc-zygote")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: None)  # turned into EOF handling below
     wake_r, wake_w = os.pipe()
@@ -143,6 +131,7 @@ def _serve(cmd_fd: int, evt_fd: int, worker_main, cleanup) -> None:
                             for fd in (cmd_fd, evt_fd, wake_r, wake_w):
                                 os.close(fd)
                             set_parent_death_signal(signal.SIGKILL)
+                            set_process_name("nbc-worker")
                             if os.getppid() != me:
                                 os._exit(1)
                             worker_main(wid)

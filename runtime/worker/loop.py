@@ -38,6 +38,7 @@ from .. import config as cfg
 from .. import session
 from ..client import NODE, Client
 from ..exceptions import ObjectLostError, TaskCancelledError, TaskError, task_error_from_exception
+from ..prctl import set_process_name
 from ..remote_traceback import RemoteTraceback
 from ..timeline import Recorder
 from ..wire import serialization, transport
@@ -317,6 +318,7 @@ class WorkerLoop:
         opts = spec.options or {}
         self.actor_id = spec.actor_id
         self.class_name = spec.name.split(".")[0]
+        set_process_name(f"nbc:{self.class_name}")  # `top` shows which actor this is, as Ray's ray::Name
         self.begin(spec, f"{self.class_name} pid={self.pid}{self.ip_suffix}", None)
         error = None
         try:
