@@ -115,6 +115,17 @@ def dumps(value: Any, buffer_callback=None) -> bytes:
         ) from e
 
 
+def dumps_plain(value: Any) -> bytes | None:
+    """`value` pickled when it is made of builtin scalars (`_is_simple`) and small enough
+    to travel inline; else None (use `serialize`). No ref can be inside such a value,
+    so there is nothing to collect: the common task's arguments skip that machinery."""
+    if _is_simple(value):
+        data = pickle.dumps(value, PROTOCOL)
+        if len(data) < INLINE_THRESHOLD:
+            return data
+    return None
+
+
 def loads(data) -> Any:
     return pickle.loads(data)
 
