@@ -9,8 +9,9 @@
         ─▶ EXECUTE ──▶ leased worker (Unix socket, or RemoteLink through our node)
     backlog ─▶ LEASE_REQUEST ──▶ node ─▶ LEASE_GRANT: on_grant (a lease; steal half of a
         busy worker's queue: decisions.steal) │ LEASE_SPILL: on_spill (ask the node it names)
-    DONE ─▶ on_done: retry (retryable, decisions.retry) or finish; an idle lease gets
-        the next task, or is returned after LEASE_IDLE, or at once when revoked
+    DONE ─▶ on_done: retry (retryable, decisions.retry) or finish; the lease gets the next
+        task (a full one: half a pipeline at once, decisions.refill), or an idle one is
+        returned after LEASE_IDLE, or at once when revoked
     REJECTED (a worker blocked in get) ─▶ on_rejected: back to the front of the queue
     worker gone ─▶ peer_closed: its tasks retried (max_retries) or WorkerCrashedError
     LEASE_KILLED (the node's memory monitor, sent before its kill) ─▶ on_killed: the
@@ -202,7 +203,7 @@ class Leases:
         """A task of `lease` finished: give it the next one, or give it back if revoked."""
         if lease.revoked and not lease.inflight:
             self.return_lease(lease)
-        else:
+        elif decisions.refill(len(lease.inflight), lease.shape in self.full):
             self.dispatch(lease.shape)
             if not lease.inflight:
                 self.steal_for(lease)
