@@ -92,12 +92,21 @@ def _is_simple(value: Any, depth: int = 2) -> bool:
         return True
     if depth == 0:
         return False
+    # Loops, not all() over a generator: this runs for every task's arguments (~1.5 µs less).
     if t is tuple or t is list:
-        return len(value) < 64 and all(type(v) in _SIMPLE or _is_simple(v, depth - 1) for v in value)
+        if len(value) >= 64:
+            return False
+        for v in value:
+            if type(v) not in _SIMPLE and not _is_simple(v, depth - 1):
+                return False
+        return True
     if t is dict:
-        return len(value) < 64 and all(
-            type(k) in _SIMPLE and (type(v) in _SIMPLE or _is_simple(v, depth - 1)) for k, v in value.items()
-        )
+        if len(value) >= 64:
+            return False
+        for k, v in value.items():
+            if type(k) not in _SIMPLE or (type(v) not in _SIMPLE and not _is_simple(v, depth - 1)):
+                return False
+        return True
     return False
 
 
