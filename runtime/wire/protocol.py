@@ -147,6 +147,11 @@ class TaskSpec(NamedTuple):
     ctx: Any  # output context of the submitter, inherited by children
     options: dict | None  # actor creation: max_restarts, max_concurrency, name, ...
 
+    def __reduce__(self):
+        # The class and its fields: a named tuple's default reduction (copyreg.__newobj__,
+        # __getnewargs__) pickles ~0.5 µs slower, and every EXECUTE carries one.
+        return (TaskSpec, tuple(self))
+
 
 REPLAY_WINDOW = 300.0  # seconds of clock difference tolerated between machines
 _HEADER = struct.Struct("<8sQQ")  # sender, counter, time in ms
