@@ -5,7 +5,8 @@
     driver (this process) ── N x get(f.remote(i)) ──▶ one worker (num_cpus=1)
     measured: wall time, this process's CPU time (all its threads: getrusage),
               the worker's CPU time (psutil), each divided by N
-    then the same N submitted at once and fetched together (async)
+    then the same N submitted at once and fetched together (async), and N calls
+    of one actor's method submitted at once and fetched together (actor)
 
 Wall-clock rates swing with whatever else runs on the machine; CPU time per
 task moves much less, so it is the figure to compare two versions with on a
@@ -49,11 +50,22 @@ def main(argv: list[str] | None = None) -> int:
     def pid() -> int:
         return os.getpid()
 
+    @ray.remote
+    class Echo:
+        def m(self, x: int) -> int:
+            return x
+
+        def pid(self) -> int:
+            return os.getpid()
+
     worker = psutil.Process(ray.get(pid.remote()))
     ray.get([f.remote(i) for i in range(300)])  # warm: the function and the lease are there
+    echo = Echo.remote()
+    actor = psutil.Process(ray.get(echo.pid.remote()))
+    ray.get([echo.m.remote(i) for i in range(300)])
     n = args.n
 
-    def measure(label: str, run) -> None:
+    def measure(label: str, run, worker=worker) -> None:
         w0, c0, t0 = sum(worker.cpu_times()[:2]), cpu_self(), time.perf_counter()
         run()
         dt, c1, w1 = time.perf_counter() - t0, cpu_self(), sum(worker.cpu_times()[:2])
@@ -64,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     measure("sync", lambda: [ray.get(f.remote(i)) for i in range(n)])
     measure("async", lambda: ray.get([f.remote(i) for i in range(n)]))
+    measure("actor", lambda: ray.get([echo.m.remote(i) for i in range(n)]), actor)
     ray.shutdown()
     return 0
 

@@ -24,6 +24,9 @@ def encode_args(client: Client, args: tuple, kwargs: dict, task_id: bytes) -> tu
     runs; refs nested deeper stay refs (`contained`). `keep` holds the refs
     and handles involved, alive until the task is done.
     """
+    plain = serialization.dumps_plain((args, kwargs))
+    if plain is not None:  # builtin scalars: no refs inside, inline
+        return plain, (), (), ()
     deps: list[bytes] = []
     keep: list = []
     if any(type(a) is ObjectRef for a in args):

@@ -352,6 +352,14 @@ def test_one_task_per_worker_until_the_node_had_time_to_lend_more():
     assert decisions.depth_limit(100.0, now=100.3) == PIPELINE
 
 
+def test_a_full_lease_is_topped_up_by_half_a_pipeline_at_once():
+    assert decisions.refill(PIPELINE - 1, full=False)  # not every lease was full: fill at once
+    assert not decisions.refill(PIPELINE - 1, full=True)  # its worker still has plenty queued
+    assert not decisions.refill(decisions.LOW_WATER + 1, full=True)
+    assert decisions.refill(decisions.LOW_WATER, full=True)  # half empty: top it up in one batch
+    assert decisions.refill(0, full=True)
+
+
 def test_tasks_go_round_robin_one_level_at_a_time():
     queue = deque(call(i) for i in range(5))
     a, b = held(1), held(2, inflight=1)

@@ -238,6 +238,7 @@ class Client:
             if self.on_blocked is not None:
                 self.on_blocked()
             self.send(NODE, (Kind.BLOCKED,))
+        self.outbox.sent_at = 0.0  # a burst ends here: the next call is sent at once
         self.flush()
         deadline = None if timeout is None else time.monotonic() + timeout
         io = self.io

@@ -8,6 +8,8 @@ from a busy one, and whether a call whose attempt failed runs again.
     ────────────────────────────────────────   ────────────────────   ──────────────────────────────
     when this shape's first open request   ──▶ depth_limit()      ──▶ tasks a lease may hold (1 or
       was sent, now                                                   PIPELINE)
+    a lease's task done: what it holds,    ──▶ refill()           ──▶ top it up now, or at LOW_WATER
+      were all leases full?
     a shape's queue, its leases, the limit ──▶ assign()           ──▶ (lease, call): send EXECUTE
     tasks queued here or behind running    ──▶ backlog()          ──▶ keep a granted worker? ask for
       ones; lease requests still open          more_leases()          how many more (LEASE_REQUEST)?
@@ -39,6 +41,7 @@ from .records import Call, Lease
 
 LEASE_IDLE = 0.2  # seconds an idle lease is kept for the next task of its shape
 PIPELINE = 16  # tasks queued at a leased worker when there is a backlog (idle ones steal)
+LOW_WATER = PIPELINE // 2  # a full lease is topped up once it holds this many or fewer
 PATIENCE = 0.2  # seconds to wait for more workers before queueing tasks behind running ones
 MAX_REQUESTS = 16  # lease requests open at once for one shape
 
@@ -56,6 +59,14 @@ def depth_limit(asked_at: float | None, now: float) -> int:
     one (a worker notices a steal only between two tasks).
     """
     return PIPELINE if asked_at is not None and now - asked_at > PATIENCE else 1
+
+
+def refill(held: int, full: bool) -> bool:
+    """A task of a lease finished: give the lease more now? Not while every lease of its shape
+    was filled to `PIPELINE` (`full`) and it still holds over `LOW_WATER`: topped up later by
+    half a pipeline at once, one batch instead of one message per task (its worker still
+    has `LOW_WATER` queued meanwhile)."""
+    return not full or held <= LOW_WATER
 
 
 def assign(queue: deque[Call], leases: list[Lease], limit: int) -> list[tuple[Lease, Call]]:

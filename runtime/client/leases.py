@@ -9,8 +9,9 @@
         ─▶ EXECUTE ──▶ leased worker (Unix socket, or RemoteLink through our node)
     backlog ─▶ LEASE_REQUEST ──▶ node ─▶ LEASE_GRANT: on_grant (a lease; steal half of a
         busy worker's queue: decisions.steal) │ LEASE_SPILL: on_spill (ask the node it names)
-    DONE ─▶ on_done: retry (retryable, decisions.retry) or finish; an idle lease gets
-        the next task, or is returned after LEASE_IDLE, or at once when revoked
+    DONE ─▶ on_done: retry (retryable, decisions.retry) or finish; the lease gets the next
+        task (a full one: half a pipeline at once, decisions.refill), or an idle one is
+        returned after LEASE_IDLE, or at once when revoked
     REJECTED (a worker blocked in get) ─▶ on_rejected: back to the front of the queue
     worker gone ─▶ peer_closed: its tasks retried (max_retries) or WorkerCrashedError
     LEASE_KILLED (the node's memory monitor, sent before its kill) ─▶ on_killed: the
@@ -50,11 +51,22 @@ class Leases:
         self.spilled: dict[tuple, dict[str, int]] = {}  # shape -> node -> lease requests sent there
         self.killed: dict[int, str] = {}  # lease id -> why the node's memory monitor killed its worker
         self.delayed: list[tuple[float, Call]] = []  # (when, call): retried after a memory kill
+        # Shapes whose last dispatch left tasks queued with every lease at PIPELINE: until the
+        # next dispatch (a lease's task done, a grant, a retry, a tick) none can take more.
+        self.full: set[tuple] = set()
 
     def enqueue(self, call: Call) -> None:
         """A task whose arguments are all here: run it on a leased worker."""
         shape = call.template.resources
-        self.task_queues.setdefault(shape, deque()).append(call)
+        queue = self.task_queues.get(shape)
+        if queue is None:
+            queue = self.task_queues[shape] = deque()
+        elif queue and shape in self.full and self.lease_requests.get(shape, 0) >= decisions.MAX_REQUESTS:
+            # Behind others that wait: every lease holds PIPELINE and every request is out, so
+            # dispatch could neither send it nor ask for more (a million queued: ~4 µs each).
+            queue.append(call)
+            return
+        queue.append(call)
         self.dispatch(shape)
 
     def dispatch(self, shape: tuple) -> None:
@@ -69,6 +81,10 @@ class Leases:
             spec = call.spec
             self.send_function(lease.link, spec.function_id)
             core.queue(lease.link, (Kind.EXECUTE, spec, core.resolved(spec) if spec.deps else {}, ()))
+        if queue and limit == decisions.PIPELINE:
+            self.full.add(shape)  # every lease holds all it may: enqueue need not dispatch
+        else:
+            self.full.discard(shape)
         # Tasks queued behind a running one (here or at a worker) could run on
         # another worker: ask the node for more; new workers steal their share.
         backlog = decisions.backlog(len(queue), leases)
@@ -187,7 +203,7 @@ class Leases:
         """A task of `lease` finished: give it the next one, or give it back if revoked."""
         if lease.revoked and not lease.inflight:
             self.return_lease(lease)
-        else:
+        elif decisions.refill(len(lease.inflight), lease.shape in self.full):
             self.dispatch(lease.shape)
             if not lease.inflight:
                 self.steal_for(lease)
@@ -288,6 +304,7 @@ class Leases:
                 core.signal_worker(lease, force)
             else:  # still queued in the worker: it will skip it
                 del lease.inflight[spec.task_id]
+                self.full.discard(lease.shape)  # room on that lease: the next enqueue dispatches
                 call.lease = None
                 core.queue(lease.link, (Kind.CANCEL, spec.task_id, "drop"))
                 core.finish_error(call, error_value(TaskCancelledError(spec.name)))

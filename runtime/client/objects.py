@@ -147,10 +147,14 @@ class Objects:
                     pass
         return True
 
-    def keep_results(self, results: list) -> None:
-        """The results of one of our calls: keep what is referenced, hand segments to the node."""
+    def keep_results(self, results: list, own: tuple = ()) -> None:
+        """The results of one of our calls: keep what is referenced, hand segments to the node.
+        `own`: the call's result ids, used in place of the equal ids in `results`."""
         send_node = self.core.send_node
-        for object_id, is_error, value, size, contained in results:
+        mine = len(own) == len(results)
+        for i, (object_id, is_error, value, size, contained) in enumerate(results):
+            if mine and own[i] == object_id:
+                object_id = own[i]
             escaped = object_id in self.escaped
             kept = self.arrived(object_id, is_error, value, contained)
             if not kept:

@@ -117,8 +117,9 @@ class Submissions:
         memstore = self.memstore
         return {dep: memstore[dep] for dep in spec.deps}
 
-    def finish(self, call: Call, results: list) -> None:
-        """Results of a call arrived (from its worker, or made up here on failure)."""
+    def finish(self, call: Call, results: list, notify: bool = True) -> None:
+        """Results of a call arrived (from its worker, or made up here on failure); `notify`
+        False when the caller wakes the waiters itself (`Client.dispatch`, once a batch)."""
         template = call.template
         if self.calls.pop(call.task_id, None) is not None and not template.actor_id:
             counts = self.tasks_by_name
@@ -132,18 +133,13 @@ class Submissions:
                 os.unlink(call.args)
             except OSError:
                 pass
-        own = call.return_ids
-        if len(results) == len(own):
-            # Keyed by our own id objects, not the copies unpickled from the message: one
-            # bytes object per result instead of two (a million results held: ~50 MB less).
-            results = [
-                (mine, *result[1:]) if result[0] == mine else result
-                for mine, result in zip(own, results, strict=True)
-            ]
-        self.objects.keep_results(results)
-        cv = self.core.cv
-        with cv:
-            cv.notify_all()
+        # Kept under our own id objects, not the copies unpickled from the message: one
+        # bytes object per result instead of two (a million results held: ~50 MB less).
+        self.objects.keep_results(results, call.return_ids)
+        if notify:
+            cv = self.core.cv
+            with cv:
+                cv.notify_all()
 
     def finish_error(self, call: Call, error: bytes) -> None:
         self.finish(call, [(rid, True, error, len(error), ()) for rid in call.return_ids])
@@ -161,7 +157,7 @@ class Submissions:
                 self.actor_calls.on_done(call)
             elif self.leases.on_done(call, retryable):
                 return  # queued again: a retry
-            self.finish(call, results)
+            self.finish(call, results, notify=False)  # Client.dispatch wakes waiters after the batch
             if not actor and lease is not None:
                 self.leases.next_for(lease)
 

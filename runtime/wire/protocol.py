@@ -147,6 +147,11 @@ class TaskSpec(NamedTuple):
     ctx: Any  # output context of the submitter, inherited by children
     options: dict | None  # actor creation: max_restarts, max_concurrency, name, ...
 
+    def __reduce__(self):
+        # The class and its fields: a named tuple's default reduction (copyreg.__newobj__,
+        # __getnewargs__) pickles ~0.5 µs slower, and every EXECUTE carries one.
+        return (TaskSpec, tuple(self))
+
 
 REPLAY_WINDOW = 300.0  # seconds of clock difference tolerated between machines
 _HEADER = struct.Struct("<8sQQ")  # sender, counter, time in ms
@@ -160,7 +165,13 @@ class Signer:
     def __init__(self, key: bytes) -> None:
         if not key:
             raise ValueError("a cluster key is required")
-        self._proto = hmac.new(key, digestmod=hashlib.sha256)
+        proto = hmac.new(key, digestmod=hashlib.sha256)
+        # The keyed state with each format's tag already in (see `sign`): one copy, one update
+        # and one digest per message. OpenSSL's object itself where hmac has one: the Python
+        # wrapper's copy() costs twice the hashing of a small message (~1 µs vs ~3.8 µs a sign).
+        self._local = self._tagged(proto, b"L")
+        self._batch = self._tagged(proto, b"B")
+        self._data = self._tagged(proto, b"D")
         # A key of its own for payload digests, derived from the cluster key: one key, one primitive.
         self._digest_key = hmac.new(key, b"nbcluster payload digest", hashlib.sha256).digest()
         self.dropped = 0
@@ -172,14 +183,20 @@ class Signer:
         self.auth_failed = False  # a server told us our key is wrong
         self.last_failure = ""
 
+    @staticmethod
+    def _tagged(proto, tag: bytes):
+        h = proto.copy()
+        h.update(tag)
+        return getattr(h, "_hmac", None) or h
+
     def sign(self, body: bytes, header: bytes = b"") -> bytes:
-        h = self._proto.copy()
-        # The format comes first, so no message can be re-read as one of another format.
+        # The format comes first ("B" batch, "L" local frame, "D" with a payload), so no
+        # message can be re-read as one of another format.
         if header:
-            h.update(b"B")
+            h = self._batch.copy()
             h.update(header)
         else:
-            h.update(b"L")  # a local (Unix socket) frame
+            h = self._local.copy()  # a local (Unix socket) frame
         h.update(body)
         return h.digest()
 
@@ -194,8 +211,7 @@ class Signer:
 
     def sign_data(self, header: bytes, body: bytes, data) -> bytes:
         """Header, body and a payload frame's digest; lengths included, so frames cannot be re-cut."""
-        h = self._proto.copy()
-        h.update(b"D")
+        h = self._data.copy()
         h.update(header)
         h.update(_LENGTHS.pack(len(body), memoryview(data).nbytes))
         h.update(body)

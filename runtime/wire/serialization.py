@@ -92,12 +92,21 @@ def _is_simple(value: Any, depth: int = 2) -> bool:
         return True
     if depth == 0:
         return False
+    # Loops, not all() over a generator: this runs for every task's arguments (~1.5 µs less).
     if t is tuple or t is list:
-        return len(value) < 64 and all(type(v) in _SIMPLE or _is_simple(v, depth - 1) for v in value)
+        if len(value) >= 64:
+            return False
+        for v in value:
+            if type(v) not in _SIMPLE and not _is_simple(v, depth - 1):
+                return False
+        return True
     if t is dict:
-        return len(value) < 64 and all(
-            type(k) in _SIMPLE and (type(v) in _SIMPLE or _is_simple(v, depth - 1)) for k, v in value.items()
-        )
+        if len(value) >= 64:
+            return False
+        for k, v in value.items():
+            if type(k) not in _SIMPLE or (type(v) not in _SIMPLE and not _is_simple(v, depth - 1)):
+                return False
+        return True
     return False
 
 
@@ -113,6 +122,17 @@ def dumps(value: Any, buffer_callback=None) -> bytes:
             "Pass values that can be pickled (open files, sockets, locks and "
             "generators cannot), or create them inside the task."
         ) from e
+
+
+def dumps_plain(value: Any) -> bytes | None:
+    """`value` pickled when it is made of builtin scalars (`_is_simple`) and small enough
+    to travel inline; else None (use `serialize`). No ref can be inside such a value,
+    so there is nothing to collect: the common task's arguments skip that machinery."""
+    if _is_simple(value):
+        data = pickle.dumps(value, PROTOCOL)
+        if len(data) < INLINE_THRESHOLD:
+            return data
+    return None
 
 
 def loads(data) -> Any:

@@ -73,29 +73,44 @@ class FrameReader:
         self.source = source
         self.broken = False
 
-    def feed(self, data: bytes) -> list[list]:
+    def feed(self, data) -> list[list]:
+        """The verified batches of the whole frames in what came so far (`data`: bytes or a
+        view); a partial frame waits in `buf` for the rest."""
         buf = self.buf
-        buf += data
+        if buf:
+            buf += data
+            with memoryview(buf) as view:
+                out, pos = self._frames(view)
+            if pos:
+                del buf[:pos]
+            return out
+        # Nothing held back (the usual case): read the frames in place (no copy into `buf`,
+        # none of a body: HMAC and unpickling take views), keep only a partial frame's bytes.
+        view = data if type(data) is memoryview else memoryview(data)
+        out, pos = self._frames(view)
+        if pos < len(view):
+            buf += view[pos:]
+        return out
+
+    def _frames(self, view: memoryview) -> tuple[list[list], int]:
         out = []
         pos = 0
-        n = len(buf)
+        n = len(view)
         while n - pos >= 4:
-            (length,) = _LEN.unpack_from(buf, pos)
+            (length,) = _LEN.unpack_from(view, pos)
             if length < 32 or length > MAX_FRAME:
                 self.broken = True  # not our protocol: the caller drops the connection
                 break
             if n - pos - 4 < length:
                 break
             start = pos + 4
-            sig = bytes(buf[start : start + 32])
-            body = bytes(buf[start + 32 : start + length])
             pos = start + length
-            batch = protocol.unpack_local(self.signer, sig, body, self.source)
+            batch = protocol.unpack_local(
+                self.signer, view[start : start + 32], view[start + 32 : pos], self.source
+            )
             if batch is not None:
                 out.append(batch)
-        if pos:
-            del buf[:pos]
-        return out
+        return out, pos
 
 
 class Link:
