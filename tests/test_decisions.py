@@ -352,6 +352,16 @@ def test_one_task_per_worker_until_the_node_had_time_to_lend_more():
     assert decisions.depth_limit(100.0, now=100.3) == PIPELINE
 
 
+def test_one_more_queued_per_worker_once_the_node_has_no_room():
+    """No other worker is coming soon: the next task waits at the worker, not for a round trip."""
+    assert decisions.depth_limit(100.0, now=100.1, no_room=True) == 2
+    assert decisions.depth_limit(100.0, now=100.3, no_room=True) == PIPELINE
+    queue = deque(call(n) for n in range(5))
+    a, b = held(1), held(2)
+    sent = decisions.assign(queue, [a, b], decisions.depth_limit(100.0, now=100.1, no_room=True))
+    assert [len(x.inflight) for x in (a, b)] == [2, 2] and len(sent) == 4 and len(queue) == 1
+
+
 def test_a_full_lease_is_topped_up_by_half_a_pipeline_at_once():
     assert decisions.refill(PIPELINE - 1, full=False)  # not every lease was full: fill at once
     assert not decisions.refill(PIPELINE - 1, full=True)  # its worker still has plenty queued

@@ -6,8 +6,8 @@ from a busy one, and whether a call whose attempt failed runs again.
 
     events (plain data)                        decisions              actions
     ────────────────────────────────────────   ────────────────────   ──────────────────────────────
-    when this shape's first open request   ──▶ depth_limit()      ──▶ tasks a lease may hold (1 or
-      was sent, now                                                   PIPELINE)
+    when this shape's first open request   ──▶ depth_limit()      ──▶ tasks a lease may hold (1, 2
+      was sent, now; the node had no room                             or PIPELINE)
     a lease's task done: what it holds,    ──▶ refill()           ──▶ top it up now, or at LOW_WATER
       were all leases full?
     a shape's queue, its leases, the limit ──▶ assign()           ──▶ (lease, call): send EXECUTE
@@ -51,14 +51,19 @@ CRASHED = "crashed"
 # ---------------------------------------------------------------- pipelining
 
 
-def depth_limit(asked_at: float | None, now: float) -> int:
+def depth_limit(asked_at: float | None, now: float, no_room: bool = False) -> int:
     """How many tasks a leased worker may hold at once.
 
     One, until the node had `PATIENCE` seconds to lend more workers since we
     first asked (`asked_at`); then up to `PIPELINE`, queued behind the running
-    one (a worker notices a steal only between two tasks).
+    one (a worker notices a steal only between two tasks). Two meanwhile once
+    the node said it had no room for another worker (`no_room`): no new worker
+    will come soon to take the queued task, and the one queued behind the
+    running task starts without waiting for a round trip to this process.
     """
-    return PIPELINE if asked_at is not None and now - asked_at > PATIENCE else 1
+    if asked_at is not None and now - asked_at > PATIENCE:
+        return PIPELINE
+    return 2 if no_room else 1
 
 
 def refill(held: int, full: bool) -> bool:

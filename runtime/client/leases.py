@@ -3,9 +3,9 @@
 ::
 
     submit ─▶ arguments here? ─▶ enqueue(call) ─▶ queue per shape ─▶ dispatch(shape):
-        round robin over our leases of that shape, one task each; after PATIENCE
-        seconds without more workers, up to PIPELINE queued behind a running one
-        (decisions.depth_limit, assign)
+        round robin over our leases of that shape, one task each; two once a grant
+        said its node had no room for more; after PATIENCE seconds without more
+        workers, up to PIPELINE queued behind a running one (decisions.depth_limit, assign)
         ─▶ EXECUTE ──▶ leased worker (Unix socket, or RemoteLink through our node)
     backlog ─▶ LEASE_REQUEST ──▶ node ─▶ LEASE_GRANT: on_grant (a lease; steal half of a
         busy worker's queue: decisions.steal) │ LEASE_SPILL: on_spill (ask the node it names)
@@ -47,6 +47,7 @@ class Leases:
         self.leases: dict[tuple, list[Lease]] = {}
         self.lease_requests: dict[tuple, int] = {}
         self.requested_at: dict[tuple, float] = {}  # when the oldest open request was sent
+        self.no_room: set[tuple] = set()  # shapes whose last grant said its node had no room for more
         self.lease_by_id: dict[int, Lease] = {}
         self.spilled: dict[tuple, dict[str, int]] = {}  # shape -> node -> lease requests sent there
         self.killed: dict[int, str] = {}  # lease id -> why the node's memory monitor killed its worker
@@ -76,7 +77,7 @@ class Leases:
             self.cancel_requests(shape)
             return
         leases = [lease for lease in self.leases.get(shape, ()) if not lease.revoked]
-        limit = decisions.depth_limit(self.requested_at.get(shape), time.monotonic())
+        limit = decisions.depth_limit(self.requested_at.get(shape), time.monotonic(), shape in self.no_room)
         for lease, call in decisions.assign(queue, leases, limit):
             spec = call.spec
             self.send_function(lease.link, spec.function_id)
@@ -117,6 +118,7 @@ class Leases:
     def cancel_requests(self, shape: tuple) -> None:
         """Nothing left to run for this shape: lease requests still waiting are void."""
         self.requested_at.pop(shape, None)
+        self.no_room.discard(shape)
         if self.lease_requests.get(shape):
             self.lease_requests[shape] = 0
             self.core.send_node((Kind.LEASE_CANCEL, shape))
@@ -141,10 +143,14 @@ class Leases:
             self.dispatch(shape)
 
     def on_grant(self, msg: tuple, node_id: str = "") -> None:
-        _, _req, lease_id, identity, path, pid, shape = msg
+        _, _req, lease_id, identity, path, pid, shape, room = msg
         core = self.core
         with core.lock:
             self.lease_requests[shape] = max(0, self.lease_requests.get(shape, 0) - 1)
+            if room:
+                self.no_room.discard(shape)
+            else:
+                self.no_room.add(shape)
             if node_id:
                 counts = self.spilled.get(shape)
                 if counts and counts.get(node_id):

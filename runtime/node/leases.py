@@ -114,9 +114,12 @@ class Leases:
         self.granted += 1
         w.lease = lease
         self.pool.lend(w, LEASED, req.demand)
+        # Room for another worker of this shape? Without it the owner's other requests wait
+        # here, and it may queue a task behind a running one at once (decisions.depth_limit).
+        room = self.scheduler.fits(req.demand)
         self.outbox.emit(
             req.owner,
-            (Kind.LEASE_GRANT, req.request_id, lease.lease_id, w.identity, w.path, w.pid, req.shape),
+            (Kind.LEASE_GRANT, req.request_id, lease.lease_id, w.identity, w.path, w.pid, req.shape, room),
         )
 
     def end(self, lease: Lease) -> None:

@@ -87,7 +87,7 @@ class Kind:
     EXIT = 34  # ()
     REPLY = 35  # (request_id, ok, payload)
     WELCOME = 36  # (node_id, info)
-    LEASE_GRANT = 37  # (request_id, lease_id, worker_identity, socket_path, pid)
+    LEASE_GRANT = 37  # (request_id, lease_id, worker_identity, socket_path, pid, shape, room)
     LEASE_REVOKE = 38  # (lease_id,)   another owner waits: give it back when idle
     ACTOR_LOCATION = 39  # (actor_id, state, worker_identity, socket_path, pid, cause)
     REJECTED = 40  # (task_ids,)   worker -> caller: not started, run them elsewhere
