@@ -84,6 +84,8 @@ class Params:
     array_mb: int = 100
     mc_tasks: int = 8
     mc_samples: int = 400_000
+    mc_small_tasks: int = 64  # the same work in small chunks (~5 ms): scheduling overhead shows
+    mc_small_samples: int = 50_000
     queued: int = 100_000  # 0: workload 8 is skipped
     queued_limit_s: float = 150.0  # workload 8 gives up (reported as "> limit") after this long
     idle_wait_s: float = 2.0  # settle time before the memory reading
@@ -509,34 +511,43 @@ def w_array(b: Backend, p: Params) -> dict[str, Any]:
 
 def w_monte_carlo(b: Backend, p: Params) -> dict[str, Any]:
     """6. Monte Carlo pi: the same chunks as parallel tasks and serially in the driver."""
+    return monte_carlo(b, p, p.mc_tasks, p.mc_samples, "mc")
+
+
+def w_monte_carlo_small(b: Backend, p: Params) -> dict[str, Any]:
+    """6. The same work in many small chunks: the framework's cost per task shows."""
+    return monte_carlo(b, p, p.mc_small_tasks, p.mc_small_samples, "mc_small")
+
+
+def monte_carlo(b: Backend, p: Params, tasks: int, samples: int, key: str) -> dict[str, Any]:
     chunk = b.task(mc_pi_chunk)
     b.get_list([chunk(s, 1000) for s in range(4)])  # warm-up
     mc_pi_chunk(0, 1000)
 
     def parallel() -> float:
         t0 = time.perf_counter()
-        hits = sum(b.get_list([chunk(s, p.mc_samples) for s in range(p.mc_tasks)]))
+        hits = sum(b.get_list([chunk(s, samples) for s in range(tasks)]))
         dt = time.perf_counter() - t0
-        pi = 4 * hits / (p.mc_tasks * p.mc_samples)
+        pi = 4 * hits / (tasks * samples)
         if abs(pi - 3.14159) > 0.01:
             raise AssertionError(f"pi = {pi}")
         return dt
 
     def serial() -> float:
         t0 = time.perf_counter()
-        for s in range(p.mc_tasks):
-            mc_pi_chunk(s, p.mc_samples)
+        for s in range(tasks):
+            mc_pi_chunk(s, samples)
         return time.perf_counter() - t0
 
     # A few pairs, parallel and serial interleaved (the machine's speed drifts).
     pairs = repeat(lambda: (parallel(), serial()), dataclasses.replace(p, reps=max(3, p.reps)))
     par, ser = [pp for pp, _ in pairs], [ss for _, ss in pairs]
     return {
-        **summary("mc_parallel_s", par),
-        **summary("mc_serial_s", ser),
-        **summary("mc_speedup", [ss / pp for pp, ss in pairs]),
-        "mc_parallel_runs": par,
-        "mc_serial_runs": ser,
+        **summary(f"{key}_parallel_s", par),
+        **summary(f"{key}_serial_s", ser),
+        **summary(f"{key}_speedup", [ss / pp for pp, ss in pairs]),
+        f"{key}_parallel_runs": par,
+        f"{key}_serial_runs": ser,
     }
 
 
@@ -631,6 +642,7 @@ WORKLOADS: list[tuple[str, Callable[[Backend, Params], dict[str, Any]]]] = [
     ("async actor calls", w_actor_async),
     ("large array", w_array),
     ("monte carlo pi", w_monte_carlo),
+    ("monte carlo pi, small chunks", w_monte_carlo_small),
     ("cluster memory", w_memory),
     ("queued tasks", w_queued),
 ]
@@ -915,6 +927,14 @@ def rows_for(p: Params) -> list[Row]:
         Row("mc_parallel_s", "monte carlo pi", f"6. MC pi {p.mc_tasks} tasks, parallel (ms)", "lower", 1000),
         Row("mc_serial_s", "monte carlo pi", "6. MC pi same chunks, serial (ms)", None, 1000),
         Row("mc_speedup", "monte carlo pi", "6. MC pi speed-up (x)", "higher"),
+        Row(
+            "mc_small_parallel_s",
+            "monte carlo pi, small chunks",
+            f"6. MC pi {p.mc_small_tasks} tasks, parallel (ms)",
+            "lower",
+            1000,
+        ),
+        Row("mc_small_speedup", "monte carlo pi, small chunks", "6. MC pi speed-up (x)", "higher"),
         Row("memory_pss_mb", "cluster memory", "7. cluster memory, PSS (MB)", "lower"),
         Row("processes", "cluster memory", "7. processes (driver + cluster)", None, integer=True),
         Row("queued_s", "queued tasks", f"8. {p.queued:,} queued tasks (s)", "lower"),

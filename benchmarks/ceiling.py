@@ -159,22 +159,28 @@ def measure(p: Any, mc_pi_chunk: Callable[[int, int], int], array_mb: int) -> di
         pool.apply(int, (1,))
         out["start_s"] = time.perf_counter() - t0
         mc_pi_chunk(0, 1000)
-        par, ser = [], []
-        for _ in range(max(3, p.reps)):
-            t0 = time.perf_counter()
-            sum(pool.starmap(mc_pi_chunk, [(s, p.mc_samples) for s in range(p.mc_tasks)]))
-            par.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            for s in range(p.mc_tasks):
-                mc_pi_chunk(s, p.mc_samples)
-            ser.append(time.perf_counter() - t0)
-    out.update(
-        mc_parallel_s=statistics.median(par),
-        mc_serial_s=statistics.median(ser),
-        mc_speedup=statistics.median([b / a for a, b in zip(par, ser, strict=True)]),
-        mc_parallel_runs=par,
-        mc_serial_runs=ser,
-    )
+        for key, tasks, samples in (
+            ("mc", p.mc_tasks, p.mc_samples),
+            ("mc_small", p.mc_small_tasks, p.mc_small_samples),
+        ):
+            par, ser = [], []
+            for _ in range(max(3, p.reps)):
+                t0 = time.perf_counter()
+                sum(pool.starmap(mc_pi_chunk, [(s, samples) for s in range(tasks)]))  # Pool's own chunking
+                par.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                for s in range(tasks):
+                    mc_pi_chunk(s, samples)
+                ser.append(time.perf_counter() - t0)
+            out.update(
+                {
+                    f"{key}_parallel_s": statistics.median(par),
+                    f"{key}_serial_s": statistics.median(ser),
+                    f"{key}_speedup": statistics.median([b / a for a, b in zip(par, ser, strict=True)]),
+                    f"{key}_parallel_runs": par,
+                    f"{key}_serial_runs": ser,
+                }
+            )
 
     echoes = Echoes()
     try:
