@@ -62,7 +62,7 @@ def folder(cluster_id: str) -> Path:
 
 
 class Recorder:
-    """A worker's event writer: `record()` appends one JSON line to its file."""
+    """A worker's event writer: `record()` appends one JSON line to its file (held lines: at `flush`)."""
 
     def __init__(self, cluster_id: str, node_id: str, pid: int) -> None:
         self.node_id = node_id
@@ -70,19 +70,35 @@ class Recorder:
         self.path = folder(cluster_id) / f"{node_id}-{pid}.jsonl"
         self.fd = -1
         self.lines = 0
+        self.held: list[str] = []  # the main thread's, written with its held replies
 
-    def record(self, name: str, start: float, end: float, ok: bool, kind: str = "task") -> None:
-        """Append one finished task (times from `time.time()`); never raises."""
+    def record(
+        self, name: str, start: float, end: float, ok: bool, kind: str = "task", hold: bool = False
+    ) -> None:
+        """Append one finished task (times from `time.time()`); never raises. With `hold`
+        (the worker's main thread only), the line waits for `flush`."""
         # Formatted by hand (a third of json.dumps's cost, once per task): only the name is free text.
         line = (
             f'{{"name":{json.dumps(name)},"start":{start!r},"end":{end!r},'
             f'"ok":{"true" if ok else "false"},"kind":"{kind}","node":"{self.node_id}"}}'
         )
+        if hold:
+            self.held.append(line)
+            return
+        self._write([line])
+
+    def flush(self) -> None:
+        """Write the held lines (one write)."""
+        if self.held:
+            lines, self.held = self.held, []
+            self._write(lines)
+
+    def _write(self, lines: list[str]) -> None:
         try:
             if self.fd < 0 or self.lines >= ROTATE_LINES:
                 self._open()
-            os.write(self.fd, line.encode() + b"\n")
-            self.lines += 1
+            os.write(self.fd, "".join(f"{line}\n" for line in lines).encode())
+            self.lines += len(lines)
         except OSError:  # the cluster's folder is gone (shutting down): nothing to keep
             pass
 

@@ -604,3 +604,27 @@ def test_results_arriving_while_get_registers(ray):
     for _ in range(8):
         refs = [e.echo.remote(i) for i in range(3000)]
         assert ray.get(refs, timeout=60)[-1] == 2999
+
+
+def test_a_task_waiting_on_a_result_its_own_worker_holds_back_gets_it(no_leaks):
+    """Short tasks' DONEs wait at their worker (runtime/worker/replies.py); a task that then
+    blocks in get() on one of them must make the worker send them, not wait forever."""
+    runtime.init(num_cpus=1)  # one worker: every task below runs where the results are held
+
+    @runtime.remote
+    def f(i):
+        return i
+
+    @runtime.remote
+    def h(refs):
+        return runtime.get(refs[0], timeout=20) if refs else -1
+
+    n = 3000  # long enough for the owner to queue a pipeline's worth at the worker
+    runtime.get([h.remote([]) for _ in range(50)])  # h is known short on that worker
+    for round_ in range(3):
+        before = [f.remote(i) for i in range(n)]
+        waits = [h.remote([before[-1 - k]]) for k in range(3)]
+        after = [f.remote(i) for i in range(n)]
+        assert runtime.get(waits, timeout=60) == [n - 1, n - 2, n - 3], round_
+        assert runtime.get(before + after, timeout=60) == list(range(n)) * 2
+    runtime.shutdown()

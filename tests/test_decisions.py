@@ -563,3 +563,26 @@ def test_a_reader_takes_each_node_from_one_source():
     ]
     assert [e["name"] for e in merge(local, {"a"}, remote)] == ["far", "here"]
     assert [e["name"] for e in merge([], set(), remote)] == ["far", "dup"]  # oldest start first
+
+
+# ------------------------------------------------- a worker's held replies
+
+
+def test_a_worker_holds_replies_only_while_short_tasks_and_a_backlog_follow():
+    from runtime.worker.replies import HOLD_MAX, HOLD_S, QUEUED, SHORT, Replies
+
+    r = Replies()
+    r.hold("owner", ("DONE", 1), now=10.0)
+    assert not r.may_hold(b"f", now=10.0, queued=QUEUED)  # f never ran here: not known short
+    r.ran(b"f", SHORT / 2)
+    assert r.may_hold(b"f", now=10.0, queued=QUEUED)
+    assert not r.may_hold(b"f", now=10.0, queued=QUEUED - 1)  # the owner must hear in time to send more
+    assert not r.may_hold(b"f", now=10.0 + HOLD_S, queued=QUEUED)  # the oldest waited long enough
+    r.ran(b"g", SHORT * 2)
+    assert not r.may_hold(b"g", now=10.0, queued=QUEUED)  # g ran long last time
+    for i in range(HOLD_MAX - 1):
+        r.hold("owner", ("DONE", i), now=10.001)
+    assert not r.may_hold(b"f", now=10.001, queued=QUEUED)  # enough for one batch
+    assert len(r.take()) == HOLD_MAX and r.held == []
+    r.hold("owner", ("DONE", 2), now=20.0)
+    assert r.since == 20.0  # a new batch's age counts from its first reply

@@ -45,6 +45,7 @@ from ..wire import serialization, transport
 from ..wire.protocol import ACTOR_CALL, ACTOR_CREATE, Kind, TaskSpec
 from ..wire.serialization import Dep
 from . import output
+from .replies import Replies
 
 
 class Current:
@@ -84,6 +85,7 @@ class WorkerLoop:
         self.ip_suffix = "" if ip in ("127.0.0.1", "localhost") else f", ip={ip}"
         self.where = f"{socket.gethostname()} (pid={self.pid}{self.ip_suffix})"
         self.events = Recorder(conf["cluster_id"], conf["node_id"], self.pid)
+        self.replies = Replies()  # DONEs held back while short tasks run back to back
         client.on_message = self.on_message
         client.on_blocked = self.hand_back_queued
 
@@ -105,6 +107,7 @@ class WorkerLoop:
 
     def hand_back_queued(self) -> None:
         """The running task blocks in get(): tasks queued behind it go back to their owners."""
+        self.release()  # what it waits for may be a result held here
         if self.actor_id:
             return  # an actor's calls must run here, in order
         kept, back = [], {}
@@ -126,14 +129,21 @@ class WorkerLoop:
         while True:
             try:
                 if inbox.empty():
+                    if self.replies.held:
+                        self.release()
                     client.pump(1.0, lambda: not inbox.empty())
                     continue
                 if not self.actor_id:
                     client.pump(0)  # a cancel or a steal may be waiting for the next task
                 item = inbox.get()
                 if item is None:
+                    self.release()
                     break
                 (_, spec, resolved, gpu_ids), link = item
+                if self.replies.held and not self.replies.may_hold(
+                    spec.function_id, time.monotonic(), inbox.qsize()
+                ):
+                    self.release()
                 if self.cancelled.get(spec.task_id) in ("drop", "steal"):
                     if self.cancelled.pop(spec.task_id) == "steal":
                         client.queue(link, (Kind.REJECTED, [spec.task_id]))
@@ -294,8 +304,10 @@ class WorkerLoop:
         finally:
             self.in_task = False
             client.executing = False
-        self.end(spec, results, retryable, link)
-        self.events.record(spec.name, started, time.time(), not any(r[1] for r in results))
+        ended = time.time()
+        self.replies.ran(spec.function_id, ended - started)
+        self.end(spec, results, retryable, link, hold=True)
+        self.events.record(spec.name, started, ended, not any(r[1] for r in results), hold=True)
 
     def begin(
         self, spec: TaskSpec, label: str, link: transport.Link | None, thread_only: bool = False
@@ -308,10 +320,26 @@ class WorkerLoop:
             _local.task = None
         output.set_current(output.TaskOutput(spec.owner, spec.ctx, label, link), thread_only)
 
-    def end(self, spec: TaskSpec, results: list, retryable: bool, link: transport.Link | None) -> None:
+    def end(
+        self, spec: TaskSpec, results: list, retryable: bool, link: transport.Link | None, hold: bool = False
+    ) -> None:
+        """Send the task's DONE (after its prints), or hold it (`replies`: the main thread's)."""
         sys.stdout.flush()
         sys.stderr.flush()
-        self.client.queue(link, (Kind.DONE, spec.task_id, results, retryable))
+        msg = (Kind.DONE, spec.task_id, results, retryable)
+        if hold and link is not None:
+            self.replies.hold(link, msg, time.monotonic())
+        else:
+            self.client.queue(link, msg)
+
+    def release(self) -> None:
+        """Send the held DONEs, one batch per owner, and write the held task events."""
+        held = self.replies.take()
+        if held:
+            for link, msg in held:
+                self.client.queue(link, msg, urgent=False)
+            self.client.flush()
+        self.events.flush()
 
     # -- actors -----------------------------------------------------------
     def create_actor(self, spec: TaskSpec, resolved: dict) -> None:
@@ -362,8 +390,13 @@ class WorkerLoop:
             results = self.encode_results(spec, method(*args, **kwargs))
         except BaseException as exc:  # noqa: BLE001
             results, retryable = self.encode_error(spec, exc)
-        self.end(spec, results, retryable, link)
-        self.events.record(spec.name, started, time.time(), not any(r[1] for r in results), "actor call")
+        ended = time.time()
+        if not threaded:  # the main thread's: held as a task's (an actor's calls keep their order)
+            self.replies.ran(spec.function_id, ended - started)
+        self.end(spec, results, retryable, link, hold=not threaded)
+        self.events.record(
+            spec.name, started, ended, not any(r[1] for r in results), "actor call", not threaded
+        )
 
     async def run_call_async(self, spec: TaskSpec, resolved: dict, link: transport.Link | None) -> None:
         try:
