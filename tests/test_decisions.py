@@ -113,6 +113,17 @@ def test_idle_workers_take_the_oldest_requests_that_fit():
     assert sched.queued == 1 and sched.available == {"CPU": 0}
 
 
+def test_a_grant_followed_by_another_of_its_pass_does_not_say_the_node_is_full():
+    """All of a pass's resources are taken before its first grant goes out: an owner told
+    "no room" by the first would queue a task behind a running one, with a worker on its way."""
+    sched = Scheduler({"CPU": 3})
+    reqs = [request(b"d1", 0), request(b"d2", 1), request(b"d1", 2)]
+    for r in reqs:
+        assert queue(sched, r)
+    starts = placement.start(sched, idle=3)
+    assert placement.more_coming(starts) == [True, False, False]
+
+
 def test_start_is_limited_by_idle_workers():
     sched = Scheduler({"CPU": 4})
     for i in range(3):

@@ -77,7 +77,9 @@ class Leases:
             self.cancel_requests(shape)
             return
         leases = [lease for lease in self.leases.get(shape, ()) if not lease.revoked]
-        limit = decisions.depth_limit(self.requested_at.get(shape), time.monotonic(), shape in self.no_room)
+        # Full: the last grant's node had no room, and no request waits at another node.
+        full = shape in self.no_room and not any(self.spilled.get(shape, {}).values())
+        limit = decisions.depth_limit(self.requested_at.get(shape), time.monotonic(), full)
         for lease, call in decisions.assign(queue, leases, limit):
             spec = call.spec
             self.send_function(lease.link, spec.function_id)

@@ -390,10 +390,11 @@ class Node:
     def schedule(self) -> None:
         """Start what fits on idle workers; then fork workers or revoke leases (`placement`)."""
         sched, pool = self.scheduler, self.pool
-        for action in placement.start(sched, len(pool.idle)):
+        starts = placement.start(sched, len(pool.idle))
+        for action, more in zip(starts, placement.more_coming(starts), strict=True):
             w = pool.idle.popleft()
             if isinstance(action.item, LeaseRequest):
-                self.leases.grant(w, action.item)
+                self.leases.grant(w, action.item, more)
             else:
                 self.actors.start(w, action.item)
         if not sched.queued:

@@ -107,7 +107,9 @@ class Leases:
             kill(w.pid, msg[2])
 
     # ------------------------------------------------------------- lifecycle
-    def grant(self, w: Worker, req: LeaseRequest) -> None:
+    def grant(self, w: Worker, req: LeaseRequest, more_coming: bool = False) -> None:
+        """Lend `w` to the request's owner; `more_coming`: another grant of this pass
+        goes to the same owner and shape."""
         lease = Lease(self.next_lease, req, w)
         self.next_lease += 1
         self.leases[lease.lease_id] = lease
@@ -116,7 +118,7 @@ class Leases:
         self.pool.lend(w, LEASED, req.demand)
         # Room for another worker of this shape? Without it the owner's other requests wait
         # here, and it may queue a task behind a running one at once (decisions.depth_limit).
-        room = self.scheduler.fits(req.demand)
+        room = more_coming or self.scheduler.fits(req.demand)
         self.outbox.emit(
             req.owner,
             (Kind.LEASE_GRANT, req.request_id, lease.lease_id, w.identity, w.path, w.pid, req.shape, room),

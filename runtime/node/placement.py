@@ -6,6 +6,7 @@ goes, whether an actor restarts, and what a dead node or worker takes with it.
     events (plain data)                      decisions                 actions (records)
     ─────────────────────────────────────    ──────────────────────    ───────────────────────────
     queue changed, idle workers          ──▶ start()               ──▶ Start (a lease, an actor)
+    a pass's starts                      ──▶ more_coming()         ──▶ per grant: another follows it
     still queued: workers, leases        ──▶ unblock()             ──▶ SpawnWorkers, Revoke
     a request / an actor does not fit    ──▶ ClusterView.route()   ──▶ a node id (spill there) or ""
     a new cluster view                   ──▶ ClusterView.rebalance ──▶ SpillLease, PlaceActor
@@ -152,6 +153,24 @@ def start(sched: Scheduler, idle: int) -> list[Start]:
             starts.append(Start(item))  # type: ignore[arg-type]
             idle -= 1
     return starts
+
+
+def more_coming(starts: list[Start]) -> list[bool]:
+    """Per start: does a later start of the same pass go to the same owner and shape?
+
+    Its grant is on its way, so a grant sent before it must not tell the owner
+    the node is full (`Leases.grant`'s `room`): all of a pass's resources are
+    taken before the first grant goes out.
+    """
+    seen: set[tuple] = set()
+    out: list[bool] = []
+    for s in reversed(starts):
+        item = s.item
+        key = (item.owner, item.shape) if isinstance(item, LeaseRequest) else None
+        out.append(key in seen)
+        if key is not None:
+            seen.add(key)
+    return out[::-1]
 
 
 def unblock(
