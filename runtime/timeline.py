@@ -46,6 +46,7 @@ import json
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,8 @@ from . import config as cfg
 
 log = logging.getLogger(__name__)
 ROTATE_LINES = 20_000
+HOLD_S = 0.1  # s: a worker's held event lines are written at most this late (its node reads once a second)
+HOLD_LINES = 256
 HEAD_TIMEOUT = 3.0  # seconds to wait for the head's events before showing this machine's alone
 
 
@@ -70,7 +73,8 @@ class Recorder:
         self.path = folder(cluster_id) / f"{node_id}-{pid}.jsonl"
         self.fd = -1
         self.lines = 0
-        self.held: list[str] = []  # the main thread's, written with its held replies
+        self.held: list[str] = []  # the main thread's, written once due
+        self.held_since = 0.0  # time.monotonic() of the oldest held line
 
     def record(
         self, name: str, start: float, end: float, ok: bool, kind: str = "task", hold: bool = False
@@ -83,9 +87,15 @@ class Recorder:
             f'"ok":{"true" if ok else "false"},"kind":"{kind}","node":"{self.node_id}"}}'
         )
         if hold:
+            if not self.held:
+                self.held_since = time.monotonic()
             self.held.append(line)
             return
         self._write([line])
+
+    def due(self, now: float) -> bool:
+        """Held lines to write now? (`now`: time.monotonic())"""
+        return bool(self.held) and (len(self.held) >= HOLD_LINES or now - self.held_since >= HOLD_S)
 
     def flush(self) -> None:
         """Write the held lines (one write)."""

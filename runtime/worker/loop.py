@@ -40,7 +40,7 @@ from ..client import NODE, Client
 from ..exceptions import ObjectLostError, TaskCancelledError, TaskError, task_error_from_exception
 from ..prctl import set_process_name
 from ..remote_traceback import RemoteTraceback
-from ..timeline import Recorder
+from ..timeline import HOLD_S, Recorder
 from ..wire import serialization, transport
 from ..wire.protocol import ACTOR_CALL, ACTOR_CREATE, Kind, TaskSpec
 from ..wire.serialization import Dep
@@ -79,6 +79,7 @@ class WorkerLoop:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.async_slots: threading.Semaphore | None = None
         self.in_task = False
+        self.sigint_seen = False  # a SIGINT came between tasks (a cancel's, maybe of the next)
         self.cancelled: dict[bytes, str] = {}  # task id -> "drop" | "steal" | "interrupt"
         self.pid = os.getpid()
         ip = conf.get("ip", "127.0.0.1")
@@ -104,6 +105,7 @@ class WorkerLoop:
         # Outside a task it must not interrupt the worker's own bookkeeping.
         if self.in_task:
             raise KeyboardInterrupt
+        self.sigint_seen = True  # the next task looks for its CANCEL before it starts
 
     def hand_back_queued(self) -> None:
         """The running task blocks in get(): tasks queued behind it go back to their owners."""
@@ -126,24 +128,30 @@ class WorkerLoop:
         signal.signal(signal.SIGINT, self.on_sigint)
         inbox = self.inbox
         client = self.client
+        just_read = False
         while True:
             try:
                 if inbox.empty():
-                    if self.replies.held:
+                    if self.replies.held or self.events.held:
                         self.release()
-                    client.pump(1.0, lambda: not inbox.empty())
+                    # Held event lines are written within timeline.HOLD_S, also when idle.
+                    client.pump(HOLD_S if self.events.held else 1.0, lambda: not inbox.empty())
+                    just_read = True
                     continue
-                if not self.actor_id:
+                if not self.actor_id and not just_read:
                     client.pump(0)  # a cancel or a steal may be waiting for the next task
+                just_read = False
                 item = inbox.get()
                 if item is None:
                     self.release()
+                    self.events.flush()
                     break
                 (_, spec, resolved, gpu_ids), link = item
-                if self.replies.held and not self.replies.may_hold(
-                    spec.function_id, time.monotonic(), inbox.qsize()
-                ):
+                now = time.monotonic()
+                if self.replies.held and not self.replies.may_hold(spec.function_id, now, inbox.qsize()):
                     self.release()
+                elif self.events.due(now):  # a busy worker's events too
+                    self.events.flush()
                 if self.cancelled.get(spec.task_id) in ("drop", "steal"):
                     if self.cancelled.pop(spec.task_id) == "steal":
                         client.queue(link, (Kind.REJECTED, [spec.task_id]))
@@ -290,7 +298,9 @@ class WorkerLoop:
         try:
             client.executing = True
             self.in_task = True
-            client.pump(0)  # a cancel whose SIGINT came before the task started
+            if self.sigint_seen:  # a cancel whose SIGINT came before the task started?
+                self.sigint_seen = False
+                client.pump(0)  # its CANCEL says which task it was for
             if self.cancelled.pop(spec.task_id, None) == "interrupt":
                 raise KeyboardInterrupt
             fn = self.function(spec.function_id)
@@ -333,13 +343,15 @@ class WorkerLoop:
             self.client.queue(link, msg)
 
     def release(self) -> None:
-        """Send the held DONEs, one batch per owner, and write the held task events."""
+        """Send the held DONEs, one batch per owner; write the held task events once due
+        (a write per sync task cost the worker ~5 % of a round trip)."""
         held = self.replies.take()
         if held:
             for link, msg in held:
                 self.client.queue(link, msg, urgent=False)
             self.client.flush()
-        self.events.flush()
+        if self.events.due(time.monotonic()):
+            self.events.flush()
 
     # -- actors -----------------------------------------------------------
     def create_actor(self, spec: TaskSpec, resolved: dict) -> None:
