@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import numpy as np
 import pytest
@@ -627,4 +628,29 @@ def test_a_task_waiting_on_a_result_its_own_worker_holds_back_gets_it(no_leaks):
         after = [f.remote(i) for i in range(n)]
         assert runtime.get(waits, timeout=60) == [n - 1, n - 2, n - 3], round_
         assert runtime.get(before + after, timeout=60) == list(range(n)) * 2
+    runtime.shutdown()
+
+
+def test_results_held_back_go_out_while_a_task_expected_short_runs_long(no_leaks, tmp_path):
+    """The worker held the DONEs of short tasks and started one more of the same function,
+    which blocks: its late sender sends them anyway; they do not wait for that task."""
+    runtime.init(num_cpus=1)
+    go = tmp_path / "go"
+
+    @runtime.remote
+    def g(i, path=None):
+        while path and not os.path.exists(path):
+            time.sleep(0.01)
+        return i
+
+    n = 3000  # a pipeline's worth queued at the worker, as in the test above
+    runtime.get([g.remote(-1) for _ in range(50)])  # g is known short there
+    for round_ in range(3):
+        before = [g.remote(i) for i in range(n)]
+        blocked = g.remote(-2, str(go))
+        after = [g.remote(i) for i in range(10)]
+        assert runtime.get(before, timeout=60) == list(range(n)), round_  # while `blocked` runs
+        go.touch()
+        assert runtime.get([blocked, *after], timeout=60) == [-2, *range(10)]
+        go.unlink()
     runtime.shutdown()

@@ -45,7 +45,7 @@ from ..wire import serialization, transport
 from ..wire.protocol import ACTOR_CALL, ACTOR_CREATE, Kind, TaskSpec
 from ..wire.serialization import Dep
 from . import output
-from .replies import Replies
+from .replies import LATE_S, Replies
 
 
 class Current:
@@ -87,6 +87,7 @@ class WorkerLoop:
         self.where = f"{socket.gethostname()} (pid={self.pid}{self.ip_suffix})"
         self.events = Recorder(conf["cluster_id"], conf["node_id"], self.pid)
         self.replies = Replies()  # DONEs held back while short tasks run back to back
+        self._late: threading.Event | None = None  # wakes the late sender (late_sender())
         client.on_message = self.on_message
         client.on_blocked = self.hand_back_queued
 
@@ -338,18 +339,43 @@ class WorkerLoop:
         sys.stderr.flush()
         msg = (Kind.DONE, spec.task_id, results, retryable)
         if hold and link is not None:
-            self.replies.hold(link, msg, time.monotonic())
+            if self.replies.hold(link, msg, time.monotonic()):
+                self.late_sender().set()  # a new batch: watched in case the next task runs long
         else:
             self.client.queue(link, msg)
 
-    def release(self) -> None:
-        """Send the held DONEs, one batch per owner; write the held task events once due
-        (a write per sync task cost the worker ~5 % of a round trip)."""
+    def late_sender(self) -> threading.Event:
+        """The event that wakes the late sender: a thread that sends replies held past
+        LATE_S while the main thread runs a task (expected short, it runs long)."""
+        if self._late is None:
+            self._late = threading.Event()
+            threading.Thread(
+                target=self._send_late, args=(self._late,), name="late-replies", daemon=True
+            ).start()
+        return self._late
+
+    def _send_late(self, armed: threading.Event) -> None:
+        replies = self.replies
+        while True:
+            armed.wait()
+            armed.clear()
+            while replies.held:  # parked again once nothing is held
+                time.sleep(LATE_S)
+                if replies.overdue(time.monotonic()):
+                    self.send_held()
+
+    def send_held(self) -> None:
+        """Send the held DONEs, one batch per owner (any thread)."""
         held = self.replies.take()
         if held:
             for link, msg in held:
                 self.client.queue(link, msg, urgent=False)
             self.client.flush()
+
+    def release(self) -> None:
+        """Send the held DONEs, one batch per owner; write the held task events once due
+        (a write per sync task cost the worker ~5 % of a round trip)."""
+        self.send_held()
         if self.events.due(time.monotonic()):
             self.events.flush()
 

@@ -10,14 +10,17 @@
                                                  HOLD_MAX held)
         no ──▶ release: the held DONEs as one batch per owner, the events as one write
     the inbox is empty (about to wait), the task blocks in get(), exit ──▶ release
+    a task runs while replies are held over LATE_S ──▶ the late sender thread releases them
 
 A DONE sent per task cost a worker of no-op tasks a fifth of its time in `send`
 alone, and woke its owner once per task; held back, one send and one wake carry
-many (2,000 no-op tasks: the owner's CPU per task 57-64 -> 45-49 µs, the
+many (5,000 no-op tasks: the owner's CPU per task 57-64 -> 45-49 µs, the
 worker's 60-68 -> 48-52 µs). A reply waits at most HOLD_S, or one task that
-was expected short and was not. Holding stops while fewer than QUEUED tasks
-wait here: the owner must hear of finished ones in time to send more. Nothing
-here sends: the worker loop feeds it and does the I/O.
+was expected short and was not, and no longer than LATE_S even then: a
+thread of the worker (the late sender, parked while nothing is held) sends
+what is held that long while a task runs. Holding stops while fewer than
+QUEUED tasks wait here: the owner must hear of finished ones in time to send
+more. Nothing here sends: the worker loop feeds it and does the I/O.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ..client.decisions import LOW_WATER
 SHORT = 0.0005  # s: a function whose last run here took less is expected short
 HOLD_S = 0.002  # s: the oldest held reply goes out after this long
 HOLD_MAX = 64  # replies held at most
+LATE_S = 0.02  # s: held this long, a reply is sent by the worker's late sender thread
 # Tasks queued here for holding to go on: below it the owner must hear of the finished ones
 # to send more in time (it tops a worker up once it holds LOW_WATER of PIPELINE).
 QUEUED = LOW_WATER
@@ -45,10 +49,17 @@ class Replies:
     def ran(self, function_id: bytes, seconds: float) -> None:
         self.took[function_id] = seconds
 
-    def hold(self, link: Any, msg: tuple, now: float) -> None:
-        if not self.held:
+    def hold(self, link: Any, msg: tuple, now: float) -> bool:
+        """Hold `msg`; True if it starts a new batch."""
+        first = not self.held
+        if first:
             self.since = now
         self.held.append((link, msg))
+        return first
+
+    def overdue(self, now: float) -> bool:
+        """Held past LATE_S: the task expected short runs long (the late sender's test)."""
+        return bool(self.held) and now - self.since > LATE_S
 
     def may_hold(self, function_id: bytes, now: float, queued: int) -> bool:
         """Keep holding while the next task (of `function_id`) runs, `queued` more behind it?"""
