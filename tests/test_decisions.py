@@ -580,7 +580,7 @@ def test_a_reader_takes_each_node_from_one_source():
 
 
 def test_a_worker_holds_replies_only_while_short_tasks_and_a_backlog_follow():
-    from runtime.worker.replies import HOLD_MAX, HOLD_S, QUEUED, SHORT, Replies
+    from runtime.worker.replies import HOLD_MAX, HOLD_S, LATE_S, QUEUED, SHORT, Replies
 
     r = Replies()
     r.hold("owner", ("DONE", 1), now=10.0)
@@ -597,3 +597,8 @@ def test_a_worker_holds_replies_only_while_short_tasks_and_a_backlog_follow():
     assert len(r.take()) == HOLD_MAX and r.held == []
     r.hold("owner", ("DONE", 2), now=20.0)
     assert r.since == 20.0  # a new batch's age counts from its first reply
+    assert r.watch() and not r.watch()  # the late sender is woken once a batch
+    assert not r.overdue(now=20.0) and r.overdue(now=20.0 + LATE_S * 2)
+    r.take()
+    r.hold("owner", ("DONE", 3), now=30.0)
+    assert r.watch()  # a new batch is watched again

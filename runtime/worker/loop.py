@@ -45,7 +45,7 @@ from ..wire import serialization, transport
 from ..wire.protocol import ACTOR_CALL, ACTOR_CREATE, Kind, TaskSpec
 from ..wire.serialization import Dep
 from . import output
-from .replies import LATE_S, Replies
+from .replies import LATE_S, QUEUED, Replies
 
 
 class Current:
@@ -149,8 +149,11 @@ class WorkerLoop:
                     break
                 (_, spec, resolved, gpu_ids), link = item
                 now = time.monotonic()
-                if self.replies.held and not self.replies.may_hold(spec.function_id, now, inbox.qsize()):
-                    self.release()
+                if self.replies.held:
+                    if not self.replies.may_hold(spec.function_id, now, inbox.qsize()):
+                        self.release()
+                    elif self.replies.watch():  # this task may run long: watched once a batch
+                        self.late_sender().set()
                 elif self.events.due(now):  # a busy worker's events too
                     self.events.flush()
                 if self.cancelled.get(spec.task_id) in ("drop", "steal"):
@@ -338,9 +341,8 @@ class WorkerLoop:
         sys.stdout.flush()
         sys.stderr.flush()
         msg = (Kind.DONE, spec.task_id, results, retryable)
-        if hold and link is not None:
-            if self.replies.hold(link, msg, time.monotonic()):
-                self.late_sender().set()  # a new batch: watched in case the next task runs long
+        if hold and link is not None and self.inbox.qsize() >= QUEUED:  # else released at once
+            self.replies.hold(link, msg, time.monotonic())
         else:
             self.client.queue(link, msg)
 

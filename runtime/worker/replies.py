@@ -44,17 +44,23 @@ class Replies:
     def __init__(self) -> None:
         self.held: list[tuple[Any, tuple]] = []  # (link, message)
         self.since = 0.0  # when the oldest held reply was held
+        self.watched = False  # the late sender was woken for this batch
         self.took: dict[bytes, float] = {}  # function id (an actor's: method name) -> its last run, s
 
     def ran(self, function_id: bytes, seconds: float) -> None:
         self.took[function_id] = seconds
 
-    def hold(self, link: Any, msg: tuple, now: float) -> bool:
-        """Hold `msg`; True if it starts a new batch."""
-        first = not self.held
-        if first:
+    def hold(self, link: Any, msg: tuple, now: float) -> None:
+        if not self.held:
             self.since = now
+            self.watched = False
         self.held.append((link, msg))
+
+    def watch(self) -> bool:
+        """A task starts while replies are held: True the first time for this batch
+        (the late sender is woken once a batch, not once a task)."""
+        first = not self.watched
+        self.watched = True
         return first
 
     def overdue(self, now: float) -> bool:
