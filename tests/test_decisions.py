@@ -602,3 +602,10 @@ def test_a_worker_holds_replies_only_while_short_tasks_and_a_backlog_follow():
     r.take()
     r.hold("owner", ("DONE", 3), now=30.0)
     assert r.watch()  # a new batch is watched again
+
+
+def test_a_cancelled_task_that_still_runs_is_interrupted_again_only_alone_on_its_worker():
+    again = decisions.INTERRUPT_AGAIN
+    assert not decisions.interrupt_again(sent=10.0, now=10.0 + again / 2, alone=True)  # give it time
+    assert decisions.interrupt_again(sent=10.0, now=10.0 + again, alone=True)
+    assert not decisions.interrupt_again(sent=10.0, now=10.0 + 5 * again, alone=False)  # may hit the next

@@ -16,6 +16,7 @@ from a busy one, and whether a call whose attempt failed runs again.
     the first request for a shape          ──▶ idle_elsewhere()   ──▶ leases of other shapes to give back
     a lease without work, its shape's      ──▶ steal()            ──▶ Steal(victim, task ids): CANCEL
       busy leases                                                     "steal" to the victim
+    a cancelled task still runs            ──▶ interrupt_again()  ──▶ SIGINT to its worker again
     idle leases, now                       ──▶ expired()          ──▶ leases to give back (LEASE_RETURN)
     an attempt failed (its worker died, or ──▶ retry()            ──▶ Retry(retries left): the front of
       it asked to be retried)                                         its queue; Fail(cancelled|crashed)
@@ -140,6 +141,23 @@ def steal(idle: Lease, leases: Iterable[Lease]) -> Steal | None:
     victim = max(victims, key=lambda x: len(x.inflight))
     take = max(1, (len(victim.inflight) - 1) // 2)
     return Steal(victim, list(victim.inflight)[-take:])
+
+
+# -------------------------------------------------------------------- cancel
+
+INTERRUPT_AGAIN = 1.0  # s: a cancelled task still running is sent SIGINT again after this long
+
+
+def interrupt_again(sent: float, now: float, alone: bool) -> bool:
+    """A task cancelled without force still runs: send its worker SIGINT again?
+
+    A SIGINT that reaches the worker just before it starts the task is ignored
+    (outside a task it must not break the worker's own bookkeeping), and the
+    CANCEL sent before it may be read only after the task started. As Ray
+    retries a cancel, send it again every INTERRUPT_AGAIN seconds; only while
+    the task is `alone` on its lease, so that no other task of ours can be
+    running there when the signal lands."""
+    return alone and now - sent >= INTERRUPT_AGAIN
 
 
 # --------------------------------------------------------------------- retry

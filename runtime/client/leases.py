@@ -52,6 +52,9 @@ class Leases:
         self.spilled: dict[tuple, dict[str, int]] = {}  # shape -> node -> lease requests sent there
         self.killed: dict[int, str] = {}  # lease id -> why the node's memory monitor killed its worker
         self.delayed: list[tuple[float, Call]] = []  # (when, call): retried after a memory kill
+        # Running tasks cancelled with SIGINT, and when it was last sent: sent again while the
+        # task still runs (a SIGINT that came just before the worker started it is lost).
+        self.interrupting: dict[bytes, tuple[Call, float]] = {}
         # Shapes whose last dispatch left tasks queued with every lease at PIPELINE: until the
         # next dispatch (a lease's task done, a grant, a retry, a tick) none can take more.
         self.full: set[tuple] = set()
@@ -309,6 +312,7 @@ class Leases:
                     # ignores the SIGINT, and finds this when it starts it.
                     core.queue(lease.link, (Kind.CANCEL, spec.task_id, "interrupt"))
                     core.flush()
+                    self.interrupting[spec.task_id] = (call, time.monotonic())
                 core.signal_worker(lease, force)
             else:  # still queued in the worker: it will skip it
                 del lease.inflight[spec.task_id]
@@ -338,6 +342,13 @@ class Leases:
         for leases in list(self.leases.values()):
             for lease in decisions.expired(leases, now):
                 self.return_lease(lease)
+        for task_id, (call, sent) in list(self.interrupting.items()):
+            lease = call.lease
+            if lease is None or task_id not in lease.inflight:
+                del self.interrupting[task_id]  # over (or handed back): nothing to interrupt
+            elif decisions.interrupt_again(sent, now, list(lease.inflight) == [task_id]):
+                self.interrupting[task_id] = (call, now)
+                self.core.signal_worker(lease, False)
 
     def return_all(self) -> None:
         for leases in self.leases.values():

@@ -318,6 +318,7 @@ class WorkerLoop:
         finally:
             self.in_task = False
             client.executing = False
+            self.cancelled.pop(spec.task_id, None)  # a CANCEL read while it ran (its SIGINT ended it)
         ended = time.time()
         self.replies.ran(spec.function_id, ended - started)
         self.end(spec, results, retryable, link, hold=True)
