@@ -34,8 +34,9 @@ HOLD_S = 0.002  # s: the oldest held reply goes out after this long
 HOLD_MAX = 64  # replies held at most
 LATE_S = 0.02  # s: held this long, a reply is sent by the worker's late sender thread
 # Tasks queued here for holding to go on: below it the owner must hear of the finished ones
-# to send more in time (it tops a worker up once it holds LOW_WATER of PIPELINE).
-QUEUED = LOW_WATER
+# to send more in time (it tops a worker up once it holds LOW_WATER of PIPELINE). Half of
+# LOW_WATER: 10,000 no-op tasks on two workers ran ~8 % faster than with LOW_WATER itself.
+QUEUED = LOW_WATER // 2
 
 
 class Replies:
