@@ -5,6 +5,9 @@
     owner ──EXECUTE──▶ worker socket ─┐                      ┌─▶ DONE(results) ──▶ owner
     node  ──EXECUTE (actor creation)──┤ main thread reads,   ├─▶ LOG (prints)  ──▶ owner
                                       └─▶ inbox ─▶ run task ─┘   ACTOR_READY   ──▶ node
+                      short tasks back to back: DONEs held (replies.py) ──▶ one batch
+                      when the inbox runs low, a task blocks in get(), or (the
+                      "late-replies" thread) one is held over 20 ms
 
 Workers are forked by the zygote with the runtime already imported, so a
 new one is ready in milliseconds. The main thread both reads the sockets
