@@ -54,8 +54,10 @@ from . import config as cfg
 
 log = logging.getLogger(__name__)
 ROTATE_LINES = 20_000
-HOLD_S = 0.1  # s: a worker's held event lines are written at most this late (its node reads once a second)
-HOLD_LINES = 256
+EVENTS_LATE_S = (
+    0.1  # s: a worker's held event lines are written at most this late (its node reads once a second)
+)
+EVENTS_HELD_MAX = 256  # held lines written at once however young
 HEAD_TIMEOUT = 3.0  # seconds to wait for the head's events before showing this machine's alone
 
 
@@ -95,7 +97,9 @@ class Recorder:
 
     def due(self, now: float) -> bool:
         """Held lines to write now? (`now`: time.monotonic())"""
-        return bool(self.held) and (len(self.held) >= HOLD_LINES or now - self.held_since >= HOLD_S)
+        return bool(self.held) and (
+            len(self.held) >= EVENTS_HELD_MAX or now - self.held_since >= EVENTS_LATE_S
+        )
 
     def flush(self) -> None:
         """Write the held lines (one write)."""

@@ -80,9 +80,9 @@ class Leases:
             self.cancel_requests(shape)
             return
         leases = [lease for lease in self.leases.get(shape, ()) if not lease.revoked]
-        # Full: the last grant's node had no room, and no request waits at another node.
-        full = shape in self.no_room and not any(self.spilled.get(shape, {}).values())
-        limit = decisions.depth_limit(self.requested_at.get(shape), time.monotonic(), full)
+        # The last grant's node had no room, and no request of ours waits at another node.
+        node_full = shape in self.no_room and not any(self.spilled.get(shape, {}).values())
+        limit = decisions.depth_limit(self.requested_at.get(shape), time.monotonic(), node_full)
         for lease, call in decisions.assign(queue, leases, limit):
             spec = call.spec
             self.send_function(lease.link, spec.function_id)
@@ -346,7 +346,7 @@ class Leases:
             lease = call.lease
             if lease is None or task_id not in lease.inflight:
                 del self.interrupting[task_id]  # over (or handed back): nothing to interrupt
-            elif decisions.interrupt_again(sent, now, list(lease.inflight) == [task_id]):
+            elif decisions.interrupt_again(sent, now, len(lease.inflight) == 1):
                 self.interrupting[task_id] = (call, now)
                 self.core.signal_worker(lease, False)
 

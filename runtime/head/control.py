@@ -42,7 +42,6 @@ import logging
 import os
 import pickle
 import secrets
-import shutil
 import signal
 import socket
 import sys
@@ -57,7 +56,7 @@ from ..wire import protocol
 from ..wire.protocol import Kind
 from . import membership, restore
 from .events import EventRing, valid
-from .lifetime import fork_node, wait_node
+from .lifetime import fork_node, remove_folder, wait_node
 from .membership import FORGET, NODE_TIMEOUT
 from .store import ControlStore, Stored, path_in
 
@@ -359,17 +358,6 @@ class Head:
         return True
 
 
-def _remove(folder) -> None:
-    """Remove a cluster folder that the node's last processes may still be writing into
-    (a log line, a worker's event file): try again until nothing is left, for up to 2 s."""
-    deadline = time.monotonic() + 2.0
-    while True:
-        shutil.rmtree(folder, ignore_errors=True)
-        if not folder.exists() or time.monotonic() > deadline:
-            return
-        time.sleep(0.02)
-
-
 def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -480,7 +468,7 @@ def main() -> None:
             os.kill(node_pid, signal.SIGKILL)
             wait_node(node_pid, child=True, timeout=2.0)
         if not old:
-            _remove(cluster_dir)
+            remove_folder(cluster_dir)
         return
 
     def on_ready() -> None:
@@ -521,4 +509,4 @@ def main() -> None:
         wait_node(node_pid, child=w >= 0)
         for seg in cfg.shm_glob(cluster_id):
             seg.unlink(missing_ok=True)
-        _remove(cluster_dir)
+        remove_folder(cluster_dir)

@@ -23,6 +23,7 @@ import shutil
 import signal
 import sys
 import time
+from pathlib import Path
 
 from .. import config as cfg
 from ..prctl import set_parent_death_signal
@@ -76,7 +77,18 @@ def _clean_if_headless(cluster_id: str, head_pid: int) -> None:
         return
     for seg in cfg.shm_glob(cluster_id):
         seg.unlink(missing_ok=True)
-    shutil.rmtree(folder, ignore_errors=True)
+    remove_folder(folder)
+
+
+def remove_folder(folder: Path) -> None:
+    """Remove a cluster folder that the node's last processes may still be writing into
+    (a log line, a worker's event file): try again until nothing is left, for up to 2 s."""
+    deadline = time.monotonic() + 2.0
+    while True:
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists() or time.monotonic() > deadline:
+            return
+        time.sleep(0.02)
 
 
 def wait_node(pid: int, child: bool, timeout: float = 5.0) -> None:

@@ -43,12 +43,12 @@ from ..client import NODE, Client
 from ..exceptions import ObjectLostError, TaskCancelledError, TaskError, task_error_from_exception
 from ..prctl import set_process_name
 from ..remote_traceback import RemoteTraceback
-from ..timeline import HOLD_S, Recorder
+from ..timeline import EVENTS_LATE_S, Recorder
 from ..wire import serialization, transport
 from ..wire.protocol import ACTOR_CALL, ACTOR_CREATE, Kind, TaskSpec
 from ..wire.serialization import Dep
 from . import output
-from .replies import LATE_S, QUEUED, Replies
+from .replies import LATE_S, Replies
 
 
 class Current:
@@ -138,8 +138,8 @@ class WorkerLoop:
                 if inbox.empty():
                     if self.replies.held or self.events.held:
                         self.release()
-                    # Held event lines are written within timeline.HOLD_S, also when idle.
-                    client.pump(HOLD_S if self.events.held else 1.0, lambda: not inbox.empty())
+                    # Held event lines are written within EVENTS_LATE_S, also when idle.
+                    client.pump(EVENTS_LATE_S if self.events.held else 1.0, lambda: not inbox.empty())
                     just_read = True
                     continue
                 if not self.actor_id and not just_read:
@@ -345,9 +345,10 @@ class WorkerLoop:
         sys.stdout.flush()
         sys.stderr.flush()
         msg = (Kind.DONE, spec.task_id, results, retryable)
-        if hold and link is not None and self.inbox.qsize() >= QUEUED:  # else released at once
-            self.replies.hold(link, msg, time.monotonic())
-        else:
+        held = (
+            hold and link is not None and self.replies.hold(link, msg, time.monotonic(), self.inbox.qsize())
+        )
+        if not held:
             self.client.queue(link, msg)
 
     def late_sender(self) -> threading.Event:

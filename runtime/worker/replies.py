@@ -51,11 +51,16 @@ class Replies:
     def ran(self, function_id: bytes, seconds: float) -> None:
         self.took[function_id] = seconds
 
-    def hold(self, link: Any, msg: tuple, now: float) -> None:
+    def hold(self, link: Any, msg: tuple, now: float, queued: int = QUEUED) -> bool:
+        """Hold a finished task's reply, with `queued` tasks behind it; False (send it now)
+        with fewer than QUEUED: the owner must hear in time to send more."""
+        if queued < QUEUED:
+            return False
         if not self.held:
             self.since = now
             self.watched = False
         self.held.append((link, msg))
+        return True
 
     def watch(self) -> bool:
         """A task starts while replies are held: True the first time for this batch
