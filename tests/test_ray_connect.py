@@ -46,13 +46,22 @@ def outside(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def kernel(tmp_path_factory):
+def shared_kernel(tmp_path_factory):
     marker = str(tmp_path_factory.mktemp("raykernel2"))
     k = Kernel(dict(os.environ, NBCLUSTER_DIR=marker))
     k.execute("%load_ext kernel_ext")
     yield k
     k.shutdown()
     wait_for(lambda: not ours(marker), timeout=30, what="the kernel to exit")
+
+
+@pytest.fixture
+def kernel(shared_kernel):
+    """The module's kernel, left disconnected after each test: a test that fails while connected
+    does not make the next one's ``%cluster connect`` meet "Already connected"."""
+    yield shared_kernel
+    if connected(shared_kernel) == "True":
+        shared_kernel.execute("%cluster disconnect", timeout=60)
 
 
 def ok(kernel: Kernel, code: str, timeout: float = 120) -> str:
@@ -66,6 +75,7 @@ def connect(kernel: Kernel, line: str, outside: OutsideCluster | None = None) ->
     msg_id = ok(kernel, line)
     out = kernel.stream(msg_id)
     assert "UsageError" not in out, out + (outside.client_server_logs() if outside else "")
+    assert "Already connected" not in out, out
     return msg_id
 
 
@@ -146,8 +156,15 @@ def test_ray_client_output_lands_in_the_cell(kernel, outside):
     )
     first = ok(kernel, "ray.get([through_client.remote(i) for i in range(3)])")
     second = ok(kernel, "z = 0")
-    wait_for(lambda: "client line 2" in kernel.stream(first), timeout=30, what="the Ray Client output")
-    assert re.search(r"\(through_client pid=\d+.*\) client line 0", kernel.stream(first))
+    # Each line comes when Ray's log monitor reads its worker's file: a worker started for this
+    # cell may be read a second after another, so its line can come after a later one.
+    wait_for(
+        lambda: all(f"client line {i}" in kernel.stream(first) for i in range(3)),
+        timeout=30,
+        what="the Ray Client output",
+    )
+    for i in range(3):
+        assert re.search(rf"\(through_client pid=\d+.*\) client line {i}\n", kernel.stream(first))
     assert "client line" not in kernel.stream(second) and "|cell=" not in kernel.stream(first)
     ok(kernel, "%cluster disconnect")
     assert outside.alive()
