@@ -77,6 +77,7 @@ class Recorder:
         self.lines = 0
         self.held: list[str] = []  # the main thread's, written once due
         self.held_since = 0.0  # time.monotonic() of the oldest held line
+        self.names: dict[str, str] = {}  # task name -> its JSON string (a worker runs few names)
 
     def record(
         self, name: str, start: float, end: float, ok: bool, kind: str = "task", hold: bool = False
@@ -84,8 +85,13 @@ class Recorder:
         """Append one finished task (times from `time.time()`); never raises. With `hold`
         (the worker's main thread only), the line waits for `flush`."""
         # Formatted by hand (a third of json.dumps's cost, once per task): only the name is free text.
+        quoted = self.names.get(name)
+        if quoted is None:
+            if len(self.names) >= 1024:  # names made per call (options(name=...)): no growth
+                self.names.clear()
+            quoted = self.names[name] = json.dumps(name)
         line = (
-            f'{{"name":{json.dumps(name)},"start":{start!r},"end":{end!r},'
+            f'{{"name":{quoted},"start":{start!r},"end":{end!r},'
             f'"ok":{"true" if ok else "false"},"kind":"{kind}","node":"{self.node_id}"}}'
         )
         if hold:

@@ -107,20 +107,14 @@ class IOLoop:
             links.append(core.link)
         return links
 
-    def sockets(self) -> list:
-        core = self.core
-        socks = [link.sock for link in core.peers.values()]
-        if core.link is not None and not core.link.closed and not core.remote_driver:
-            socks.append(core.link.sock)
-        if self.listener is not None:
-            socks.append(self.listener)
-        return socks
-
     def read(self, timeout: float, extra: list | None = None) -> list:
         """Wait up to `timeout` for any socket; dispatch what came (holding read_lock)."""
         core = self.core
-        socks = self.sockets()
-        writing = {link.sock: link for link in self.links() if link.wants_write}
+        links = self.links()  # once a read: this runs twice per sync task (each side)
+        socks = [link.sock for link in links]
+        if self.listener is not None:
+            socks.append(self.listener)
+        writing = {link.sock: link for link in links if link.wants_write}
         try:
             if extra:  # the I/O thread: also the wake pipe and the head's ZeroMQ socket
                 by_fd = {s.fileno(): s for s in socks}

@@ -276,6 +276,10 @@ class WorkerLoop:
         out = []
         client = self.client
         for object_id, v in zip(ids, values, strict=True):
+            plain = serialization.dumps_plain(v)
+            if plain is not None:  # builtin scalars: no refs inside, inline (as the owner's args)
+                out.append((object_id, False, plain, len(plain), ()))
+                continue
             wire, size, contained = serialization.serialize(v, client.segment(object_id))
             if contained:
                 client.promote(contained)  # refs we made, now leaving with the result

@@ -57,6 +57,7 @@ class ForwardStream(io.TextIOBase):
         self.fallback = fallback
         self.lock = threading.Lock()
         self.pending: dict[int, tuple[TaskOutput, list[str]]] = {}
+        self.fallback_written = False  # written to `fallback` since its last flush
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -76,6 +77,7 @@ class ForwardStream(io.TextIOBase):
             raise TypeError(f"write() argument must be str, not {type(s).__name__}")
         target = current()
         if target is None:
+            self.fallback_written = True
             self.fallback.write(s)
             return len(s)
         key = threading.get_ident()
@@ -98,16 +100,20 @@ class ForwardStream(io.TextIOBase):
         return len(s)
 
     def flush(self) -> None:
-        with self.lock:
-            for target, parts in list(self.pending.values()):
-                if parts:
-                    self._send(target, "".join(parts))
-                    parts.clear()
-            self.pending.clear()
-        try:
-            self.fallback.flush()
-        except (ValueError, OSError):
-            pass
+        # Called at every task's end: nothing held (the usual case) costs two tests.
+        if self.pending:
+            with self.lock:
+                for target, parts in list(self.pending.values()):
+                    if parts:
+                        self._send(target, "".join(parts))
+                        parts.clear()
+                self.pending.clear()
+        if self.fallback_written:
+            self.fallback_written = False
+            try:
+                self.fallback.flush()
+            except (ValueError, OSError):
+                pass
 
     def _send(self, target: TaskOutput, text: str) -> None:
         if text:
