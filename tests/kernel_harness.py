@@ -126,3 +126,11 @@ class Kernel:
             self.km.shutdown_kernel(now=False)
         except Exception:
             self.km.shutdown_kernel(now=True)
+
+
+def ok(kernel: Kernel, code: str, timeout: float = 120) -> str:
+    """Run a cell that must not fail (its traceback is the assertion's message); its msg_id."""
+    msg_id = kernel.execute(code, timeout=timeout)
+    errs = kernel.errors(msg_id)
+    assert not errs, "\n".join(errs[0]["traceback"])
+    return msg_id

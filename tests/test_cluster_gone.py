@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 from conftest import ours, wait_for
-from kernel_harness import Kernel
+from kernel_harness import Kernel, ok
 
 from runtime import config as cfg
 from runtime.client import head_client
@@ -33,13 +33,6 @@ def kernels(no_leaks):
     for k in started:
         k.shutdown()
     wait_for(lambda: not ours(no_leaks), timeout=30, what="the kernels to exit")
-
-
-def ok(kernel: Kernel, code: str, timeout: float = 120) -> str:
-    msg_id = kernel.execute(code, timeout=timeout)
-    errs = kernel.errors(msg_id)
-    assert not errs, "\n".join(errs[0]["traceback"])
-    return msg_id
 
 
 def cli(*args: str) -> str:

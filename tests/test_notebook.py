@@ -11,7 +11,8 @@ import textwrap
 
 import pytest
 from conftest import ours, wait_for
-from kernel_harness import Kernel
+from kernel_harness import Kernel, ok
+from notebook_cells import check_follow_and_progress, follow_and_progress
 
 
 @pytest.fixture
@@ -20,13 +21,6 @@ def kernel(no_leaks):
     k = Kernel(env)
     yield k
     k.shutdown()
-
-
-def ok(kernel: Kernel, code: str) -> str:
-    msg_id = kernel.execute(code)
-    errs = kernel.errors(msg_id)
-    assert not errs, "\n".join(errs[0]["traceback"])
-    return msg_id
 
 
 def started(kernel: Kernel, args: str = "-n 2") -> str:
@@ -163,41 +157,8 @@ def test_progress_bar_reaches_the_total(kernel):
 
 def test_follow_an_actor_and_progress_of_refs(kernel):
     started(kernel)
-    msg_id = ok(
-        kernel,
-        textwrap.dedent("""
-        import runtime as ray, kernel_ext, time
-
-        @ray.remote
-        class ProgressActor:
-            def __init__(self, total):
-                self.total, self.done = total, 0
-            def report_progress(self, n):
-                self.done += n
-            def get_progress(self):
-                return self.done / self.total
-
-        actor = ProgressActor.remote(10)
-        view = kernel_ext.follow(actor, "get_progress")
-        for _ in range(10):
-            actor.report_progress.remote(1)
-
-        @ray.remote
-        def fail():
-            raise ValueError("x")
-
-        refs = [ray.put(1), fail.remote()]
-        counted = kernel_ext.progress(refs)
-        deadline = time.time() + 20
-        while (not view.stopped.is_set() or not counted.stopped.is_set()) and time.time() < deadline:
-            time.sleep(0.05)
-        print(view.n, counted.n, counted.error)
-        print(view.text())
-    """),
-    )
-    first, bar = kernel.stream(msg_id).splitlines()[:2]
-    assert first.split() == ["1.0", "2.0", "TaskError(ValueError)"]
-    assert "100%" in bar and "1/1" not in bar, bar  # a fraction shows as a percentage only
+    msg_id = ok(kernel, follow_and_progress("runtime"))
+    check_follow_and_progress(kernel.stream(msg_id), "TaskError")
 
 
 def test_status_view(kernel):

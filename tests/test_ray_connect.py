@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 from conftest import ours, wait_for
-from kernel_harness import Kernel
+from kernel_harness import Kernel, ok
 from ray_cluster import OutsideCluster, free_port, points_at
 
 
@@ -62,13 +62,6 @@ def kernel(shared_kernel):
     yield shared_kernel
     if connected(shared_kernel) == "True":
         shared_kernel.execute("%cluster disconnect", timeout=60)
-
-
-def ok(kernel: Kernel, code: str, timeout: float = 120) -> str:
-    msg_id = kernel.execute(code, timeout=timeout)
-    errs = kernel.errors(msg_id)
-    assert not errs, "\n".join(errs[0]["traceback"])
-    return msg_id
 
 
 def connect(kernel: Kernel, line: str, outside: OutsideCluster | None = None) -> str:

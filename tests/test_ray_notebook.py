@@ -14,7 +14,8 @@ import textwrap
 
 import pytest
 from conftest import ours, wait_for
-from kernel_harness import Kernel
+from kernel_harness import Kernel, ok
+from notebook_cells import check_follow_and_progress, follow_and_progress
 from ray_cluster import points_at
 
 START_TIMEOUT = 300  # a Ray start on a busy 2-core machine
@@ -29,13 +30,6 @@ def no_leaks(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("NBCLUSTER_DIR", d)
     yield d
     wait_for(lambda: not ours(d), timeout=30, what="the test's processes to exit")
-
-
-def ok(kernel: Kernel, code: str, timeout: float = 120) -> str:
-    msg_id = kernel.execute(code, timeout=timeout)
-    errs = kernel.errors(msg_id)
-    assert not errs, "\n".join(errs[0]["traceback"])
-    return msg_id
 
 
 @pytest.fixture(scope="module")
@@ -155,38 +149,8 @@ def test_progress_bar_ends_full(cluster):
 
 def test_follow_an_actor_and_progress_of_refs(cluster):
     kernel, _, _ = cluster
-    msg_id = ok(
-        kernel,
-        textwrap.dedent("""
-        import ray, kernel_ext, time
-
-        @ray.remote
-        class Counter:
-            def __init__(self, total):
-                self.total, self.done = total, 0
-            def report(self, n):
-                self.done += n
-            def get_progress(self):
-                return self.done / self.total
-
-        counter = Counter.remote(10)
-        view = kernel_ext.follow(counter, "get_progress")
-        for i in range(10):  # not `_`: later cells read the last result as `_`
-            counter.report.remote(1)
-
-        @ray.remote
-        def fail():
-            raise ValueError("x")
-
-        refs = [ray.put(1), fail.remote()]
-        counted = kernel_ext.progress(refs)
-        deadline = time.time() + 30
-        while (not view.stopped.is_set() or not counted.stopped.is_set()) and time.time() < deadline:
-            time.sleep(0.05)
-        print(view.n, counted.n, counted.error)
-    """),
-    )
-    assert kernel.stream(msg_id, "stdout").split()[:3] == ["1.0", "2.0", "RayTaskError(ValueError)"]
+    msg_id = ok(kernel, follow_and_progress("ray"))
+    check_follow_and_progress(kernel.stream(msg_id, "stdout"), "RayTaskError")
 
 
 def test_remote_cells_round_trip_names(cluster):
