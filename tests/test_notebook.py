@@ -12,7 +12,7 @@ import textwrap
 import pytest
 from conftest import ours, wait_for
 from kernel_harness import Kernel, ok
-from notebook_cells import check_follow_and_progress, follow_and_progress
+from notebook_cells import check_follow_and_progress, check_output_lands, follow_and_progress, output_tasks
 
 
 @pytest.fixture
@@ -65,37 +65,8 @@ def test_a_cell_value_that_cannot_be_pickled_is_named_with_why(kernel):
 
 def test_remote_output_lands_in_the_submitting_cell(kernel):
     started(kernel)
-    ok(
-        kernel,
-        textwrap.dedent("""
-        import runtime as ray, time
-
-        @ray.remote
-        def late(t):
-            time.sleep(t)
-            print("late hello")
-            return 1
-
-        @ray.remote
-        def parent():
-            print("parent says hi")
-            return ray.get(child.remote())
-
-        @ray.remote
-        def child():
-            import sys
-            print("child says hi", file=sys.stderr)
-            return 2
-    """),
-    )
-    first = ok(kernel, "ref = late.remote(1.5)")  # the cell ends before the print
-    second = ok(kernel, "x = 1 + 1")
-    wait_for(lambda: "late hello" in kernel.stream(first), timeout=30, what="the late print")
-    assert re.search(r"\(late pid=\d+\) late hello", kernel.stream(first, "stdout"))
-    assert "late hello" not in kernel.stream(second)
-    nested = ok(kernel, "ray.get(parent.remote())")
-    assert "parent says hi" in kernel.stream(nested, "stdout")
-    wait_for(lambda: "child says hi" in kernel.stream(nested, "stderr"), what="the nested task's output")
+    ok(kernel, output_tasks("runtime"))
+    check_output_lands(kernel, at_once=True)
 
 
 def test_remote_cell_namespace_round_trip(kernel):

@@ -15,7 +15,7 @@ import textwrap
 import pytest
 from conftest import ours, wait_for
 from kernel_harness import Kernel, ok
-from notebook_cells import check_follow_and_progress, follow_and_progress
+from notebook_cells import check_follow_and_progress, check_output_lands, follow_and_progress, output_tasks
 from ray_cluster import points_at
 
 START_TIMEOUT = 300  # a Ray start on a busy 2-core machine
@@ -58,27 +58,11 @@ def test_start_shows_the_ray_cluster(cluster):
 
 def test_output_lands_in_the_submitting_cell(cluster):
     kernel, _, _ = cluster
+    ok(kernel, output_tasks("ray"))
+    first, second, nested = check_output_lands(kernel, at_once=False)
     ok(
         kernel,
         textwrap.dedent("""
-        import ray, time, sys
-
-        @ray.remote
-        def late(t):
-            time.sleep(t)
-            print("late hello")
-            return 1
-
-        @ray.remote
-        def child():
-            print("child says hi", file=sys.stderr)
-            return 2
-
-        @ray.remote
-        def parent():
-            print("parent says hi")
-            return ray.get(child.remote())
-
         @ray.remote
         class Greeter:
             def __init__(self):
@@ -92,15 +76,6 @@ def test_output_lands_in_the_submitting_cell(cluster):
                 return who
     """),
     )
-    first = ok(kernel, "ref = late.remote(2)")  # the cell ends before the print
-    second = ok(kernel, "x = 1 + 1")
-    wait_for(lambda: "late hello" in kernel.stream(first), timeout=60, what="the late print")
-    assert re.search(r"\(late pid=\d+\) late hello", kernel.stream(first, "stdout"))
-    assert "late hello" not in kernel.stream(second)
-
-    nested = ok(kernel, "ray.get(parent.remote())")
-    wait_for(lambda: "parent says hi" in kernel.stream(nested, "stdout"), what="the task's print")
-    wait_for(lambda: "child says hi" in kernel.stream(nested, "stderr"), what="the nested task's print")
 
     made = ok(kernel, "g = Greeter.remote(); ray.get(g.hello.remote('made'))")
     wait_for(lambda: "greeter made" in kernel.stream(made), what="the actor's __init__ print")
