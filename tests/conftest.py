@@ -90,12 +90,23 @@ def wait_for(condition, timeout: float = 10.0, interval: float = 0.05, what: str
 
 
 @pytest.fixture(autouse=True)
-def no_leaks(tmp_path_factory, monkeypatch):
-    """Give the test its own runtime dir; afterwards nothing of ours may remain."""
+def no_leaks(request, tmp_path_factory, monkeypatch):
+    """Give the test its own runtime dir; afterwards nothing of ours may remain.
+
+    A module checks less by setting ``LEAK_CHECK``: ``"processes"`` (Ray's tests: they make
+    no shared memory of ours, and other runs' runtime tests may make some meanwhile) or
+    ``"none"`` (a module-wide kernel and cluster outlive each test; its fixtures check them).
+    """
     import runtime
 
     d = tmp_path_factory.mktemp("nbc")
     monkeypatch.setenv("NBCLUSTER_DIR", str(d))
+    check = getattr(request.module, "LEAK_CHECK", "all")
+    if check != "all":
+        yield str(d)
+        if check == "processes":
+            wait_for(lambda: not ours(str(d)), timeout=30, what="the test's processes to exit")
+        return
     # Its own shared-memory folder: segments of anything else running on the machine
     # (another test run, a user's cluster) are not this test's leaks.
     shm = Path("/dev/shm" if Path("/dev/shm").is_dir() else d) / f"nbctest-{os.getpid()}-{d.name}"

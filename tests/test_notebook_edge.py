@@ -12,13 +12,7 @@ from conftest import ours, wait_for
 from kernel_harness import Kernel
 from ray_cluster import free_port
 
-
-@pytest.fixture(autouse=True)
-def no_leaks(tmp_path_factory, monkeypatch):
-    """Replaces conftest's: the module's kernel and cluster outlive each test."""
-    d = str(tmp_path_factory.mktemp("nbc"))
-    monkeypatch.setenv("NBCLUSTER_DIR", d)
-    yield d
+LEAK_CHECK = "none"  # conftest.no_leaks: the module's kernel and cluster outlive each test
 
 
 @pytest.fixture(scope="module")

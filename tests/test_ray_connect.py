@@ -17,14 +17,7 @@ from conftest import ours, wait_for
 from kernel_harness import Kernel, ok
 from ray_cluster import OutsideCluster, free_port, points_at
 
-
-@pytest.fixture(autouse=True)
-def no_leaks(tmp_path_factory, monkeypatch):
-    """Replaces conftest's: see test_ray_notebook.no_leaks."""
-    d = str(tmp_path_factory.mktemp("nbc"))
-    monkeypatch.setenv("NBCLUSTER_DIR", d)
-    yield d
-    wait_for(lambda: not ours(d), timeout=30, what="the test's processes to exit")
+LEAK_CHECK = "processes"  # conftest.no_leaks: per test here, and per cluster in the fixtures
 
 
 @pytest.fixture(scope="module")

@@ -21,15 +21,7 @@ from ray_cluster import points_at
 START_TIMEOUT = 300  # a Ray start on a busy 2-core machine
 
 
-@pytest.fixture(autouse=True)
-def no_leaks(tmp_path_factory, monkeypatch):
-    """Replaces conftest's: a Ray test makes no shared memory of ours, and other
-    sessions' runtime tests may create some meanwhile; processes are still checked,
-    per test here and per cluster in the fixtures."""
-    d = str(tmp_path_factory.mktemp("nbc"))
-    monkeypatch.setenv("NBCLUSTER_DIR", d)
-    yield d
-    wait_for(lambda: not ours(d), timeout=30, what="the test's processes to exit")
+LEAK_CHECK = "processes"  # conftest.no_leaks: per test here, and per cluster in the fixtures
 
 
 @pytest.fixture(scope="module")
