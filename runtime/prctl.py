@@ -1,13 +1,16 @@
-"""Linux process controls the runtime's processes set on themselves (``prctl``).
+"""Linux process controls the runtime's processes set on themselves (``prctl``), and
+which of a worker's threads takes its SIGINT.
 
 No-ops elsewhere: the runtime then relies on its pipes alone to notice a parent's death.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import signal
 import sys
+from collections.abc import Iterator
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
@@ -32,3 +35,26 @@ def _prctl(option: int, arg: int | bytes) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+def block_sigint() -> None:
+    """This thread never takes SIGINT (a thread pool's initializer: see `sigint_blocked`)."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+@contextlib.contextmanager
+def sigint_blocked() -> Iterator[None]:
+    """Threads started in this block never take SIGINT: the kernel gives a process's SIGINT
+    to any thread that does not block it, and one taken by a helper thread does not interrupt
+    the main thread's blocking call (a task's ``sleep``), so its KeyboardInterrupt waited for
+    the call to end (a cancel then took as long as the task). A SIGINT that comes meanwhile
+    waits, and reaches the main thread at the end of the block."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -452,6 +452,41 @@ def test_cancel_just_after_submit_stops_the_task(ray):
     assert ray.get(sleeper.remote(0), timeout=30) == 0
 
 
+def test_only_a_workers_main_thread_takes_sigint(ray):
+    # A cancel's SIGINT cuts a blocking call short only in the thread it lands in: the
+    # worker's own helper threads (an async actor's loop, a threaded actor's pool) block it.
+    import asyncio
+    import os
+    import signal
+
+    @ray.remote
+    class Threaded:
+        def where(self):
+            return os.getpid()
+
+    @ray.remote
+    class Async:
+        async def where(self):
+            await asyncio.sleep(0)
+            return os.getpid()
+
+    def sigint_takers(pid: int) -> list[str]:
+        takers = []
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            status = open(f"/proc/{pid}/task/{tid}/status").read()
+            blocked = int(status.split("SigBlk:")[1].split()[0], 16)
+            if not blocked & (1 << (signal.SIGINT - 1)):
+                takers.append(tid)
+        return takers
+
+    threaded = Threaded.options(max_concurrency=4).remote()
+    pids = {ray.get(threaded.where.remote()) for _ in range(8)}
+    pids.add(ray.get(Async.remote().where.remote()))
+    for pid in pids:
+        assert len(os.listdir(f"/proc/{pid}/task")) > 1  # helper threads are there
+        assert sigint_takers(pid) == [str(pid)]  # the main thread alone
+
+
 def test_worker_output_reaches_the_driver(ray, capfd):
     @ray.remote
     def talk():

@@ -151,12 +151,16 @@ INTERRUPT_AGAIN = 1.0  # s: a cancelled task still running is sent SIGINT again 
 def interrupt_again(sent: float, now: float, alone: bool) -> bool:
     """A task cancelled without force still runs: send its worker SIGINT again?
 
-    A SIGINT that reaches the worker just before it starts the task is ignored
-    (outside a task it must not break the worker's own bookkeeping), and the
-    CANCEL sent before it may be read only after the task started. As Ray
-    retries a cancel, send it again every INTERRUPT_AGAIN seconds; only while
-    the task is `alone` on its lease, so that no other task of ours can be
-    running there when the signal lands."""
+    A SIGINT can be lost for as long as the task blocks: CPython runs a signal's
+    handler between bytecodes, and a blocking call (``time.sleep``, a read) is
+    cut short only by a signal that comes while it waits. One that comes in
+    the few microseconds between the task's last bytecode and the call's
+    system call waits for the call to end (traced: a cancel sent right after
+    `.remote()` reached the worker 40 µs before it started the task, and the
+    task slept its 3 s). The CANCEL sent with it is read only between tasks.
+    As Ray retries a cancel, send it again every INTERRUPT_AGAIN seconds; only
+    while the task is `alone` on its lease, so that no other task of ours can
+    be running there when the signal lands."""
     return alone and now - sent >= INTERRUPT_AGAIN
 
 

@@ -41,7 +41,7 @@ from .. import config as cfg
 from .. import session
 from ..client import NODE, Client
 from ..exceptions import ObjectLostError, TaskCancelledError, TaskError, task_error_from_exception
-from ..prctl import set_process_name
+from ..prctl import block_sigint, set_process_name, sigint_blocked
 from ..remote_traceback import RemoteTraceback
 from ..timeline import EVENTS_LATE_S, Recorder
 from ..wire import serialization, transport
@@ -360,9 +360,10 @@ class WorkerLoop:
         LATE_S while the main thread runs a task (expected short, it runs long)."""
         if self._late is None:
             self._late = threading.Event()
-            threading.Thread(
-                target=self._send_late, args=(self._late,), name="late-replies", daemon=True
-            ).start()
+            with sigint_blocked():  # a cancel's SIGINT is the main thread's
+                threading.Thread(
+                    target=self._send_late, args=(self._late,), name="late-replies", daemon=True
+                ).start()
         return self._late
 
     def _send_late(self, armed: threading.Event) -> None:
@@ -409,9 +410,12 @@ class WorkerLoop:
             if is_async:
                 self.loop = asyncio.new_event_loop()
                 self.async_slots = threading.Semaphore(concurrency)
-                threading.Thread(target=self.loop.run_forever, name="actor-loop", daemon=True).start()
+                with sigint_blocked():
+                    threading.Thread(target=self.loop.run_forever, name="actor-loop", daemon=True).start()
             elif concurrency > 1:
-                self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix="actor")
+                self.pool = ThreadPoolExecutor(
+                    concurrency, thread_name_prefix="actor", initializer=block_sigint
+                )
         except BaseException as exc:  # noqa: BLE001
             error = RemoteTraceback.capture(exc).render()
         sys.stdout.flush()
