@@ -37,10 +37,12 @@ def _prctl(option: int, arg: int | bytes) -> None:
         pass
 
 
-def block_sigint() -> None:
-    """This thread never takes SIGINT (a thread pool's initializer: see `sigint_blocked`)."""
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+def block_sigint() -> set:
+    """This thread no longer takes SIGINT (a thread pool's initializer: see `sigint_blocked`);
+    the signal mask it had."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return set()
+    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
 
 @contextlib.contextmanager
@@ -50,11 +52,9 @@ def sigint_blocked() -> Iterator[None]:
     the main thread's blocking call (a task's ``sleep``), so its KeyboardInterrupt waited for
     the call to end (a cancel then took as long as the task). A SIGINT that comes meanwhile
     waits, and reaches the main thread at the end of the block."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    old = block_sigint()
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)

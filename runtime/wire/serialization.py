@@ -156,6 +156,9 @@ def serialize(
     to that shared-memory segment and its path is returned instead. The
     refs and handles found inside are appended to `keep`.
     """
+    plain = dumps_plain(value)
+    if plain is not None:  # builtin scalars (most results): no refs to collect, inline
+        return plain, len(plain), ()
     buffers: list[pickle.PickleBuffer] = []
     with collect_refs() as found:
         data = dumps(value, buffer_callback=buffers.append)

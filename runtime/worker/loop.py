@@ -69,6 +69,13 @@ def current_task() -> Current | None:
     return cur if cur is not None else _process_task[0]
 
 
+def helper_thread(name: str, target: Any, *args: Any) -> None:
+    """Start a daemon thread of the worker's own, which never takes SIGINT: a cancel's
+    signal must land in the main thread, where it cuts the task's blocking call short."""
+    with sigint_blocked():
+        threading.Thread(target=target, args=args, name=name, daemon=True).start()
+
+
 class WorkerLoop:
     def __init__(self, client: Client, conf: dict) -> None:
         self.client = client
@@ -276,10 +283,6 @@ class WorkerLoop:
         out = []
         client = self.client
         for object_id, v in zip(ids, values, strict=True):
-            plain = serialization.dumps_plain(v)
-            if plain is not None:  # builtin scalars: no refs inside, inline (as the owner's args)
-                out.append((object_id, False, plain, len(plain), ()))
-                continue
             wire, size, contained = serialization.serialize(v, client.segment(object_id))
             if contained:
                 client.promote(contained)  # refs we made, now leaving with the result
@@ -360,10 +363,7 @@ class WorkerLoop:
         LATE_S while the main thread runs a task (expected short, it runs long)."""
         if self._late is None:
             self._late = threading.Event()
-            with sigint_blocked():  # a cancel's SIGINT is the main thread's
-                threading.Thread(
-                    target=self._send_late, args=(self._late,), name="late-replies", daemon=True
-                ).start()
+            helper_thread("late-replies", self._send_late, self._late)
         return self._late
 
     def _send_late(self, armed: threading.Event) -> None:
@@ -410,8 +410,7 @@ class WorkerLoop:
             if is_async:
                 self.loop = asyncio.new_event_loop()
                 self.async_slots = threading.Semaphore(concurrency)
-                with sigint_blocked():
-                    threading.Thread(target=self.loop.run_forever, name="actor-loop", daemon=True).start()
+                helper_thread("actor-loop", self.loop.run_forever)
             elif concurrency > 1:
                 self.pool = ThreadPoolExecutor(
                     concurrency, thread_name_prefix="actor", initializer=block_sigint
