@@ -99,6 +99,17 @@ def test_port_in_use_is_a_clear_error(no_leaks):
     assert "another --port" in out.stderr
 
 
+def test_the_heads_port_is_held_before_its_node_starts(no_leaks):
+    """The head listens on its port before it forks the node, so the node's gateway (asked for the
+    same port here; in the wild, an ephemeral port the kernel hands out) can never take it."""
+    port = free_port()
+    for _ in range(3):
+        out = nbcluster("start", "--head", "--port", str(port), "--gateway-port", str(port))
+        assert out.returncode == 1
+        assert "--gateway-port taken" in out.stderr, out.stderr
+    wait_for(lambda: not ours(no_leaks), what="the failed cluster's processes to exit")
+
+
 def test_bad_resources_json():
     out = nbcluster("start", "--head", "--resources", "{alice: 2}")
     assert out.returncode == 2 and "JSON" in out.stderr

@@ -358,10 +358,26 @@ class Head:
         return True
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def _listen(host: str, port: int) -> socket.socket:
+    """The head's TCP listener, bound (port 0: any free one) and listening before the node is forked.
+
+    ZeroMQ takes it over at ``bind`` (``USE_FD``). Picking a free port and
+    binding it later would leave a window in which the node's gateway, or any
+    other program, could take the port.
+    """
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ's own listeners do
+        s.bind((host, port))
+        s.listen(256)
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def _say_error(message: str) -> None:
+    print(json.dumps({"error": message}), flush=True)
 
 
 def main() -> None:
@@ -380,7 +396,16 @@ def main() -> None:
     cluster_id = old.get("cluster_id") or conf.get("cluster_id") or cfg.new_cluster_id()
     key = old.get("key") or conf.get("key") or secrets.token_hex(32)
     host = conf.get("host", "127.0.0.1")
-    port = int(old.get("head_address", "").rpartition(":")[2] or conf.get("port") or 0) or _free_port(host)
+    port = int(old.get("head_address", "").rpartition(":")[2] or conf.get("port") or 0)
+    try:
+        listener = _listen(host, port)
+    except OSError as e:
+        _say_error(
+            f"cannot listen on {host}:{port}: {e.strerror or e}. Is another cluster running there? "
+            "Pick another --port or stop it with `nbcluster stop`."
+        )
+        return
+    port = listener.getsockname()[1]
     durable = bool(conf.get("durable"))
     cluster_dir = cfg.runtime_dir() / cluster_id
     (cluster_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -419,7 +444,7 @@ def main() -> None:
 
     w = -1
     if not keep_node:
-        node_pid, w = fork_node(node_conf, durable, bool(conf.get("embedded")))
+        node_pid, w = fork_node(node_conf, durable, bool(conf.get("embedded")), close=listener.fileno())
 
     logging.basicConfig(
         filename=str(cluster_dir / "logs" / "head.log"),
@@ -452,17 +477,10 @@ def main() -> None:
     if curve:
         protocol.curve_server(sock, curve)
     try:
+        sock.setsockopt(zmq.USE_FD, listener.detach())  # ZeroMQ owns (and closes) it from here
         sock.bind(f"tcp://{host}:{port}")
     except zmq.ZMQError as e:
-        print(
-            json.dumps(
-                {
-                    "error": f"cannot listen on {host}:{port}: {e}. Is another cluster "
-                    "running there? Pick another --port or stop it with `nbcluster stop`."
-                }
-            ),
-            flush=True,
-        )
+        _say_error(f"cannot listen on {host}:{port}: {e}")
         store.close()
         if w >= 0:  # ours: it goes; a restored cluster's node stays, waiting for its head
             os.kill(node_pid, signal.SIGKILL)
@@ -496,8 +514,7 @@ def main() -> None:
                     tail = "".join(f.readlines()[-3:]).strip()
             except OSError:
                 tail = ""
-            reason = f"this machine's node daemon could not start (is --gateway-port taken?): {tail}"
-            print(json.dumps({"error": reason}), flush=True)
+            _say_error(f"this machine's node daemon could not start (is --gateway-port taken?): {tail}")
 
         head.serve(sock, watch, on_ready, node_pid if w >= 0 else 0, on_fail)
     finally:

@@ -29,13 +29,14 @@ from .. import config as cfg
 from ..prctl import set_parent_death_signal
 
 
-def fork_node(node_conf: dict, durable: bool, embedded: bool) -> tuple[int, int]:
+def fork_node(node_conf: dict, durable: bool, embedded: bool, close: int = -1) -> tuple[int, int]:
     """Fork this machine's node daemon; return (its pid, the write end of the pipe it may follow).
 
     Embedded in a driver (``init()``): it dies with this process (the pipe, and
     SIGKILL as parent-death signal). Durable: it outlives this process, so a
     head started again finds it; in ``--block`` mode it follows the owner's
-    pipe (this process' stdin, which it inherits) instead.
+    pipe (this process' stdin, which it inherits) instead. ``close``: a file
+    descriptor of this process that the node must not keep (the head's listener).
     """
     from .. import node
 
@@ -43,6 +44,8 @@ def fork_node(node_conf: dict, durable: bool, embedded: bool) -> tuple[int, int]
     node_pid = os.fork()
     if node_pid == 0:
         os.close(w)
+        if close >= 0:
+            os.close(close)
         code = 0
         head_pid = os.getppid()
         try:
