@@ -84,6 +84,19 @@ def store_full_marker(segment: str) -> str:
     return segment.rsplit("-", 1)[0] + "-full"
 
 
+def direct_host(node_conf: dict) -> str:
+    """Where a worker of this node listens for callers on other nodes ("": it does not).
+
+    Direct links (``runtime/wire/direct.py``) are plain TCP with signed
+    frames: only in a cluster that is not encrypted, and not with
+    ``NBCLUSTER_DIRECT_LINKS=0`` (then every call to another node's worker
+    goes through the two nodes).
+    """
+    if node_conf.get("curve") or os.environ.get("NBCLUSTER_DIRECT_LINKS", "1") == "0":
+        return ""
+    return node_conf.get("host") or "0.0.0.0"
+
+
 def worker_socket(cluster_id: str, node_id: str, worker_id: int) -> str:
     """Where a worker listens for the owners of its tasks and the callers of its actor."""
     return str(runtime_dir() / cluster_id / f"{node_id}-w{worker_id}.sock")

@@ -82,13 +82,14 @@ class ActorCalls:
 
     def on_location(self, msg: tuple) -> None:
         """ACTOR_LOCATION from its home node: alive at a worker, dead, or not yet."""
-        _, actor_id, state, identity, path, pid, cause, node_id = msg
+        _, actor_id, state, identity, path, pid, cause, node_id, address = msg
         with self.core.lock:
             ac = self.conn(actor_id)
             if state == "alive":
-                link = self.core.worker_link(identity, path, node_id)
+                link = self.core.worker_link(identity, path, node_id, address)
                 if link is None:
-                    ac.state = "unknown"  # it died meanwhile: ask again
+                    ac.state = "unknown"  # it died meanwhile: ask again, once its node says so
+                    ac.dead_pid = pid
                     self.pump(ac)
                     return
                 ac.state, ac.link, ac.pid = "alive", link, pid
@@ -111,8 +112,13 @@ class ActorCalls:
             if ac.link is link:
                 ac.link = None
                 ac.state = "unknown"
-                ac.cause = f"its worker process (pid {ac.pid}) died"
-                ac.dead_pid = ac.pid
+                if link.direct:
+                    # Its worker died, or only the connection broke: its home node knows which.
+                    ac.cause = f"the connection to its worker process (pid {ac.pid}) broke"
+                    ac.dead_pid = 0
+                else:
+                    ac.cause = f"its worker process (pid {ac.pid}) died"
+                    ac.dead_pid = ac.pid
                 retry = []
                 for call in ac.inflight.values():
                     outcome = decisions.retry(call.retries_left, call.cancelled)

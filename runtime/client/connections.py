@@ -2,9 +2,13 @@
 
 ::
 
-    LEASE_GRANT / ACTOR_LOCATION ─▶ link(identity, path, node)
+    LEASE_GRANT / ACTOR_LOCATION ─▶ link(identity, path, node, direct)
         a worker of our node: a Unix socket of its own (Link), HELLO first
-        a worker of another node (or any, for a driver without a node):
+        a worker of another node that listens for direct links (an unencrypted cluster):
+            DirectLink: TCP to the worker itself (wire/direct.py); what it carries
+            that names another node's segment waits for our node's copy (arrivals.py)
+        any other worker of another node (or any, for a driver without a node), and one
+        whose address could not be reached (remembered per node):
             RemoteLink ──FORWARD──▶ our node ══ gateways ══▶ its node ──▶ the worker
     a caller connects to us (a worker): IOLoop.accept ─▶ peers{fd: Link}
     socket closed, PEER_CLOSED (through the gateways) ─▶ closed(link):
@@ -15,13 +19,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal as signals
 
-from ..wire import transport
+from ..wire import direct, transport
 from ..wire.protocol import Kind
 from .records import Lease
 from .services import CoreServices
+
+log = logging.getLogger("runtime.client")
 
 
 class Connections:
@@ -31,16 +38,34 @@ class Connections:
         self.core = core  # our node's link, who we are, the lock, leases and actor calls
         self.workers_by_identity: dict[bytes, transport.Link] = {}
         self.peers: dict[int, transport.Link] = {}  # fd -> link (workers we use, callers of ours)
+        self.unreachable: set[str] = set()  # nodes whose workers' direct addresses failed us
 
     def link(
-        self, identity: bytes, path: str, node_id: str = ""
+        self, identity: bytes, path: str, node_id: str = "", address: str = ""
     ) -> transport.Link | transport.RemoteLink | None:
-        """A connection to a worker (of ours, or of another node through ours); None if gone."""
+        """A connection to a worker (of ours, or of another node: directly at `address`, or
+        through our node); None if gone."""
         core = self.core
         link = self.workers_by_identity.get(identity)
         if link is not None and not link.closed:
             return link
-        if core.remote_driver or (node_id and node_id != core.node_id):
+        remote = core.remote_driver or (node_id and node_id != core.node_id)
+        if remote and address and not core.remote_driver and node_id not in self.unreachable:
+            try:
+                return self.connect_direct(identity, node_id, address)
+            except ConnectionRefusedError:
+                return None  # its machine says nobody listens there: the worker is gone
+            except OSError as e:
+                # A firewall between the machines, or an address we cannot reach: the nodes'
+                # relay still works. Try no other worker of that node directly.
+                self.unreachable.add(node_id)
+                log.warning(
+                    "cannot reach %s directly (%s): calls to node %s go through the nodes",
+                    address,
+                    e,
+                    node_id,
+                )
+        if remote:
             # Through our node (a driver without a node: through the one it uses).
             if core.link is None:
                 return None
@@ -51,7 +76,15 @@ class Connections:
             link = transport.Link(path, core.signer, identity=identity)
         except OSError:
             return None
-        link.send([(Kind.HELLO, core.role, os.getpid(), core.job_id, core.worker_id, [], core.identity)])
+        link.send([(Kind.HELLO, core.role, os.getpid(), core.job_id, core.worker_id, [], core.identity, 0)])
+        self.workers_by_identity[identity] = link
+        self.peers[link.sock.fileno()] = link
+        return link
+
+    def connect_direct(self, identity: bytes, node_id: str, address: str) -> direct.DirectLink:
+        core = self.core
+        link = direct.DirectLink.connect(address, core.signer, identity, node_id)
+        link.send([(Kind.HELLO, core.role, os.getpid(), core.job_id, core.worker_id, [], core.identity, 0)])
         self.workers_by_identity[identity] = link
         self.peers[link.sock.fileno()] = link
         return link
@@ -64,6 +97,7 @@ class Connections:
                 self.peers.pop(link.sock.fileno(), None)
             if self.workers_by_identity.get(link.identity) is link:
                 del self.workers_by_identity[link.identity]
+            core.arrivals.forget(link)
             core.leases.peer_closed(link)
             core.actor_calls.peer_closed(link)
 

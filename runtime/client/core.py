@@ -67,6 +67,7 @@ from ..exceptions import (
 from ..wire import protocol, serialization, transport
 from ..wire.protocol import Kind
 from .actor_calls import ActorCalls
+from .arrivals import Arrivals
 from .connections import Connections
 from .console import print_log
 from .control import Control
@@ -93,6 +94,7 @@ class Client:
         worker_id: int = 0,
         job_id: int = 0,
         listen: str | None = None,
+        listen_direct: str = "",
         curve_public: str = "",
         gateway: str = "",
     ) -> None:
@@ -157,6 +159,7 @@ class Client:
         self.deps_arrived, self.resolved, self._on_done = subs.deps_arrived, subs.resolved, subs.on_done
         self.finish_error, self.forget_waiting = subs.finish_error, subs.forget_waiting
         # Connections to workers and from callers (client/connections.py).
+        self.arrivals = Arrivals(self)  # what direct links bring from other nodes' memory
         self.connections = conns = Connections(self)
         self.workers_by_identity, self.peers = conns.workers_by_identity, conns.peers
         self.worker_link, self.signal_worker = conns.link, conns.signal
@@ -193,12 +196,15 @@ class Client:
             if curve_public:
                 protocol.curve_client(self.head_sock, curve_public)
             self.head_sock.connect(f"tcp://{head_address}")
-        if self.link is not None:
-            self.outq[self.link] = [
-                (Kind.HELLO, role, os.getpid(), job_id, worker_id, sys.path[:], self.identity)
-            ]
+        port = 0
         if listen:
             io.listen(listen)  # before HELLO: the node lends us out once it hears from us
+            if listen_direct:
+                port = io.listen_direct(listen_direct)
+        if self.link is not None:
+            self.outq[self.link] = [
+                (Kind.HELLO, role, os.getpid(), job_id, worker_id, sys.path[:], self.identity, port)
+            ]
         if role != "worker":
             io.start()
         else:
@@ -301,6 +307,8 @@ class Client:
                     pass
             elif kind == Kind.REPLY:
                 self.control.on_reply(msg)
+            elif kind == Kind.FETCHED:
+                self.arrivals.on_fetched(msg[1], msg[2])
             elif kind == Kind.LEASE_GRANT:
                 self.leases.on_grant(msg)
             elif kind == Kind.LEASE_REVOKE:
@@ -340,7 +348,7 @@ class Client:
                 if not self.node_pid:
                     self.node_pid = msg[2].get("pid", 0)
             elif kind == Kind.HELLO and link is not None:
-                link.identity = msg[-1]
+                link.identity = msg[6]
             elif self.on_message is not None:
                 self.on_message(msg, link)
         if got_values:

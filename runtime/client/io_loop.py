@@ -26,7 +26,7 @@ from collections.abc import Callable
 import zmq
 
 from ..exceptions import ConnectionFailedError
-from ..wire import protocol, transport
+from ..wire import direct, protocol, transport
 from .services import CoreServices
 
 
@@ -56,6 +56,7 @@ class IOLoop:
         self.want_read = 0  # user threads waiting to read: the I/O thread yields to them
         self.thread: threading.Thread | None = None  # drivers only
         self.listener: socket.socket | None = None  # a worker's socket for its callers
+        self.direct_listener: socket.socket | None = None  # ... on other nodes (direct.py)
         self.last_tick = time.monotonic()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -114,6 +115,8 @@ class IOLoop:
         socks = [link.sock for link in links]
         if self.listener is not None:
             socks.append(self.listener)
+            if self.direct_listener is not None:
+                socks.append(self.direct_listener)
         writing = {link.sock: link for link in links if link.wants_write}
         try:
             if extra:  # the I/O thread: also the wake pipe and the head's ZeroMQ socket
@@ -163,6 +166,8 @@ class IOLoop:
                     core.dispatch(batch, None)
             elif sock is self.listener:
                 self.accept()
+            elif sock is self.direct_listener:
+                self.accept_direct()
             elif isinstance(sock, (int, zmq.Socket)):
                 rest.append(sock)
             else:
@@ -171,10 +176,18 @@ class IOLoop:
                     continue
                 batches = link.recv()
                 if batches is None:
+                    if link.direct and core.arrivals.holding(link):
+                        del core.peers[sock.fileno()]  # closes after what waits for our node
+                        core.arrivals.close_after(link)
+                        continue
                     core.on_peer_closed(link)
                     link.close()
                     continue
                 for batch in batches:
+                    if link.direct:
+                        batch = core.arrivals.take(batch, link)
+                        if batch is None:
+                            continue
                     core.dispatch(batch, link)
 
     def listen(self, path: str) -> None:
@@ -198,6 +211,23 @@ class IOLoop:
             except (BlockingIOError, InterruptedError):
                 return
             link = transport.Link(None, core.signer, sock=sock)
+            core.peers[sock.fileno()] = link
+
+    def listen_direct(self, host: str) -> int:
+        """A worker: also accept callers on other nodes, over TCP on `host`; the port."""
+        self.direct_listener = direct.listen(host)
+        return self.direct_listener.getsockname()[1]
+
+    def accept_direct(self) -> None:
+        core = self.core
+        while True:
+            try:
+                sock, _ = self.direct_listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # e.g. out of file descriptors: the caller's connect fails, it uses the relay
+            link = direct.accept(sock, core.signer, core.identity)
             core.peers[sock.fileno()] = link
 
     def run(self) -> None:
@@ -264,8 +294,9 @@ class IOLoop:
             protocol.send(core.head_sock, core.signer, batch)
 
     def close(self) -> None:
-        if self.listener is not None:
-            self.listener.close()
+        for sock in (self.listener, self.direct_listener):
+            if sock is not None:
+                sock.close()
         for fd in (self.wake_r, self.wake_w):
             try:
                 os.close(fd)

@@ -148,7 +148,7 @@ class Leases:
             self.dispatch(shape)
 
     def on_grant(self, msg: tuple, node_id: str = "") -> None:
-        _, _req, lease_id, identity, path, pid, shape, room = msg
+        _, _req, lease_id, identity, path, pid, shape, room, address = msg
         core = self.core
         with core.lock:
             self.lease_requests[shape] = max(0, self.lease_requests.get(shape, 0) - 1)
@@ -162,7 +162,7 @@ class Leases:
                     counts[node_id] -= 1
             queue = self.task_queues.get(shape)
             busy = decisions.backlog(len(queue) if queue else 0, self.leases.get(shape, ())) > 0
-            link = core.worker_link(identity, path, node_id) if busy else None
+            link = core.worker_link(identity, path, node_id, address) if busy else None
             if link is None:
                 core.to_node(node_id, (Kind.LEASE_RETURN, lease_id))
                 if not self.task_queues.get(shape):
@@ -249,6 +249,8 @@ class Leases:
             for lease in [x for x in leases if x.link is link]:
                 leases.remove(lease)
                 self.lease_by_id.pop(lease.lease_id, None)
+                if link.direct:  # its worker may live on (only the connection broke): give it back
+                    self.core.to_node(lease.node, (Kind.LEASE_RETURN, lease.lease_id))
                 oom = self.killed.pop(lease.lease_id, "")
                 for call in lease.inflight.values():
                     call.lease = None

@@ -1,7 +1,7 @@
 """What the concerns of a process's core need of the `Client` that composes them.
 
 `Outbox`, `Control`, `Objects`, `Submissions`, `Leases`, `ActorCalls`,
-`Connections` and `IOLoop` each own their state; for sending, the shared
+`Connections`, `Arrivals` and `IOLoop` each own their state; for sending, the shared
 lock, the calls in flight and each other they go through the Client. They
 depend on this interface, not on `core.py`, so no module of the package
 imports another back.
@@ -25,9 +25,10 @@ class CoreServices(Protocol):
     cv: threading.Condition  # notified when values arrive
     calls: dict[bytes, Call]  # task id -> call, until done
     function_blobs: dict[bytes, tuple[bytes, list]]
-    objects: Any  # its Objects, Leases and ActorCalls (typed loosely: they import this module)
+    objects: Any  # its Objects, Leases, ActorCalls, Arrivals (typed loosely: they import this module)
     leases: Any
     actor_calls: Any
+    arrivals: Any
     closed: bool
     node_id: str
     thread: Any  # the driver's I/O thread; None in a worker
@@ -59,7 +60,7 @@ class CoreServices(Protocol):
     def flush(self) -> None: ...
     def wake(self) -> None: ...
     def next_request_id(self) -> int: ...
-    def worker_link(self, identity: bytes, path: str, node_id: str = "") -> Any: ...
+    def worker_link(self, identity: bytes, path: str, node_id: str = "", address: str = "") -> Any: ...
     def signal_worker(self, lease: Lease, force: bool) -> None: ...
 
     # calls and values

@@ -44,6 +44,20 @@ def _describe_error(value) -> str:
         return "(unreadable error)"
 
 
+def worker_place(w: Worker) -> tuple:
+    """Where a caller finds an actor's worker: (identity, socket path, pid, direct address)."""
+    return (w.identity, w.path, w.pid, w.direct)
+
+
+def alive_at(actor_id: bytes, place: tuple, node_id: str) -> tuple:
+    identity, path, pid, direct = place
+    return (Kind.ACTOR_LOCATION, actor_id, "alive", identity, path, pid, "", node_id, direct)
+
+
+def dead_at(actor_id: bytes, cause: str) -> tuple:
+    return (Kind.ACTOR_LOCATION, actor_id, "dead", b"", "", 0, cause, "", "")
+
+
 class Actors:
     """The actors whose home is this node, and those it hosts for other nodes."""
 
@@ -200,14 +214,13 @@ class Actors:
             cause = "it is unknown to this cluster (killed long ago, or from another cluster)"
             if home != self.node_id and home in self.cluster.view and not self.cluster.alive(home):
                 cause = f"the node it belonged to ({home}) died"
-            emit(ident, (Kind.ACTOR_LOCATION, actor_id, "dead", b"", "", 0, cause, ""))
+            emit(ident, dead_at(actor_id, cause))
         elif actor.state == ALIVE and actor.worker is not None and actor.worker.pid != dead_pid:
-            w = actor.worker
-            emit(ident, (Kind.ACTOR_LOCATION, actor_id, "alive", w.identity, w.path, w.pid, "", self.node_id))
+            emit(ident, alive_at(actor_id, worker_place(actor.worker), self.node_id))
         elif actor.state == ALIVE and actor.remote and actor.location and actor.location[2] != dead_pid:
-            emit(ident, (Kind.ACTOR_LOCATION, actor_id, "alive", *actor.location, "", actor.remote))
+            emit(ident, alive_at(actor_id, actor.location, actor.remote))
         elif actor.state in (DEAD, TERMINATING):
-            emit(ident, (Kind.ACTOR_LOCATION, actor_id, "dead", b"", "", 0, actor.cause, ""))
+            emit(ident, dead_at(actor_id, actor.cause))
         else:
             actor.watchers.add(ident)
 
@@ -215,9 +228,9 @@ class Actors:
         """An actor hosted for another node started or died: its home node decides what next."""
         w = actor.worker
         if actor.state == ALIVE and w is not None:
-            msg = (Kind.ACTOR_LOCATION, actor.actor_id, "alive", w.identity, w.path, w.pid, "", self.node_id)
+            msg = alive_at(actor.actor_id, worker_place(w), self.node_id)
         else:
-            msg = (Kind.ACTOR_LOCATION, actor.actor_id, "dead", b"", "", 0, actor.cause, "")
+            msg = dead_at(actor.actor_id, actor.cause)
         self.outbox.emit(b"n" + actor.home.encode(), msg)
 
     def tell_watchers(self, actor: Actor) -> None:
@@ -227,13 +240,13 @@ class Actors:
 
     def on_location(self, src_node: str, msg: tuple) -> None:
         """The node hosting one of our actors says it is alive there, or dead."""
-        _, actor_id, state, identity, path, pid, cause, where = msg
+        _, actor_id, state, identity, path, pid, cause, where, direct = msg
         actor = self.actors.get(actor_id)
         if actor is None or actor.remote != src_node:
             return
         if state == "alive":
             actor.state = ALIVE
-            actor.location = (identity, path, pid)
+            actor.location = (identity, path, pid, direct)  # as worker_place() says it
             actor.cause = ""
             if actor.name:
                 self.outbox.to_head(

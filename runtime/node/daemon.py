@@ -44,6 +44,7 @@ import zmq
 from .. import config as cfg
 from ..timeline import folder as events_folder
 from ..wire import protocol, transport
+from ..wire.paths import segment_node
 from ..wire.protocol import Kind
 from . import placement, status, zygote
 from .actors import Actors
@@ -145,6 +146,8 @@ class Node:
             Kind.STATS: self.on_stats,
             Kind.FORWARD: self.on_forward,
             Kind.SIGNAL: self.leases.on_signal,
+            Kind.FETCH: self.on_fetch,
+            Kind.TRANSIT: self.on_transit,
         }
 
     # What the gateway reads of its node (`gateway.GatewayHost`).
@@ -278,7 +281,7 @@ class Node:
                 if not ident:
                     if msg[0] != Kind.HELLO:
                         continue
-                    ident = conn.identity = msg[-1]
+                    ident = conn.identity = msg[6]
                     self.links[ident] = conn
                 handler = self.handlers.get(msg[0])
                 if handler is None:
@@ -415,8 +418,9 @@ class Node:
 
     # ------------------------------------------------------------ processes
     def on_hello(self, ident: bytes, msg: tuple) -> None:
-        _, role, pid, job_id, worker_id, sys_path, _identity = msg
-        if role == "worker" and not self.pool.hello(worker_id, pid):
+        _, role, pid, job_id, worker_id, sys_path, _identity, port = msg
+        direct = f"{self.ip}:{port}" if port else ""
+        if role == "worker" and not self.pool.hello(worker_id, pid, direct):
             self.emit(ident, (Kind.EXIT,))
             return
         self.procs[ident] = Proc(ident, role, pid, job_id, sys_path)
@@ -442,6 +446,28 @@ class Node:
             self.function_waiters.setdefault(msg[1], []).append(ident)
             return
         self.emit(ident, (Kind.FUNC, msg[1], fn[0], fn[1]))
+
+    def on_fetch(self, ident: bytes, msg: tuple) -> None:
+        """A process got, over a direct link, values in other nodes' segments: copy them here."""
+        _, req_id, wanted = msg
+        mapping: dict[str, str | None] = {}
+        paths = {path: move for path, move in wanted if segment_node(path) not in ("", self.node_id)}
+        if not paths:
+            self.emit(ident, (Kind.FETCHED, req_id, mapping))
+            return
+
+        def done(path: str, local: str | None) -> None:
+            mapping[path] = local
+            if len(mapping) == len(paths):
+                self.emit(ident, (Kind.FETCHED, req_id, mapping))
+
+        for path, move in paths.items():
+            self.gateway.transfers.fetch(path, bool(move), lambda local, p=path: done(p, local))
+
+    def on_transit(self, ident: bytes, msg: tuple) -> None:
+        """A worker sent results over a direct link: keep them until their owner's node moves them."""
+        own = [p for p in msg[1] if isinstance(p, str) and segment_node(p) == self.node_id]
+        self.gateway.transfers.note_transit([(None, None, p) for p in own])
 
     def on_log(self, ident: bytes, msg: tuple) -> None:
         self.emit(msg[1], msg)

@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 import zmq
 
-from ..wire import protocol, transport
+from ..wire import paths, protocol, transport
 from ..wire.protocol import Kind
 from .transfer import Transfers, read_file
 
@@ -284,7 +284,7 @@ class Gateway:
         stream = self.streams.get(key)
         if stream is None:
             stream = self.streams[key] = Stream()
-        wanted = self.transfers.foreign_paths(batch)
+        wanted = paths.foreign_paths(batch, self.node.node_id)
         item = [batch, len(wanted), {}]
         stream.items.append(item)
         for path, move in wanted:
@@ -308,7 +308,7 @@ class Gateway:
                 self.node.emit(key[0], (Kind.PEER_CLOSED, key[1], key[2]))
                 continue
             if mapping:
-                batch = self.transfers.rewrite(batch, mapping)
+                batch = paths.rewrite(batch, mapping)
             self.dispatch(key, batch)
         if not stream.items:
             del self.streams[key]
@@ -350,7 +350,7 @@ class Gateway:
             self.links[key] = link
             self.by_fd[link.fileno()] = (ident, src_node, dest, link)
             node.poller.register(link.fileno(), zmq.POLLIN)
-            link.send([(Kind.HELLO, "relay", os.getpid(), 0, 0, [], ident)])
+            link.send([(Kind.HELLO, "relay", os.getpid(), 0, 0, [], ident, 0)])
         link.send(batch)
         if link.wants_write:
             node.poller.modify(link.fileno(), zmq.POLLIN | zmq.POLLOUT)

@@ -121,7 +121,17 @@ class Leases:
         room = more_coming or self.scheduler.fits(req.demand)
         self.outbox.emit(
             req.owner,
-            (Kind.LEASE_GRANT, req.request_id, lease.lease_id, w.identity, w.path, w.pid, req.shape, room),
+            (
+                Kind.LEASE_GRANT,
+                req.request_id,
+                lease.lease_id,
+                w.identity,
+                w.path,
+                w.pid,
+                req.shape,
+                room,
+                w.direct,
+            ),
         )
 
     def end(self, lease: Lease) -> None:

@@ -58,12 +58,14 @@ class WorkerPool:
         if w is not None:
             w.pid = pid
 
-    def hello(self, wid: int, pid: int) -> bool:
-        """A worker connected: it is idle. False if it is not (or no longer) ours."""
+    def hello(self, wid: int, pid: int, direct: str = "") -> bool:
+        """A worker connected: it is idle. False if it is not (or no longer) ours.
+        `direct`: the address of its listener for callers on other nodes ("": none)."""
         w = self.workers.get(wid)
         if w is None:
             return False
         w.pid = pid
+        w.direct = direct
         self.make_idle(w)
         return True
 

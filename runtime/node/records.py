@@ -41,6 +41,7 @@ class Worker:
         "busy_since",
         "gpu_ids",
         "lease",
+        "direct",
     )
 
     def __init__(self, wid: int, path: str, node_id: str) -> None:
@@ -56,6 +57,7 @@ class Worker:
         self.busy_since = 0.0  # when it was lent (LEASED) or took its actor (ACTOR)
         self.gpu_ids: list[int] = []
         self.lease: Lease | None = None
+        self.direct = ""  # "ip:port" of its listener for callers on other nodes ("": none)
 
 
 def worker_identity(wid: int, node_id: str) -> bytes:
@@ -131,7 +133,7 @@ class Actor:
         self.demand: dict[str, int] = {}
         self.watchers: set[bytes] = set()
         self.remote = ""  # home record of an actor placed on another node: that node
-        self.location: tuple = ()  # (worker identity, socket path, pid) there, once alive
+        self.location: tuple = ()  # (worker identity, socket path, pid, direct address) there, once alive
         self.home = opts.get("_home", "")  # an actor hosted here for another node: that node
 
 

@@ -29,13 +29,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import zmq
 
 from .. import config as cfg
 from ..exceptions import ObjectLostError
 from ..wire import protocol
+from ..wire.paths import segment_node
 from ..wire.protocol import Kind
 
 log = logging.getLogger("runtime.gateway")
@@ -44,13 +44,6 @@ CHUNK = 8 << 20  # bytes per CHUNK message
 MAX_PULLS = 4  # concurrent incoming transfers per node
 CACHE_TTL = 30.0  # seconds a pulled copy of an argument is kept after its last use
 TRANSIT_TTL = 120.0  # seconds a result waits for its owner's node to move it
-
-
-def segment_node(path: str) -> str:
-    """The node id in a segment's name (``nbc-<cluster>-<node>-<object>``), or ""."""
-    name = os.path.basename(path)
-    parts = name.split("-", 3)
-    return parts[2] if len(parts) == 4 and name.startswith(cfg.SHM_PREFIX) else ""
 
 
 def _err(exc: BaseException) -> bytes:
@@ -116,67 +109,6 @@ class Transfers:
         self.next_req = 1
         self.bytes_in = 0
         self.bytes_out = 0
-
-    def foreign_paths(self, batch: list) -> list[tuple[str, bool]]:
-        """Segments named in `batch` that live on another node: (path, move?)."""
-        me = self.node_id
-        out: list[tuple[str, bool]] = []
-
-        def check(value: Any, move: bool) -> None:
-            if isinstance(value, str) and segment_node(value) not in ("", me):
-                out.append((value, move))
-
-        for msg in batch:
-            kind = msg[0]
-            if kind == Kind.EXECUTE:
-                check(msg[1].args, False)
-                for _, value in msg[2].values():
-                    check(value, False)
-            elif kind == Kind.SUBMIT:
-                check(msg[1].args, False)
-            elif kind == Kind.DONE:
-                for result in msg[2]:
-                    check(result[2], True)
-            elif kind == Kind.RESULT:
-                check(msg[3], False)
-        return out
-
-    def rewrite(self, batch: list, mapping: dict[str, str | None]) -> list:
-        lost = _err(ObjectLostError("its value lived on a node that is gone"))
-
-        def swap(is_error: bool, value: Any) -> tuple[bool, Any]:
-            if isinstance(value, str) and value in mapping:
-                local = mapping[value]
-                return (True, lost) if local is None else (is_error, local)
-            return is_error, value
-
-        out = []
-        for msg in batch:
-            kind = msg[0]
-            if kind == Kind.EXECUTE:
-                spec = msg[1]
-                if isinstance(spec.args, str) and mapping.get(spec.args):
-                    spec = spec._replace(args=mapping[spec.args])
-                resolved = {dep: swap(*v) for dep, v in msg[2].items()}
-                msg = (kind, spec, resolved, *msg[3:])
-            elif kind == Kind.SUBMIT:
-                spec = msg[1]
-                if isinstance(spec.args, str) and mapping.get(spec.args):
-                    msg = (kind, spec._replace(args=mapping[spec.args]), *msg[2:])
-            elif kind == Kind.DONE:
-                results = []
-                lost_any = False
-                for object_id, is_error, value, size, contained in msg[2]:
-                    lost_any |= isinstance(value, str) and value in mapping and mapping[value] is None
-                    is_error, value = swap(is_error, value)
-                    results.append((object_id, is_error, value, size, contained))
-                # A result lost with its node on the way here: its owner re-runs the task (lineage).
-                msg = (kind, msg[1], results, True if lost_any else msg[3], *msg[4:])
-            elif kind == Kind.RESULT:
-                is_error, value = swap(msg[2], msg[3])
-                msg = (kind, msg[1], is_error, value, *msg[4:])
-            out.append(msg)
-        return out
 
     def fetch(self, path: str, move: bool, done: Callable[[str | None], None]) -> None:
         """Get a local copy of another node's segment; `done(local path or None)`.

@@ -55,7 +55,7 @@ class Kind:
     """Message kinds. Fields follow the kind in each tuple."""
 
     # process (driver or worker) -> node
-    HELLO = 1  # (role, pid, job_id, worker_id, recv_identity)
+    HELLO = 1  # (role, pid, job_id, worker_id, sys_path, recv_identity, direct_port)
     SUBMIT = 2  # (TaskSpec)
     PUT = 3  # (object_id, is_error, value, size, contained)
     HOLD = 4  # (object_id,)          this process now holds a ref
@@ -79,6 +79,9 @@ class Kind:
     FORWARD = 22  # (node_id, identity, batch)   deliver `batch` to `identity` on another node
     #                                          (b"": that node itself); the node relays it
     SIGNAL = 23  # (worker_identity, signum)   cancel a task on a leased worker of this node
+    FETCH = 24  # (request_id, [(path, move), ...])   copy these segments of other nodes here
+    #            (what a direct link brought; move: a result, whose other copy then goes)
+    TRANSIT = 25  # (paths,)   results sent over a direct link: kept until their owner's node moves them
 
     # node -> process
     EXECUTE = 30  # (TaskSpec, resolved)   resolved: {object_id: (is_error, value)}
@@ -87,9 +90,9 @@ class Kind:
     EXIT = 34  # ()
     REPLY = 35  # (request_id, ok, payload)
     WELCOME = 36  # (node_id, info)
-    LEASE_GRANT = 37  # (request_id, lease_id, worker_identity, socket_path, pid, shape, room)
+    LEASE_GRANT = 37  # (request_id, lease_id, worker_identity, socket_path, pid, shape, room, direct)
     LEASE_REVOKE = 38  # (lease_id,)   another owner waits: give it back when idle
-    ACTOR_LOCATION = 39  # (actor_id, state, worker_identity, socket_path, pid, cause)
+    ACTOR_LOCATION = 39  # (actor_id, state, worker_identity, socket_path, pid, cause, node_id, direct)
     REJECTED = 40  # (task_ids,)   worker -> caller: not started, run them elsewhere
     FORWARDED = 41  # (node_id, identity, batch)   from `identity` on another node (b"": the node)
     PEER_CLOSED = 42  # (node_id, identity)   that remote worker's connection closed (it died)
@@ -97,9 +100,11 @@ class Kind:
     NODE_DEAD = 44  # (node_id, reason)   a node left or missed its heartbeats
     ALIVE = 45  # ()   node -> a driver connected to its gateway, every second
     LEASE_KILLED = 46  # (lease_id, reason)   node -> lease owner: its memory monitor kills that worker
+    FETCHED = 47  # (request_id, {path: local path, or None if lost})   answers FETCH
 
-    # caller <-> worker, directly (leased tasks and actor calls):
-    #   EXECUTE (caller -> worker), DONE and LOG (worker -> caller)
+    # caller <-> worker, directly (leased tasks and actor calls; a Unix link on one node, a
+    # DirectLink over TCP between nodes): EXECUTE, CANCEL, FUNC (caller -> worker),
+    #   DONE, LOG, REJECTED (worker -> caller)
 
     # node <-> head
     NODE_HELLO = 50  # (node_id, address, resources, pid, hostname)
@@ -299,6 +304,14 @@ def unpack_local(signer: Signer, sig: bytes, body: bytes, source: str = "") -> l
     """A frame from a local Unix socket (no replay header): the batch, or None."""
     if len(sig) != 32 or not signer.verify(sig, body):
         signer.drop("an unsigned or wrongly signed message", source)
+        return None
+    return _loads(body)
+
+
+def unpack_session(signer: Signer, sig: bytes, body: bytes, header: bytes, source: str = "") -> list | None:
+    """A frame of a direct link (`direct.py`): signed over `header`, which the receiver expects."""
+    if len(sig) != 32 or not signer.verify(sig, body, header):
+        signer.drop("an unsigned, wrongly signed or replayed frame", source)
         return None
     return _loads(body)
 

@@ -105,12 +105,14 @@ class FrameReader:
                 break
             start = pos + 4
             pos = start + length
-            batch = protocol.unpack_local(
-                self.signer, view[start : start + 32], view[start + 32 : pos], self.source
-            )
+            batch = self.check(view[start : start + 32], view[start + 32 : pos])
             if batch is not None:
                 out.append(batch)
         return out, pos
+
+    def check(self, sig, body) -> list | None:
+        """One frame's batch, if its signature holds (see `direct.SessionReader` for TCP)."""
+        return protocol.unpack_local(self.signer, sig, body, self.source)
 
 
 class Link:
@@ -125,6 +127,8 @@ class Link:
     send a lot to each other would otherwise deadlock, each blocked in a
     send while nobody reads.
     """
+
+    direct = False  # a DirectLink (TCP to another node): what it brings may name other nodes' segments
 
     def __init__(
         self,
@@ -225,6 +229,7 @@ class RemoteLink:
     """
 
     wants_write = False
+    direct = False
 
     def __init__(self, node_id: str, identity: bytes, via: Link) -> None:
         self.node_id = node_id
@@ -256,6 +261,7 @@ class ZLink:
     """
 
     wants_write = False
+    direct = False
 
     def __init__(
         self, ctx, address: str, signer: protocol.Signer, identity: bytes, curve_public: str, wake

@@ -352,6 +352,10 @@ class WorkerLoop:
         sys.stdout.flush()
         sys.stderr.flush()
         msg = (Kind.DONE, spec.task_id, results, retryable)
+        if getattr(link, "direct", False):  # a caller on another node (wire/direct.py)
+            moved = [r[2] for r in results if type(r[2]) is str]
+            if moved:  # our node keeps them until the caller's node has moved them
+                self.client.send(NODE, (Kind.TRANSIT, moved))
         held = (
             hold and link is not None and self.replies.hold(link, msg, time.monotonic(), self.inbox.qsize())
         )
@@ -489,6 +493,7 @@ def main(conf: dict, wid: int) -> None:
         role="worker",
         worker_id=wid,
         listen=cfg.worker_socket(conf["cluster_id"], conf["node_id"], wid),
+        listen_direct=cfg.direct_host(conf),
     )
     session.attach_worker(client, conf, current_task)
     loop = WorkerLoop(client, conf)
