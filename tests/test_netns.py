@@ -287,3 +287,103 @@ def test_driver_without_a_node_notices_its_node_dying(machines):
         if waiter.poll() is None:
             waiter.kill()
             waiter.wait()
+
+
+DIRECT_DRIVER = """
+import json, os, sys
+import numpy as np
+import psutil
+import runtime as ray
+
+ray.init(address=sys.argv[1])
+other = sys.argv[2]
+
+@ray.remote(resources={"alice": 1})
+def on_alice(x=None):
+    return ray.get_runtime_context().get_node_id(), None if x is None else float(np.asarray(x).sum())
+
+@ray.remote(resources={"alice": 1})
+def make():
+    return np.full(3_000_000, 2.0)  # 24 MB: moved back to this machine's node
+
+@ray.remote(resources={"alice": 1})
+class Counter:
+    def __init__(self):
+        self.n = 0
+    def incr(self):
+        self.n += 1
+        return self.n
+
+data = np.arange(2_000_000, dtype=np.float64)  # 16 MB: pulled by the other machine's node
+ran = ray.get([on_alice.remote() for _ in range(20)])
+moved = ray.get(on_alice.remote(ray.put(data)))
+back = float(ray.get(make.remote()).sum())
+counter = Counter.remote()
+calls = ray.get([counter.incr.remote() for _ in range(50)])
+links = sorted({(c.raddr.ip, c.raddr.port) for c in psutil.Process().net_connections(kind="tcp")
+                if c.status == psutil.CONN_ESTABLISHED and c.raddr and c.raddr.ip == other})
+print(json.dumps({"ran": sorted({n for n, _ in ran}), "moved": moved, "sum": float(data.sum()),
+                  "back": back, "calls": calls, "links": links}))
+ray.shutdown()
+"""
+
+
+def test_direct_links_between_machines_without_encryption(no_leaks):
+    """--no-encryption on real addresses: a driver on machine 0 calls machine 1's workers over
+    direct links on machine 1's address (not through the nodes), large values both ways."""
+    import os
+
+    base = Path(no_leaks)
+    envs = []
+    for i in range(2):
+        d = base / f"machine{i}"
+        d.mkdir()
+        envs.append(dict(os.environ, NBCLUSTER_DIR=str(d)))
+    with Machines(2) as m:
+        head = f"{m.ips[0]}:{PORT}"
+        try:
+            out = cli(
+                m, 0, envs[0], "start", "--head", "--host", m.ips[0], "--port", str(PORT), "--no-encryption"
+            )
+            assert "CurveZMQ" not in out.stdout
+            conn = re.search(r"Connection file \(holds the key\): (\S+)", out.stdout).group(1)
+            key_file = base / "cluster.key"
+            shutil.copyfile(conn, key_file)
+            key_file.chmod(0o600)
+            out = cli(
+                m,
+                1,
+                envs[1],
+                "start",
+                "--address",
+                head,
+                "--token-file",
+                str(key_file),
+                "--num-cpus",
+                "2",
+                "--resources",
+                '{"alice": 2}',
+            )
+            gateway = int(re.search(rf"tcp://{re.escape(m.ips[1])}:(\d+)", out.stdout).group(1))
+            run = m.run(
+                0,
+                [sys.executable, "-c", DIRECT_DRIVER, head, m.ips[1]],
+                env=envs[0],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert run.returncode == 0, run.stderr
+            got = json.loads(run.stdout.strip().splitlines()[-1])
+            assert len(got["ran"]) == 1 and got["moved"] == [got["ran"][0], got["sum"]]
+            assert got["back"] == 6_000_000.0 and got["calls"] == list(range(1, 51))
+            # The driver's connections to machine 1 are to its workers, not its gateway.
+            assert got["links"] and all(port != gateway for _, port in got["links"])
+        finally:
+            m.run(
+                0, [sys.executable, "-m", "runtime.cli", "stop"], env=envs[0], capture_output=True, timeout=90
+            )
+            for i in range(2):
+                wait_for(lambda i=i: not m.pids(i), 30, what=f"machine {i} to have no process left")
+    for i in range(2):
+        shutil.rmtree(base / f"machine{i}")
