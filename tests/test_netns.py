@@ -9,7 +9,9 @@ so these tests check network locality only.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -34,67 +36,69 @@ def cli(m: Machines, i: int, env: dict, *args: str) -> subprocess.CompletedProce
     return out
 
 
-@pytest.fixture
-def machines(no_leaks, monkeypatch):
-    """Four machines: 0 runs the head (5 CPUs, bob), 1 alice, 2 ming1/ming2, 3 only a notebook."""
-    import os
+def run_driver(m: Machines, i: int, env: dict, source: str, *args: str) -> dict:
+    """Run a driver script on machine `i`; the JSON of its last line."""
+    out = m.run(
+        i, [sys.executable, "-c", source, *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
-    base = Path(no_leaks)
+
+@contextlib.contextmanager
+def cluster_on(base: Path, n: int, head_args: list[str], nodes: dict[int, dict]):
+    """`n` machines, each with its own runtime folder: a head on machine 0 (`head_args` added to
+    its `start`), and a node with these resources on each machine in `nodes`, which only get a
+    copy of the connection file. Yields (machines, envs, head address, key file, each start's
+    output); stops everything and checks that no process is left."""
     envs = []
-    for i in range(4):
+    for i in range(n):
         d = base / f"machine{i}"
         d.mkdir()
         envs.append(dict(os.environ, NBCLUSTER_DIR=str(d)))
-    with Machines(4) as m:
+    with Machines(n) as m:
         head = f"{m.ips[0]}:{PORT}"
         key_file = base / "cluster.key"  # the copy the other machines get
         try:
-            out = cli(
-                m,
-                0,
-                envs[0],
-                "start",
-                "--head",
-                "--host",
-                m.ips[0],
-                "--port",
-                str(PORT),
-                "--num-cpus",
-                "5",
-                "--resources",
-                '{"bob": 5}',
-                "--gateway-port",
-                "7000",  # fixed, for a firewall rule
-            )
-            assert "encrypted with CurveZMQ" in out.stdout and "--token-file" in out.stdout
+            out = cli(m, 0, envs[0], "start", "--head", "--host", m.ips[0], "--port", str(PORT), *head_args)
             conn = re.search(r"Connection file \(holds the key\): (\S+)", out.stdout).group(1)
             shutil.copyfile(conn, key_file)
             key_file.chmod(0o600)
-            for i, res in ((1, {"alice": 2}), (2, {"ming1": 1, "ming2": 1})):
-                out = cli(
-                    m,
-                    i,
-                    envs[i],
-                    "start",
-                    "--address",
-                    head,
-                    "--token-file",
-                    str(key_file),
-                    "--num-cpus",
-                    "2",
-                    "--resources",
-                    json.dumps(res),
-                )
-                assert f"tcp://{m.ips[i]}:" in out.stdout
-            yield m, envs, head, key_file
+            outs = {0: out}
+            for i, res in nodes.items():
+                outs[i] = cli(
+                    m, i, envs[i], "start", "--address", head, "--token-file", str(key_file),
+                    "--num-cpus", "2", "--resources", json.dumps(res),
+                )  # fmt: skip
+            yield m, envs, head, key_file, outs
         finally:
             m.run(
                 0, [sys.executable, "-m", "runtime.cli", "stop"], env=envs[0], capture_output=True, timeout=90
             )
-            for i in range(4):
+            for i in range(n):
                 wait_for(lambda i=i: not m.pids(i), 30, what=f"machine {i} to have no process left")
-    for i in range(4):
+    for i in range(n):
         shutil.rmtree(base / f"machine{i}")
+
+
+@pytest.fixture
+def machines(no_leaks):
+    """Four machines: 0 runs the head (5 CPUs, bob), 1 alice, 2 ming1/ming2, 3 only a notebook."""
+    head_args = [
+        "--num-cpus",
+        "5",
+        "--resources",
+        '{"bob": 5}',
+        "--gateway-port",
+        "7000",
+    ]  # fixed, for a firewall
+    with cluster_on(Path(no_leaks), 4, head_args, {1: {"alice": 2}, 2: {"ming1": 1, "ming2": 1}}) as (
+        m, envs, head, key_file, outs,
+    ):  # fmt: skip
+        assert "encrypted with CurveZMQ" in outs[0].stdout and "--token-file" in outs[0].stdout
+        for i in (1, 2):
+            assert f"tcp://{m.ips[i]}:" in outs[i].stdout
+        yield m, envs, head, key_file
 
 
 DRIVER = """
@@ -132,16 +136,7 @@ ray.shutdown()
 def test_nodes_on_separate_addresses(machines):
     m, envs, head, key_file = machines
     # Machine 3 has no node: its driver uses a node's gateway over the network.
-    out = m.run(
-        3,
-        [sys.executable, "-c", DRIVER, head, str(key_file)],
-        env=envs[3],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    got = run_driver(m, 3, envs[3], DRIVER, head, str(key_file))
     nodes = got["nodes"]
     assert set(nodes) == {m.ips[0], m.ips[1], m.ips[2]}
     assert got["ran"] == {
@@ -331,59 +326,11 @@ ray.shutdown()
 def test_direct_links_between_machines_without_encryption(no_leaks):
     """--no-encryption on real addresses: a driver on machine 0 calls machine 1's workers over
     direct links on machine 1's address (not through the nodes), large values both ways."""
-    import os
-
-    base = Path(no_leaks)
-    envs = []
-    for i in range(2):
-        d = base / f"machine{i}"
-        d.mkdir()
-        envs.append(dict(os.environ, NBCLUSTER_DIR=str(d)))
-    with Machines(2) as m:
-        head = f"{m.ips[0]}:{PORT}"
-        try:
-            out = cli(
-                m, 0, envs[0], "start", "--head", "--host", m.ips[0], "--port", str(PORT), "--no-encryption"
-            )
-            assert "CurveZMQ" not in out.stdout
-            conn = re.search(r"Connection file \(holds the key\): (\S+)", out.stdout).group(1)
-            key_file = base / "cluster.key"
-            shutil.copyfile(conn, key_file)
-            key_file.chmod(0o600)
-            out = cli(
-                m,
-                1,
-                envs[1],
-                "start",
-                "--address",
-                head,
-                "--token-file",
-                str(key_file),
-                "--num-cpus",
-                "2",
-                "--resources",
-                '{"alice": 2}',
-            )
-            gateway = int(re.search(rf"tcp://{re.escape(m.ips[1])}:(\d+)", out.stdout).group(1))
-            run = m.run(
-                0,
-                [sys.executable, "-c", DIRECT_DRIVER, head, m.ips[1]],
-                env=envs[0],
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            assert run.returncode == 0, run.stderr
-            got = json.loads(run.stdout.strip().splitlines()[-1])
-            assert len(got["ran"]) == 1 and got["moved"] == [got["ran"][0], got["sum"]]
-            assert got["back"] == 6_000_000.0 and got["calls"] == list(range(1, 51))
-            # The driver's connections to machine 1 are to its workers, not its gateway.
-            assert got["links"] and all(port != gateway for _, port in got["links"])
-        finally:
-            m.run(
-                0, [sys.executable, "-m", "runtime.cli", "stop"], env=envs[0], capture_output=True, timeout=90
-            )
-            for i in range(2):
-                wait_for(lambda i=i: not m.pids(i), 30, what=f"machine {i} to have no process left")
-    for i in range(2):
-        shutil.rmtree(base / f"machine{i}")
+    with cluster_on(Path(no_leaks), 2, ["--no-encryption"], {1: {"alice": 2}}) as (m, envs, head, _, outs):
+        assert "CurveZMQ" not in outs[0].stdout
+        gateway = int(re.search(rf"tcp://{re.escape(m.ips[1])}:(\d+)", outs[1].stdout).group(1))
+        got = run_driver(m, 0, envs[0], DIRECT_DRIVER, head, m.ips[1])
+        assert len(got["ran"]) == 1 and got["moved"] == [got["ran"][0], got["sum"]]
+        assert got["back"] == 6_000_000.0 and got["calls"] == list(range(1, 51))
+        # The driver's connections to machine 1 are to its workers, not its gateway.
+        assert got["links"] and all(port != gateway for _, port in got["links"])

@@ -164,10 +164,8 @@ class IOLoop:
                     continue
                 for batch in batches:
                     core.dispatch(batch, None)
-            elif sock is self.listener:
-                self.accept()
-            elif sock is self.direct_listener:
-                self.accept_direct()
+            elif sock is self.listener or sock is self.direct_listener:
+                self.accept(sock)
             elif isinstance(sock, (int, zmq.Socket)):
                 rest.append(sock)
             else:
@@ -203,31 +201,25 @@ class IOLoop:
         sock.setblocking(False)
         self.listener = sock
 
-    def accept(self) -> None:
-        core = self.core
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            link = transport.Link(None, core.signer, sock=sock)
-            core.peers[sock.fileno()] = link
-
     def listen_direct(self, host: str) -> int:
         """A worker: also accept callers on other nodes, over TCP on `host`; the port."""
         self.direct_listener = direct.listen(host)
         return self.direct_listener.getsockname()[1]
 
-    def accept_direct(self) -> None:
+    def accept(self, listener: socket.socket) -> None:
+        """New callers on one of a worker's listeners: a link each (signed for a session on TCP)."""
         core = self.core
         while True:
             try:
-                sock, _ = self.direct_listener.accept()
+                sock, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
-                return  # e.g. out of file descriptors: the caller's connect fails, it uses the relay
-            link = direct.accept(sock, core.signer, core.identity)
+                return  # e.g. out of file descriptors: that caller's connect fails
+            if listener is self.direct_listener:
+                link = direct.accept(sock, core.signer, core.identity)
+            else:
+                link = transport.Link(None, core.signer, sock=sock)
             core.peers[sock.fileno()] = link
 
     def run(self) -> None:
