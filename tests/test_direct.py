@@ -149,6 +149,8 @@ def test_a_stranger_cannot_use_a_workers_port(two_nodes, no_leaks):
             except ConnectionResetError:
                 return b""
 
+    silent = socket.create_connection(("127.0.0.1", port), timeout=20)  # says nothing at all
+    opened = time.monotonic()
     assert attempt(b"GET / HTTP/1.0\r\n\r\n" + b"x" * 100) == b""
     wrong = protocol.Signer(os.urandom(32))
     assert attempt(direct.hello(wrong, os.urandom(16), worker)) == b""
@@ -177,6 +179,10 @@ def test_a_stranger_cannot_use_a_workers_port(two_nodes, no_leaks):
             pass
     # The same hello again, on a new connection: a replay.
     assert attempt(hello) == b""
+    # The silent one is closed once it had direct.HELLO_WAIT seconds to say who it is.
+    with silent:
+        assert silent.recv(100) == b""
+    assert time.monotonic() - opened >= direct.HELLO_WAIT - 0.5
     # The worker is unharmed and still serves its real callers.
     assert runtime.get(on_b.remote(2), timeout=60)[0] == 2
     assert port in worker_ports(no_leaks)

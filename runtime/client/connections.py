@@ -89,6 +89,14 @@ class Connections:
         self.peers[link.sock.fileno()] = link
         return link
 
+    def drop_silent(self, now: float) -> None:
+        """A worker: close direct connections that sent no valid HELLO within `direct.HELLO_WAIT`
+        (anyone who can reach the port can open one; only a caller with the key gets further)."""
+        for fd, link in list(self.peers.items()):
+            if link.direct and link.reader.nonce is None and now - link.opened > direct.HELLO_WAIT:
+                del self.peers[fd]
+                link.close()
+
     def closed(self, link: transport.Link) -> None:
         """A worker we send work to is gone: retry its tasks, fail its actor's calls."""
         core = self.core

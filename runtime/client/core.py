@@ -362,6 +362,8 @@ class Client:
         with self.lock:
             self.leases.tick(now)
             stats = self.submissions.task_counts()
+            if self.io.direct_listener is not None:
+                self.connections.drop_silent(now)
         if self.remote_driver and now - self.last_heard > NODE_SILENCE and not self.dead_reason:
             self.mark_dead(
                 f"the node this driver uses ({self.node_id}) has not answered for {NODE_SILENCE:.0f} s: "

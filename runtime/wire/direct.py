@@ -28,6 +28,7 @@ import os
 import pickle
 import socket
 import struct
+import time
 
 from . import protocol
 from .transport import _LEN, FrameReader, Link
@@ -37,6 +38,7 @@ _SEQ = struct.Struct("<Q")
 NONCE = 16
 HELLO_SIZE = len(MAGIC) + 24 + NONCE + 32  # magic, replay header, nonce, signature
 CONNECT_TIMEOUT = 1.0  # s: a worker whose port cannot be reached by then is reached through the nodes
+HELLO_WAIT = 10.0  # s: a connection to a worker without a valid HELLO by then is closed
 TO_WORKER, TO_CALLER = b">", b"<"
 
 
@@ -120,6 +122,7 @@ class DirectLink(Link):
         self.node_id = node_id  # the worker's node (a caller's link): its death closes the link
         self.reader = SessionReader(signer, source, nonce, TO_CALLER if caller else TO_WORKER, me)
         self.out_header = (TO_WORKER if caller else TO_CALLER, 0)
+        self.opened = time.monotonic()
 
     @classmethod
     def connect(cls, address: str, signer: protocol.Signer, identity: bytes, node_id: str) -> DirectLink:
