@@ -339,3 +339,27 @@ def test_dropped_connections_are_made_again_and_nothing_is_lost(three_nodes, no_
     assert len([n for n in runtime.nodes() if n["Alive"]]) == 3
     wait_for(lambda: len(three_nodes.status()["nodes"]) == 3, timeout=30, what="the head to list every node")
     # `nbcluster stop` (the fixture) still reaches every node: nothing is left (conftest checks).
+
+
+def test_pull_that_cannot_be_written_is_lost_and_cleaned_up(no_leaks):
+    """The receiving node cannot make the pulled copy (its file size limit, as a full disk):
+    the task gets ObjectLostError, no part file is left, and the node pulls again once it can."""
+    cluster = Cluster(1, {})
+    try:
+        b = cluster.add_node("b", 2, {"on_b": 1})
+        runtime.init(address=cluster.address)
+        info = runtime.api._state.info
+        pid = next(n["pid"] for n in cluster.status()["nodes"] if n["node_id"] == b)
+        daemon = psutil.Process(pid)
+        limit = daemon.rlimit(psutil.RLIMIT_FSIZE)
+        data = np.arange(3_000_000, dtype=np.float64)  # 24 MB: pulled in chunks by node b
+        ref = runtime.put(data)
+        task = where.options(resources={"on_b": 1})
+        daemon.rlimit(psutil.RLIMIT_FSIZE, (1 << 20, limit[1]))  # writes past 1 MiB fail (EFBIG)
+        with pytest.raises(runtime.exceptions.ObjectLostError):
+            runtime.get(task.remote(ref), timeout=60)
+        assert not list(shm_dir().glob(f"nbc-{info.cluster_id}-{b}-*"))  # no .part, no copy
+        daemon.rlimit(psutil.RLIMIT_FSIZE, limit)
+        assert runtime.get(task.remote(ref), timeout=60) == (b, data.sum())
+    finally:
+        cluster.stop()
