@@ -6,8 +6,8 @@
         at most MAX_PULLS at once; one pull per argument per node (cached for CACHE_TTL)
     B: serve_pull maps the segment ──▶ pump(): one CHUNK per transfer per turn of B's loop ══▶ A
        (a view of the mapping, sent with copy=False: ZeroMQ reads the page cache itself)
-    A: recv (payload left in ZeroMQ's buffer) ──▶ protocol.unpack: keyed BLAKE3 of the payload,
-       HMAC of header, body and that digest ──▶ on_chunk: a checked chunk ──▶ ChunkWriter queue
+    A: recv (payload left in ZeroMQ's buffer) ──▶ protocol.unpack: GMAC tag of the payload,
+       HMAC of header, body and that tag ──▶ on_chunk: a checked chunk ──▶ ChunkWriter queue
     A's writer thread (nbc-writer, started at the first chunk, SIGINT blocked, joined at close):
        pwrite <local>.part ──▶ result + a byte on its pipe ──▶ A's loop: on_written
        ──▶ all written: renamed to a local segment ──▶ done(local path)
@@ -119,7 +119,7 @@ def write_all(fd: int, data: Any, offset: int) -> int:
 class ChunkWriter:
     """The thread that writes checked chunks into their pulls' ``.part`` files.
 
-    The node's loop checks a chunk (BLAKE3 digest, HMAC) and queues it here, so
+    The node's loop checks a chunk (GMAC tag, HMAC) and queues it here, so
     it checks the next one while this thread writes (a write into a new tmpfs
     file costs about twice the check). Jobs run in the order queued: a pull's
     discard (close and remove its ``.part``) comes after its writes. Each write's
