@@ -339,3 +339,62 @@ def test_dropped_connections_are_made_again_and_nothing_is_lost(three_nodes, no_
     assert len([n for n in runtime.nodes() if n["Alive"]]) == 3
     wait_for(lambda: len(three_nodes.status()["nodes"]) == 3, timeout=30, what="the head to list every node")
     # `nbcluster stop` (the fixture) still reaches every node: nothing is left (conftest checks).
+
+
+def test_pull_that_cannot_be_written_is_lost_and_cleaned_up(no_leaks):
+    """The receiving node cannot make the pulled copy (its file size limit, as a full disk):
+    the task gets ObjectLostError, no part file is left, and the node pulls again once it can."""
+    cluster = Cluster(1, {})
+    try:
+        b = cluster.add_node("b", 2, {"on_b": 1})
+        runtime.init(address=cluster.address)
+        info = runtime.api._state.info
+        pid = next(n["pid"] for n in cluster.status()["nodes"] if n["node_id"] == b)
+        daemon = psutil.Process(pid)
+        limit = daemon.rlimit(psutil.RLIMIT_FSIZE)
+        data = np.arange(3_000_000, dtype=np.float64)  # 24 MB: pulled in chunks by node b
+        ref = runtime.put(data)
+        task = where.options(resources={"on_b": 1})
+        daemon.rlimit(psutil.RLIMIT_FSIZE, (1 << 20, limit[1]))  # writes past 1 MiB fail (EFBIG)
+        with pytest.raises(runtime.exceptions.ObjectLostError):
+            runtime.get(task.remote(ref), timeout=60)
+        assert not list(shm_dir().glob(f"nbc-{info.cluster_id}-{b}-*"))  # no .part, no copy
+        daemon.rlimit(psutil.RLIMIT_FSIZE, limit)
+        assert runtime.get(task.remote(ref), timeout=60) == (b, data.sum())
+    finally:
+        cluster.stop()
+
+
+def test_pull_that_hears_nothing_fails_and_the_node_pulls_again(no_leaks, monkeypatch):
+    """The node that holds an argument stops sending while it lives on (here: frozen with
+    SIGSTOP; in the wild, a chunk dropped for failing its check): after NBCLUSTER_PULL_STALL_S
+    the call gets ObjectLostError instead of hanging, and once the sender is back the next
+    call pulls the value."""
+    monkeypatch.setenv("NBCLUSTER_PULL_STALL_S", "2")
+    cluster = Cluster(1, {}, node_timeout=120.0)  # the frozen node is not declared dead
+    try:
+        b = cluster.add_node("b", 2, {"on_b": 1})
+        runtime.init(address=cluster.address)
+        home = runtime.get_runtime_context().get_node_id()
+
+        @runtime.remote(resources={"on_b": 1})
+        class Reader:
+            def read(self, x):
+                return runtime.get_runtime_context().get_node_id(), float(np.asarray(x).sum())
+
+        reader = Reader.remote()
+        assert runtime.get(reader.read.remote(1), timeout=60) == (b, 1.0)  # its link is up
+        data = np.arange(3_000_000, dtype=np.float64)  # 24 MB: in the driver's node's memory
+        ref = runtime.put(data)
+        pid = next(n["pid"] for n in cluster.status()["nodes"] if n["node_id"] == home)
+        os.kill(pid, signal.SIGSTOP)  # the call still reaches the reader: a direct link
+        try:
+            start = time.monotonic()
+            with pytest.raises(runtime.exceptions.ObjectLostError):
+                runtime.get(reader.read.remote(ref), timeout=60)
+            assert time.monotonic() - start < 30
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert runtime.get(reader.read.remote(ref), timeout=60) == (b, data.sum())
+    finally:
+        cluster.stop()

@@ -198,6 +198,7 @@ class Node:
         listener = self.server.listener.fileno()
         poller.register(listener, zmq.POLLIN)
         poller.register(gateway.router, zmq.POLLIN)
+        poller.register(gateway.written_fd, zmq.POLLIN)
         if self.head is not None:
             poller.register(self.head, zmq.POLLIN)
         poller.register(self.zygote.event_fd, zmq.POLLIN)
@@ -232,6 +233,8 @@ class Node:
                             poller.register(new.fd, zmq.POLLIN)
                     elif fd is gateway.router:
                         gateway.read()
+                    elif fd == gateway.written_fd:
+                        gateway.on_written()
                     elif isinstance(fd, int) and fd in gateway.by_fd:
                         gateway.on_link_event(fd, ev)
                     elif fd is self.head:

@@ -121,6 +121,8 @@ class Gateway:
         )
         self.serving = self.transfers.serving  # transfers we serve: the node pumps them every turn
         self.pump = self.transfers.pump
+        self.written_fd = self.transfers.writer.fileno()  # the node polls it: then on_written()
+        self.on_written = self.transfers.on_written
         self.tick = self.transfers.tick
 
     @property

@@ -18,6 +18,7 @@ import time
 from .. import config as cfg
 from ..prctl import set_process_name
 from .daemon import Node
+from .transfer import keep_chunk_buffers
 
 
 def main(conf: dict, parent_fd: int | None = None, on_joined=None) -> None:
@@ -33,6 +34,7 @@ def main(conf: dict, parent_fd: int | None = None, on_joined=None) -> None:
         worker.main(conf, wid)
 
     node.start_zygote(worker_main)
+    keep_chunk_buffers()  # after the fork: the workers keep glibc's defaults
     signal.signal(signal.SIGTERM, lambda *_: setattr(node, "running_flag", False))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     node.serve(parent_fd)

@@ -6,11 +6,14 @@
         at most MAX_PULLS at once; one pull per argument per node (cached for CACHE_TTL)
     B: serve_pull maps the segment ──▶ pump(): one CHUNK per transfer per turn of B's loop ══▶ A
        (a view of the mapping, sent with copy=False: ZeroMQ reads the page cache itself)
-    A: recv (payload left in ZeroMQ's buffer) ──▶ protocol.unpack: keyed BLAKE3 of the payload,
-       HMAC of header, body and that digest ──▶ on_chunk ──▶ pwrite <local>.part
-       ──▶ renamed to a local segment ──▶ done(local path)
-        (None if B died or the segment is gone: the batch says ObjectLostError, or
-        the owner re-runs the task that made a lost result)
+    A: recv (payload left in ZeroMQ's buffer) ──▶ protocol.unpack: GMAC tag of the payload,
+       HMAC of header, body and that tag ──▶ on_chunk: a checked chunk ──▶ ChunkWriter queue
+    A's writer thread (nbc-writer, started at the first chunk, SIGINT blocked, joined at close):
+       pwrite <local>.part ──▶ result + a byte on its pipe ──▶ A's loop: on_written
+       ──▶ all written: renamed to a local segment ──▶ done(local path)
+        (None if B died, the segment is gone or a write failed: the batch says ObjectLostError,
+        or the owner re-runs the task that made a lost result; a failed pull's .part is closed
+        and removed by the writer, after the writes queued before it)
     a worker's large result for an owner on another node: kept TRANSIT_TTL seconds
     for the owner's node to move it (move=True: the pulled copy is the only one)
 
@@ -21,19 +24,24 @@ task's large results are moved to the node of the task's owner.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import mmap
 import os
 import pickle
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import zmq
 
 from .. import config as cfg
 from ..exceptions import ObjectLostError
+from ..prctl import sigint_blocked
 from ..wire import protocol
 from ..wire.paths import segment_node
 from ..wire.protocol import Kind
@@ -44,6 +52,29 @@ CHUNK = 8 << 20  # bytes per CHUNK message
 MAX_PULLS = 4  # concurrent incoming transfers per node
 CACHE_TTL = 30.0  # seconds a pulled copy of an argument is kept after its last use
 TRANSIT_TTL = 120.0  # seconds a result waits for its owner's node to move it
+# Seconds a started pull may go without a chunk before it fails (a chunk that failed its
+# check was dropped, or the sender stopped serving it while its node lives on).
+PULL_STALL = float(os.environ.get("NBCLUSTER_PULL_STALL_S", "30"))
+TRIM_KEEP = 8 * CHUNK  # bytes of freed heap a node keeps for the next chunks (keep_chunk_buffers)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+
+def keep_chunk_buffers() -> None:
+    """Let this process (a node daemon) reuse the memory of received chunks (glibc only).
+
+    ZeroMQ's I/O thread mallocs an 8 MiB buffer per CHUNK it receives; glibc serves
+    that with a fresh mmap, or trims the freed heap back to the system, so every
+    chunk's pages were faulted in and zeroed again (a quarter of that thread's CPU
+    in a pull). Chunk-sized blocks now come from the heap, and up to TRIM_KEEP bytes
+    of it stay there when free. Called after the zygote is forked: workers keep
+    glibc's defaults.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc: its defaults
+        return
+    mallopt(M_MMAP_THRESHOLD, 2 * CHUNK)
+    mallopt(M_TRIM_THRESHOLD, TRIM_KEEP)
 
 
 def _err(exc: BaseException) -> bytes:
@@ -66,15 +97,132 @@ def read_file(path: str, owned: bool) -> bytes:
 
 
 class Pull:
-    __slots__ = ("req_id", "src", "path", "local", "move", "total", "got", "fd", "waiters", "started")
+    __slots__ = (
+        "req_id",
+        "src",
+        "path",
+        "local",
+        "move",
+        "total",
+        "got",
+        "written",
+        "fd",
+        "waiters",
+        "started",
+        "heard",
+        "dropped",
+    )
 
     def __init__(self, req_id: int, src: str, path: str, local: str, move: bool) -> None:
         self.req_id, self.src, self.path, self.local, self.move = req_id, src, path, local, move
         self.total = -1
-        self.got = 0
+        self.got = 0  # bytes received and checked
+        self.written = 0  # of those, bytes the writer has written into the .part file
         self.fd = -1
         self.waiters: list[Callable[[str | None], None]] = []
         self.started = 0.0
+        self.heard = 0.0  # when the sender was last heard of (the start, or its last chunk)
+        self.dropped = False  # failed: the writer skips its queued chunks
+
+
+def write_all(fd: int, data: Any, offset: int) -> int:
+    """Write the whole buffer `data` at `offset` of `fd`; its size."""
+    view = memoryview(data)
+    size = view.nbytes
+    while view.nbytes:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+    return size
+
+
+class ChunkWriter:
+    """The thread that writes checked chunks into their pulls' ``.part`` files.
+
+    The node's loop checks a chunk (GMAC tag, HMAC) and queues it here, so
+    it checks the next one while this thread writes (a write into a new tmpfs
+    file costs about twice the check). Jobs run in the order queued: a pull's
+    discard (close and remove its ``.part``) comes after its writes. Each write's
+    outcome goes back on `results` with a byte on a pipe that the node polls
+    (`fileno`); `take` reads them. Started at the first job, so a node that
+    never pulls has no such thread.
+    """
+
+    def __init__(self) -> None:
+        self.jobs: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
+        self.results: queue.SimpleQueue[tuple[Pull, int | OSError]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.thread: threading.Thread | None = None
+
+    def fileno(self) -> int:
+        """Readable when results wait in `take`."""
+        return self._wake_r
+
+    def write(self, pull: Pull, data: Any, offset: int) -> None:
+        self._submit((pull, data, offset))
+
+    def discard(self, fd: int, part: str) -> None:
+        """Close `fd` and remove `part` once the writes queued before are done (or skipped)."""
+        self._submit((None, fd, part))
+
+    def take(self) -> list[tuple[Pull, int | OSError]]:
+        """The outcomes of writes done since the last call: (pull, bytes written or the error)."""
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        out = []
+        while True:
+            try:
+                out.append(self.results.get_nowait())
+            except queue.Empty:
+                return out
+
+    def close(self) -> None:
+        """Finish the queued jobs (their discards included) and stop the thread."""
+        if self.thread is not None:
+            self.jobs.put(None)
+            self.thread.join()
+            self.thread = None
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _submit(self, job: tuple) -> None:
+        if self.thread is None:
+            with sigint_blocked():  # the daemon ignores SIGINT; its threads never take it either
+                self.thread = threading.Thread(target=self._run, name="nbc-writer", daemon=True)
+                self.thread.start()
+        self.jobs.put(job)
+
+    def _run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            if job[0] is None:
+                _close_and_remove(*job[1:])
+            elif not job[0].dropped:
+                self._write(*job)
+            del job  # ZeroMQ's buffer goes now, not when the next job comes
+
+    def _write(self, pull: Pull, data: Any, offset: int) -> None:
+        try:
+            outcome: int | OSError = write_all(pull.fd, data, offset)
+        except OSError as e:  # ENOSPC: the pull fails, its .part is discarded
+            outcome = e
+        self.results.put((pull, outcome))
+        try:
+            os.write(self._wake_w, b"w")
+        except BlockingIOError:  # the pipe is full of wake-ups already
+            pass
+
+
+def _close_and_remove(fd: int, path: str) -> None:
+    os.close(fd)
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 class Transfers:
@@ -106,6 +254,7 @@ class Transfers:
         self.copies: dict[str, list] = {}  # remote path -> [local path, last used]
         self.transit: dict[str, float] = {}  # our result segments awaiting a move -> deadline
         self.serving: deque[list] = deque()  # [node, request, path, move, view, total, offset]
+        self.writer = ChunkWriter()
         self.next_req = 1
         self.bytes_in = 0
         self.bytes_out = 0
@@ -148,30 +297,57 @@ class Transfers:
             if pull.req_id not in self.pulls:
                 continue
             self.active += 1
-            pull.started = time.monotonic()
+            pull.started = pull.heard = time.monotonic()
             self.send(pull.src, (Kind.PULL, self.node_id, pull.req_id, pull.path, pull.move))
 
     def on_chunk(self, req_id: int, offset: int, total: int, data: bytes) -> None:
         pull = self.pulls.get(req_id)
         if pull is None:
             return
+        pull.heard = time.monotonic()
         if total < 0:
             self.finish_pull(pull, ok=False)
             return
-        if pull.fd < 0:
-            pull.total = total
-            pull.fd = os.open(pull.local + ".part", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.ftruncate(pull.fd, max(total, 1))
-        view = memoryview(data)
-        size = view.nbytes
-        while view.nbytes:
-            n = os.pwrite(pull.fd, view, offset)
-            view = view[n:]
-            offset += n
+        if pull.fd < 0 and not self.open_part(pull, total):
+            self.finish_pull(pull, ok=False)
+            return
+        size = memoryview(data).nbytes
+        if offset < 0 or offset + size > pull.total:  # not a part of the segment it announced
+            self.finish_pull(pull, ok=False)
+            return
         pull.got += size
         self.bytes_in += size
-        if pull.got >= pull.total:
+        if size:
+            self.writer.write(pull, data, offset)  # checked: `on_written` hears when it is written
+        elif pull.got >= pull.total:  # an empty segment: nothing to write
             self.finish_pull(pull, ok=True)
+
+    @staticmethod
+    def open_part(pull: Pull, total: int) -> bool:
+        """Make the pull's ``.part`` file, `total` bytes long; False if the file system says no
+        (full, or a file size limit): the pull fails."""
+        pull.total = total
+        try:
+            pull.fd = os.open(pull.local + ".part", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.ftruncate(pull.fd, max(total, 1))
+        except OSError as e:
+            log.warning("could not make %s: %s", os.path.basename(pull.local) + ".part", e)
+            return False  # if it was opened, finish_pull closes and removes it
+        return True
+
+    def on_written(self) -> None:
+        """The writer wrote chunks: a pull whose bytes are all written is done; one whose
+        write failed is lost."""
+        for pull, outcome in self.writer.take():
+            if self.pulls.get(pull.req_id) is not pull:
+                continue  # failed or closed meanwhile
+            if isinstance(outcome, OSError):
+                log.warning("could not write a chunk of %s: %s", os.path.basename(pull.local), outcome)
+                self.finish_pull(pull, ok=False)
+                continue
+            pull.written += outcome
+            if pull.written >= pull.total and pull.written == pull.got:  # none still queued
+                self.finish_pull(pull, ok=True)
 
     def finish_pull(self, pull: Pull, ok: bool) -> None:
         if self.pulls.pop(pull.req_id, None) is None:
@@ -179,14 +355,13 @@ class Transfers:
         if pull.started:
             self.active -= 1
         if pull.fd >= 0:
-            os.close(pull.fd)
-            if ok:
+            if ok:  # every write is done (on_written)
+                os.close(pull.fd)
                 os.replace(pull.local + ".part", pull.local)
-            else:
-                try:
-                    os.unlink(pull.local + ".part")
-                except OSError:
-                    pass
+            else:  # writes may still be queued: the writer closes and removes it after them
+                pull.dropped = True
+                self.writer.discard(pull.fd, pull.local + ".part")
+            pull.fd = -1
         if self.by_path.get(pull.path) is pull:
             del self.by_path[pull.path]
         local = pull.local if ok else None
@@ -255,8 +430,17 @@ class Transfers:
                 self.transit[result[2]] = deadline
 
     def tick(self) -> None:
-        """Drop cached copies unused for CACHE_TTL, and results never moved within TRANSIT_TTL."""
+        """Drop cached copies unused for CACHE_TTL, and results never moved within TRANSIT_TTL;
+        fail pulls that heard nothing for PULL_STALL seconds."""
         now = time.monotonic()
+        for pull in [p for p in self.pulls.values() if p.started and now - p.heard > PULL_STALL]:
+            log.warning(
+                "no chunk of %s from node %s for %.0f s: the pull fails",
+                os.path.basename(pull.path),
+                pull.src,
+                now - pull.heard,
+            )
+            self.finish_pull(pull, ok=False)
         for path, (local, used) in list(self.copies.items()):
             if now - used > CACHE_TTL:
                 del self.copies[path]
@@ -283,6 +467,7 @@ class Transfers:
         self.serving.clear()
         for pull in list(self.pulls.values()):
             self.finish_pull(pull, ok=False)
+        self.writer.close()  # after the discards: no .part file or thread is left
         for local, _ in self.copies.values():
             try:
                 os.unlink(local)

@@ -55,7 +55,13 @@ def foreign_paths(batch: list, node_id: str) -> list[tuple[str, bool]]:
 
 def rewrite(batch: list, mapping: dict[str, str | None]) -> list:
     """`batch` with each path in `mapping` replaced by its local copy (None: lost with its node)."""
-    lost = pickle.dumps(ObjectLostError("its value lived on a node that is gone"), PROTOCOL)
+    lost = pickle.dumps(
+        ObjectLostError(
+            "its value could not be copied from the node that holds it (that node is gone, "
+            "or sent nothing for NBCLUSTER_PULL_STALL_S seconds; the receiving node's log says which)"
+        ),
+        PROTOCOL,
+    )
 
     def swap(is_error: bool, value: Any) -> tuple[bool, Any]:
         if isinstance(value, str) and value in mapping:
