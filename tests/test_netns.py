@@ -101,6 +101,16 @@ def machines(no_leaks):
         yield m, envs, head, key_file
 
 
+COUNTER = """
+@ray.remote(resources={"alice": 1})
+class Counter:
+    def __init__(self):
+        self.n = 0
+    def incr(self):
+        self.n += 1
+        return self.n, ray.get_runtime_context().get_node_id()
+"""
+
 DRIVER = """
 import json, sys
 import numpy as np
@@ -112,14 +122,7 @@ ray.init(address=sys.argv[1], token=sys.argv[2])
 def where(x=None):
     return ray.get_runtime_context().get_node_id(), None if x is None else float(np.asarray(x).sum())
 
-@ray.remote(resources={"alice": 1})
-class Counter:
-    def __init__(self):
-        self.n = 0
-    def incr(self):
-        self.n += 1
-        return self.n, ray.get_runtime_context().get_node_id()
-
+{counter}
 nodes = {n["NodeManagerAddress"]: n["NodeID"] for n in ray.nodes() if n["Alive"]}
 ran = {}
 for label, res in [("bob", {"bob": 1}), ("alice", {"alice": 1}), ("ming1", {"ming1": 1}), ("ming2", {"ming2": 1})]:
@@ -131,6 +134,7 @@ calls = ray.get([counter.incr.remote() for _ in range(3)])
 print(json.dumps({"nodes": nodes, "ran": ran, "moved": moved, "sum": float(data.sum()), "calls": calls}))
 ray.shutdown()
 """
+DRIVER = DRIVER.replace("{counter}", COUNTER)
 
 
 def test_nodes_on_separate_addresses(machines):
@@ -301,26 +305,20 @@ def on_alice(x=None):
 def make():
     return np.full(3_000_000, 2.0)  # 24 MB: moved back to this machine's node
 
-@ray.remote(resources={"alice": 1})
-class Counter:
-    def __init__(self):
-        self.n = 0
-    def incr(self):
-        self.n += 1
-        return self.n
-
+{counter}
 data = np.arange(2_000_000, dtype=np.float64)  # 16 MB: pulled by the other machine's node
 ran = ray.get([on_alice.remote() for _ in range(20)])
 moved = ray.get(on_alice.remote(ray.put(data)))
 back = float(ray.get(make.remote()).sum())
 counter = Counter.remote()
-calls = ray.get([counter.incr.remote() for _ in range(50)])
+calls = [n for n, _ in ray.get([counter.incr.remote() for _ in range(50)])]
 links = sorted({(c.raddr.ip, c.raddr.port) for c in psutil.Process().net_connections(kind="tcp")
                 if c.status == psutil.CONN_ESTABLISHED and c.raddr and c.raddr.ip == other})
 print(json.dumps({"ran": sorted({n for n, _ in ran}), "moved": moved, "sum": float(data.sum()),
                   "back": back, "calls": calls, "links": links}))
 ray.shutdown()
 """
+DIRECT_DRIVER = DIRECT_DRIVER.replace("{counter}", COUNTER)
 
 
 def test_direct_links_between_machines_without_encryption(no_leaks):
