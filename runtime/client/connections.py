@@ -76,16 +76,17 @@ class Connections:
             link = transport.Link(path, core.signer, identity=identity)
         except OSError:
             return None
-        link.send([(Kind.HELLO, core.role, os.getpid(), core.job_id, core.worker_id, [], core.identity, 0)])
-        self.workers_by_identity[identity] = link
-        self.peers[link.sock.fileno()] = link
-        return link
+        return self.opened(link)
 
     def connect_direct(self, identity: bytes, node_id: str, address: str) -> direct.DirectLink:
         core = self.core
-        link = direct.DirectLink.connect(address, core.signer, identity, node_id)
+        return self.opened(direct.DirectLink.connect(address, core.signer, identity, node_id))
+
+    def opened(self, link: transport.Link) -> transport.Link:
+        """A new link to a worker: say who we are first; the I/O loop reads it from now on."""
+        core = self.core
         link.send([(Kind.HELLO, core.role, os.getpid(), core.job_id, core.worker_id, [], core.identity, 0)])
-        self.workers_by_identity[identity] = link
+        self.workers_by_identity[link.identity] = link
         self.peers[link.sock.fileno()] = link
         return link
 

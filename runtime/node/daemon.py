@@ -470,7 +470,7 @@ class Node:
     def on_transit(self, ident: bytes, msg: tuple) -> None:
         """A worker sent results over a direct link: keep them until their owner's node moves them."""
         own = [p for p in msg[1] if isinstance(p, str) and segment_node(p) == self.node_id]
-        self.gateway.transfers.note_transit([(None, None, p) for p in own])
+        self.gateway.transfers.note_transit(own)
 
     def on_log(self, ident: bytes, msg: tuple) -> None:
         self.emit(msg[1], msg)

@@ -377,7 +377,7 @@ class Gateway:
         for batch in batches:
             for msg in batch:
                 if msg[0] == Kind.DONE:
-                    self.transfers.note_transit(msg[2])
+                    self.transfers.note_transit([r[2] for r in msg[2] if isinstance(r[2], str)])
             self.reply(
                 ident, src_node, (Kind.DELIVER, ident, self.node.node_id, worker_ident, batch), worker_ident
             )

@@ -45,6 +45,7 @@ from ..prctl import sigint_blocked
 from ..wire import protocol
 from ..wire.paths import segment_node
 from ..wire.protocol import Kind
+from ..wire.segments import pwrite_all
 
 log = logging.getLogger("runtime.gateway")
 
@@ -125,17 +126,6 @@ class Pull:
         self.dropped = False  # failed: the writer skips its queued chunks
 
 
-def write_all(fd: int, data: Any, offset: int) -> int:
-    """Write the whole buffer `data` at `offset` of `fd`; its size."""
-    view = memoryview(data)
-    size = view.nbytes
-    while view.nbytes:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
-    return size
-
-
 class ChunkWriter:
     """The thread that writes checked chunks into their pulls' ``.part`` files.
 
@@ -207,7 +197,7 @@ class ChunkWriter:
 
     def _write(self, pull: Pull, data: Any, offset: int) -> None:
         try:
-            outcome: int | OSError = write_all(pull.fd, data, offset)
+            outcome: int | OSError = pwrite_all(pull.fd, data, offset)
         except OSError as e:  # ENOSPC: the pull fails, its .part is discarded
             outcome = e
         self.results.put((pull, outcome))
@@ -423,11 +413,11 @@ class Transfers:
                 except OSError:
                     pass
 
-    def note_transit(self, results: list) -> None:
+    def note_transit(self, paths: list[str]) -> None:
+        """Our segments of results sent to another node's owner: kept TRANSIT_TTL for the move."""
         deadline = time.monotonic() + TRANSIT_TTL
-        for result in results:
-            if isinstance(result[2], str):
-                self.transit[result[2]] = deadline
+        for path in paths:
+            self.transit[path] = deadline
 
     def tick(self) -> None:
         """Drop cached copies unused for CACHE_TTL, and results never moved within TRANSIT_TTL;

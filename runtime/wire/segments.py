@@ -44,9 +44,9 @@ def write_segment(path: str, data: bytes, buffers: list[memoryview]) -> str:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.ftruncate(fd, max(offset, 1))
-        _pwrite_all(fd, header + data, 0)
+        pwrite_all(fd, header + data, 0)
         for (off, _), buf in zip(entries, buffers, strict=True):
-            _pwrite_all(fd, buf, off)
+            pwrite_all(fd, buf, off)
     except BaseException:
         os.close(fd)
         os.unlink(path)
@@ -55,12 +55,15 @@ def write_segment(path: str, data: bytes, buffers: list[memoryview]) -> str:
     return path
 
 
-def _pwrite_all(fd: int, data, offset: int) -> None:
+def pwrite_all(fd: int, data, offset: int) -> int:
+    """Write the whole buffer `data` at `offset` of `fd`; its size in bytes."""
     view = memoryview(data).cast("B")
+    size = view.nbytes
     while view.nbytes:
         n = os.pwrite(fd, view, offset)
         view = view[n:]
         offset += n
+    return size
 
 
 def read_segment(path: str) -> tuple[memoryview, list[memoryview]]:
