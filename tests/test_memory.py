@@ -78,9 +78,19 @@ def test_a_cgroup_limit_is_what_counts(tmp_path, version):
         (folder / "memory.stat").write_text("cache 5\ntotal_inactive_file 100\n")
         proc.write_text("4:memory:/docker/c1\n3:cpu:/\n")
     assert memory.cgroup_usage(str(proc), tmp_path) == (2**30, 2 * 2**30)
-    unlimited = "max" if version == "v2" else str(2**63 - 4096)
-    (folder / ("memory.max" if version == "v2" else "memory.limit_in_bytes")).write_text(unlimited)
-    assert memory.cgroup_usage(str(proc), tmp_path) is None  # then the machine's memory counts
+    # The monitor's reader opens the files once and sees them change (a limit set live).
+    reader = memory.Reader(str(proc), tmp_path)
+    try:
+        (folder / ("memory.current" if version == "v2" else "memory.usage_in_bytes")).write_text(f"{2**30 + 5000}\n")
+        assert reader.usage() == (2**30 + 4900, 2 * 2**30)
+        unlimited = "max" if version == "v2" else str(2**63 - 4096)
+        (folder / ("memory.max" if version == "v2" else "memory.limit_in_bytes")).write_text(unlimited)
+        assert memory.cgroup_usage(str(proc), tmp_path) is None  # then the machine's memory counts
+        assert reader.cgroup_usage() is None
+        used, total = reader.usage()
+        assert total == psutil.virtual_memory().total and 0 < used < total
+    finally:
+        reader.close()
 
 
 def test_a_bad_threshold_is_refused_with_what_to_write():

@@ -223,10 +223,10 @@ class Node:
                 for fd, ev in poller.poll(timeout):
                     conn = conns.get(fd) if isinstance(fd, int) else None
                     if conn is not None:
-                        if ev & zmq.POLLOUT and self.server.flush(conn):
+                        if ev & protocol.POLLOUT and self.server.flush(conn):
                             poller.modify(fd, zmq.POLLIN)
                             conn.want_write = False
-                        if ev & (zmq.POLLIN | zmq.POLLERR):
+                        if ev & (protocol.POLLIN | protocol.POLLERR):
                             self.read(conn)
                     elif fd == listener:
                         for new in self.server.accept():

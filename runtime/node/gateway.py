@@ -363,11 +363,11 @@ class Gateway:
         if entry is None:
             return
         ident, src_node, worker_ident, link = entry
-        if ev & zmq.POLLOUT:
+        if ev & protocol.POLLOUT:
             link.flush_out()
             if not link.wants_write:
                 self.node.poller.modify(fd, zmq.POLLIN)
-        if not ev & (zmq.POLLIN | zmq.POLLERR):
+        if not ev & (protocol.POLLIN | protocol.POLLERR):
             return
         batches = link.recv()
         if batches is None:

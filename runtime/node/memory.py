@@ -80,66 +80,138 @@ def describe(victim: Candidate, used: int, total: int, threshold: float, node_id
 # ------------------------------------------------------------------ reading
 
 
-def usage() -> tuple[int, int]:
-    """(used, total) bytes: the node's cgroup when it has a memory limit, else the machine."""
-    found = cgroup_usage()
-    if found is not None:
-        return found
-    import psutil
+class Reader:
+    """The figures `usage` returns, from files opened once and re-read with `pread`.
 
-    vm = psutil.virtual_memory()
-    return vm.total - vm.available, vm.total
+    A check runs every 250 ms in the node's loop: resolving the cgroup's
+    folder, opening its files and asking psutil twice cost ~1.5 ms of the
+    node's CPU per check in a busy node (py-spy: 40 % of its own time while
+    two workers computed), taken from the workers. Which cgroup counts is
+    decided once; its limit is re-read each time (it can be changed live).
+    """
+
+    def __init__(
+        self, proc_cgroup: str = "/proc/self/cgroup", root: Path = CGROUP_ROOT, meminfo: str = "/proc/meminfo"
+    ) -> None:
+        self.fds: list[int] = []
+        self.meminfo = self._open(meminfo)
+        self.machine_total = _meminfo_field(self._read(self.meminfo), b"MemTotal:") if self.meminfo >= 0 else 0
+        # (limit fd, usage fd, memory.stat fd, the inactive page cache's key there), or None
+        self.cgroup: tuple[int, int, int, bytes] | None = self._find_cgroup(proc_cgroup, root)
+
+    def usage(self) -> tuple[int, int]:
+        """(used, total) bytes: the cgroup when it has a limit below the machine's memory,
+        else the machine (total - available, as Ray measures it)."""
+        found = self.cgroup_usage()
+        if found is not None:
+            return found
+        if self.meminfo >= 0:
+            text = self._read(self.meminfo)
+            try:
+                return self.machine_total - _meminfo_field(text, b"MemAvailable:"), self.machine_total
+            except ValueError:
+                pass
+        import psutil
+
+        vm = psutil.virtual_memory()
+        return vm.total - vm.available, vm.total
+
+    def cgroup_usage(self) -> tuple[int, int] | None:
+        """(used, limit) of the cgroup, page cache that can be dropped not counted; None
+        without a limit of its own."""
+        if self.cgroup is None:
+            return None
+        limit_fd, usage_fd, stat_fd, inactive = self.cgroup
+        try:
+            limit_text = self._read(limit_fd).strip()
+            if limit_text == b"max":
+                return None
+            limit = int(limit_text)
+            used = int(self._read(usage_fd))
+        except (OSError, ValueError):
+            return None
+        if not self.machine_total or limit >= self.machine_total:  # v1 says "none" with a huge number
+            return None
+        if stat_fd >= 0:
+            for line in self._read(stat_fd).splitlines():
+                key, _, value = line.partition(b" ")
+                if key == inactive:
+                    try:
+                        used -= int(value)
+                    except ValueError:
+                        pass
+                    break
+        return max(used, 0), limit
+
+    def close(self) -> None:
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds = []
+
+    def _open(self, path: Path | str) -> int:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return -1
+        self.fds.append(fd)
+        return fd
+
+    @staticmethod
+    def _read(fd: int) -> bytes:
+        try:
+            return os.pread(fd, 1 << 16, 0)
+        except OSError:
+            return b""
+
+    def _find_cgroup(self, proc_cgroup: str, root: Path) -> tuple[int, int, int, bytes] | None:
+        try:
+            lines = Path(proc_cgroup).read_text().splitlines()
+        except OSError:
+            return None
+        for line in lines:
+            _, controllers, path = line.split(":", 2)
+            if controllers == "":  # cgroup v2
+                mount, files = root, ("memory.max", "memory.current", b"inactive_file")
+            elif "memory" in controllers.split(","):
+                mount = root / "memory"
+                files = ("memory.limit_in_bytes", "memory.usage_in_bytes", b"total_inactive_file")
+            else:
+                continue
+            folder = mount / path.lstrip("/")
+            if not (folder / files[1]).exists():
+                folder = mount  # a container sees its own cgroup as the mount's root
+            limit_fd, usage_fd = self._open(folder / files[0]), self._open(folder / files[1])
+            if limit_fd >= 0 and usage_fd >= 0:
+                return limit_fd, usage_fd, self._open(folder / "memory.stat"), files[2]
+        return None
+
+
+def _meminfo_field(text: bytes, key: bytes) -> int:
+    """A /proc/meminfo figure in bytes (ValueError if it is not there)."""
+    start = text.find(key)
+    if start < 0:
+        raise ValueError(key)
+    end = text.find(b"\n", start)
+    return int(text[start + len(key) : end if end >= 0 else None].split()[0]) * 1024
+
+
+def usage() -> tuple[int, int]:
+    """(used, total) bytes, read once (the node's monitor keeps a `Reader`)."""
+    reader = Reader()
+    try:
+        return reader.usage()
+    finally:
+        reader.close()
 
 
 def cgroup_usage(proc_cgroup: str = "/proc/self/cgroup", root: Path = CGROUP_ROOT) -> tuple[int, int] | None:
-    """(used, limit) of this process's memory cgroup, page cache that can be dropped not
-    counted; None when there is no cgroup limit below the machine's memory."""
+    """(used, limit) of this process's memory cgroup, read once; None without a limit below
+    the machine's memory."""
+    reader = Reader(proc_cgroup, root)
     try:
-        lines = Path(proc_cgroup).read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controllers == "":  # cgroup v2
-            found = _read(root / path.lstrip("/"), root, "memory.max", "memory.current", "inactive_file")
-        elif "memory" in controllers.split(","):
-            found = _read(
-                root / "memory" / path.lstrip("/"),
-                root / "memory",
-                "memory.limit_in_bytes",
-                "memory.usage_in_bytes",
-                "total_inactive_file",
-            )
-        else:
-            continue
-        if found is not None:
-            return found
-    return None
-
-
-def _read(
-    folder: Path, mount: Path, limit_file: str, usage_file: str, inactive: str
-) -> tuple[int, int] | None:
-    if not (folder / usage_file).exists():
-        folder = mount  # a container sees its own cgroup as the mount's root
-    try:
-        limit_text = (folder / limit_file).read_text().strip()
-        used = int((folder / usage_file).read_text().strip())
-    except (OSError, ValueError):
-        return None
-    if limit_text == "max":
-        return None
-    import psutil
-
-    limit = int(limit_text)
-    if limit >= psutil.virtual_memory().total:  # no limit of its own (v1 says so with a huge number)
-        return None
-    try:
-        for line in (folder / "memory.stat").read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if key == inactive:
-                used -= int(value)
-                break
-    except (OSError, ValueError):
-        pass
-    return max(used, 0), limit
+        return reader.cgroup_usage()
+    finally:
+        reader.close()

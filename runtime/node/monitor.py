@@ -5,7 +5,7 @@ threshold (what to measure and whom to kill are decided in `memory`).
 
     daemon loop ── every `refresh` s ──▶ MemoryMonitor.check()
         a kill pending (its process not gone yet): nothing, its memory is not freed
-        memory.usage() ─▶ memory.above(threshold)? ─▶ memory.pick(leased and actor workers)
+        Reader.usage() (files opened once, pread) ─▶ memory.above(threshold)? ─▶ memory.pick(leased and actor workers)
         ─▶ LEASE_KILLED(lease, reason) to the lease's owner, flushed before the kill, so its
            socket closing finds the reason there ─▶ SIGKILL
     zygote "exit" of that pid ─▶ cause_of(pid): an actor's death says why (placement.worker_death)
@@ -46,13 +46,16 @@ class MemoryMonitor:
         self.threshold, self.refresh = memory.settings(conf)
         self.pending = 0  # the worker it killed, until that process is gone
         self.causes: dict[int, str] = {}  # pid -> why it was killed
+        self.reader: memory.Reader | None = None  # opened at the first check
 
     def check(self) -> None:
         if self.pending:
             if cfg.pid_alive(self.pending):
                 return
             self.pending = 0
-        used, total = memory.usage()
+        if self.reader is None:
+            self.reader = memory.Reader()
+        used, total = self.reader.usage()
         if not memory.above(used, total, self.threshold):
             return
         by_pid: dict[int, Worker] = {}

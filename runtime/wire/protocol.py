@@ -52,6 +52,9 @@ import zmq
 log = logging.getLogger(__name__)
 
 PROTOCOL = 5  # pickle protocol
+# Poll flags as plain ints: `ev & zmq.POLLOUT` goes through enum.Flag (~0.5 µs against
+# ~0.03 µs), several times a turn in the node's loop and the I/O thread's.
+POLLIN, POLLOUT, POLLERR = int(zmq.POLLIN), int(zmq.POLLOUT), int(zmq.POLLERR)
 
 
 class Kind:
