@@ -87,12 +87,11 @@ def store_full_marker(segment: str) -> str:
 def direct_host(node_conf: dict) -> str:
     """Where a worker of this node listens for callers on other nodes ("": it does not).
 
-    Direct links (``runtime/wire/direct.py``) are plain TCP with signed
-    frames: only in a cluster that is not encrypted, and not with
-    ``NBCLUSTER_DIRECT_LINKS=0`` (then every call to another node's worker
-    goes through the two nodes).
+    Direct links (``runtime/wire/direct.py``) are TCP with signed frames,
+    also encrypted in an encrypted cluster; not with ``NBCLUSTER_DIRECT_LINKS=0``
+    (then every call to another node's worker goes through the two nodes).
     """
-    if node_conf.get("curve") or os.environ.get("NBCLUSTER_DIRECT_LINKS", "1") == "0":
+    if os.environ.get("NBCLUSTER_DIRECT_LINKS", "1") == "0":
         return ""
     return node_conf.get("host") or "0.0.0.0"
 

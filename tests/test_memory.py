@@ -81,7 +81,9 @@ def test_a_cgroup_limit_is_what_counts(tmp_path, version):
     # The monitor's reader opens the files once and sees them change (a limit set live).
     reader = memory.Reader(str(proc), tmp_path)
     try:
-        (folder / ("memory.current" if version == "v2" else "memory.usage_in_bytes")).write_text(f"{2**30 + 5000}\n")
+        (folder / ("memory.current" if version == "v2" else "memory.usage_in_bytes")).write_text(
+            f"{2**30 + 5000}\n"
+        )
         assert reader.usage() == (2**30 + 4900, 2 * 2**30)
         unlimited = "max" if version == "v2" else str(2**63 - 4096)
         (folder / ("memory.max" if version == "v2" else "memory.limit_in_bytes")).write_text(unlimited)

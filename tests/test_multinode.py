@@ -27,11 +27,19 @@ from runtime.config import shm_dir
 class Cluster:
     """A head and nodes started with the CLI; `stop()` takes them all down."""
 
-    def __init__(self, head_cpus: int, head_resources: dict, node_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        head_cpus: int,
+        head_resources: dict,
+        node_timeout: float | None = None,
+        encryption: bool = False,
+    ) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         args = ["start", "--head", "--port", str(self.port), "--num-cpus", str(head_cpus)]
         args += ["--resources", json.dumps(head_resources)]
+        if encryption:
+            args.append("--encryption")  # CurveZMQ on loopback too: what other machines get
         if node_timeout is not None:
             args += ["--node-timeout", str(node_timeout)]
         nbcluster_checked(*args)

@@ -321,11 +321,14 @@ ray.shutdown()
 DIRECT_DRIVER = DIRECT_DRIVER.replace("{counter}", COUNTER)
 
 
-def test_direct_links_between_machines_without_encryption(no_leaks):
-    """--no-encryption on real addresses: a driver on machine 0 calls machine 1's workers over
-    direct links on machine 1's address (not through the nodes), large values both ways."""
-    with cluster_on(Path(no_leaks), 2, ["--no-encryption"], {1: {"alice": 2}}) as (m, envs, head, _, outs):
-        assert "CurveZMQ" not in outs[0].stdout
+@pytest.mark.parametrize("encrypted", [False, True], ids=["signed", "sealed"])
+def test_direct_links_between_machines(no_leaks, encrypted):
+    """Real addresses, with CurveZMQ (the default there) or --no-encryption: a driver on
+    machine 0 calls machine 1's workers over direct links on machine 1's address (not through
+    the nodes), large values both ways."""
+    args = [] if encrypted else ["--no-encryption"]
+    with cluster_on(Path(no_leaks), 2, args, {1: {"alice": 2}}) as (m, envs, head, _, outs):
+        assert ("CurveZMQ" in outs[0].stdout) is encrypted
         gateway = int(re.search(rf"tcp://{re.escape(m.ips[1])}:(\d+)", outs[1].stdout).group(1))
         got = run_driver(m, 0, envs[0], DIRECT_DRIVER, head, m.ips[1])
         assert len(got["ran"]) == 1 and got["moved"] == [got["ran"][0], got["sum"]]

@@ -4,7 +4,7 @@
 
     LEASE_GRANT / ACTOR_LOCATION ─▶ link(identity, path, node, direct)
         a worker of our node: a Unix socket of its own (Link), HELLO first
-        a worker of another node that listens for direct links (an unencrypted cluster):
+        a worker of another node that listens for direct links (sealed: "ip:port/key"):
             DirectLink: TCP to the worker itself (wire/direct.py); what it carries
             that names another node's segment waits for our node's copy (arrivals.py)
         any other worker of another node (or any, for a driver without a node), and one

@@ -95,6 +95,7 @@ class Client:
         job_id: int = 0,
         listen: str | None = None,
         listen_direct: str = "",
+        seal_direct: bool = False,
         curve_public: str = "",
         gateway: str = "",
     ) -> None:
@@ -196,14 +197,14 @@ class Client:
             if curve_public:
                 protocol.curve_client(self.head_sock, curve_public)
             self.head_sock.connect(f"tcp://{head_address}")
-        port = 0
+        port, public = 0, b""
         if listen:
             io.listen(listen)  # before HELLO: the node lends us out once it hears from us
             if listen_direct:
-                port = io.listen_direct(listen_direct)
+                port, public = io.listen_direct(listen_direct, seal_direct)
         if self.link is not None:
             self.outq[self.link] = [
-                (Kind.HELLO, role, os.getpid(), job_id, worker_id, sys.path[:], self.identity, port)
+                (Kind.HELLO, role, os.getpid(), job_id, worker_id, sys.path[:], self.identity, port, public)
             ]
         if role != "worker":
             io.start()

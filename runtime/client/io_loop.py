@@ -57,6 +57,7 @@ class IOLoop:
         self.thread: threading.Thread | None = None  # drivers only
         self.listener: socket.socket | None = None  # a worker's socket for its callers
         self.direct_listener: socket.socket | None = None  # ... on other nodes (direct.py)
+        self.direct_keys: direct.KeyPair | None = None  # ... sealing for them (an encrypted cluster)
         self.last_tick = time.monotonic()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -201,10 +202,13 @@ class IOLoop:
         sock.setblocking(False)
         self.listener = sock
 
-    def listen_direct(self, host: str) -> int:
-        """A worker: also accept callers on other nodes, over TCP on `host`; the port."""
+    def listen_direct(self, host: str, sealed: bool = False) -> tuple[int, bytes]:
+        """A worker: also accept callers on other nodes, over TCP on `host`; (the port, the
+        public key its callers seal frames for: an encrypted cluster's, else b"")."""
         self.direct_listener = direct.listen(host)
-        return self.direct_listener.getsockname()[1]
+        if sealed:
+            self.direct_keys = direct.KeyPair()
+        return self.direct_listener.getsockname()[1], self.direct_keys.public if self.direct_keys else b""
 
     def accept(self, listener: socket.socket) -> None:
         """New callers on one of a worker's listeners: a link each (signed for a session on TCP)."""
@@ -217,7 +221,7 @@ class IOLoop:
             except OSError:
                 return  # e.g. out of file descriptors: that caller's connect fails
             if listener is self.direct_listener:
-                link = direct.accept(sock, core.signer, core.identity)
+                link = direct.accept(sock, core.signer, core.identity, self.direct_keys)
             else:
                 link = transport.Link(None, core.signer, sock=sock)
             core.peers[sock.fileno()] = link

@@ -44,6 +44,7 @@ import zmq
 from .. import config as cfg
 from ..timeline import folder as events_folder
 from ..wire import protocol, transport
+from ..wire.direct import address_of
 from ..wire.paths import segment_node
 from ..wire.protocol import Kind
 from . import placement, status, zygote
@@ -421,8 +422,8 @@ class Node:
 
     # ------------------------------------------------------------ processes
     def on_hello(self, ident: bytes, msg: tuple) -> None:
-        _, role, pid, job_id, worker_id, sys_path, _identity, port = msg
-        direct = f"{self.ip}:{port}" if port else ""
+        _, role, pid, job_id, worker_id, sys_path, _identity, port, *sealed = msg
+        direct = address_of(self.ip, port, sealed[0] if sealed else b"") if port else ""
         if role == "worker" and not self.pool.hello(worker_id, pid, direct):
             self.emit(ident, (Kind.EXIT,))
             return
@@ -602,7 +603,7 @@ class Node:
         """A message from a driver connected to our gateway (its machine has no node)."""
         if msg[0] == Kind.HELLO:
             self.direct[ident] = time.monotonic()
-            _, role, pid, job_id, worker_id, sys_path, _identity = msg
+            _, role, pid, job_id, worker_id, sys_path, _identity, *_ = msg  # then its port and key: none
             self.procs[ident] = Proc(ident, "driver", pid, job_id, sys_path)
             self.emit(
                 ident,

@@ -95,7 +95,9 @@ class Reader:
     ) -> None:
         self.fds: list[int] = []
         self.meminfo = self._open(meminfo)
-        self.machine_total = _meminfo_field(self._read(self.meminfo), b"MemTotal:") if self.meminfo >= 0 else 0
+        self.machine_total = (
+            _meminfo_field(self._read(self.meminfo), b"MemTotal:") if self.meminfo >= 0 else 0
+        )
         # (limit fd, usage fd, memory.stat fd, the inactive page cache's key there), or None
         self.cgroup: tuple[int, int, int, bytes] | None = self._find_cgroup(proc_cgroup, root)
 

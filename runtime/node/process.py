@@ -17,6 +17,7 @@ import time
 
 from .. import config as cfg
 from ..prctl import set_process_name
+from ..wire import direct
 from .daemon import Node
 from .transfer import keep_chunk_buffers
 
@@ -33,6 +34,8 @@ def main(conf: dict, parent_fd: int | None = None, on_joined=None) -> None:
     def worker_main(wid: int) -> None:
         worker.main(conf, wid)
 
+    if conf.get("curve"):
+        direct.preload()  # every worker makes a key pair for its direct links: import it once
     node.start_zygote(worker_main)
     keep_chunk_buffers()  # after the fork: the workers keep glibc's defaults
     signal.signal(signal.SIGTERM, lambda *_: setattr(node, "running_flag", False))

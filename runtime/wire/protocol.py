@@ -45,6 +45,7 @@ import pickle
 import struct
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import zmq
@@ -346,11 +347,20 @@ def unpack_local(signer: Signer, sig: bytes, body: bytes, source: str = "") -> l
     return _loads(body)
 
 
-def unpack_session(signer: Signer, sig: bytes, body: bytes, header: bytes, source: str = "") -> list | None:
-    """A frame of a direct link (`direct.py`): signed over `header`, which the receiver expects."""
+def unpack_session(
+    signer: Signer, sig: bytes, body: bytes, header: bytes, source: str = "", opener: Callable | None = None
+) -> list | None:
+    """A frame of a direct link (`direct.py`): signed over `header`, which the receiver expects;
+    `opener` decrypts the body of an encrypted link's frame, once its signature holds."""
     if len(sig) != 32 or not signer.verify(sig, body, header):
         signer.drop("an unsigned, wrongly signed or replayed frame", source)
         return None
+    if opener is not None:
+        try:
+            body = opener(body)
+        except Exception:  # InvalidTag: sealed under another key or nonce
+            signer.drop("a frame that could not be decrypted", source)
+            return None
     return _loads(body)
 
 

@@ -494,6 +494,7 @@ def main(conf: dict, wid: int) -> None:
         worker_id=wid,
         listen=cfg.worker_socket(conf["cluster_id"], conf["node_id"], wid),
         listen_direct=cfg.direct_host(conf),
+        seal_direct=bool(conf.get("curve")),
     )
     session.attach_worker(client, conf, current_task)
     loop = WorkerLoop(client, conf)
