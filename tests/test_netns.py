@@ -270,10 +270,20 @@ def test_driver_without_a_node_notices_its_node_dying(machines):
     )
     try:
         assert waiter.stdout.readline().strip() == "waiting"
-        status = json.loads(
-            cli(m, 3, envs[3], "status", "--address", head, "--token-file", str(key_file), "--json").stdout
+
+        def gateway_node() -> dict:  # the node it uses: the head's
+            status = json.loads(
+                cli(
+                    m, 3, envs[3], "status", "--address", head, "--token-file", str(key_file), "--json"
+                ).stdout
+            )
+            return next(n for n in status["nodes"] if n["ip"] == m.ips[0])
+
+        # That node knows the driver: its task shows as running in the node's report.
+        wait_for(
+            lambda: gateway_node()["running"].get("slow") == 1, 20, what="the driver's task in the status"
         )
-        gateway = next(n for n in status["nodes"] if n["ip"] == m.ips[0])  # the node it uses: the head's
+        gateway = gateway_node()
         node = psutil.Process(gateway["pid"])
         for proc in [node, *node.children(recursive=True)]:
             try:
