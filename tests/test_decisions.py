@@ -425,8 +425,9 @@ def test_asking_for_a_shape_gives_back_idle_leases_of_other_shapes():
 
 
 def test_leases_idle_for_long_are_given_back():
-    leases = [held(1, idle_since=10.0), held(2, idle_since=10.15), held(3, inflight=1)]
-    assert decisions.expired(leases, now=10.3) == [leases[0]]
+    idle = decisions.LEASE_IDLE
+    leases = [held(1, idle_since=10.0), held(2, idle_since=10.0 + idle / 2), held(3, inflight=1)]
+    assert decisions.expired(leases, now=10.0 + idle * 1.1) == [leases[0]]
 
 
 # ---------------------------------------------------------------------- steal

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -404,5 +405,46 @@ def test_pull_that_hears_nothing_fails_and_the_node_pulls_again(no_leaks, monkey
         finally:
             os.kill(pid, signal.SIGCONT)
         assert runtime.get(reader.read.remote(ref), timeout=60) == (b, data.sum())
+    finally:
+        cluster.stop()
+
+
+OTHER_DRIVER = """
+import os, sys
+import runtime
+
+runtime.init(address=sys.argv[1])
+
+@runtime.remote
+def pid():
+    return os.getpid()
+
+print(runtime.get(pid.remote(), timeout=60))
+runtime.shutdown()
+"""
+
+
+def test_an_idle_lease_goes_to_another_driver_at_once(no_leaks, monkeypatch):
+    """A driver keeps an idle lease for its next burst (`LEASE_IDLE`); another driver's task
+    that needs the CPU it holds gets it at once: the node revokes the idle lease. Here ours
+    would be kept an hour, so the other driver's task can only run through the revocation."""
+    from runtime.client import decisions
+
+    monkeypatch.setattr(decisions, "LEASE_IDLE", 3600.0)
+    cluster = Cluster(1, {})
+    try:
+        runtime.init(address=cluster.address)
+
+        @runtime.remote
+        def pid():
+            return os.getpid()
+
+        runtime.get(pid.remote(), timeout=60)  # our lease on the only CPU, idle from now on
+        other = subprocess.run(
+            [sys.executable, "-c", OTHER_DRIVER, cluster.address], capture_output=True, text=True, timeout=120
+        )
+        assert other.returncode == 0, other.stderr
+        assert int(other.stdout.split()[-1]) > 0
+        assert runtime.get(pid.remote(), timeout=60) > 0  # and ours asks again and runs
     finally:
         cluster.stop()

@@ -121,9 +121,12 @@ class Leases:
                 self.core.queue(link, (Kind.FUNC, function_id, blob[0], blob[1]))
 
     def cancel_requests(self, shape: tuple) -> None:
-        """Nothing left to run for this shape: lease requests still waiting are void."""
+        """Nothing left to run for this shape: lease requests still waiting are void. Whether
+        its node had room stays known while we hold its leases: the next burst fills them two
+        deep at once (`decisions.depth_limit`) instead of one task per round trip."""
         self.requested_at.pop(shape, None)
-        self.no_room.discard(shape)
+        if not self.leases.get(shape):
+            self.no_room.discard(shape)
         if self.lease_requests.get(shape):
             self.lease_requests[shape] = 0
             self.core.send_node((Kind.LEASE_CANCEL, shape))
@@ -181,6 +184,8 @@ class Leases:
         leases = self.leases.get(lease.shape)
         if leases and lease in leases:
             leases.remove(lease)
+        if not leases and not self.lease_requests.get(lease.shape):
+            self.no_room.discard(lease.shape)  # the next grant says again
         self.lease_by_id.pop(lease.lease_id, None)
         self.core.to_node(lease.node, (Kind.LEASE_RETURN, lease.lease_id))
 
