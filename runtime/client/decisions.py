@@ -42,10 +42,11 @@ from .records import Call, Lease
 
 # Seconds an idle lease is kept for the next task of its shape. A burst after a pause (a
 # notebook cell, a loop alternating local work with remote tasks) then finds its workers
-# leased: no LEASE_REQUEST / LEASE_GRANT round trip (~1 ms, and the node's and this process's
-# CPU, taken from running tasks); 8 Monte Carlo chunks after 0.28 s of serial work: ~3 ms
-# closer to Pool(2) with 1.0 than with 0.2 (benchmarks/mc_vs_pool.py). Others lose nothing:
-# the node revokes an idle lease at once when work it cannot start waits (placement.unblock).
+# leased, two deep while its node said it had no room (Leases.cancel_requests keeps that): no
+# LEASE_REQUEST / LEASE_GRANT round trip. A Monte Carlo burst after 0.28 s of serial work: its
+# first chunk starts after 0.6 ms instead of 1.0-1.5 (benchmarks/mc_vs_pool.py). Others lose
+# nothing: the node revokes an idle lease at once when work it cannot start waits
+# (placement.unblock).
 LEASE_IDLE = 1.0
 PIPELINE = 16  # tasks queued at a leased worker when there is a backlog (idle ones steal)
 LOW_WATER = PIPELINE // 2  # a full lease is topped up once it holds this many or fewer

@@ -95,9 +95,10 @@ class Reader:
     ) -> None:
         self.fds: list[int] = []
         self.meminfo = self._open(meminfo)
-        self.machine_total = (
-            _meminfo_field(self._read(self.meminfo), b"MemTotal:") if self.meminfo >= 0 else 0
-        )
+        try:
+            self.machine_total = _meminfo_field(self._read(self.meminfo), b"MemTotal:")
+        except ValueError:  # no /proc/meminfo: psutil's figures, and no cgroup limit below them
+            self.machine_total = 0
         # (limit fd, usage fd, memory.stat fd, the inactive page cache's key there), or None
         self.cgroup: tuple[int, int, int, bytes] | None = self._find_cgroup(proc_cgroup, root)
 
@@ -107,10 +108,10 @@ class Reader:
         found = self.cgroup_usage()
         if found is not None:
             return found
-        if self.meminfo >= 0:
-            text = self._read(self.meminfo)
+        if self.machine_total:
             try:
-                return self.machine_total - _meminfo_field(text, b"MemAvailable:"), self.machine_total
+                available = _meminfo_field(self._read(self.meminfo), b"MemAvailable:")
+                return self.machine_total - available, self.machine_total
             except ValueError:
                 pass
         import psutil
