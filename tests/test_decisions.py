@@ -363,14 +363,17 @@ def test_one_task_per_worker_until_the_node_had_time_to_lend_more():
     assert decisions.depth_limit(100.0, now=100.3) == PIPELINE
 
 
-def test_one_more_queued_per_worker_once_the_node_has_no_room():
-    """No other worker is coming soon: the next task waits at the worker, not for a round trip."""
-    assert decisions.depth_limit(100.0, now=100.1, no_room=True) == 2
-    assert decisions.depth_limit(100.0, now=100.3, no_room=True) == PIPELINE
-    queue = deque(call(n) for n in range(5))
+def test_a_full_pipeline_at_once_once_the_node_has_no_room():
+    """No other worker is coming soon: the next tasks wait at the worker, not for a round trip
+    (and a backlog there lets it send the replies of tasks of a few ms together)."""
+    assert decisions.depth_limit(None, now=100.0, no_room=True) == PIPELINE
+    assert decisions.depth_limit(100.0, now=100.1, no_room=True) == PIPELINE
+    queue = deque(call(n) for n in range(2 * PIPELINE + 1))
     a, b = held(1), held(2)
     sent = decisions.assign(queue, [a, b], decisions.depth_limit(100.0, now=100.1, no_room=True))
-    assert [len(x.inflight) for x in (a, b)] == [2, 2] and len(sent) == 4 and len(queue) == 1
+    assert [len(x.inflight) for x in (a, b)] == [PIPELINE, PIPELINE]
+    assert len(sent) == 2 * PIPELINE and len(queue) == 1
+    assert [c.lease for _, c in sent[:4]] == [a, b, a, b]  # round robin: level by level
 
 
 def test_a_full_lease_is_topped_up_by_half_a_pipeline_at_once():
@@ -580,21 +583,23 @@ def test_a_reader_takes_each_node_from_one_source():
 # ------------------------------------------------- a worker's held replies
 
 
-def test_a_worker_holds_replies_only_while_short_tasks_and_a_backlog_follow():
-    from runtime.worker.replies import HOLD_MAX, HOLD_S, LATE_S, QUEUED, SHORT, Replies
+def test_a_worker_holds_replies_only_while_the_next_task_ends_in_time_and_a_backlog_follows():
+    from runtime.worker.replies import HOLD_MAX, HOLD_S, LATE_S, QUEUED, Replies
 
     r = Replies()
     r.hold("owner", ("DONE", 1), now=10.0)
-    assert not r.may_hold(b"f", now=10.0, queued=QUEUED)  # f never ran here: not known short
-    r.ran(b"f", SHORT / 2)
+    assert not r.may_hold(b"f", now=10.0, queued=QUEUED)  # f never ran here: not known to end in time
+    r.ran(b"f", HOLD_S / 4)
     assert r.may_hold(b"f", now=10.0, queued=QUEUED)
     assert not r.may_hold(b"f", now=10.0, queued=QUEUED - 1)  # the owner must hear in time to send more
-    assert not r.may_hold(b"f", now=10.0 + HOLD_S, queued=QUEUED)  # the oldest waited long enough
-    r.ran(b"g", SHORT * 2)
-    assert not r.may_hold(b"g", now=10.0, queued=QUEUED)  # g ran long last time
+    assert r.may_hold(b"f", now=10.0 + HOLD_S / 2, queued=QUEUED)  # ends at 3/4 of HOLD_S
+    assert not r.may_hold(b"f", now=10.0 + HOLD_S * 0.8, queued=QUEUED)  # would end past HOLD_S
+    r.ran(b"g", HOLD_S)
+    assert not r.may_hold(b"g", now=10.0, queued=QUEUED)  # g ran too long last time
+    r.ran(b"h", 1e-5)  # a no-op's replies: held up to HOLD_MAX per batch
     for i in range(HOLD_MAX - 1):
         r.hold("owner", ("DONE", i), now=10.001)
-    assert not r.may_hold(b"f", now=10.001, queued=QUEUED)  # enough for one batch
+    assert not r.may_hold(b"h", now=10.001, queued=QUEUED)  # enough for one batch
     assert len(r.take()) == HOLD_MAX and r.held == []
     r.hold("owner", ("DONE", 2), now=20.0)
     assert r.since == 20.0  # a new batch's age counts from its first reply

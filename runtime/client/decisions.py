@@ -42,7 +42,7 @@ from .records import Call, Lease
 
 # Seconds an idle lease is kept for the next task of its shape. A burst after a pause (a
 # notebook cell, a loop alternating local work with remote tasks) then finds its workers
-# leased, two deep while its node said it had no room (Leases.cancel_requests keeps that): no
+# leased, filled at once while its node said it had no room (Leases.cancel_requests keeps that): no
 # LEASE_REQUEST / LEASE_GRANT round trip. A Monte Carlo burst after 0.28 s of serial work: its
 # first chunk starts after 0.6 ms instead of 1.0-1.5 (benchmarks/mc_vs_pool.py). Others lose
 # nothing: the node revokes an idle lease at once when work it cannot start waits
@@ -64,14 +64,17 @@ def depth_limit(asked_at: float | None, now: float, no_room: bool = False) -> in
 
     One, until the node had `PATIENCE` seconds to lend more workers since we
     first asked (`asked_at`); then up to `PIPELINE`, queued behind the running
-    one (a worker notices a steal only between two tasks). Two meanwhile once
-    the node said it had no room for another worker (`no_room`): no new worker
-    will come soon to take the queued task, and the one queued behind the
-    running task starts without waiting for a round trip to this process.
+    one (a worker notices a steal only between two tasks). `PIPELINE` at once
+    when the node said it had no room for another worker (`no_room`): no new
+    worker will come soon to take the queued tasks, the next one starts without
+    waiting for a round trip to this process, and with a backlog queued the
+    worker may hold the replies of tasks of a few ms and send them together
+    (`runtime.worker.replies`): fewer messages, and fewer wake-ups of this
+    process taken from the workers' CPU.
     """
-    if asked_at is not None and now - asked_at > PATIENCE:
+    if no_room or (asked_at is not None and now - asked_at > PATIENCE):
         return PIPELINE
-    return 2 if no_room else 1
+    return 1
 
 
 def refill(held: int, full: bool) -> bool:

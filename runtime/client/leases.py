@@ -3,9 +3,9 @@
 ::
 
     submit ─▶ arguments here? ─▶ enqueue(call) ─▶ queue per shape ─▶ dispatch(shape):
-        round robin over our leases of that shape, one task each; two once a grant
-        said its node had no room for more; after PATIENCE seconds without more
-        workers, up to PIPELINE queued behind a running one (decisions.depth_limit, assign)
+        round robin over our leases of that shape, one task each; once a grant said
+        its node had no room for more, or after PATIENCE seconds without more workers,
+        up to PIPELINE queued behind a running one (decisions.depth_limit, assign)
         ─▶ EXECUTE ──▶ leased worker (Unix socket, or RemoteLink through our node)
     backlog ─▶ LEASE_REQUEST ──▶ node ─▶ LEASE_GRANT: on_grant (a lease; steal half of a
         busy worker's queue: decisions.steal) │ LEASE_SPILL: on_spill (ask the node it names)
@@ -122,8 +122,8 @@ class Leases:
 
     def cancel_requests(self, shape: tuple) -> None:
         """Nothing left to run for this shape: lease requests still waiting are void. Whether
-        its node had room stays known while we hold its leases: the next burst fills them two
-        deep at once (`decisions.depth_limit`) instead of one task per round trip."""
+        its node had room stays known while we hold its leases: the next burst fills them
+        at once (`decisions.depth_limit`) instead of one task per round trip."""
         self.requested_at.pop(shape, None)
         if not self.leases.get(shape):
             self.no_room.discard(shape)

@@ -1,13 +1,13 @@
-"""A worker's replies held back while it runs short tasks back to back.
+"""A worker's replies held back while it runs tasks of a few ms or less back to back.
 
 ::
 
     task ends ──▶ hold(DONE), its event line buffered (timeline.Recorder)
     next task taken from the inbox ──▶ may_hold(its function, now, tasks queued behind it)?
-        yes: it runs; the replies wait          (its function ran short here last time,
-                                                 QUEUED more tasks wait here, the oldest
-                                                 held reply is < HOLD_S old, fewer than
-                                                 HOLD_MAX held)
+        yes: it runs; the replies wait          (it ends, if it runs as long as its function
+                                                 did here last time, before the oldest held
+                                                 reply is HOLD_S old; QUEUED more tasks wait
+                                                 here; fewer than HOLD_MAX held)
         no ──▶ release: the held DONEs as one batch per owner, the events as one write
     the inbox is empty (about to wait), the task blocks in get(), exit ──▶ release
     a task runs while replies are held over LATE_S ──▶ the late sender thread releases them
@@ -15,12 +15,18 @@
 A DONE sent per task cost a worker of no-op tasks a fifth of its time in `send`
 alone, and woke its owner once per task; held back, one send and one wake carry
 many (5,000 no-op tasks: the owner's CPU per task 57-64 -> 45-49 µs, the
-worker's 60-68 -> 48-52 µs). A reply waits at most HOLD_S, or one task that
-was expected short and was not, and no longer than LATE_S even then: a
-thread of the worker (the late sender, parked while nothing is held) sends
-what is held that long while a task runs. Holding stops while fewer than
-QUEUED tasks wait here: the owner must hear of finished ones in time to send
-more. Nothing here sends: the worker loop feeds it and does the I/O.
+worker's 60-68 -> 48-52 µs). Tasks of a few ms pay the same per message: ~0.2 ms
+of a worker's time between two chunks, and the owner's wake-up taken from the
+workers' CPU (64 Monte Carlo chunks of ~4 ms on 2 cores, benchmarks/mc_vs_pool.py).
+So a reply is held while the next task, expected to run as long as its function
+did last time here, ends before the oldest held reply is HOLD_S old: a result
+waits at most HOLD_S, or one task that was expected to end in time and did not,
+and no longer than LATE_S even then: a thread of the worker (the late sender,
+parked while nothing is held) sends what is held that long while a task runs.
+Holding stops while fewer than QUEUED tasks wait here: the owner must hear of
+finished ones in time to send more, and a task waiting for a held result could
+not run here before those queued anyway. Nothing here sends: the worker loop
+feeds it and does the I/O.
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ from typing import Any
 
 from ..client.decisions import LOW_WATER
 
-SHORT = 0.0005  # s: a function whose last run here took less is expected short
-HOLD_S = 0.002  # s: the oldest held reply goes out after this long
+# s: a held reply goes out before its wait would pass this (the next task's expected end). Dask
+# batches its workers' messages every 2 ms; 10 ms lets replies of ~4 ms tasks go two or three
+# to a message, and is far below what a person or a progress bar notices.
+HOLD_S = 0.010
 HOLD_MAX = 64  # replies held at most
 LATE_S = 0.02  # s: held this long, a reply is sent by the worker's late sender thread
 # Tasks queued here for holding to go on: below it the owner must hear of the finished ones
@@ -75,11 +83,12 @@ class Replies:
 
     def may_hold(self, function_id: bytes, now: float, queued: int) -> bool:
         """Keep holding while the next task (of `function_id`) runs, `queued` more behind it?"""
+        took = self.took.get(function_id)  # None: never ran here, not known to end in time
         return (
             queued >= QUEUED
             and len(self.held) < HOLD_MAX
-            and now - self.since < HOLD_S
-            and self.took.get(function_id, SHORT) < SHORT  # never ran here: not known to be short
+            and took is not None
+            and now - self.since + took < HOLD_S
         )
 
     def take(self) -> list[tuple[Any, tuple]]:
