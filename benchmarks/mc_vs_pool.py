@@ -10,8 +10,13 @@ the gap between the two goes.
         the chunks serially here
         Pool: pool.starmap(chunk, ...)                           (its own chunking)
     per run: wall time; the first chunk's start after the call began; each worker's busy
-    time (the chunks' own time) and its gaps between chunks; the CPU time the driver's
-    threads, the node, the head and the zygote used meanwhile (/proc schedstat; our runs)
+    time (the chunks' own time) and its gaps between chunks; the CPU time spent outside
+    the chunks meanwhile, all threads (/proc schedstat): this process, our node, head and
+    zygote, and the workers' CPU less their chunks' own (time.thread_time)
+
+The CPU outside the chunks is what two versions are best compared by: on 2 cores
+all of it is taken from the workers, and it moves much less with the machine
+than the wall times do.
 
 `bench.py` measures Pool in another process, minutes later, so its figures
 carry the machine's drift; here the pair differs by what each does, and the
@@ -36,31 +41,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import mc_pi_chunk  # noqa: E402
 
 
-def timed_chunk(seed: int, n: int) -> tuple[float, float, int]:
-    """A chunk that says when it ran and where: (start, end, pid)."""
-    start = time.time()
+def timed_chunk(seed: int, n: int) -> tuple[float, float, int, float]:
+    """A chunk that says when it ran, where, and its own CPU time: (start, end, pid, cpu)."""
+    start, cpu = time.time(), time.thread_time()
     mc_pi_chunk(seed, n)
-    return start, time.time(), os.getpid()
+    return start, time.time(), os.getpid(), time.thread_time() - cpu
 
 
-def cpu_seconds(path: str) -> float:
-    """A thread's or process's CPU time from /proc/.../schedstat (ns resolution)."""
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far, all its threads (/proc/<pid>/task/*/schedstat, ns)."""
+    total = 0
     try:
-        with open(path) as f:
-            return int(f.read().split()[0]) / 1e9
-    except (OSError, ValueError, IndexError):
-        return 0.0
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass  # a thread that just ended
+    except OSError:
+        pass
+    return total / 1e9
 
 
-def others_cpu(pids: dict[str, int]) -> dict[str, float]:
-    """CPU seconds so far of this process's threads but the calling one, and of `pids`."""
-    me = os.getpid()
-    out = {"driver I/O and other threads": 0.0}
-    for tid in os.listdir("/proc/self/task"):
-        if int(tid) != me:
-            out["driver I/O and other threads"] += cpu_seconds(f"/proc/self/task/{tid}/schedstat")
-    for name, pid in pids.items():
-        out[name] = cpu_seconds(f"/proc/{pid}/schedstat")
+def cpu_by_role(roles: dict[int, str]) -> dict[str, float]:
+    """CPU seconds so far per role (several processes may share one)."""
+    out: dict[str, float] = {}
+    for pid, role in roles.items():
+        out[role] = out.get(role, 0.0) + cpu_seconds(pid)
     return out
 
 
@@ -68,7 +75,7 @@ def anatomy(run, t0: float) -> dict[str, float]:
     out = run()
     wall = time.time() - t0
     per: dict[int, list[tuple[float, float]]] = {}
-    for start, end, pid in out:
+    for start, end, pid, _ in out:
         per.setdefault(pid, []).append((start, end))
     busy = gaps = 0.0
     for spans in per.values():
@@ -77,9 +84,10 @@ def anatomy(run, t0: float) -> dict[str, float]:
         gaps += sum(spans[i + 1][0] - spans[i][1] for i in range(len(spans) - 1))
     return {
         "wall": wall,
-        "start": min(s for s, _, _ in out) - t0,
+        "start": min(s for s, _, _, _ in out) - t0,
         "busy per worker": busy / len(per),
         "gaps per worker": gaps / len(per),
+        "chunks' CPU": sum(c for *_, c in out),
     }
 
 
@@ -100,11 +108,15 @@ def main(argv: list[str] | None = None) -> int:
         chunk = runtime.remote(timed_chunk)
         runtime.get([chunk.remote(s, 1000) for s in range(4)])
         pool.starmap(timed_chunk, [(s, 1000) for s in range(4)])
-        ours_pids = {
-            p.name(): p.pid
-            for p in psutil.Process().children(recursive=True)
-            if p.name() in ("nbc-node", "nbc-head", "nbc-zygote")
-        }
+        daemons = ("nbc-node", "nbc-head", "nbc-zygote")
+        roles = {os.getpid(): "driver"}  # one process drives both: its threads, all of them
+        for p in psutil.Process().children(recursive=True):
+            if p.name() in daemons:
+                roles[p.pid] = "our node, head, zygote"
+            elif p.name().startswith("nbc"):
+                roles[p.pid] = "our workers"
+        for p in pool._pool:  # type: ignore[attr-defined]
+            roles[p.pid] = "Pool's workers"
 
         def ours():
             return runtime.get([chunk.remote(s, samples) for s in range(tasks)])
@@ -117,17 +129,24 @@ def main(argv: list[str] | None = None) -> int:
                 mc_pi_chunk(s, samples)
 
         rows: dict[str, list[dict[str, float]]] = {"ours": [], "Pool": []}
-        spent: dict[str, float] = {}
+        spent: dict[str, list[dict[str, float]]] = {"ours": [], "Pool": []}
         for i in range(args.rounds):
             order = (("ours", ours), ("Pool", theirs)) if i % 2 else (("Pool", theirs), ("ours", ours))
             for name, run in order:
                 serial()
-                before = others_cpu(ours_pids) if name == "ours" else {}
-                rows[name].append(anatomy(run, time.time()))
-                if name == "ours":
-                    after = others_cpu(ours_pids)
-                    for k in after:
-                        spent[k] = spent.get(k, 0.0) + after[k] - before[k]
+                before = cpu_by_role(roles)
+                row = anatomy(run, time.time())
+                after = cpu_by_role(roles)
+                rows[name].append(row)
+                used = {k: after[k] - before[k] for k in after}
+                workers = "our workers" if name == "ours" else "Pool's workers"
+                spent[name].append(
+                    {
+                        "driver": used["driver"],
+                        "daemons": used["our node, head, zygote"] if name == "ours" else 0.0,
+                        "workers outside chunks": used[workers] - row["chunks' CPU"],
+                    }
+                )
     finally:
         runtime.shutdown()
         pool.close()
@@ -143,10 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         f"ours - Pool, paired: median {1000 * statistics.median(diffs):+.2f} ms, "
         f"ours faster in {sum(d < 0 for d in diffs)}/{len(diffs)}"
     )
-    print(
-        "CPU per run of ours, besides the workers and the driver's main thread (ms): "
-        + ", ".join(f"{k} {1000 * v / args.rounds:.2f}" for k, v in spent.items())
-    )
+    print("CPU outside the chunks per run (all threads; the daemons: our node, head and zygote); medians, ms")
+    for name, rs in spent.items():
+        total = [sum(r.values()) for r in rs]
+        print(
+            f"{name:8s}"
+            + "".join(f"{k} {1000 * statistics.median(r[k] for r in rs):.2f}, " for k in rs[0])
+            + f"in all {1000 * statistics.median(total):.2f}"
+        )
     return 0
 
 
