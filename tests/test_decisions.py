@@ -363,17 +363,38 @@ def test_one_task_per_worker_until_the_node_had_time_to_lend_more():
     assert decisions.depth_limit(100.0, now=100.3) == PIPELINE
 
 
-def test_a_full_pipeline_at_once_once_the_node_has_no_room():
-    """No other worker is coming soon: the next tasks wait at the worker, not for a round trip
-    (and a backlog there lets it send the replies of tasks of a few ms together)."""
-    assert decisions.depth_limit(None, now=100.0, no_room=True) == PIPELINE
-    assert decisions.depth_limit(100.0, now=100.1, no_room=True) == PIPELINE
+def test_once_the_node_has_no_room_short_tasks_fill_the_pipeline_and_long_ones_go_two_deep():
+    """No other worker is coming soon: the next task waits at the worker, not for a round trip.
+    Short tasks fill the whole pipeline (their worker may then send their replies together);
+    longer ones, or tasks not yet timed, two deep: the workers end a burst together."""
+    short, long_ = decisions.DEEP_BELOW / 2, decisions.DEEP_BELOW * 5
+    assert decisions.depth_limit(100.0, now=100.1, no_room=True) == 2  # not timed yet
+    assert decisions.depth_limit(100.0, now=100.1, no_room=True, task_s=long_) == 2
+    assert decisions.depth_limit(None, now=100.0, no_room=True, task_s=short) == PIPELINE
+    assert decisions.depth_limit(100.0, now=100.3, no_room=True, task_s=long_) == PIPELINE  # patience ran out
+    assert decisions.depth_limit(None, now=100.0, task_s=short) == 1  # more workers may come
     queue = deque(call(n) for n in range(2 * PIPELINE + 1))
     a, b = held(1), held(2)
-    sent = decisions.assign(queue, [a, b], decisions.depth_limit(100.0, now=100.1, no_room=True))
+    sent = decisions.assign(queue, [a, b], decisions.depth_limit(None, now=100.0, no_room=True, task_s=short))
     assert [len(x.inflight) for x in (a, b)] == [PIPELINE, PIPELINE]
     assert len(sent) == 2 * PIPELINE and len(queue) == 1
     assert [c.lease for _, c in sent[:4]] == [a, b, a, b]  # round robin: level by level
+    queue = deque(call(n) for n in range(5))
+    a, b = held(1), held(2)
+    sent = decisions.assign(queue, [a, b], decisions.depth_limit(None, now=100.0, no_room=True, task_s=long_))
+    assert [len(x.inflight) for x in (a, b)] == [2, 2] and len(sent) == 4 and len(queue) == 1
+
+
+def test_a_shapes_time_per_task_is_a_running_mean_of_the_intervals_between_dones():
+    t = decisions.task_time(None, 0.006)
+    assert t == 0.006  # the first interval
+    for _ in range(40):  # replies sent three at a time: 18 ms, then 0 and 0
+        for interval in (0.018, 0.0, 0.0):
+            t = decisions.task_time(t, interval)
+    assert 0.001 < t < decisions.DEEP_BELOW  # ~6 ms a task, whatever the batching
+    for _ in range(20):
+        t = decisions.task_time(t, 0.05)
+    assert t > decisions.DEEP_BELOW  # the tasks got long: two deep again
 
 
 def test_a_full_lease_is_topped_up_by_half_a_pipeline_at_once():

@@ -42,8 +42,8 @@ from .records import Call, Lease
 
 # Seconds an idle lease is kept for the next task of its shape. A burst after a pause (a
 # notebook cell, a loop alternating local work with remote tasks) then finds its workers
-# leased, filled at once while its node said it had no room (Leases.cancel_requests keeps that): no
-# LEASE_REQUEST / LEASE_GRANT round trip. A Monte Carlo burst after 0.28 s of serial work: its
+# leased, and filled as deep as depth_limit allows while its node said it had no room
+# (Leases.cancel_requests keeps that): no LEASE_REQUEST / LEASE_GRANT round trip. A Monte Carlo burst after 0.28 s of serial work: its
 # first chunk starts after 0.6 ms instead of 1.0-1.5 (benchmarks/mc_vs_pool.py). Others lose
 # nothing: the node revokes an idle lease at once when work it cannot start waits
 # (placement.unblock).
@@ -51,6 +51,10 @@ LEASE_IDLE = 1.0
 PIPELINE = 16  # tasks queued at a leased worker when there is a backlog (idle ones steal)
 LOW_WATER = PIPELINE // 2  # a full lease is topped up once it holds this many or fewer
 PATIENCE = 0.2  # seconds to wait for more workers before queueing tasks behind running ones
+# s: tasks shorter than this fill a worker's whole pipeline while its node has no room (their
+# replies are held while the next runs, up to runtime.worker.replies.HOLD_S: the same 10 ms)
+DEEP_BELOW = 0.010
+TASK_TIME_WEIGHT = 0.25  # of the newest interval in the running mean of a shape's time per task
 MAX_REQUESTS = 16  # lease requests open at once for one shape
 
 CANCELLED = "cancelled"
@@ -59,22 +63,37 @@ CRASHED = "crashed"
 # ---------------------------------------------------------------- pipelining
 
 
-def depth_limit(asked_at: float | None, now: float, no_room: bool = False) -> int:
+def depth_limit(
+    asked_at: float | None, now: float, no_room: bool = False, task_s: float | None = None
+) -> int:
     """How many tasks a leased worker may hold at once.
 
     One, until the node had `PATIENCE` seconds to lend more workers since we
     first asked (`asked_at`); then up to `PIPELINE`, queued behind the running
-    one (a worker notices a steal only between two tasks). `PIPELINE` at once
-    when the node said it had no room for another worker (`no_room`): no new
-    worker will come soon to take the queued tasks, the next one starts without
-    waiting for a round trip to this process, and with a backlog queued the
-    worker may hold the replies of tasks of a few ms and send them together
+    one (a worker notices a steal only between two tasks). Once the node said
+    it had no room for another worker (`no_room`), no new worker will come soon
+    to take queued tasks, and the next one starts without waiting for a round
+    trip to this process: two, or `PIPELINE` for tasks known to take under
+    `DEEP_BELOW` (`task_s`, this shape's recent time per task). Their worker
+    then has a backlog and may hold their replies and send them together
     (`runtime.worker.replies`): fewer messages, and fewer wake-ups of this
-    process taken from the workers' CPU.
+    process taken from the workers' CPU. Longer tasks stay two deep: a task
+    queued behind a long one would wait for it even when another worker is
+    free (a steal is noticed between two tasks), so the workers finish a burst
+    together (8 Monte Carlo chunks of ~50 ms: one worker ended ~10 ms after the
+    other when each got four at once).
     """
-    if no_room or (asked_at is not None and now - asked_at > PATIENCE):
+    if asked_at is not None and now - asked_at > PATIENCE:
         return PIPELINE
+    if no_room:
+        return PIPELINE if task_s is not None and task_s < DEEP_BELOW else 2
     return 1
+
+
+def task_time(previous: float | None, interval: float) -> float:
+    """This shape's time per task, given the `interval` between two DONEs of a lease that was
+    busy in between (replies held and sent together count 0 after the first: the mean holds)."""
+    return interval if previous is None else previous + TASK_TIME_WEIGHT * (interval - previous)
 
 
 def refill(held: int, full: bool) -> bool:

@@ -4,8 +4,9 @@
 
     submit ─▶ arguments here? ─▶ enqueue(call) ─▶ queue per shape ─▶ dispatch(shape):
         round robin over our leases of that shape, one task each; once a grant said
-        its node had no room for more, or after PATIENCE seconds without more workers,
-        up to PIPELINE queued behind a running one (decisions.depth_limit, assign)
+        its node had no room for more, two (PIPELINE for tasks known short); after
+        PATIENCE seconds without more workers, up to PIPELINE queued behind a running
+        one (decisions.depth_limit, assign)
         ─▶ EXECUTE ──▶ leased worker (Unix socket, or RemoteLink through our node)
     backlog ─▶ LEASE_REQUEST ──▶ node ─▶ LEASE_GRANT: on_grant (a lease; steal half of a
         busy worker's queue: decisions.steal) │ LEASE_SPILL: on_spill (ask the node it names)
@@ -58,6 +59,7 @@ class Leases:
         # Shapes whose last dispatch left tasks queued with every lease at PIPELINE: until the
         # next dispatch (a lease's task done, a grant, a retry, a tick) none can take more.
         self.full: set[tuple] = set()
+        self.task_s: dict[tuple, float] = {}  # shape -> recent time per task (decisions.task_time)
 
     def enqueue(self, call: Call) -> None:
         """A task whose arguments are all here: run it on a leased worker."""
@@ -82,7 +84,9 @@ class Leases:
         leases = [lease for lease in self.leases.get(shape, ()) if not lease.revoked]
         # The last grant's node had no room, and no request of ours waits at another node.
         node_full = shape in self.no_room and not any(self.spilled.get(shape, {}).values())
-        limit = decisions.depth_limit(self.requested_at.get(shape), time.monotonic(), node_full)
+        limit = decisions.depth_limit(
+            self.requested_at.get(shape), time.monotonic(), node_full, self.task_s.get(shape)
+        )
         for lease, call in decisions.assign(queue, leases, limit):
             spec = call.spec
             self.send_function(lease.link, spec.function_id)
@@ -202,9 +206,17 @@ class Leases:
         """A task's DONE: free its place on its lease. True if it is queued again (a retry)."""
         lease = call.lease
         if lease is not None:
+            now = time.monotonic()
+            if lease.last_done:  # busy since its last DONE: this one ran meanwhile
+                self.task_s[lease.shape] = decisions.task_time(
+                    self.task_s.get(lease.shape), now - lease.last_done
+                )
             lease.inflight.pop(call.task_id, None)
-            if not lease.inflight:
-                lease.idle_since = time.monotonic()
+            if lease.inflight:
+                lease.last_done = now
+            else:
+                lease.last_done = 0.0
+                lease.idle_since = now
         call.lease = None
         if retryable:
             outcome = decisions.retry(call.retries_left, call.cancelled)
