@@ -7,7 +7,8 @@
     I/O thread (drivers) ── reads while nobody waits: live output, futures, results
         ├─ wake pipe: a burst of sends (one wake per burst) ─▶ Client.flush
         ├─ the head's ZeroMQ socket (and a ZLink to a node's gateway): only this thread
-        └─ every ~100 ms: Client.tick (idle leases, stats, keepalive)
+        └─ every TICK (0.1 s) while leases, calls, backoffs or interrupts are pending, else
+           every IDLE_TICK (0.5 s): Client.tick (idle leases, stats, keepalive)
     worker main thread ── no I/O thread: Client.pump reads between tasks
 
 Every socket read ends in `Client.dispatch` (messages) or
@@ -238,10 +239,13 @@ class IOLoop:
                 # Read the sockets only while no user thread waits in get().
                 holding = not self.want_read and self.read_lock.acquire(blocking=False)
                 try:
+                    # Asleep until the next tick is due (a wake pipe write ends it sooner).
+                    interval = core.tick_interval()
+                    wait = min(interval, max(0.0, self.last_tick + interval - time.monotonic()))
                     if holding:
-                        rest = self.read(0.1, extra)
+                        rest = self.read(wait, extra)
                     else:
-                        rest, _ = poll(extra, [], 0.05)
+                        rest, _ = poll(extra, [], wait)
                     if self.wake_r in rest:
                         self.wake_pending = False  # before draining: a later wake writes again
                         try:
@@ -265,7 +269,7 @@ class IOLoop:
                         if core.signer.auth_failed:  # say so now, not when the request times out
                             core.control.fail_all(ConnectionFailedError(core.auth_failed_message()))
                     now = time.monotonic()
-                    if now - self.last_tick > 0.1:
+                    if now - self.last_tick >= interval:
                         self.last_tick = now
                         core.tick()
                 finally:
