@@ -666,6 +666,30 @@ def test_a_task_waiting_on_a_result_its_own_worker_holds_back_gets_it(no_leaks):
     runtime.shutdown()
 
 
+def test_tasks_queued_behind_a_long_one_on_a_full_node_run_on_the_free_worker(no_leaks, monkeypatch):
+    """While the node has no room for more workers, a task that runs long gets one more queued
+    behind it, not a whole pipeline (short tasks do): a queued task waits for the one before
+    it even when another worker is free, since a steal is noticed only between two tasks."""
+    from runtime.client import decisions
+
+    monkeypatch.setattr(decisions, "LEASE_IDLE", 3600.0)  # both leases, and the node's "no room", stay
+    runtime.init(num_cpus=2)
+
+    @runtime.remote
+    def sleep_for(seconds):
+        time.sleep(seconds)
+        return time.time()
+
+    runtime.get([sleep_for.remote(0.1) for _ in range(6)], timeout=60)  # ~0.1 s a task, both workers
+    long_one = sleep_for.remote(3.0)
+    short = [sleep_for.remote(0.05) for _ in range(5)]
+    ended = runtime.get(long_one, timeout=60)
+    # One short task is queued behind the long one; the four others run on the other worker.
+    # With a whole pipeline each (3 behind the long one), two would wait for it.
+    assert sum(end < ended for end in runtime.get(short, timeout=60)) == 4
+    runtime.shutdown()
+
+
 def test_results_held_back_go_out_while_a_task_expected_short_runs_long(no_leaks, tmp_path):
     """The worker held the DONEs of short tasks and started one more of the same function,
     which blocks: its late sender sends them anyway; they do not wait for that task."""
