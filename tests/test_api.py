@@ -669,7 +669,9 @@ def test_a_task_waiting_on_a_result_its_own_worker_holds_back_gets_it(no_leaks):
 def test_tasks_queued_behind_a_long_one_on_a_full_node_run_on_the_free_worker(no_leaks, monkeypatch):
     """While the node has no room for more workers, a task that runs long gets one more queued
     behind it, not a whole pipeline (short tasks do): a queued task waits for the one before
-    it even when another worker is free, since a steal is noticed only between two tasks."""
+    it even when another worker is free, since a steal is noticed only between two tasks.
+    How deep is decided by the burst's own tasks, not by the short ones of the same shape
+    that ran just before."""
     from runtime.client import decisions
 
     monkeypatch.setattr(decisions, "LEASE_IDLE", 3600.0)  # both leases, and the node's "no room", stay
@@ -680,7 +682,7 @@ def test_tasks_queued_behind_a_long_one_on_a_full_node_run_on_the_free_worker(no
         time.sleep(seconds)
         return time.time()
 
-    runtime.get([sleep_for.remote(0.1) for _ in range(6)], timeout=60)  # ~0.1 s a task, both workers
+    runtime.get([sleep_for.remote(0) for _ in range(40)], timeout=60)  # short ones, on both workers
     long_one = sleep_for.remote(3.0)
     short = [sleep_for.remote(0.05) for _ in range(5)]
     ended = runtime.get(long_one, timeout=60)

@@ -54,7 +54,7 @@ PATIENCE = 0.2  # seconds to wait for more workers before queueing tasks behind 
 # s: tasks shorter than this fill a worker's whole pipeline while its node has no room (their
 # replies are held while the next runs, up to runtime.worker.replies.HOLD_S: the same 10 ms)
 DEEP_BELOW = 0.010
-TASK_TIME_WEIGHT = 0.25  # of the newest interval in the running mean of a shape's time per task
+TASK_TIME_WEIGHT = 0.25  # of the newest interval in the running mean of a burst's time per task
 MAX_REQUESTS = 16  # lease requests open at once for one shape
 
 CANCELLED = "cancelled"
@@ -74,7 +74,7 @@ def depth_limit(
     it had no room for another worker (`no_room`), no new worker will come soon
     to take queued tasks, and the next one starts without waiting for a round
     trip to this process: two, or `PIPELINE` for tasks known to take under
-    `DEEP_BELOW` (`task_s`, this shape's recent time per task). Their worker
+    `DEEP_BELOW` (`task_s`, the time per task of this burst of the shape). Their worker
     then has a backlog and may hold their replies and send them together
     (`runtime.worker.replies`): fewer messages, and fewer wake-ups of this
     process taken from the workers' CPU. Longer tasks stay two deep: a task
@@ -91,7 +91,7 @@ def depth_limit(
 
 
 def task_time(previous: float | None, interval: float) -> float:
-    """This shape's time per task, given the `interval` between two DONEs of a lease that was
+    """A burst's time per task, given the `interval` between two DONEs of a lease that was
     busy in between (replies held and sent together count 0 after the first: the mean holds)."""
     return interval if previous is None else previous + TASK_TIME_WEIGHT * (interval - previous)
 

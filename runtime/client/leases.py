@@ -59,12 +59,16 @@ class Leases:
         # Shapes whose last dispatch left tasks queued with every lease at PIPELINE: until the
         # next dispatch (a lease's task done, a grant, a retry, a tick) none can take more.
         self.full: set[tuple] = set()
-        self.task_s: dict[tuple, float] = {}  # shape -> recent time per task (decisions.task_time)
+        self.task_s: dict[tuple, float] = {}  # shape -> its burst's time per task (decisions.task_time)
 
     def enqueue(self, call: Call) -> None:
         """A task whose arguments are all here: run it on a leased worker."""
         shape = call.template.resources
         queue = self.task_queues.get(shape)
+        if not queue and shape in self.task_s and not any(x.inflight for x in self.leases.get(shape, ())):
+            # A new burst of this shape: how deep to fill is decided by its own tasks' times
+            # (a burst of long tasks after short ones of the same shape is not dealt deep).
+            del self.task_s[shape]
         if queue is None:
             queue = self.task_queues[shape] = deque()
         elif queue and shape in self.full and self.lease_requests.get(shape, 0) >= decisions.MAX_REQUESTS:
