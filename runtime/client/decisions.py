@@ -7,7 +7,10 @@ from a busy one, and whether a call whose attempt failed runs again.
     events (plain data)                        decisions              actions
     ────────────────────────────────────────   ────────────────────   ──────────────────────────────
     when this shape's first open request   ──▶ depth_limit()      ──▶ tasks a lease may hold (1, 2
-      was sent, now; the node had no room                             or PIPELINE)
+      was sent, now; the node had no room;                            or PIPELINE)
+      the burst's time per task
+    the interval between two DONEs of a    ──▶ task_time()        ──▶ the burst's time per task
+      lease busy in between
     a lease's task done: what it holds,    ──▶ refill()           ──▶ top it up now, or at LOW_WATER
       were all leases full?
     a shape's queue, its leases, the limit ──▶ assign()           ──▶ (lease, call): send EXECUTE
@@ -43,16 +46,17 @@ from .records import Call, Lease
 # Seconds an idle lease is kept for the next task of its shape. A burst after a pause (a
 # notebook cell, a loop alternating local work with remote tasks) then finds its workers
 # leased, and filled as deep as depth_limit allows while its node said it had no room
-# (Leases.cancel_requests keeps that): no LEASE_REQUEST / LEASE_GRANT round trip. A Monte Carlo burst after 0.28 s of serial work: its
-# first chunk starts after 0.6 ms instead of 1.0-1.5 (benchmarks/mc_vs_pool.py). Others lose
-# nothing: the node revokes an idle lease at once when work it cannot start waits
-# (placement.unblock).
+# (Leases.cancel_requests keeps that): no LEASE_REQUEST / LEASE_GRANT round trip. A Monte
+# Carlo burst after 0.28 s of serial work: its first chunk starts after 0.6 ms instead of
+# 1.0-1.5 (benchmarks/mc_vs_pool.py). Others lose nothing: the node revokes an idle lease at
+# once when work it cannot start waits (placement.unblock).
 LEASE_IDLE = 1.0
 PIPELINE = 16  # tasks queued at a leased worker when there is a backlog (idle ones steal)
 LOW_WATER = PIPELINE // 2  # a full lease is topped up once it holds this many or fewer
 PATIENCE = 0.2  # seconds to wait for more workers before queueing tasks behind running ones
-# s: tasks shorter than this fill a worker's whole pipeline while its node has no room (their
-# replies are held while the next runs, up to runtime.worker.replies.HOLD_S: the same 10 ms)
+# s: tasks shorter than this fill a worker's whole pipeline while its node has no room: the
+# backlog that lets their worker hold their replies while the next one runs, for as long
+# (runtime.worker.replies.HOLD_S is this)
 DEEP_BELOW = 0.010
 TASK_TIME_WEIGHT = 0.25  # of the newest interval in the running mean of a burst's time per task
 MAX_REQUESTS = 16  # lease requests open at once for one shape
@@ -74,8 +78,8 @@ def depth_limit(
     it had no room for another worker (`no_room`), no new worker will come soon
     to take queued tasks, and the next one starts without waiting for a round
     trip to this process: two, or `PIPELINE` for tasks known to take under
-    `DEEP_BELOW` (`task_s`, the time per task of this burst of the shape). Their worker
-    then has a backlog and may hold their replies and send them together
+    `DEEP_BELOW` (`task_s`, this burst's time per task). Their worker then
+    has a backlog and may hold their replies and send them together
     (`runtime.worker.replies`): fewer messages, and fewer wake-ups of this
     process taken from the workers' CPU. Longer tasks stay two deep: a task
     queued behind a long one would wait for it even when another worker is

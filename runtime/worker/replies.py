@@ -33,12 +33,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..client.decisions import LOW_WATER
+from ..client.decisions import DEEP_BELOW, LOW_WATER
 
 # s: a held reply goes out before its wait would pass this (the next task's expected end). Dask
 # batches its workers' messages every 2 ms; 10 ms lets replies of ~4 ms tasks go two or three
-# to a message, and is far below what a person or a progress bar notices.
-HOLD_S = 0.010
+# to a message, and is far below what a person or a progress bar notices. The owner fills a
+# worker deep with tasks below the same bound (decisions.depth_limit): holding needs a backlog.
+HOLD_S = DEEP_BELOW
 HOLD_MAX = 64  # replies held at most
 LATE_S = 0.02  # s: held this long, a reply is sent by the worker's late sender thread
 # Tasks queued here for holding to go on: below it the owner must hear of the finished ones
