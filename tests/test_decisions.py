@@ -385,16 +385,17 @@ def test_once_the_node_has_no_room_short_tasks_fill_the_pipeline_and_long_ones_g
     assert [len(x.inflight) for x in (a, b)] == [2, 2] and len(sent) == 4 and len(queue) == 1
 
 
-def test_a_shapes_time_per_task_is_a_running_mean_of_the_intervals_between_dones():
+def test_a_shapes_time_per_task_is_a_running_mean_of_what_its_tasks_ran():
     t = decisions.task_time(None, 0.006)
-    assert t == 0.006  # the first interval
-    for _ in range(40):  # replies sent three at a time: 18 ms, then 0 and 0
-        for interval in (0.018, 0.0, 0.0):
-            t = decisions.task_time(t, interval)
-    assert 0.001 < t < decisions.DEEP_BELOW  # ~6 ms a task, whatever the batching
+    assert t == 0.006 < decisions.DEEP_BELOW  # the first DONE decides at once
+    t = decisions.task_time(t, 0.015)  # one longer task does not undo it
+    assert t < decisions.DEEP_BELOW
     for _ in range(20):
         t = decisions.task_time(t, 0.05)
     assert t > decisions.DEEP_BELOW  # the tasks got long: two deep again
+    for _ in range(20):
+        t = decisions.task_time(t, 0.004)
+    assert t < decisions.DEEP_BELOW
 
 
 def test_a_full_lease_is_topped_up_by_half_a_pipeline_at_once():

@@ -9,8 +9,8 @@ from a busy one, and whether a call whose attempt failed runs again.
     when this shape's first open request   ──▶ depth_limit()      ──▶ tasks a lease may hold (1, 2
       was sent, now; the node had no room;                            or PIPELINE)
       the burst's time per task
-    the interval between two DONEs of a    ──▶ task_time()        ──▶ the burst's time per task
-      lease busy in between
+    how long a task ran on its worker      ──▶ task_time()        ──▶ the burst's time per task
+      (its DONE says)
     a lease's task done: what it holds,    ──▶ refill()           ──▶ top it up now, or at LOW_WATER
       were all leases full?
     a shape's queue, its leases, the limit ──▶ assign()           ──▶ (lease, call): send EXECUTE
@@ -94,10 +94,14 @@ def depth_limit(
     return 1
 
 
-def task_time(previous: float | None, interval: float) -> float:
-    """A burst's time per task, given the `interval` between two DONEs of a lease that was
-    busy in between (replies held and sent together count 0 after the first: the mean holds)."""
-    return interval if previous is None else previous + TASK_TIME_WEIGHT * (interval - previous)
+def task_time(previous: float | None, took: float) -> float:
+    """A burst's time per task, given one more task that ran `took` seconds (its worker
+    measures it and says in the DONE). The worker's own figure, not the interval between
+    two DONEs here: that one carries when replies were held and sent together, and how
+    late this process read them (the first DONEs of a burst arrive while the driver still
+    submits). A burst of ~8 ms Monte Carlo chunks went deep after its first DONE, not its
+    tenth."""
+    return took if previous is None else previous + TASK_TIME_WEIGHT * (took - previous)
 
 
 def refill(held: int, full: bool) -> bool:

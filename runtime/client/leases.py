@@ -206,21 +206,15 @@ class Leases:
                     self.return_lease(lease)
 
     # ----------------------------------------------------------- from workers
-    def on_done(self, call: Call, retryable: bool) -> bool:
-        """A task's DONE: free its place on its lease. True if it is queued again (a retry)."""
+    def on_done(self, call: Call, retryable: bool, took: float) -> bool:
+        """A task's DONE (it ran `took` seconds on its worker): free its place on its lease.
+        True if it is queued again (a retry)."""
         lease = call.lease
         if lease is not None:
-            now = time.monotonic()
-            if lease.last_done:  # busy since its last DONE: this one ran meanwhile
-                self.task_s[lease.shape] = decisions.task_time(
-                    self.task_s.get(lease.shape), now - lease.last_done
-                )
+            self.task_s[lease.shape] = decisions.task_time(self.task_s.get(lease.shape), took)
             lease.inflight.pop(call.task_id, None)
-            if lease.inflight:
-                lease.last_done = now
-            else:
-                lease.last_done = 0.0
-                lease.idle_since = now
+            if not lease.inflight:
+                lease.idle_since = time.monotonic()
         call.lease = None
         if retryable:
             outcome = decisions.retry(call.retries_left, call.cancelled)

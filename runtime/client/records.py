@@ -115,7 +115,7 @@ class Call:
 
 
 class Lease:
-    __slots__ = ("lease_id", "shape", "link", "pid", "inflight", "idle_since", "revoked", "node", "last_done")
+    __slots__ = ("lease_id", "shape", "link", "pid", "inflight", "idle_since", "revoked", "node")
 
     def __init__(self, lease_id: int, shape: tuple, link, pid: int, node: str = "") -> None:
         self.node = node  # "" for our own node
@@ -125,7 +125,6 @@ class Lease:
         self.pid = pid
         self.inflight: dict[bytes, Call] = {}
         self.idle_since = time.monotonic()
-        self.last_done = 0.0  # time.monotonic() of its last DONE while it stayed busy, else 0
         self.revoked = False
 
 

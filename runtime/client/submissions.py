@@ -146,7 +146,7 @@ class Submissions:
 
     def on_done(self, msg: tuple, link: transport.Link | None) -> None:
         """DONE from a worker: the call's results, or a retry (Leases.on_done decides)."""
-        _, task_id, results, retryable = msg
+        _, task_id, results, retryable, took = msg
         with self.core.lock:
             call = self.calls.get(task_id)
             if call is None:
@@ -155,7 +155,7 @@ class Submissions:
             actor = call.template.actor_id
             if actor:
                 self.actor_calls.on_done(call)
-            elif self.leases.on_done(call, retryable):
+            elif self.leases.on_done(call, retryable, took):
                 return  # queued again: a retry
             self.finish(call, results, notify=False)  # Client.dispatch wakes waiters after the batch
             if not actor and lease is not None:

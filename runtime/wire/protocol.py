@@ -70,7 +70,7 @@ class Kind:
     SUBSCRIBE = 6  # (object_ids,)     send me these values when ready
     CANCEL = 7  # (task_id, "drop" | "steal" | "interrupt")   owner -> worker: skip or stop this task
     KILL_ACTOR = 8  # (actor_id, no_restart)
-    DONE = 9  # (task_id, results, retryable)   a worker finished a task
+    DONE = 9  # (task_id, results, retryable, seconds it ran)   a worker finished a task
     BLOCKED = 10  # ()                worker waits in get(): lend its CPU
     UNBLOCKED = 11  # ()
     LOG = 12  # (owner, ctx, stream, text, label)

@@ -331,7 +331,7 @@ class WorkerLoop:
             self.cancelled.pop(spec.task_id, None)  # a CANCEL read while it ran (its SIGINT ended it)
         ended = time.time()
         self.replies.ran(spec.function_id, ended - started)
-        self.end(spec, results, retryable, link, hold=True)
+        self.end(spec, results, retryable, link, hold=True, took=ended - started)
         self.events.record(spec.name, started, ended, not any(r[1] for r in results), hold=True)
 
     def begin(
@@ -346,12 +346,19 @@ class WorkerLoop:
         output.set_current(output.TaskOutput(spec.owner, spec.ctx, label, link), thread_only)
 
     def end(
-        self, spec: TaskSpec, results: list, retryable: bool, link: transport.Link | None, hold: bool = False
+        self,
+        spec: TaskSpec,
+        results: list,
+        retryable: bool,
+        link: transport.Link | None,
+        hold: bool = False,
+        took: float = 0.0,
     ) -> None:
-        """Send the task's DONE (after its prints), or hold it (`replies`: the main thread's)."""
+        """Send the task's DONE (after its prints), or hold it (`replies`: the main thread's).
+        `took`: the seconds it ran, how its owner learns how deep to fill workers with its shape."""
         sys.stdout.flush()
         sys.stderr.flush()
-        msg = (Kind.DONE, spec.task_id, results, retryable)
+        msg = (Kind.DONE, spec.task_id, results, retryable, took)
         if getattr(link, "direct", False):  # a caller on another node (wire/direct.py)
             moved = [r[2] for r in results if type(r[2]) is str]
             if moved:  # our node keeps them until the caller's node has moved them
@@ -449,7 +456,7 @@ class WorkerLoop:
         ended = time.time()
         if not threaded:  # the main thread's: held as a task's (an actor's calls keep their order)
             self.replies.ran(spec.function_id, ended - started)
-        self.end(spec, results, retryable, link, hold=not threaded)
+        self.end(spec, results, retryable, link, hold=not threaded, took=ended - started)
         self.events.record(
             spec.name, started, ended, not any(r[1] for r in results), "actor call", not threaded
         )
