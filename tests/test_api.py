@@ -692,6 +692,43 @@ def test_tasks_queued_behind_a_long_one_on_a_full_node_run_on_the_free_worker(no
     runtime.shutdown()
 
 
+def test_tasks_stolen_from_a_busy_worker_leave_it_at_its_next_read_not_when_it_reaches_them(
+    no_leaks, monkeypatch
+):
+    """An idle worker steals the later half of a busy one's queue. The busy worker hands them
+    all back as soon as it reads (between two tasks), not one by one as it reaches them
+    (then the thief would wait for everything queued before them)."""
+    from runtime.client import decisions
+
+    monkeypatch.setattr(decisions, "LEASE_IDLE", 3600.0)  # both leases stay
+    # Every worker dealt a whole pipeline at once (as tasks under DEEP_BELOW are): the tasks
+    # go round robin, so one worker gets every long task and the other every short one.
+    monkeypatch.setattr(decisions, "depth_limit", lambda *args, **kwargs: decisions.PIPELINE)
+    runtime.init(num_cpus=2)
+
+    @runtime.remote
+    def sleep_for(seconds):
+        start = time.time()
+        time.sleep(seconds)
+        return start, time.time(), os.getpid()
+
+    runtime.get([sleep_for.remote(0) for _ in range(40)], timeout=60)  # both workers leased
+    refs = []
+    for _ in range(8):
+        refs += [sleep_for.remote(0.3), sleep_for.remote(0.05)]
+    runs = runtime.get(refs, timeout=60)
+    longs = runs[0::2]
+    busy = longs[0][2]
+    assert all(pid != busy for _, _, pid in runs[1::2])  # the short ones ran on the other worker
+    stolen = [start for start, _, pid in longs if pid != busy]
+    assert stolen, longs  # the other worker, idle after ~0.4 s, took some of the long ones
+    # It took them while the busy one ran its second long task: it hands them back when that
+    # one ends. Before, not until it had run every one queued before them (five).
+    ended_before = sum(end <= min(stolen) for _, end, pid in longs if pid == busy)
+    assert ended_before <= 3, (ended_before, longs)
+    runtime.shutdown()
+
+
 def test_results_held_back_go_out_while_a_task_expected_short_runs_long(no_leaks, tmp_path):
     """The worker held the DONEs of short tasks and started one more of the same function,
     which blocks: its late sender sends them anyway; they do not wait for that task."""

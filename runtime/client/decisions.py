@@ -171,7 +171,9 @@ class Steal:
 
 def steal(idle: Lease, leases: Iterable[Lease]) -> Steal | None:
     """An idle lease while others of its shape have tasks queued behind a running one:
-    take the later half of the busiest one's queue (at least one task)."""
+    take the later half of the busiest one's queue (at least one task). Its worker hands
+    them all back (REJECTED) when it next reads, between two tasks, not as it reaches each:
+    the idle one waits for the task running there, not for the half queued before them."""
     victims = [x for x in leases if x is not idle and len(x.inflight) > 1]
     if not victims:
         return None

@@ -18,7 +18,10 @@ written to shared memory when large. An actor worker keeps its instance
 between calls; with ``max_concurrency > 1`` calls run on a thread pool,
 and ``async def`` methods on an event loop, while the main thread reads.
 A task that blocks in `get` hands the tasks queued behind it back to
-their owners, who run them elsewhere.
+their owners, who run them elsewhere. A steal (an idle worker of the same
+owner takes the later half of this one's queue) is answered for all its
+tasks as soon as it is read, between two tasks: REJECTED, and they are
+skipped when the loop reaches them.
 """
 
 from __future__ import annotations
@@ -91,6 +94,8 @@ class WorkerLoop:
         self.in_task = False
         self.sigint_seen = False  # a SIGINT came between tasks (a cancel's, maybe of the next)
         self.cancelled: dict[bytes, str] = {}  # task id -> "drop" | "steal" | "interrupt"
+        self.queued: set[bytes] = set()  # ids of the tasks in the inbox (not started)
+        self.claim = threading.Lock()  # taking a task from the inbox, or giving it back
         self.pid = os.getpid()
         ip = conf.get("ip", "127.0.0.1")
         self.ip_suffix = "" if ip in ("127.0.0.1", "localhost") else f", ip={ip}"
@@ -105,9 +110,20 @@ class WorkerLoop:
         """Called by whichever thread reads the sockets."""
         kind = msg[0]
         if kind == Kind.EXECUTE:
-            self.inbox.put((msg, link))
+            with self.claim:
+                self.queued.add(msg[1].task_id)
+                self.inbox.put((msg, link))
         elif kind == Kind.CANCEL:
-            self.cancelled[msg[1]] = msg[2]
+            task_id, mode = msg[1], msg[2]
+            with self.claim:
+                if mode == "steal" and task_id in self.queued and link is not None:
+                    # Not started: its owner has a free worker for it now, not once this
+                    # one reaches it (a steal takes the later half of a queue). Skipped then.
+                    self.queued.discard(task_id)
+                    self.cancelled[task_id] = "drop"
+                    self.client.queue(link, (Kind.REJECTED, [task_id]))
+                else:
+                    self.cancelled[task_id] = mode
         elif kind == Kind.EXIT:
             self.inbox.put(None)
 
@@ -124,14 +140,20 @@ class WorkerLoop:
         if self.actor_id:
             return  # an actor's calls must run here, in order
         kept, back = [], {}
-        while not self.inbox.empty():
-            item = self.inbox.get()
-            if item is not None and item[1] is not None and item[0][1].kind not in (ACTOR_CALL, ACTOR_CREATE):
-                back.setdefault(item[1], []).append(item[0][1].task_id)
-            else:
-                kept.append(item)
-        for item in kept:
-            self.inbox.put(item)
+        with self.claim:
+            while not self.inbox.empty():
+                item = self.inbox.get()
+                if (
+                    item is not None
+                    and item[1] is not None
+                    and item[0][1].kind not in (ACTOR_CALL, ACTOR_CREATE)
+                ):
+                    back.setdefault(item[1], []).append(item[0][1].task_id)
+                    self.queued.discard(item[0][1].task_id)
+                else:
+                    kept.append(item)
+            for item in kept:
+                self.inbox.put(item)
         for link, task_ids in back.items():
             self.client.queue(link, (Kind.REJECTED, task_ids))
 
@@ -152,7 +174,10 @@ class WorkerLoop:
                 if not self.actor_id and not just_read:
                     client.pump(0)  # a cancel or a steal may be waiting for the next task
                 just_read = False
-                item = inbox.get()
+                with self.claim:
+                    item = inbox.get()
+                    if item is not None:
+                        self.queued.discard(item[0][1].task_id)
                 if item is None:
                     self.release()
                     self.events.flush()
