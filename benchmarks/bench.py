@@ -36,6 +36,7 @@ import importlib.metadata
 import importlib.util
 import io
 import json
+import multiprocessing
 import os
 import platform
 import signal
@@ -399,20 +400,104 @@ def make_backend(framework: str) -> Backend:
 # --------------------------------------------------------------------------- workloads
 
 
+class Machine:
+    """The machine's own figures for runtime's rows measured beside them: in its process,
+    each repetition paired with one of the machine's (benchmarks/ceiling.py: two bare echo
+    processes, and multiprocessing.Pool(2) on the same chunks). Measured minutes apart, a
+    share carried the machine's drift (33 % of the echo in a run where the whole machine
+    had slowed, 58 % in a quiet one); paired, both sides see the same minutes.
+
+    The echo processes are forked before the cluster starts (from a process with no
+    threads yet) and closed after the sync actor calls; the Pool lives for one Monte
+    Carlo workload, its workers forked by a fork server (not from this process, whose
+    pages they would share: with them alive, a 100 MB put here took ~10 % longer). Their
+    processes are not counted as the cluster's (`cluster_processes`)."""
+
+    def __init__(self) -> None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import ceiling
+
+        before = self._children()
+        self.echoes: Any = ceiling.Echoes()
+        self.pool: Any = None
+        HELPER_PIDS.update(self._children() - before)
+
+    @staticmethod
+    def _children() -> set[int]:
+        return {c.pid for c in psutil.Process().children(recursive=True)}
+
+    def echo_rate(self, n: int) -> float:
+        """Round trips a second through the bare echo, one at a time."""
+        echoes = self.echoes
+        t0 = time.perf_counter()
+        for i in range(n):
+            if echoes.get(echoes.submit(i)) != i:
+                raise AssertionError("wrong echo")
+        return n / (time.perf_counter() - t0)
+
+    def close_echoes(self) -> None:
+        if self.echoes is not None:
+            self.echoes.close()
+            self.echoes = None
+
+    def open_pool(self) -> None:
+        before = self._children()  # the cluster's: it starts none meanwhile
+        self.pool = multiprocessing.get_context("forkserver").Pool(2)
+        self.pool.apply(int, (1,))
+        self.pool.starmap(mc_pi_chunk, [(s, 1000) for s in range(4)])  # warm, as runtime's
+        HELPER_PIDS.update(self._children() - before)
+
+    def pool_parallel(self, tasks: int, samples: int) -> float:
+        """Seconds for Pool(2) to run the chunks (its own default chunking, as ceiling.py)."""
+        t0 = time.perf_counter()
+        sum(self.pool.starmap(mc_pi_chunk, [(s, samples) for s in range(tasks)]))
+        return time.perf_counter() - t0
+
+    def close_pool(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+
+    def close(self) -> None:
+        self.close_pool()
+        self.close_echoes()
+
+
+MACHINE: list[Machine | None] = [None]  # runtime's child only
+HELPER_PIDS: set[int] = set()  # the Machine's processes: not part of the cluster
+
+
+def with_machine(key: str, ours: list[float], machine: list[float], higher: bool) -> dict[str, Any]:
+    """The paired machine figure of `key` (median) and runtime's share of it: the median of
+    the per-pair shares (1.0: as fast as the machine allows)."""
+    shares = [o / m if higher else m / o for o, m in zip(ours, machine, strict=True)]
+    return {f"{key}_machine": median(machine), f"{key}_share": median(shares), f"{key}_shares": shares}
+
+
 def w_sync_tasks(b: Backend, p: Params) -> dict[str, Any]:
     """2. `get(f.remote(i))` one at a time."""
     f = b.task(noop)
     b.get_list([f(i) for i in range(20)])  # warm-up
+    machine = MACHINE[0]
 
-    def once() -> float:
+    def once() -> float | tuple[float, float]:
         t0 = time.perf_counter()
         for i in range(p.sync_tasks):
             if b.get(f(i)) != i:
                 raise AssertionError("wrong result")
-        return p.sync_tasks / (time.perf_counter() - t0)
+        rate = p.sync_tasks / (time.perf_counter() - t0)
+        return rate if machine is None else (rate, machine.echo_rate(p.sync_tasks))
 
     runs = repeat(once, p)
-    return {**summary("sync_tasks_per_s", runs), "sync_tasks_runs": runs}
+    if machine is None:
+        return {**summary("sync_tasks_per_s", runs), "sync_tasks_runs": runs}
+    ours, echo = [r for r, _ in runs], [e for _, e in runs]
+    return {
+        **summary("sync_tasks_per_s", ours),
+        "sync_tasks_runs": ours,
+        **with_machine("sync_tasks_per_s", ours, echo, higher=True),
+    }
 
 
 def w_async_tasks(b: Backend, p: Params) -> dict[str, Any]:
@@ -436,20 +521,31 @@ def w_actor_sync(b: Backend, p: Params) -> dict[str, Any]:
     """4a. Calls on one actor, one at a time."""
     actor = b.actor(Echo)
     echo = b.method(actor, "echo")
+    machine = MACHINE[0]
     try:
         b.get_list([echo(i) for i in range(20)])  # warm-up
 
-        def once() -> float:
+        def once() -> float | tuple[float, float]:
             t0 = time.perf_counter()
             for i in range(p.actor_sync):
                 if b.get(echo(i)) != i:
                     raise AssertionError("wrong result")
-            return p.actor_sync / (time.perf_counter() - t0)
+            rate = p.actor_sync / (time.perf_counter() - t0)
+            return rate if machine is None else (rate, machine.echo_rate(p.actor_sync))
 
         runs = repeat(once, p)
     finally:
         b.kill_actor(actor)
-    return {**summary("actor_sync_per_s", runs), "actor_sync_runs": runs}
+        if machine is not None:
+            machine.close_echoes()  # its last use
+    if machine is None:
+        return {**summary("actor_sync_per_s", runs), "actor_sync_runs": runs}
+    ours, bare = [r for r, _ in runs], [e for _, e in runs]
+    return {
+        **summary("actor_sync_per_s", ours),
+        "actor_sync_runs": ours,
+        **with_machine("actor_sync_per_s", ours, bare, higher=True),
+    }
 
 
 def w_actor_async(b: Backend, p: Params) -> dict[str, Any]:
@@ -539,22 +635,57 @@ def monte_carlo(b: Backend, p: Params, tasks: int, samples: int, key: str) -> di
             mc_pi_chunk(s, samples)
         return time.perf_counter() - t0
 
+    machine = MACHINE[0]
+    turn = [0]
+
+    def pair() -> tuple[float, ...]:
+        if machine is None:
+            return parallel(), serial()
+        # With Pool's run on the same chunks, which of the two goes first alternating.
+        turn[0] += 1
+        if turn[0] % 2:
+            par, ser = parallel(), serial()
+            return par, ser, machine.pool_parallel(tasks, samples)
+        pool = machine.pool_parallel(tasks, samples)
+        ser = serial()
+        return parallel(), ser, pool
+
     # A few pairs, parallel and serial interleaved (the machine's speed drifts).
-    pairs = repeat(lambda: (parallel(), serial()), dataclasses.replace(p, reps=max(3, p.reps)))
-    par, ser = [pp for pp, _ in pairs], [ss for _, ss in pairs]
-    return {
+    if machine is not None:
+        machine.open_pool()
+    try:
+        pairs = repeat(pair, dataclasses.replace(p, reps=max(3, p.reps)))
+    finally:
+        if machine is not None:
+            machine.close_pool()
+    par, ser = [x[0] for x in pairs], [x[1] for x in pairs]
+    out = {
         **summary(f"{key}_parallel_s", par),
         **summary(f"{key}_serial_s", ser),
-        **summary(f"{key}_speedup", [ss / pp for pp, ss in pairs]),
+        **summary(f"{key}_speedup", [ss / pp for pp, ss in zip(par, ser, strict=True)]),
         f"{key}_parallel_runs": par,
         f"{key}_serial_runs": ser,
     }
+    if machine is not None:
+        pool = [x[2] for x in pairs]
+        out.update(with_machine(f"{key}_parallel_s", par, pool, higher=False))
+        pool_speedup = [ss / pl for ss, pl in zip(ser, pool, strict=True)]
+        out.update(
+            with_machine(
+                f"{key}_speedup",
+                [ss / pp for pp, ss in zip(par, ser, strict=True)],
+                pool_speedup,
+                higher=True,
+            )
+        )
+        out[f"{key}_pool_runs"] = pool
+    return out
 
 
 def cluster_processes() -> list[psutil.Process]:
     """This driver and every process it started, recursively (the whole local cluster)."""
     me = psutil.Process()
-    return [me, *me.children(recursive=True)]
+    return [me, *(c for c in me.children(recursive=True) if c.pid not in HELPER_PIDS)]
 
 
 def w_memory(b: Backend, p: Params) -> dict[str, Any]:
@@ -669,6 +800,8 @@ def run_child(framework: str, params: Params, out_path: Path, startup_only: bool
     results["version"] = b.version()
     results["module_path"] = sys.modules[FRAMEWORK_MODULE[framework]].__file__
     save()
+    if framework == "runtime" and not startup_only:
+        MACHINE[0] = Machine()  # the machine's figures beside runtime's (its share of them)
     t0 = time.perf_counter()
     b.start()
     try:
@@ -710,6 +843,9 @@ def run_child(framework: str, params: Params, out_path: Path, startup_only: bool
             NOTES.clear()
             save()
     finally:
+        if MACHINE[0] is not None:
+            MACHINE[0].close()
+            MACHINE[0] = None
         t0 = time.perf_counter()
         try:
             b.shutdown()
@@ -1024,8 +1160,13 @@ def table(results: dict[str, dict[str, Any]], p: Params, ceiling: dict[str, Any]
         cells += [ratio(row, vals["runtime"], vals[fw]) for fw in others]
         if ceiling is not None:
             c = cell_value(ceiling, row.key)
-            cells.append(fmt(c[0] * row.scale, c[1]) if c[0] is not None else "")
-            cells.append(share(row, vals["runtime"], c) if "runtime" in vals else "")
+            paired = results.get("runtime", {}).get(f"{row.key}_share")
+            if paired is not None:  # measured beside runtime's own (Machine): that pair's share
+                cells.append(fmt(results["runtime"][f"{row.key}_machine"] * row.scale) + "*")
+                cells.append(f"{paired:.0%}")
+            else:
+                cells.append(fmt(c[0] * row.scale, c[1]) if c[0] is not None else "")
+                cells.append(share(row, vals["runtime"], c) if "runtime" in vals else "")
         lines.append(cells)
     widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
     out = []
@@ -1185,7 +1326,8 @@ def run_suite(args: argparse.Namespace, chosen: list[str], base: Params) -> int:
             f"{base.startup_samples} fresh process(es). machine: the same workload with nothing but "
             "two echo processes (pickle + HMAC-SHA256 + a Unix socket each way), a memcpy, or "
             "multiprocessing.Pool(2); runtime's share of it: 100% = as fast as this machine allows "
-            "(see benchmarks/ceiling.py)."
+            "(see benchmarks/ceiling.py). *: measured in runtime's process, each repetition paired "
+            "with one of runtime's (the same minutes); the share is the median of the pairs' shares."
         )
     for fw, res in results.items():
         for name, err in res.get("errors", {}).items():
