@@ -668,8 +668,8 @@ def test_a_task_waiting_on_a_result_its_own_worker_holds_back_gets_it(no_leaks):
 
 def test_tasks_queued_behind_a_long_one_on_a_full_node_run_on_the_free_worker(no_leaks, monkeypatch):
     """While the node has no room for more workers, a task that runs long gets one more queued
-    behind it, not a whole pipeline (short tasks do): a queued task waits for the one before
-    it even when another worker is free, since a steal is noticed only between two tasks.
+    behind it, not a whole pipeline (short tasks do), and the free worker steals that one
+    while the long one runs: the busy worker's watch thread reads the steal within ~20 ms.
     How deep is decided by the burst's own tasks, not by the short ones of the same shape
     that ran just before."""
     from runtime.client import decisions
@@ -686,9 +686,9 @@ def test_tasks_queued_behind_a_long_one_on_a_full_node_run_on_the_free_worker(no
     long_one = sleep_for.remote(3.0)
     short = [sleep_for.remote(0.05) for _ in range(5)]
     ended = runtime.get(long_one, timeout=60)
-    # One short task is queued behind the long one; the four others run on the other worker.
-    # With a whole pipeline each (3 behind the long one), two would wait for it.
-    assert sum(end < ended for end in runtime.get(short, timeout=60)) == 4
+    # One short task is queued behind the long one, the four others go to the other worker,
+    # which then steals it. Read only between two tasks, the steal would wait for the long one.
+    assert sum(end < ended for end in runtime.get(short, timeout=60)) == 5
     runtime.shutdown()
 
 
@@ -731,7 +731,7 @@ def test_tasks_stolen_from_a_busy_worker_leave_it_at_its_next_read_not_when_it_r
 
 def test_results_held_back_go_out_while_a_task_expected_short_runs_long(no_leaks, tmp_path):
     """The worker held the DONEs of short tasks and started one more of the same function,
-    which blocks: its late sender sends them anyway; they do not wait for that task."""
+    which blocks: its watch thread sends them anyway; they do not wait for that task."""
     runtime.init(num_cpus=1)
     go = tmp_path / "go"
 

@@ -74,7 +74,8 @@ def depth_limit(
 
     One, until the node had `PATIENCE` seconds to lend more workers since we
     first asked (`asked_at`); then up to `PIPELINE`, queued behind the running
-    one (a worker notices a steal only between two tasks). Once the node said
+    one (a worker answers a steal between two tasks, or within ~20 ms of a task
+    that runs long: its watch thread). Once the node said
     it had no room for another worker (`no_room`), no new worker will come soon
     to take queued tasks, and the next one starts without waiting for a round
     trip to this process: two, or `PIPELINE` for tasks known to take under
@@ -83,7 +84,7 @@ def depth_limit(
     (`runtime.worker.replies`): fewer messages, and fewer wake-ups of this
     process taken from the workers' CPU. Longer tasks stay two deep: a task
     queued behind a long one would wait for it even when another worker is
-    free (a steal is noticed between two tasks), so the workers finish a burst
+    free (before workers read during long tasks, measured then), so the workers finish a burst
     together (8 Monte Carlo chunks of ~50 ms: one worker ended ~10 ms after the
     other when each got four at once).
     """
@@ -172,8 +173,9 @@ class Steal:
 def steal(idle: Lease, leases: Iterable[Lease]) -> Steal | None:
     """An idle lease while others of its shape have tasks queued behind a running one:
     take the later half of the busiest one's queue (at least one task). Its worker hands
-    them all back (REJECTED) when it next reads, between two tasks, not as it reaches each:
-    the idle one waits for the task running there, not for the half queued before them."""
+    them all back (REJECTED) when it next reads (between two tasks, or its watch thread
+    within ~20 ms of a long one), not as it reaches each: the idle one waits for neither the
+    task running there nor the half queued before them."""
     victims = [x for x in leases if x is not idle and len(x.inflight) > 1]
     if not victims:
         return None

@@ -10,6 +10,8 @@
         └─ every TICK (0.1 s) while leases, calls, backoffs or interrupts are pending, else
            every IDLE_TICK (0.5 s): Client.tick (idle leases, stats, keepalive)
     worker main thread ── no I/O thread: Client.pump reads between tasks
+    worker "watch" thread ── while one task runs long with others queued: read_now
+        (a moment with read_lock, never while the main thread wants it)
 
 Every socket read ends in `Client.dispatch` (messages) or
 `Client.on_peer_closed` / `Client.mark_dead` (connections gone).
@@ -87,6 +89,9 @@ class IOLoop:
             got = False  # only the I/O thread may touch a ZeroMQ socket
         elif self.thread is None and self.read_lock.acquire(blocking=False):
             got = True  # a worker's main thread; its other threads wait on the condition
+        elif self.thread is None and threading.current_thread() is threading.main_thread():
+            # A worker's watch thread reads for a moment (read_now): wait for it.
+            got = self.read_lock.acquire(timeout=timeout)
         elif self.thread is not None:
             # The holder is the I/O thread (about to yield: want_read) or another
             # waiting thread, which releases within one read.
@@ -102,6 +107,16 @@ class IOLoop:
         else:
             with core.cv:
                 core.cv.wait(timeout)
+
+    def read_now(self) -> None:
+        """A worker's other thread: read what waits, unless a thread reads or wants to
+        (its main thread, in get(): it keeps the sockets)."""
+        if self.want_read or not self.read_lock.acquire(blocking=False):
+            return
+        try:
+            self.read(0)
+        finally:
+            self.read_lock.release()
 
     def links(self) -> list[transport.Link]:
         core = self.core

@@ -7,7 +7,9 @@
                                       └─▶ inbox ─▶ run task ─┘   ACTOR_READY   ──▶ node
                       short tasks back to back: DONEs held (replies.py) ──▶ one batch
                       when the inbox runs low, a task blocks in get(), or (the
-                      "late-replies" thread) one is held over 20 ms
+                      "watch" thread) one is held over 20 ms
+    "watch" thread, while tasks wait here behind a running one: every 20 ms, if the
+        same task still runs, it reads the sockets (a steal, a cancel, more tasks)
 
 Workers are forked by the zygote with the runtime already imported, so a
 new one is ready in milliseconds. The main thread both reads the sockets
@@ -20,8 +22,9 @@ and ``async def`` methods on an event loop, while the main thread reads.
 A task that blocks in `get` hands the tasks queued behind it back to
 their owners, who run them elsewhere. A steal (an idle worker of the same
 owner takes the later half of this one's queue) is answered for all its
-tasks as soon as it is read, between two tasks: REJECTED, and they are
-skipped when the loop reaches them.
+tasks as soon as it is read: REJECTED, and they are skipped when the loop
+reaches them. The main thread reads between tasks; while one task runs over
+20 ms, the watch thread reads for it.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ from ..wire.protocol import ACTOR_CALL, ACTOR_CREATE, Kind, TaskSpec
 from ..wire.serialization import Dep
 from . import output
 from .replies import LATE_S, Replies
+
+PARK_AFTER = 50  # idle looks of the watch thread (LATE_S apart: a second) before it parks
 
 
 class Current:
@@ -102,7 +107,9 @@ class WorkerLoop:
         self.where = f"{socket.gethostname()} (pid={self.pid}{self.ip_suffix})"
         self.events = Recorder(conf["cluster_id"], conf["node_id"], self.pid)
         self.replies = Replies()  # DONEs held back while short tasks run back to back
-        self._late: threading.Event | None = None  # wakes the late sender (late_sender())
+        self._watch: threading.Event | None = None  # wakes the watch thread (watch())
+        self.watching = False  # the watch thread is awake: no need to wake it
+        self.started = 0  # tasks started by the main thread (the watch thread's clock)
         client.on_message = self.on_message
         client.on_blocked = self.hand_back_queued
 
@@ -187,10 +194,12 @@ class WorkerLoop:
                 if self.replies.held:
                     if not self.replies.may_hold(spec.function_id, now, inbox.qsize()):
                         self.release()
-                    elif self.replies.watch():  # this task may run long: watched once a batch
-                        self.late_sender().set()
                 elif self.events.due(now):  # a busy worker's events too
                     self.events.flush()
+                self.started += 1
+                if not self.watching:  # parked after a second without tasks
+                    self.watching = True
+                    self.watch().set()
                 if self.cancelled.get(spec.task_id) in ("drop", "steal"):
                     if self.cancelled.pop(spec.task_id) == "steal":
                         client.queue(link, (Kind.REJECTED, [spec.task_id]))
@@ -394,23 +403,43 @@ class WorkerLoop:
         if not held:
             self.client.queue(link, msg)
 
-    def late_sender(self) -> threading.Event:
-        """The event that wakes the late sender: a thread that sends replies held past
-        LATE_S while the main thread runs a task (expected short, it runs long)."""
-        if self._late is None:
-            self._late = threading.Event()
-            helper_thread("late-replies", self._send_late, self._late)
-        return self._late
+    def watch(self) -> threading.Event:
+        """The event that wakes the watch thread, which looks after the worker while its
+        main thread runs a task: every LATE_S it sends replies held that long (a task
+        expected short runs long), and while one task has run over LATE_S it reads the
+        sockets. What came for the tasks sent here meanwhile (a steal, a cancel) is then
+        answered within ~LATE_S, not when the long task ends (the main thread reads
+        between tasks). Woken by the first task after a pause, parked after PARK_AFTER
+        idle looks: a task costs the main thread a flag test, not a wake-up."""
+        if self._watch is None:
+            self._watch = threading.Event()
+            helper_thread("watch", self._watch_loop, self._watch)
+        return self._watch
 
-    def _send_late(self, armed: threading.Event) -> None:
-        replies = self.replies
+    def _watch_loop(self, armed: threading.Event) -> None:
+        replies, inbox, client = self.replies, self.inbox, self.client
         while True:
             armed.wait()
             armed.clear()
-            while replies.held:  # parked again once nothing is held
+            seen, idle = -1, 0
+            while True:
                 time.sleep(LATE_S)
                 if replies.overdue(time.monotonic()):
                     self.send_held()
+                running = self.started if client.executing else -1
+                if running == seen and running >= 0 and not self.actor_id:
+                    client.io.read_now()  # the same task for LATE_S or more
+                seen = running
+                if client.executing or replies.held or not inbox.empty():
+                    idle = 0
+                    continue
+                idle += 1
+                if idle >= PARK_AFTER:
+                    self.watching = False  # the next task wakes it
+                    if client.executing or not inbox.empty():  # one just started: stay
+                        self.watching = True
+                        continue
+                    break
 
     def send_held(self) -> None:
         """Send the held DONEs, one batch per owner (any thread)."""

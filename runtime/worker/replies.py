@@ -10,7 +10,7 @@
                                                  here; fewer than HOLD_MAX held)
         no ──▶ release: the held DONEs as one batch per owner, the events as one write
     the inbox is empty (about to wait), the task blocks in get(), exit ──▶ release
-    a task runs while replies are held over LATE_S ──▶ the late sender thread releases them
+    a task runs while replies are held over LATE_S ──▶ the watch thread releases them
 
 A DONE sent per task cost a worker of no-op tasks a fifth of its time in `send`
 alone, and woke its owner once per task; held back, one send and one wake carry
@@ -21,8 +21,8 @@ workers' CPU (64 Monte Carlo chunks of ~4 ms on 2 cores, benchmarks/mc_vs_pool.p
 So a reply is held while the next task, expected to run as long as its function
 did last time here, ends before the oldest held reply is HOLD_S old: a result
 waits at most HOLD_S, or one task that was expected to end in time and did not,
-and no longer than LATE_S even then: a thread of the worker (the late sender,
-parked while nothing is held) sends what is held that long while a task runs.
+and no longer than LATE_S even then: a thread of the worker (the watch thread,
+parked while the worker is idle) sends what is held that long while a task runs.
 Holding stops while fewer than QUEUED tasks wait here: the owner must hear of
 finished ones in time to send more, and a task waiting for a held result could
 not run here before those queued anyway. Nothing here sends: the worker loop
@@ -41,7 +41,7 @@ from ..client.decisions import DEEP_BELOW, LOW_WATER
 # worker deep with tasks below the same bound (decisions.depth_limit): holding needs a backlog.
 HOLD_S = DEEP_BELOW
 HOLD_MAX = 64  # replies held at most
-LATE_S = 0.02  # s: held this long, a reply is sent by the worker's late sender thread
+LATE_S = 0.02  # s: held this long, a reply is sent by the worker's watch thread
 # Tasks queued here for holding to go on: below it the owner must hear of the finished ones
 # to send more in time (it tops a worker up once it holds LOW_WATER of PIPELINE). Half of
 # LOW_WATER: 10,000 no-op tasks on two workers ran ~8 % faster than with LOW_WATER itself.
@@ -54,7 +54,6 @@ class Replies:
     def __init__(self) -> None:
         self.held: list[tuple[Any, tuple]] = []  # (link, message)
         self.since = 0.0  # when the oldest held reply was held
-        self.watched = False  # the late sender was woken for this batch
         self.took: dict[bytes, float] = {}  # function id (an actor's: method name) -> its last run, s
 
     def ran(self, function_id: bytes, seconds: float) -> None:
@@ -67,19 +66,11 @@ class Replies:
             return False
         if not self.held:
             self.since = now
-            self.watched = False
         self.held.append((link, msg))
         return True
 
-    def watch(self) -> bool:
-        """A task starts while replies are held: True the first time for this batch
-        (the late sender is woken once a batch, not once a task)."""
-        first = not self.watched
-        self.watched = True
-        return first
-
     def overdue(self, now: float) -> bool:
-        """Held past LATE_S: the task expected short runs long (the late sender's test)."""
+        """Held past LATE_S: the task expected short runs long (the watch thread's test)."""
         return bool(self.held) and now - self.since > LATE_S
 
     def may_hold(self, function_id: bytes, now: float, queued: int) -> bool:
