@@ -693,7 +693,7 @@ def test_tasks_queued_behind_a_long_one_on_a_full_node_run_on_the_free_worker(no
 
 
 def test_tasks_stolen_from_a_busy_worker_leave_it_at_its_next_read_not_when_it_reaches_them(
-    no_leaks, monkeypatch
+    no_leaks, monkeypatch, tmp_path
 ):
     """An idle worker steals the later half of a busy one's queue. The busy worker hands them
     all back as soon as it reads (between two tasks), not one by one as it reaches them
@@ -706,8 +706,12 @@ def test_tasks_stolen_from_a_busy_worker_leave_it_at_its_next_read_not_when_it_r
     monkeypatch.setattr(decisions, "depth_limit", lambda *args, **kwargs: decisions.PIPELINE)
     runtime.init(num_cpus=2)
 
+    gate = tmp_path / "go"
+
     @runtime.remote
-    def sleep_for(seconds):
+    def sleep_for(seconds, gate=None):
+        while gate and not os.path.exists(gate):  # none ends while the burst is dealt
+            time.sleep(0.005)
         start = time.time()
         time.sleep(seconds)
         return start, time.time(), os.getpid()
@@ -715,7 +719,8 @@ def test_tasks_stolen_from_a_busy_worker_leave_it_at_its_next_read_not_when_it_r
     runtime.get([sleep_for.remote(0) for _ in range(40)], timeout=60)  # both workers leased
     refs = []
     for _ in range(8):
-        refs += [sleep_for.remote(0.3), sleep_for.remote(0.05)]
+        refs += [sleep_for.remote(0.3, str(gate)), sleep_for.remote(0.05, str(gate))]
+    gate.touch()
     runs = runtime.get(refs, timeout=60)
     longs = runs[0::2]
     busy = longs[0][2]
