@@ -417,6 +417,7 @@ class Machine:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         import ceiling
 
+        self.ceiling = ceiling
         before = self._children()
         self.echoes: Any = ceiling.Echoes()
         self.pool: Any = None
@@ -428,11 +429,8 @@ class Machine:
 
     def echo_rate(self, n: int) -> float:
         """Round trips a second through the bare echo, one at a time."""
-        echoes = self.echoes
         t0 = time.perf_counter()
-        for i in range(n):
-            if echoes.get(echoes.submit(i)) != i:
-                raise AssertionError("wrong echo")
+        self.ceiling.round_trips(self.echoes, n)
         return n / (time.perf_counter() - t0)
 
     def close_echoes(self) -> None:
@@ -444,13 +442,13 @@ class Machine:
         before = self._children()  # the cluster's: it starts none meanwhile
         self.pool = multiprocessing.get_context("forkserver").Pool(2)
         self.pool.apply(int, (1,))
-        self.pool.starmap(mc_pi_chunk, [(s, 1000) for s in range(4)])  # warm, as runtime's
+        self.ceiling.pool_chunks(self.pool, mc_pi_chunk, 4, 1000)  # warm, as runtime's
         HELPER_PIDS.update(self._children() - before)
 
     def pool_parallel(self, tasks: int, samples: int) -> float:
         """Seconds for Pool(2) to run the chunks (its own default chunking, as ceiling.py)."""
         t0 = time.perf_counter()
-        sum(self.pool.starmap(mc_pi_chunk, [(s, samples) for s in range(tasks)]))
+        self.ceiling.pool_chunks(self.pool, mc_pi_chunk, tasks, samples)
         return time.perf_counter() - t0
 
     def close_pool(self) -> None:
@@ -475,6 +473,19 @@ def with_machine(key: str, ours: list[float], machine: list[float], higher: bool
     return {f"{key}_machine": median(machine), f"{key}_share": median(shares), f"{key}_shares": shares}
 
 
+def sync_rates(key: str, runs: list[Any]) -> dict[str, Any]:
+    """A sync row's results: its rates (`<key>_per_s`), each paired with the echo's when the
+    Machine measured it beside them ((ours, echo) per run)."""
+    if not runs or not isinstance(runs[0], tuple):
+        return {**summary(f"{key}_per_s", runs), f"{key}_runs": runs}
+    ours, echo = [r for r, _ in runs], [e for _, e in runs]
+    return {
+        **summary(f"{key}_per_s", ours),
+        f"{key}_runs": ours,
+        **with_machine(f"{key}_per_s", ours, echo, higher=True),
+    }
+
+
 def w_sync_tasks(b: Backend, p: Params) -> dict[str, Any]:
     """2. `get(f.remote(i))` one at a time."""
     f = b.task(noop)
@@ -489,15 +500,7 @@ def w_sync_tasks(b: Backend, p: Params) -> dict[str, Any]:
         rate = p.sync_tasks / (time.perf_counter() - t0)
         return rate if machine is None else (rate, machine.echo_rate(p.sync_tasks))
 
-    runs = repeat(once, p)
-    if machine is None:
-        return {**summary("sync_tasks_per_s", runs), "sync_tasks_runs": runs}
-    ours, echo = [r for r, _ in runs], [e for _, e in runs]
-    return {
-        **summary("sync_tasks_per_s", ours),
-        "sync_tasks_runs": ours,
-        **with_machine("sync_tasks_per_s", ours, echo, higher=True),
-    }
+    return sync_rates("sync_tasks", repeat(once, p))
 
 
 def w_async_tasks(b: Backend, p: Params) -> dict[str, Any]:
@@ -538,14 +541,7 @@ def w_actor_sync(b: Backend, p: Params) -> dict[str, Any]:
         b.kill_actor(actor)
         if machine is not None:
             machine.close_echoes()  # its last use
-    if machine is None:
-        return {**summary("actor_sync_per_s", runs), "actor_sync_runs": runs}
-    ours, bare = [r for r, _ in runs], [e for _, e in runs]
-    return {
-        **summary("actor_sync_per_s", ours),
-        "actor_sync_runs": ours,
-        **with_machine("actor_sync_per_s", ours, bare, higher=True),
-    }
+    return sync_rates("actor_sync", runs)
 
 
 def w_actor_async(b: Backend, p: Params) -> dict[str, Any]:
@@ -659,25 +655,19 @@ def monte_carlo(b: Backend, p: Params, tasks: int, samples: int, key: str) -> di
         if machine is not None:
             machine.close_pool()
     par, ser = [x[0] for x in pairs], [x[1] for x in pairs]
+    speedup = [ss / pp for pp, ss in zip(par, ser, strict=True)]
     out = {
         **summary(f"{key}_parallel_s", par),
         **summary(f"{key}_serial_s", ser),
-        **summary(f"{key}_speedup", [ss / pp for pp, ss in zip(par, ser, strict=True)]),
+        **summary(f"{key}_speedup", speedup),
         f"{key}_parallel_runs": par,
         f"{key}_serial_runs": ser,
     }
     if machine is not None:
         pool = [x[2] for x in pairs]
-        out.update(with_machine(f"{key}_parallel_s", par, pool, higher=False))
         pool_speedup = [ss / pl for ss, pl in zip(ser, pool, strict=True)]
-        out.update(
-            with_machine(
-                f"{key}_speedup",
-                [ss / pp for pp, ss in zip(par, ser, strict=True)],
-                pool_speedup,
-                higher=True,
-            )
-        )
+        out.update(with_machine(f"{key}_parallel_s", par, pool, higher=False))
+        out.update(with_machine(f"{key}_speedup", speedup, pool_speedup, higher=True))
         out[f"{key}_pool_runs"] = pool
     return out
 

@@ -149,6 +149,18 @@ class Echoes:
             p.join(5)
 
 
+def round_trips(echoes: Echoes, n: int) -> None:
+    """`n` round trips through the echo, one at a time (the sync rows' ceiling)."""
+    for i in range(n):
+        if echoes.get(echoes.submit(i)) != i:
+            raise AssertionError("wrong echo")
+
+
+def pool_chunks(pool: Any, mc_pi_chunk: Callable[[int, int], int], tasks: int, samples: int) -> int:
+    """The Monte Carlo chunks on `pool`, with Pool's own default chunking; points inside."""
+    return sum(pool.starmap(mc_pi_chunk, [(s, samples) for s in range(tasks)]))
+
+
 def rate(fn: Callable[[], None], n: int, reps: int, budget_s: float) -> list[float]:
     runs: list[float] = []
     start = time.perf_counter()
@@ -178,7 +190,7 @@ def measure(p: Any, mc_pi_chunk: Callable[[int, int], int], array_mb: int) -> di
             par, ser = [], []
             for _ in range(max(3, p.reps)):
                 t0 = time.perf_counter()
-                sum(pool.starmap(mc_pi_chunk, [(s, samples) for s in range(tasks)]))  # Pool's own chunking
+                pool_chunks(pool, mc_pi_chunk, tasks, samples)
                 par.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
                 for s in range(tasks):
@@ -198,12 +210,7 @@ def measure(p: Any, mc_pi_chunk: Callable[[int, int], int], array_mb: int) -> di
     try:
 
         def sync(n: int) -> Callable[[], None]:
-            def once() -> None:
-                for i in range(n):
-                    if echoes.get(echoes.submit(i)) != i:
-                        raise AssertionError("wrong echo")
-
-            return once
+            return lambda: round_trips(echoes, n)
 
         def pipelined(n: int) -> Callable[[], None]:
             def once() -> None:

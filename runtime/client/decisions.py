@@ -58,7 +58,7 @@ PATIENCE = 0.2  # seconds to wait for more workers before queueing tasks behind 
 # backlog that lets their worker hold their replies while the next one runs, for as long
 # (runtime.worker.replies.HOLD_S is this)
 DEEP_BELOW = 0.010
-TASK_TIME_WEIGHT = 0.25  # of the newest interval in the running mean of a burst's time per task
+TASK_TIME_WEIGHT = 0.25  # of the newest task's time in the running mean of a burst's time per task
 MAX_REQUESTS = 16  # lease requests open at once for one shape
 
 CANCELLED = "cancelled"
@@ -84,9 +84,9 @@ def depth_limit(
     (`runtime.worker.replies`): fewer messages, and fewer wake-ups of this
     process taken from the workers' CPU. Longer tasks stay two deep: a task
     queued behind a long one would wait for it even when another worker is
-    free (before workers read during long tasks, measured then), so the workers finish a burst
-    together (8 Monte Carlo chunks of ~50 ms: one worker ended ~10 ms after the
-    other when each got four at once).
+    free (measured before workers read during long tasks), so the workers finish
+    a burst together (8 Monte Carlo chunks of ~50 ms: one worker ended ~10 ms after
+    the other when each got four at once).
     """
     if asked_at is not None and now - asked_at > PATIENCE:
         return PIPELINE

@@ -10,7 +10,7 @@
         └─ every TICK (0.1 s) while leases, calls, backoffs or interrupts are pending, else
            every IDLE_TICK (0.5 s): Client.tick (idle leases, stats, keepalive)
     worker main thread ── no I/O thread: Client.pump reads between tasks
-    worker "watch" thread ── while one task runs long with others queued: read_now
+    worker "watch" thread ── while one task runs over 20 ms: read_now
         (a moment with read_lock, never while the main thread wants it)
 
 Every socket read ends in `Client.dispatch` (messages) or

@@ -98,7 +98,7 @@ class WorkerLoop:
         self.async_slots: threading.Semaphore | None = None
         self.in_task = False
         self.sigint_seen = False  # a SIGINT came between tasks (a cancel's, maybe of the next)
-        self.cancelled: dict[bytes, str] = {}  # task id -> "drop" | "steal" | "interrupt"
+        self.cancelled: dict[bytes, str] = {}  # task id -> "drop" | "interrupt"
         self.queued: set[bytes] = set()  # ids of the tasks in the inbox (not started)
         self.claim = threading.Lock()  # taking a task from the inbox, or giving it back
         self.pid = os.getpid()
@@ -123,14 +123,15 @@ class WorkerLoop:
         elif kind == Kind.CANCEL:
             task_id, mode = msg[1], msg[2]
             with self.claim:
-                if mode == "steal" and task_id in self.queued and link is not None:
+                if mode != "steal":
+                    self.cancelled[task_id] = mode
+                elif task_id in self.queued:
                     # Not started: its owner has a free worker for it now, not once this
                     # one reaches it (a steal takes the later half of a queue). Skipped then.
+                    # (Started or done: its DONE answers the steal.)
                     self.queued.discard(task_id)
                     self.cancelled[task_id] = "drop"
                     self.client.queue(link, (Kind.REJECTED, [task_id]))
-                else:
-                    self.cancelled[task_id] = mode
         elif kind == Kind.EXIT:
             self.inbox.put(None)
 
@@ -200,9 +201,8 @@ class WorkerLoop:
                 if not self.watching:  # parked after a second without tasks
                     self.watching = True
                     self.watch().set()
-                if self.cancelled.get(spec.task_id) in ("drop", "steal"):
-                    if self.cancelled.pop(spec.task_id) == "steal":
-                        client.queue(link, (Kind.REJECTED, [spec.task_id]))
+                if self.cancelled.get(spec.task_id) == "drop":
+                    del self.cancelled[spec.task_id]
                     continue
                 if gpu_ids:
                     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
