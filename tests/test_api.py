@@ -301,6 +301,36 @@ def test_cluster_information(ray):
     assert actor_id and task_id
 
 
+def test_a_custom_resource_shows_free_once_its_task_ended(no_leaks, monkeypatch):
+    """A driver keeps an idle lease of CPUs for its next burst (`LEASE_IDLE`), but one holding
+    a custom resource goes back at once: `available_resources()` shows it free after the
+    task, as in Ray."""
+    from runtime.client import decisions
+
+    monkeypatch.setattr(decisions, "LEASE_IDLE", 3600.0)
+    runtime.init(num_cpus=2, resources={"bob": 1})
+
+    @runtime.remote
+    def nap(seconds):
+        time.sleep(seconds)
+        return os.getpid()
+
+    def wait_for(test, what):
+        deadline = time.monotonic() + 30
+        while not test(runtime.available_resources()):
+            assert time.monotonic() < deadline, f"{what}: {runtime.available_resources()}"
+            time.sleep(0.05)
+
+    wait_for(lambda a: a.get("CPU") == 2 and a.get("bob") == 1, "the cluster's first report")
+    holding = nap.options(resources={"bob": 1}).remote(1.5)
+    wait_for(lambda a: "bob" not in a, "the running task holds bob")
+    runtime.get(holding, timeout=60)
+    wait_for(lambda a: a.get("bob") == 1 and a.get("CPU") == 2, "bob's lease goes back")
+    runtime.get(nap.remote(0), timeout=60)
+    wait_for(lambda a: a.get("CPU") == 1 and a.get("bob") == 1, "the CPU lease is kept")
+    runtime.shutdown()
+
+
 def test_named_actors(ray):
     @ray.remote
     class Box:

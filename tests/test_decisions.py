@@ -455,6 +455,15 @@ def test_leases_idle_for_long_are_given_back():
     assert decisions.expired(leases, now=10.0 + idle * 1.1) == [leases[0]]
 
 
+def test_idle_leases_of_gpus_or_custom_resources_go_back_at_once():
+    cpu, gpu, bob = held(1, idle_since=10.0), held(2, idle_since=10.0), held(3, idle_since=10.0)
+    gpu.shape = (("CPU", 1.0), ("GPU", 1.0))
+    bob.shape = (("CPU", 1.0), ("bob", 1.0))
+    busy = held(4, inflight=1)
+    busy.shape = bob.shape
+    assert decisions.expired([cpu, gpu, bob, busy], now=10.01) == [gpu, bob]
+
+
 # ---------------------------------------------------------------------- steal
 
 

@@ -20,7 +20,7 @@ from a busy one, and whether a call whose attempt failed runs again.
     a lease without work, its shape's      ──▶ steal()            ──▶ Steal(victim, task ids): CANCEL
       busy leases                                                     "steal" to the victim
     a cancelled task still runs            ──▶ interrupt_again()  ──▶ SIGINT to its worker again
-    idle leases, now                       ──▶ expired()          ──▶ leases to give back (LEASE_RETURN)
+    idle leases, their shapes, now         ──▶ expired()          ──▶ leases to give back (LEASE_RETURN)
     an attempt failed (its worker died, or ──▶ retry()            ──▶ Retry(retries left): the front of
       it asked to be retried)                                         its queue; Fail(cancelled|crashed)
     a node died                            ──▶ void_requests()    ──▶ lease requests spilled there, per
@@ -51,6 +51,10 @@ from .records import Call, Lease
 # 1.0-1.5 (benchmarks/mc_vs_pool.py). Others lose nothing: the node revokes an idle lease at
 # once when work it cannot start waits (placement.unblock).
 LEASE_IDLE = 1.0
+# Only leases of these are kept idle. One holding a GPU or a custom resource (a licence, a
+# database connection) goes back at once: `available_resources()` shows it free as soon as
+# its task ended, as in Ray, and nobody waits for a revocation of a scarce resource.
+KEPT_IDLE = frozenset({"CPU", "memory"})
 PIPELINE = 16  # tasks queued at a leased worker when there is a backlog (idle ones steal)
 LOW_WATER = PIPELINE // 2  # a full lease is topped up once it holds this many or fewer
 PATIENCE = 0.2  # seconds to wait for more workers before queueing tasks behind running ones
@@ -155,8 +159,14 @@ def idle_elsewhere(leases: Mapping[tuple, list[Lease]], shape: tuple) -> list[Le
 
 
 def expired(leases: Iterable[Lease], now: float) -> list[Lease]:
-    """Leases idle for longer than LEASE_IDLE: given back to the node."""
-    return [lease for lease in leases if not lease.inflight and now - lease.idle_since > LEASE_IDLE]
+    """Idle leases to give back to the node: after LEASE_IDLE, or at once for a lease that
+    holds more than CPUs and memory (`KEPT_IDLE`)."""
+    return [
+        lease
+        for lease in leases
+        if not lease.inflight
+        and (now - lease.idle_since > LEASE_IDLE or any(k not in KEPT_IDLE for k, _ in lease.shape))
+    ]
 
 
 # --------------------------------------------------------------------- steal

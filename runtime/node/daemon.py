@@ -6,7 +6,8 @@ keeps the machine's object table; it is not on a task's path.
     drivers, workers ──Unix socket──▶ Server ──▶ handlers ──▶ Outbox.out[identity] (one signed
                                                                batch per peer per turn)
     head ◀──ZeroMQ/TCP── NODE_HELLO, NODE_REPORT every second (with TASK_EVENTS: the tasks
-                         finished since, events.py), named-actor events
+                         finished since, events.py) and REPORT_SOON after the resources
+                         available change, named-actor events
          ──▶ CLUSTER_VIEW every second, NODE_DEAD, EXIT, REJOIN (a restarted head: HELLO again)
     other nodes ◀══ gateway (gateway.py) ══▶ relayed requests of their clients, objects
     zygote pipe ──▶ "started" / "exit" worker events
@@ -65,6 +66,9 @@ log = logging.getLogger("runtime.node")
 
 HEAD_SILENCE = 30.0  # seconds without the head before a joined (or durable) node gives up
 DIRECT_TIMEOUT = 10.0  # seconds a driver without a node may stay silent (it sends every second)
+# seconds: a change of the resources available is reported this soon, not at the next tick
+# (`available_resources()` right after a task, the status views; at most 10 reports a second)
+REPORT_SOON = 0.1
 
 
 class Node:
@@ -122,6 +126,8 @@ class Node:
         self.head_said_exit = False
         self.on_joined = None
         self.reported = False
+        self.reported_available: dict[str, int] = {}
+        self.next_report = 0.0  # no report before this (REPORT_SOON after the last)
         self.started_at = time.time()
         self.monitor = MemoryMonitor(self.node_id, conf, self.pool, outbox, self.flush)
         self.events = EventTail(events_folder(self.cluster_id), self.node_id)
@@ -218,6 +224,9 @@ class Node:
                 if gateway.serving:
                     gateway.pump()  # a chunk per transfer per turn
                 due = min(next_tick, next_memory, next_collect if table.doomed else next_tick)
+                changed = self.reported and self.scheduler.available != self.reported_available
+                if changed:
+                    due = min(due, self.next_report)
                 timeout = max(0, (due - time.monotonic()) * 1000)
                 if gateway.serving:
                     timeout = 0
@@ -267,6 +276,12 @@ class Node:
                 if now >= next_tick:
                     next_tick = now + (1.0 if self.reported else 0.02)
                     self.tick()
+                elif (
+                    self.reported
+                    and now >= self.next_report
+                    and self.scheduler.available != self.reported_available
+                ):
+                    self.send_report(now)
         finally:
             self.shutdown()
 
@@ -368,7 +383,7 @@ class Node:
             # The first report waits for the initial workers: it is what init() shows.
             if self.reported or not starting or time.time() - self.started_at > 2.0:
                 self.reported = True
-                self.outbox.to_head((Kind.NODE_REPORT, self.node_id, self.report()))
+                self.send_report(now)
                 finished = self.events.take()
                 if finished:
                     self.outbox.to_head((Kind.TASK_EVENTS, self.node_id, finished))
@@ -665,6 +680,11 @@ class Node:
                 self.outbox.to_head((Kind.REPLY, req_id, False, e))
 
     # -------------------------------------------------------------- status
+    def send_report(self, now: float) -> None:
+        self.outbox.to_head((Kind.NODE_REPORT, self.node_id, self.report()))
+        self.reported_available = dict(self.scheduler.available)
+        self.next_report = now + REPORT_SOON
+
     def report(self) -> dict[str, Any]:
         """This node's part of the cluster snapshot (see `snapshot.py`)."""
         return status.report(self)
