@@ -69,6 +69,14 @@ def shm_glob(cluster_id: str) -> list[Path]:
     return sorted(shm_dir().glob(f"{SHM_PREFIX}{cluster_id}-*"))
 
 
+def remove_shm(path: Path) -> None:
+    """Remove one of `shm_glob`'s paths: a segment, or a node's folder of spare segments."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def spill_dir(cluster_id: str, node_id: str) -> Path:
     """Where a node spills objects: ``$NBCLUSTER_SPILL_DIR/<cluster>-<node>`` (a big disk of
     your choice, as Ray's object_spilling_config), else the cluster's own folder."""
@@ -246,5 +254,5 @@ def remove_stale_clusters(keep: str = "") -> None:
         if time.time() - info.started_at < 5:
             continue
         for seg in shm_glob(info.cluster_id):
-            seg.unlink(missing_ok=True)
+            remove_shm(seg)
         shutil.rmtree(info.directory, ignore_errors=True)

@@ -73,9 +73,21 @@ def _describe(p: psutil.Process) -> tuple[int, str, list[str] | str]:
         return (p.pid, "", type(e).__name__)
 
 
-def segments() -> list[str]:
-    """This test's shared-memory segments (each test has its own NBCLUSTER_SHM_DIR)."""
+def shm_paths() -> list[str]:
+    """Everything of this test in shared memory (each test has its own NBCLUSTER_SHM_DIR):
+    objects' segments, and each node's folder of spare segments while it runs."""
     return sorted(str(p) for p in Path(os.environ["NBCLUSTER_SHM_DIR"]).glob("nbc-*"))
+
+
+def segments() -> list[str]:
+    """This test's objects' shared-memory segments (not the spares of freed ones)."""
+    return [p for p in shm_paths() if not p.endswith("-spares")]
+
+
+def spares() -> list[str]:
+    """The spare segments of this test's nodes: the files of freed large objects, kept for
+    the next ones (runtime/node/spares.py); "q-" ones wait until nobody maps them."""
+    return sorted(str(f) for d in shm_paths() if d.endswith("-spares") for f in Path(d).glob("*"))
 
 
 def wait_for(condition, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
@@ -111,13 +123,13 @@ def no_leaks(request, tmp_path_factory, monkeypatch):
     # (another test run, a user's cluster) are not this test's leaks.
     shm = Path("/dev/shm" if Path("/dev/shm").is_dir() else d) / f"nbctest-{os.getpid()}-{d.name}"
     monkeypatch.setenv("NBCLUSTER_SHM_DIR", str(shm))
-    before = set(segments()) if shm.is_dir() else set()
+    before = set(shm_paths()) if shm.is_dir() else set()
     yield str(d)
     runtime.shutdown()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         left = ours(str(d))
-        leaked = set(segments()) - before
+        leaked = set(shm_paths()) - before
         clusters = [p for p in d.glob("*") if p.is_dir()]
         if not left and not leaked and not clusters:
             break

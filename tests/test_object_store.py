@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import gc
+import os
 
 import numpy as np
-from conftest import segments, wait_for
+from conftest import segments, spares, wait_for
 
 import runtime
 
@@ -112,3 +113,43 @@ def test_a_retried_task_replaces_the_segment_its_dead_attempt_left(tmp_path):
     del out
     gc.collect()
     wait_for(lambda: not segments(), what="segments to be freed")
+
+
+def test_a_freed_large_objects_file_is_reused_but_never_under_a_live_view():
+    """The file of a freed large object is kept as a spare, and the next large value of about
+    its size is written into it: its pages exist, so the kernel does not allocate and zero
+    them again. But only once no process maps it: a zero-copy array from get() outlives its
+    ref, and writing the next value into its file would change it."""
+    runtime.init(num_cpus=1)
+    n = 4 * 2**20 // 8  # 4 MiB of float64
+
+    def quarantined():
+        return [s for s in spares() if os.path.basename(s).startswith("q-")]
+
+    def published():
+        return [s for s in spares() if not os.path.basename(s).startswith("q-")]
+
+    ref = runtime.put(np.full(n, 1.0))
+    view = runtime.get(ref)  # maps the segment, and outlives the ref
+    del ref
+    gc.collect()
+    wait_for(quarantined, what="the freed file to wait until nobody maps it")
+    for value in (2.0, 3.0, 4.0):  # values of the same size, each freed and reused in turn
+        ref = runtime.put(np.full(n, value))
+        assert float(runtime.get(ref).sum()) == value * n
+        del ref
+        gc.collect()
+        wait_for(published, what="a freed file that nobody maps to be published")
+    assert (view == 1.0).all() and len(quarantined()) == 1
+
+    del view
+    gc.collect()
+    wait_for(lambda: not quarantined(), what="the file to be released once unmapped")
+    inodes = {os.stat(s).st_ino for s in published()}
+    before = set(segments())
+    ref = runtime.put(np.full(n, 5.0))
+    (new,) = set(segments()) - before
+    assert os.stat(new).st_ino in inodes  # written into a spare, not a new file
+    assert float(runtime.get(ref).sum()) == 5.0 * n
+    runtime.shutdown()
+    assert not spares()

@@ -527,5 +527,5 @@ def main() -> None:
             os.close(w)  # a node that follows this process sees EOF and shuts down
         wait_node(node_pid, child=w >= 0)
         for seg in cfg.shm_glob(cluster_id):
-            seg.unlink(missing_ok=True)
+            cfg.remove_shm(seg)
         remove_folder(cluster_dir)

@@ -79,7 +79,7 @@ def _clean_if_headless(cluster_id: str, head_pid: int) -> None:
     if info is not None and info.alive():
         return
     for seg in cfg.shm_glob(cluster_id):
-        seg.unlink(missing_ok=True)
+        cfg.remove_shm(seg)
     remove_folder(folder)
 
 

@@ -61,6 +61,7 @@ from .placement import ClusterView
 from .pool import WorkerPool
 from .records import DEAD, LeaseRequest, Proc, Worker
 from .scheduler import Scheduler, to_units
+from .spares import Spares
 
 log = logging.getLogger("runtime.node")
 
@@ -103,11 +104,11 @@ class Node:
         table = ObjectTable(
             conf["object_store_memory"], cfg.shm_dir(), cfg.spill_dir(self.cluster_id, self.node_id)
         )
+        prefix = f"{cfg.shm_dir()}/{cfg.SHM_PREFIX}{self.cluster_id}-{self.node_id}-"
+        table.spares = Spares(prefix, conf["object_store_memory"])
         self.pool = WorkerPool(self.node_id, self.cluster_id, resources, outbox)
         self.objects = Objects(self.node_id, table, self.cluster, outbox)
-        self.objects.full_marker = cfg.store_full_marker(
-            f"{cfg.shm_dir()}/{cfg.SHM_PREFIX}{self.cluster_id}-{self.node_id}-"
-        )
+        self.objects.full_marker = cfg.store_full_marker(prefix)
         self.leases = Leases(
             self.node_id, self.scheduler, self.pool, self.cluster, self.remote, resources, outbox
         )
@@ -130,6 +131,7 @@ class Node:
         self.next_report = 0.0  # no report before this (REPORT_SOON after the last)
         self.started_at = time.time()
         self.monitor = MemoryMonitor(self.node_id, conf, self.pool, outbox, self.flush)
+        self.monitor.relieve = table.spares.drop
         self.events = EventTail(events_folder(self.cluster_id), self.node_id)
         self.handlers = {
             Kind.HELLO: self.on_hello,
@@ -180,7 +182,7 @@ class Node:
 
     def remove_segments(self) -> None:
         for seg in cfg.shm_dir().glob(f"{cfg.SHM_PREFIX}{self.cluster_id}-{self.node_id}-*"):
-            seg.unlink(missing_ok=True)
+            cfg.remove_shm(seg)  # with the folder of spare segments
 
     def serve(self, parent_fd: int | None = None) -> None:
         """Open the sockets, fork the pool's workers and run the loop until asked to stop."""
@@ -361,6 +363,7 @@ class Node:
         now = time.monotonic()
         self.pool.reap_idle(now)
         table = self.objects.table
+        table.spares.tick()
         if table.spill_if_needed():
             log.info("spilled objects; %d bytes in shared memory", table.shm_used)
         self.objects.mark_full(table.spill_error)

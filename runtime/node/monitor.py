@@ -47,6 +47,9 @@ class MemoryMonitor:
         self.pending = 0  # the worker it killed, until that process is gone
         self.causes: dict[int, str] = {}  # pid -> why it was killed
         self.reader: memory.Reader | None = None  # opened at the first check
+        # Gives memory back without killing anyone (the store's spare segments); whether it
+        # freed any. Tried first; the next check sees whether that was enough.
+        self.relieve: Callable[[], bool] = lambda: False
 
     def check(self) -> None:
         if self.pending:
@@ -56,7 +59,7 @@ class MemoryMonitor:
         if self.reader is None:
             self.reader = memory.Reader()
         used, total = self.reader.usage()
-        if not memory.above(used, total, self.threshold):
+        if not memory.above(used, total, self.threshold) or self.relieve():
             return
         by_pid: dict[int, Worker] = {}
         candidates = []

@@ -8,7 +8,8 @@ Data flow of a large value on one node::
                      │
                      ▼
     node: ObjectTable entry {holders, pins, path, size}
-          last holder gone and no pins  -> unlink the segment
+          last holder gone and no pins  -> unlink the segment (a large one: kept a
+                                           few seconds as a spare for the next, spares.py)
           shared memory over capacity   -> copy least recently used to the
                                            spill folder, unlink the segment
 
@@ -25,6 +26,8 @@ import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
+
+from .spares import Spares
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,7 @@ class ObjectTable:
         self.spill_error = ""  # over capacity and spilling failed: why (new large values are refused)
         self.freed_actors: list[bytes] = []
         self.doomed: dict[bytes, float] = {}
+        self.spares: Spares | None = None  # the files of freed large objects, for the next ones
 
     # -- creation ---------------------------------------------------------
     def placeholder(self, object_id: bytes) -> Entry:
@@ -190,9 +194,11 @@ class ObjectTable:
         if isinstance(e.value, str):
             if e.value.startswith(str(self.spill_dir)):
                 self.spilled_bytes -= e.size
+                self.discard_value(e.value)
             else:
                 self.shm_used -= e.size
-            self.discard_value(e.value)
+                if self.spares is None or not self.spares.offer(e.value, e.size):
+                    self.discard_value(e.value)
         if e.contained:
             self.unpin(e.contained)
 
@@ -255,3 +261,5 @@ class ObjectTable:
         self.shm_used = 0
         self.spilled_bytes = 0
         shutil.rmtree(self.spill_dir, ignore_errors=True)
+        if self.spares is not None:
+            self.spares.clear()

@@ -7,7 +7,11 @@ while a reader still maps it is safe: the memory goes when the last
 mapping does (numpy views keep the mapping alive).
 
 Every process writes and reads segments (`serialization.py`); the node's
-`ObjectTable` (``runtime/node/object_store.py``) owns their lifetime.
+`ObjectTable` (``runtime/node/object_store.py``) owns their lifetime. A
+value of RECYCLE_MIN bytes or more is written into a spare segment when the
+node has one (the file of a freed object that nobody maps any more,
+``runtime/node/spares.py``): its pages exist, so the kernel does not
+allocate and zero them again.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ _MAGIC = b"NBC1"
 _HEAD = struct.Struct("<4sIQ")  # magic, nbuffers, data length
 _ENTRY = struct.Struct("<QQ")  # offset, length
 _ALIGN = 64
+RECYCLE_MIN = 1 << 20  # bytes: segments this big are written into spares, and kept as spares
 
 
 def _align(n: int) -> int:
@@ -35,13 +40,15 @@ def write_segment(path: str, data: bytes, buffers: list[memoryview]) -> str:
         entries.append((offset, buf.nbytes))
         offset = _align(offset + buf.nbytes)
     header = _HEAD.pack(_MAGIC, len(buffers), len(data)) + b"".join(_ENTRY.pack(o, n) for o, n in entries)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        # Left by an earlier attempt of the same task whose worker died before its owner
-        # heard of it (a retry makes the same object id): nobody knows that file, replace it.
-        os.unlink(path)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = take_spare(path, offset) if offset >= RECYCLE_MIN else None
+    if fd is None:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            # Left by an earlier attempt of the same task whose worker died before its owner
+            # heard of it (a retry makes the same object id): nobody knows that file, replace it.
+            os.unlink(path)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.ftruncate(fd, max(offset, 1))
         pwrite_all(fd, header + data, 0)
@@ -53,6 +60,38 @@ def write_segment(path: str, data: bytes, buffers: list[memoryview]) -> str:
         raise
     os.close(fd)
     return path
+
+
+def spare_dir(segment: str) -> str:
+    """The folder of a node's spare segments, next to its segments (`segment`: one of its
+    segment paths, or their prefix ending in "-")."""
+    return segment.rsplit("-", 1)[0] + "-spares"
+
+
+def take_spare(path: str, size: int) -> int | None:
+    """A file descriptor for writing `size` bytes at `path`, which becomes the smallest spare
+    segment of at least that size (at most twice: a bigger one waits for a bigger value);
+    None if there is none. The node published it once no process mapped it."""
+    folder = spare_dir(path)
+    try:
+        names = sorted(os.listdir(folder))  # "<size, 16 digits>-<n>"; quarantined: "q-<n>"
+    except OSError:
+        return None
+    for name in names:
+        have = name.split("-", 1)[0]
+        if not have.isdigit() or int(have) < size:
+            continue
+        if int(have) > 2 * size:
+            return None
+        try:
+            os.rename(os.path.join(folder, name), path)  # atomic: one writer gets it
+        except OSError:
+            continue
+        try:
+            return os.open(path, os.O_WRONLY)
+        except OSError:
+            return None
+    return None
 
 
 def pwrite_all(fd: int, data, offset: int) -> int:
