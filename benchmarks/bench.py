@@ -473,12 +473,19 @@ def with_machine(key: str, ours: list[float], machine: list[float], higher: bool
     return {f"{key}_machine": median(machine), f"{key}_share": median(shares), f"{key}_shares": shares}
 
 
+def paired(ours: float, machine: float, higher: bool) -> tuple[float, float, float]:
+    """One repetition of runtime beside the machine's figure, with runtime's share of it as a
+    third figure: `repeat` goes on until the share settles too, not only the two figures (a
+    drift of the machine moves both, and the share is what the goals are about)."""
+    return ours, machine, (ours / machine if higher else machine / ours)
+
+
 def sync_rates(key: str, runs: list[Any]) -> dict[str, Any]:
     """A sync row's results: its rates (`<key>_per_s`), each paired with the echo's when the
-    Machine measured it beside them ((ours, echo) per run)."""
+    Machine measured it beside them (`paired` per run)."""
     if not runs or not isinstance(runs[0], tuple):
         return {**summary(f"{key}_per_s", runs), f"{key}_runs": runs}
-    ours, echo = [r for r, _ in runs], [e for _, e in runs]
+    ours, echo = [r[0] for r in runs], [r[1] for r in runs]
     return {
         **summary(f"{key}_per_s", ours),
         f"{key}_runs": ours,
@@ -498,7 +505,7 @@ def w_sync_tasks(b: Backend, p: Params) -> dict[str, Any]:
             if b.get(f(i)) != i:
                 raise AssertionError("wrong result")
         rate = p.sync_tasks / (time.perf_counter() - t0)
-        return rate if machine is None else (rate, machine.echo_rate(p.sync_tasks))
+        return rate if machine is None else paired(rate, machine.echo_rate(p.sync_tasks), higher=True)
 
     return sync_rates("sync_tasks", repeat(once, p))
 
@@ -534,7 +541,7 @@ def w_actor_sync(b: Backend, p: Params) -> dict[str, Any]:
                 if b.get(echo(i)) != i:
                     raise AssertionError("wrong result")
             rate = p.actor_sync / (time.perf_counter() - t0)
-            return rate if machine is None else (rate, machine.echo_rate(p.actor_sync))
+            return rate if machine is None else paired(rate, machine.echo_rate(p.actor_sync), higher=True)
 
         runs = repeat(once, p)
     finally:
@@ -641,10 +648,14 @@ def monte_carlo(b: Backend, p: Params, tasks: int, samples: int, key: str) -> di
         turn[0] += 1
         if turn[0] % 2:
             par, ser = parallel(), serial()
-            return par, ser, machine.pool_parallel(tasks, samples)
-        pool = machine.pool_parallel(tasks, samples)
-        ser = serial()
-        return parallel(), ser, pool
+            pool = machine.pool_parallel(tasks, samples)
+        else:
+            pool = machine.pool_parallel(tasks, samples)
+            ser = serial()
+            par = parallel()
+        # The share of Pool's speed-up (pool / par) is a figure of its own: `repeat` goes on
+        # until it settles too (see `paired`).
+        return par, ser, pool, pool / par
 
     # A few pairs, parallel and serial interleaved (the machine's speed drifts).
     if machine is not None:

@@ -81,6 +81,7 @@ class Spares:
     """The node's spare segments (one folder next to its segments)."""
 
     def __init__(self, prefix: str, capacity: int) -> None:
+        self.prefix = prefix
         self.dir = spare_dir(prefix)
         self.limit = min(capacity // SPARE_SHARE, SPARE_MAX)
         self.enabled = self.limit >= RECYCLE_MIN
@@ -90,7 +91,7 @@ class Spares:
 
     def offer(self, path: str, size: int) -> bool:
         """A freed segment of `size` bytes: keep it (True), or the caller unlinks it."""
-        if not self.enabled or size < RECYCLE_MIN:
+        if not self.enabled or size < RECYCLE_MIN or not path.startswith(self.prefix):
             return False
         if not self.quarantined and not self.published:
             # The kernel tells a lease holder that someone opens its file with SIGIO, whose
