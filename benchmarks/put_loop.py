@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for fw in args.only.split(","):
         cmd = [sys.executable, __file__, "--child", fw, "--rounds", str(args.rounds), "--mb", str(args.mb)]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd="/tmp")
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if done.returncode:
             print(f"{fw}: failed\n{done.stderr[-2000:]}")
             continue
