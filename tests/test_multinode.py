@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from conftest import free_port, nbcluster_checked, ours, wait_for
+from conftest import free_port, nbcluster_checked, ours, segments, spares, wait_for
 
 import runtime
 from runtime.config import shm_dir
@@ -147,6 +147,37 @@ def test_objects_move_between_nodes(three_nodes):
     assert (
         "Objects moved between nodes" in nbcluster_checked("status", "--address", three_nodes.address).stdout
     )
+
+
+def test_a_pulled_copy_goes_when_its_object_is_freed_and_the_next_pull_reuses_its_file(no_leaks):
+    """A node keeps the copy it pulled of another node's object for the next task that reads
+    it (up to 30 s after its last use), but not once the object is freed at home: nobody can
+    ask for it again. Its file becomes a spare segment of that node, and the next pull of
+    about its size is written into it (its pages exist)."""
+    cluster = Cluster(2, {"a": 1})
+    try:
+        other = cluster.add_node("b", 2, {"b": 1})
+        runtime.init(address=cluster.address)
+        n = 2**20  # 8 MiB of float64
+
+        def copies():
+            return [s for s in segments() if f"-{other}-" in s]
+
+        def published():
+            return [s for s in spares() if f"-{other}-spares" in s and "/q-" not in s]
+
+        ref = runtime.put(np.full(n, 1.0))
+        assert runtime.get(where.options(resources={"b": 1}).remote(ref), timeout=60) == (other, float(n))
+        (copy,) = copies()
+        del ref
+        wait_for(lambda: not copies(), timeout=15, what="the copy to go once its object is freed")
+        inodes = {os.stat(s).st_ino for s in wait_for(published, what="the copy's file as a spare")}
+        ref = runtime.put(np.full(n, 2.0))
+        assert runtime.get(where.options(resources={"b": 1}).remote(ref), timeout=60) == (other, 2.0 * n)
+        (copy,) = copies()
+        assert os.stat(copy).st_ino in inodes  # the pull wrote into the spare
+    finally:
+        cluster.stop()
 
 
 def test_nested_tasks_and_actors_across_nodes(three_nodes):

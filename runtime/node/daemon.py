@@ -193,6 +193,9 @@ class Node:
             self, self.ctx, self.conf.get("host", "127.0.0.1"), int(self.conf.get("gateway_port", 0)), curve
         )
         self.gateway_address = f"tcp://{self.ip}:{gateway.port}"
+        table = self.objects.table
+        table.on_free_segment = gateway.transfers.freed
+        gateway.transfers.spares = table.spares
         self.head = None
         if self.conf.get("head_address"):
             self.head = protocol.tune(self.ctx.socket(zmq.DEALER))

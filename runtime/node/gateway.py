@@ -46,7 +46,7 @@ from .transfer import Transfers, read_file
 
 log = logging.getLogger("runtime.gateway")
 
-PEER_KINDS = frozenset((Kind.RELAY, Kind.DELIVER, Kind.PULL, Kind.CHUNK, Kind.CLOSED, Kind.GONE))
+PEER_KINDS = frozenset((Kind.RELAY, Kind.DELIVER, Kind.PULL, Kind.CHUNK, Kind.CLOSED, Kind.GONE, Kind.FREED))
 
 
 class Stream:
@@ -262,6 +262,8 @@ class Gateway:
             self.transfers.serve_pull(*msg[1:])
         elif kind == Kind.CHUNK:
             self.transfers.on_chunk(*msg[1:])
+        elif kind == Kind.FREED:
+            self.transfers.on_freed(*msg[1:])
         else:
             log.warning("unexpected %s on the gateway", protocol.KIND_NAMES.get(kind, kind))
 

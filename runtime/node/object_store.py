@@ -24,7 +24,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .spares import Spares
@@ -93,6 +93,8 @@ class ObjectTable:
         self.freed_actors: list[bytes] = []
         self.doomed: dict[bytes, float] = {}
         self.spares: Spares | None = None  # the files of freed large objects, for the next ones
+        # Told the path of each freed segment (the nodes that pulled a copy of it are told).
+        self.on_free_segment: Callable[[str], None] | None = None
 
     # -- creation ---------------------------------------------------------
     def placeholder(self, object_id: bytes) -> Entry:
@@ -192,6 +194,8 @@ class ObjectTable:
             self.freed_actors.append(e.id)
             return
         if isinstance(e.value, str):
+            if self.on_free_segment is not None:
+                self.on_free_segment(e.value)
             if e.value.startswith(str(self.spill_dir)):
                 self.spilled_bytes -= e.size
                 self.discard_value(e.value)

@@ -16,6 +16,8 @@
         and removed by the writer, after the writes queued before it)
     a worker's large result for an owner on another node: kept TRANSIT_TTL seconds
     for the owner's node to move it (move=True: the pulled copy is the only one)
+    B: a segment that A pulled a copy of is freed ──▶ FREED(B, path) ══▶ A: the copy goes
+       (to A's spare segments, which a .part file of the next pull may take)
 
 Values are never copied between machines unless a process there needs
 them: a task's large arguments are pulled by the node that runs it, and a
@@ -45,7 +47,7 @@ from ..prctl import sigint_blocked
 from ..wire import protocol
 from ..wire.paths import segment_node
 from ..wire.protocol import Kind
-from ..wire.segments import pwrite_all
+from ..wire.segments import RECYCLE_MIN, pwrite_all, take_spare
 
 log = logging.getLogger("runtime.gateway")
 
@@ -242,6 +244,8 @@ class Transfers:
         self.active = 0
         self.by_path: dict[str, Pull] = {}  # cache pulls in flight, for dedup
         self.copies: dict[str, list] = {}  # remote path -> [local path, last used]
+        self.pulled_by: dict[str, set[str]] = {}  # our segment -> nodes that keep a copy of it
+        self.spares: Any = None  # spares.Spares of this node: freed copies and .part files
         self.transit: dict[str, float] = {}  # our result segments awaiting a move -> deadline
         self.serving: deque[list] = deque()  # [node, request, path, move, view, total, offset]
         self.writer = ChunkWriter()
@@ -317,8 +321,13 @@ class Transfers:
         """Make the pull's ``.part`` file, `total` bytes long; False if the file system says no
         (full, or a file size limit): the pull fails."""
         pull.total = total
+        part = pull.local + ".part"
         try:
-            pull.fd = os.open(pull.local + ".part", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            # Into a spare segment when there is one: its pages exist (no zeroing by the kernel).
+            spare = take_spare(part, total) if total >= RECYCLE_MIN else None
+            pull.fd = (
+                spare if spare is not None else os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            )
             os.ftruncate(pull.fd, max(total, 1))
         except OSError as e:
             log.warning("could not make %s: %s", os.path.basename(pull.local) + ".part", e)
@@ -386,6 +395,33 @@ class Transfers:
             self.send(src_node, (Kind.CHUNK, req_id, 0, -1, b""))
             return
         self.serving.append([src_node, req_id, path, move, view, total, 0])
+        if not move:
+            self.pulled_by.setdefault(path, set()).add(src_node)
+
+    def freed(self, path: str) -> None:
+        """Our segment `path` is freed: the nodes that pulled a copy of it may drop theirs
+        now, not CACHE_TTL after they last used it (nobody can ask for it again)."""
+        for node in self.pulled_by.pop(path, ()):
+            self.send(node, (Kind.FREED, self.node_id, path))
+
+    def on_freed(self, src_node: str, path: str) -> None:
+        """A node says its segment `path` is freed: our copy of it goes (a spare, if it may)."""
+        if not isinstance(path, str) or segment_node(path) != src_node:
+            return
+        entry = self.copies.pop(path, None)
+        if entry is not None:
+            self.discard_copy(entry[0])
+
+    def discard_copy(self, local: str) -> None:
+        try:
+            size = os.stat(local).st_size
+        except OSError:
+            return
+        if self.spares is None or not self.spares.offer(local, size):
+            try:
+                os.unlink(local)
+            except OSError:
+                pass
 
     def pump(self) -> None:
         """Send the next chunk of each transfer we serve (between other messages, so a
@@ -434,10 +470,7 @@ class Transfers:
         for path, (local, used) in list(self.copies.items()):
             if now - used > CACHE_TTL:
                 del self.copies[path]
-                try:
-                    os.unlink(local)
-                except OSError:
-                    pass
+                self.discard_copy(local)
         for path, deadline in list(self.transit.items()):
             if now > deadline:
                 del self.transit[path]

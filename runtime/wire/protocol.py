@@ -130,6 +130,8 @@ class Kind:
     CHUNK = 63  # (request_id, offset, total, data)   total < 0: the segment is gone
     CLOSED = 64  # (dest_identity, src_node, src_identity)   a relayed worker connection closed
     GONE = 65  # (src_node, identity)   a client of the sender left: drop what it held here
+    FREED = 66  # (src_node, path)   a segment of the sender that the receiver pulled a copy of
+    #             is freed: the copy can go (to the receiver's spare segments)
 
 
 KIND_NAMES = {v: k for k, v in vars(Kind).items() if isinstance(v, int)}
