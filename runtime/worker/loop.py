@@ -156,8 +156,15 @@ class WorkerLoop:
                     and item[1] is not None
                     and item[0][1].kind not in (ACTOR_CALL, ACTOR_CREATE)
                 ):
-                    back.setdefault(item[1], []).append(item[0][1].task_id)
-                    self.queued.discard(item[0][1].task_id)
+                    task_id = item[0][1].task_id
+                    if self.cancelled.get(task_id) == "drop":
+                        # Stolen and answered already: a second REJECTED would take the task
+                        # from the worker it went to next, and this mark, left behind,
+                        # would swallow it if it came back here (the owner then waits forever).
+                        del self.cancelled[task_id]
+                        continue
+                    back.setdefault(item[1], []).append(task_id)
+                    self.queued.discard(task_id)
                 else:
                     kept.append(item)
             for item in kept:
