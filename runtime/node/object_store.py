@@ -201,8 +201,10 @@ class ObjectTable:
                 self.discard_value(e.value)
             else:
                 self.shm_used -= e.size
-                if self.spares is None or not self.spares.offer(e.value, e.size):
+                if self.spares is None:
                     self.discard_value(e.value)
+                else:
+                    self.spares.recycle(e.value, e.size)
         if e.contained:
             self.unpin(e.contained)
 

@@ -111,6 +111,14 @@ class Spares:
         self.release(name)
         return True
 
+    def recycle(self, path: str, size: int) -> None:
+        """A freed file of `size` bytes: kept as a spare if it may be, else unlinked."""
+        if not self.offer(path, size):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
     def release(self, name: str) -> None:
         """Publish a quarantined file once nobody maps it; unlink it if nobody can say."""
         path = os.path.join(self.dir, name)

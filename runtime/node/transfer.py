@@ -48,6 +48,7 @@ from ..wire import protocol
 from ..wire.paths import segment_node
 from ..wire.protocol import Kind
 from ..wire.segments import RECYCLE_MIN, pwrite_all, take_spare
+from .spares import Spares
 
 log = logging.getLogger("runtime.gateway")
 
@@ -245,7 +246,7 @@ class Transfers:
         self.by_path: dict[str, Pull] = {}  # cache pulls in flight, for dedup
         self.copies: dict[str, list] = {}  # remote path -> [local path, last used]
         self.pulled_by: dict[str, set[str]] = {}  # our segment -> nodes that keep a copy of it
-        self.spares: Any = None  # spares.Spares of this node: freed copies and .part files
+        self.spares: Spares | None = None  # this node's: freed copies go there, .part files from there
         self.transit: dict[str, float] = {}  # our result segments awaiting a move -> deadline
         self.serving: deque[list] = deque()  # [node, request, path, move, view, total, offset]
         self.writer = ChunkWriter()
@@ -417,11 +418,10 @@ class Transfers:
             size = os.stat(local).st_size
         except OSError:
             return
-        if self.spares is None or not self.spares.offer(local, size):
-            try:
-                os.unlink(local)
-            except OSError:
-                pass
+        if self.spares is not None:
+            self.spares.recycle(local, size)
+        else:
+            os.unlink(local)
 
     def pump(self) -> None:
         """Send the next chunk of each transfer we serve (between other messages, so a
