@@ -764,6 +764,54 @@ def test_tasks_stolen_from_a_busy_worker_leave_it_at_its_next_read_not_when_it_r
     runtime.shutdown()
 
 
+def test_tasks_stolen_from_a_worker_whose_task_then_blocks_in_get_run_once_and_finish(
+    no_leaks, monkeypatch, tmp_path
+):
+    """A worker answers a steal (REJECTED) for tasks queued behind its running one, and that
+    task then blocks in get(), which hands back what is still queued. The stolen tasks must
+    not be handed back a second time: that took them from the worker they had gone to, and
+    one sent back here was dropped as stolen, so its owner waited forever."""
+    from runtime.client import decisions
+
+    monkeypatch.setattr(decisions, "LEASE_IDLE", 3600.0)  # both leases stay
+    # A whole pipeline dealt to each worker at once, round robin: one worker gets every
+    # blocking task, the other every short one (as in the test above).
+    monkeypatch.setattr(decisions, "depth_limit", lambda *args, **kwargs: decisions.PIPELINE)
+    runtime.init(num_cpus=2)
+    gate = tmp_path / "go"
+    runs = tmp_path / "runs"
+    runs.mkdir()
+
+    @runtime.remote
+    def inner():
+        time.sleep(0.1)
+        return 1
+
+    @runtime.remote
+    def task(i, blocks, gate=None):
+        while gate and not os.path.exists(gate):
+            time.sleep(0.005)
+        (runs / f"{i}-{time.monotonic_ns()}").touch()  # each start, to count them
+        if blocks:
+            time.sleep(0.6)  # the other worker ends its short ones and steals meanwhile
+            return runtime.get(inner.remote(), timeout=60) + i
+        time.sleep(0.05)
+        return i
+
+    runtime.get([task.remote(-1, False) for _ in range(40)], timeout=60)  # both workers leased
+    for f in runs.iterdir():
+        f.unlink()
+    refs = []
+    for i in range(0, 16, 2):
+        refs += [task.remote(i, True, str(gate)), task.remote(i + 1, False, str(gate))]
+    gate.touch()
+    results = runtime.get(refs, timeout=60)
+    assert results == [i + 1 if i % 2 == 0 else i for i in range(16)]
+    started = sorted(int(f.name.split("-")[0]) for f in runs.iterdir())
+    assert started == list(range(16)), started  # each ran once: none lost, none twice
+    runtime.shutdown()
+
+
 def test_results_held_back_go_out_while_a_task_expected_short_runs_long(no_leaks, tmp_path):
     """The worker held the DONEs of short tasks and started one more of the same function,
     which blocks: its watch thread sends them anyway; they do not wait for that task."""

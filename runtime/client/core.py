@@ -323,7 +323,7 @@ class Client:
             elif kind == Kind.ACTOR_LOCATION:
                 self.actor_calls.on_location(msg)
             elif kind == Kind.REJECTED:
-                self.leases.on_rejected(msg[1])
+                self.leases.on_rejected(msg[1], link)
             elif kind == Kind.FORWARDED:
                 _, node_id, ident, inner = msg
                 if ident:

@@ -13,7 +13,8 @@
     DONE ─▶ on_done: retry (retryable, decisions.retry) or finish; the lease gets the next
         task (a full one: half a pipeline at once, decisions.refill), or an idle one is
         returned after LEASE_IDLE, or at once when revoked
-    REJECTED (a worker blocked in get) ─▶ on_rejected: back to the front of the queue
+    REJECTED (a worker blocked in get, or a steal's answer) ─▶ on_rejected: back to the
+        front of the queue, if the task is still on that worker
     worker gone ─▶ peer_closed: its tasks retried (max_retries) or WorkerCrashedError
     LEASE_KILLED (the node's memory monitor, sent before its kill) ─▶ on_killed: the
         tasks of that worker are retried after decisions.oom_delay or OutOfMemoryError
@@ -242,13 +243,17 @@ class Leases:
         for task_id in steal.task_ids:
             self.core.queue(steal.victim.link, (Kind.CANCEL, task_id, "steal"))  # answered by REJECTED
 
-    def on_rejected(self, task_ids: list) -> None:
-        """A worker that blocked in get() hands back tasks it had not started."""
+    def on_rejected(self, task_ids: list, link: transport.Link | None = None) -> None:
+        """A worker hands back tasks it had not started (it blocked in get(), or answers a
+        steal). Only the worker a task is on now may: a late answer from one it left must
+        not take it from the next."""
         with self.core.lock:
             shapes = set()
             for task_id in reversed(task_ids):
                 call = self.core.calls.get(task_id)
                 if call is None or call.lease is None:
+                    continue
+                if link is not None and call.lease.link is not link:
                     continue
                 call.lease.inflight.pop(task_id, None)
                 call.lease = None
