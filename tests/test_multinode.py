@@ -34,6 +34,7 @@ class Cluster:
         head_resources: dict,
         node_timeout: float | None = None,
         encryption: bool = False,
+        object_store_memory: int | None = None,
     ) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -43,6 +44,8 @@ class Cluster:
             args.append("--encryption")  # CurveZMQ on loopback too: what other machines get
         if node_timeout is not None:
             args += ["--node-timeout", str(node_timeout)]
+        if object_store_memory is not None:
+            args += ["--object-store-memory", str(object_store_memory)]
         nbcluster_checked(*args)
         self.nodes: dict[str, str] = {}  # label -> node id
 
@@ -176,6 +179,32 @@ def test_a_pulled_copy_goes_when_its_object_is_freed_and_the_next_pull_reuses_it
         assert runtime.get(where.options(resources={"b": 1}).remote(ref), timeout=60) == (other, 2.0 * n)
         (copy,) = copies()
         assert os.stat(copy).st_ino in inodes  # the pull wrote into the spare
+    finally:
+        cluster.stop()
+
+
+def test_a_pulled_copy_goes_when_its_object_is_freed_after_it_was_spilled_at_home(no_leaks):
+    """The home node spilled the object to disk after another node pulled a copy: freed under
+    its spill path, the object's copy elsewhere still goes at once (named as it was pulled)."""
+    cluster = Cluster(2, {"a": 1}, object_store_memory=20 * 2**20)
+    try:
+        other = cluster.add_node("b", 2, {"b": 1})
+        runtime.init(address=cluster.address)
+        n = 2**20  # 8 MiB of float64
+
+        def copies():
+            return [s for s in segments() if f"-{other}-" in s]
+
+        ref = runtime.put(np.full(n, 1.0))
+        assert runtime.get(where.options(resources={"b": 1}).remote(ref), timeout=60) == (other, float(n))
+        (copy,) = copies()
+        home = set(segments()) - {copy}
+        more = [runtime.put(np.full(n, float(i))) for i in range(2)]  # 24 MiB: over the store's 20
+        wait_for(lambda: not home & set(segments()), what="the first object to be spilled")
+        assert copies() == [copy]
+        del ref
+        wait_for(lambda: not copies(), timeout=15, what="the copy to go once its spilled object is freed")
+        del more
     finally:
         cluster.stop()
 

@@ -195,6 +195,7 @@ class Node:
         self.gateway_address = f"tcp://{self.ip}:{gateway.port}"
         table = self.objects.table
         table.on_free_segment = gateway.transfers.freed
+        table.on_spill_segment = gateway.transfers.spilled
         gateway.transfers.spares = table.spares
         self.head = None
         if self.conf.get("head_address"):

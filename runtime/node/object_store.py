@@ -93,8 +93,10 @@ class ObjectTable:
         self.freed_actors: list[bytes] = []
         self.doomed: dict[bytes, float] = {}
         self.spares: Spares | None = None  # the files of freed large objects, for the next ones
-        # Told the path of each freed segment (the nodes that pulled a copy of it are told).
+        # Told the path of each freed segment (the nodes that pulled a copy of it are told),
+        # and (old, new) of each segment spilled to disk (a freed one is told by its new path).
         self.on_free_segment: Callable[[str], None] | None = None
+        self.on_spill_segment: Callable[[str, str], None] | None = None
 
     # -- creation ---------------------------------------------------------
     def placeholder(self, object_id: bytes) -> Entry:
@@ -249,6 +251,8 @@ class ObjectTable:
                     "cluster starts), or let go of refs you no longer need (del them)"
                 )
                 return spilled
+            if self.on_spill_segment is not None:
+                self.on_spill_segment(e.value, str(target))
             e.value = str(target)
             self.shm_used -= e.size
             self.spilled_bytes += e.size

@@ -245,7 +245,9 @@ class Transfers:
         self.active = 0
         self.by_path: dict[str, Pull] = {}  # cache pulls in flight, for dedup
         self.copies: dict[str, list] = {}  # remote path -> [local path, last used]
-        self.pulled_by: dict[str, set[str]] = {}  # our segment -> nodes that keep a copy of it
+        # Our segment (where it is now) -> (node, path it pulled) of each node that keeps a copy
+        # of it (the copy is known there by that path; the segment may be on disk since).
+        self.pulled_by: dict[str, set[tuple[str, str]]] = {}
         self.spares: Spares | None = None  # this node's: freed copies go there, .part files from there
         self.transit: dict[str, float] = {}  # our result segments awaiting a move -> deadline
         self.serving: deque[list] = deque()  # [node, request, path, move, view, total, offset]
@@ -397,13 +399,19 @@ class Transfers:
             return
         self.serving.append([src_node, req_id, path, move, view, total, 0])
         if not move:
-            self.pulled_by.setdefault(path, set()).add(src_node)
+            self.pulled_by.setdefault(path, set()).add((src_node, path))
+
+    def spilled(self, path: str, target: str) -> None:
+        """Our segment `path` is on disk now, at `target`: it is freed under that path."""
+        pulled = self.pulled_by.pop(path, None)
+        if pulled:
+            self.pulled_by.setdefault(target, set()).update(pulled)
 
     def freed(self, path: str) -> None:
         """Our segment `path` is freed: the nodes that pulled a copy of it may drop theirs
         now, not CACHE_TTL after they last used it (nobody can ask for it again)."""
-        for node in self.pulled_by.pop(path, ()):
-            self.send(node, (Kind.FREED, self.node_id, path))
+        for node, named in self.pulled_by.pop(path, ()):
+            self.send(node, (Kind.FREED, self.node_id, named))
 
     def on_freed(self, src_node: str, path: str) -> None:
         """A node says its segment `path` is freed: our copy of it goes (a spare, if it may)."""
