@@ -47,6 +47,8 @@ class ObjectRef:
                 pass
 
     def __reduce__(self):
+        if self._client is not None:
+            self._client.share(self._id)  # may reach another process: its release waits the grace
         serialization.note_ref(self._id, self)
         return (_rebuild, (self._id,))
 

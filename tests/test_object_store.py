@@ -153,3 +153,68 @@ def test_a_freed_large_objects_file_is_reused_but_never_under_a_live_view():
     assert float(runtime.get(ref).sum()) == 5.0 * n
     runtime.shutdown()
     assert not spares()
+
+
+def test_a_large_object_never_passed_on_is_freed_when_its_last_ref_goes():
+    """A ref that never left its process (not pickled into a value, not received from one):
+    no other process can hold it, so its node frees the object on its RELEASE instead of
+    after the grace that covers a HOLD still on its way. Its file is the next put's at once."""
+    from runtime import session
+    from runtime.client import NODE
+
+    runtime.init(num_cpus=1)
+    client = session.client()
+    n = 4 * 2**20 // 8  # 4 MiB of float64
+    ref = runtime.put(np.full(n, 1.0))
+    (path,) = segments()
+    inode = os.stat(path).st_ino
+    del ref
+    gc.collect()
+    client.request("report", dest=NODE)  # the node has read the RELEASE: it came first
+    ref = runtime.put(np.full(n, 2.0))
+    (path,) = segments()
+    assert os.stat(path).st_ino == inode  # written into the freed file, now a spare
+    assert float(runtime.get(ref).sum()) == 2.0 * n
+    runtime.shutdown()
+
+
+def test_a_ref_pickled_or_unpickled_is_shared_and_its_release_waits_the_grace():
+    """Passed on inside a value (or arrived in one), a ref may be held elsewhere, with that
+    process's HOLD still on its way: its release is not private."""
+    import pickle
+
+    from runtime import session
+
+    runtime.init(num_cpus=1)
+    shared = session.client().objects.shared
+    kept = runtime.put(1)
+    assert kept.binary() not in shared
+    passed = runtime.put(2)
+    pickle.dumps([passed])
+    assert passed.binary() in shared
+    back = pickle.loads(pickle.dumps(runtime.put(3)))
+    assert back.binary() in shared
+    ids = [passed.binary(), back.binary()]
+    del passed, back
+    gc.collect()
+    assert not set(ids) & shared  # forgotten with the last ref
+    runtime.shutdown()
+
+
+def test_a_private_release_frees_at_once_only_what_nobody_else_references(tmp_path):
+    """The table's side: another holder, or an actor (its last handle ends it), keeps the
+    grace; the last private release of a plain object frees it there and then."""
+    from runtime.node.object_store import ObjectTable
+
+    table = ObjectTable(2**30, tmp_path, tmp_path / "spill")
+    obj, actor = b"o" * 20, b"a" * 20
+    table.hold(obj, b"driver")
+    table.set_ready(obj, False, b"value", 5, ())
+    table.hold(obj, b"worker")
+    table.release(obj, b"driver", at_once=True)
+    assert obj in table.entries and obj not in table.doomed  # the worker holds it
+    table.release(obj, b"worker", at_once=True)
+    assert obj not in table.entries
+    table.mark_actor(actor, b"driver")
+    table.release(actor, b"driver", at_once=True)
+    assert actor in table.entries and actor in table.doomed  # ended after the grace

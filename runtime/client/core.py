@@ -130,6 +130,7 @@ class Client:
         self.objects = objects = Objects(self)
         self.memstore = objects.memstore
         self.add_ref, self.remove_ref, self.promote = objects.add_ref, objects.remove_ref, objects.promote
+        self.share = objects.share
         self.expect, self.store_local, self.forget = objects.expect, objects.store_local, objects.forget
         self.add_callback = objects.add_callback
         # Requests to the head or the node (client/control.py).

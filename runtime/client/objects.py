@@ -3,6 +3,7 @@
 ::
 
     ObjectRef() / del ─▶ add_ref / remove_ref ─▶ first ref: HOLD; last: RELEASE ──▶ node
+        (private, freed there at once, when we made it and no ref to it left or came in)
     results of our calls ─▶ keep_results ─▶ memstore (small: local only; large: the node
         owns the segment, PUT) ─▶ arrived(): fetch() countdowns, calls waiting for an
         argument (Client.deps_arrived), callbacks (futures, await)
@@ -37,6 +38,10 @@ class Objects:
         self.refcounts: dict[bytes, int] = {}
         self.local_only: set[bytes] = set()  # owned values the node has not seen
         self.escaped: set[bytes] = set()  # pending results to promote on arrival
+        # Ids whose ref was pickled here (passed on inside a value), or that we hold without
+        # having made them (announced: unpickled, a task's argument read again): their last
+        # RELEASE waits out the node's grace. The others are private (see remove_ref).
+        self.shared: set[bytes] = set()
         self.held_inside: dict[bytes, tuple] = {}  # result id -> refs its value contains
         self.ref_lock = threading.RLock()  # re-entrant: __del__ of a ref may run while it is held
         self.callbacks: dict[bytes, list[Callable]] = {}
@@ -46,9 +51,12 @@ class Objects:
 
     # ------------------------------------------------------------- references
     def add_ref(self, object_id: bytes, announce: bool = True) -> None:
+        """One more ref here; `announce`: we did not make it (put, our call's result)."""
         with self.ref_lock:
             count = self.refcounts.get(object_id, 0)
             self.refcounts[object_id] = count + 1
+            if announce:
+                self.shared.add(object_id)
         if count == 0 and announce:
             self.core.send_node((Kind.HOLD, object_id), urgent=False)
 
@@ -61,21 +69,33 @@ class Objects:
                 self.refcounts[object_id] = count
                 return
             self.refcounts.pop(object_id, None)
+            shared = object_id in self.shared
+            self.shared.discard(object_id)
         self.memstore.pop(object_id, None)
         self.subscribed.discard(object_id)
         inside = self.held_inside.pop(object_id, None)
         if object_id in self.local_only:
             self.local_only.discard(object_id)
         elif object_id not in self.pending or object_id in self.escaped:
-            self.core.send_node((Kind.RELEASE, object_id), urgent=False)
+            # Private (ours, and no ref to it ever left: an escaped result was promoted, so
+            # shared): the node frees it at once, not after its grace, and a large value's
+            # file is soon a spare for the next put.
+            self.core.send_node(
+                (Kind.RELEASE, object_id) if shared else (Kind.RELEASE, object_id, True), urgent=False
+            )
         self.escaped.discard(object_id)
         if inside:
             for inner in inside:
                 self.remove_ref(inner)
 
+    def share(self, object_id: bytes) -> None:
+        """A ref to `object_id` is pickled here: another process may hold it."""
+        self.shared.add(object_id)
+
     def promote(self, ids) -> None:
         """Refs are leaving this process: make sure the node has their values."""
         for object_id in ids:
+            self.shared.add(object_id)
             if object_id in self.local_only:
                 entry = self.memstore.get(object_id)
                 if entry is not None:

@@ -61,7 +61,7 @@ from .placement import ClusterView
 from .pool import WorkerPool
 from .records import DEAD, LeaseRequest, Proc, Worker
 from .scheduler import Scheduler, to_units
-from .spares import Spares
+from .spares import RETRY_S, Spares
 
 log = logging.getLogger("runtime.node")
 
@@ -223,6 +223,8 @@ class Node:
         table, outbox = self.objects.table, self.outbox
         next_tick = time.monotonic()
         next_collect = next_tick
+        next_retry = next_tick  # quarantined spares (spares.retry)
+        spares = table.spares
         next_memory = next_tick if self.monitor.refresh else float("inf")
         try:
             while self.running_flag:
@@ -230,6 +232,8 @@ class Node:
                 if gateway.serving:
                     gateway.pump()  # a chunk per transfer per turn
                 due = min(next_tick, next_memory, next_collect if table.doomed else next_tick)
+                if spares.quarantined and spares.retry_until > next_retry:
+                    due = min(due, next_retry)
                 changed = self.reported and self.scheduler.available != self.reported_available
                 if changed:
                     due = min(due, self.next_report)
@@ -269,6 +273,9 @@ class Node:
                 if table.doomed and now >= next_collect:
                     next_collect = now + 0.25
                     self.objects.collect()
+                if spares.quarantined and spares.retry_until > now >= next_retry:
+                    next_retry = now + RETRY_S
+                    spares.retry(now)
                 if table.freed_actors:
                     freed, table.freed_actors = table.freed_actors, []
                     for actor_id in freed:

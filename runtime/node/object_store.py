@@ -138,7 +138,9 @@ class ObjectTable:
             self.by_holder.setdefault(holder, set()).add(e.id)
         self.doomed.pop(e.id, None)
 
-    def release(self, object_id: bytes, holder: bytes) -> None:
+    def release(self, object_id: bytes, holder: bytes, at_once: bool = False) -> None:
+        """`holder` dropped its last ref; `at_once`: free now if nobody else references it
+        (no other process ever had a ref to it, so no HOLD can be late), not after GRACE."""
         e = self.entries.get(object_id)
         if e is None or holder not in e.holders:
             return
@@ -146,7 +148,11 @@ class ObjectTable:
         held = self.by_holder.get(holder)
         if held is not None:
             held.discard(object_id)
-        self._maybe_free(e)
+        if at_once and self._unreferenced(e) and not e.actor:
+            self.doomed.pop(e.id, None)
+            self._free(e)
+        else:
+            self._maybe_free(e)
 
     def pin(self, ids: Iterable[bytes]) -> None:
         for object_id in ids:

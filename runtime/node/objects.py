@@ -70,7 +70,10 @@ class Objects:
         self.want_foreign(msg[1], subscribe=False)
 
     def on_release(self, ident: bytes, msg: tuple) -> None:
-        self.table.release(msg[1], ident)
+        # A private release (its owner never passed a ref on) frees the object at once: no
+        # HOLD of another process can be on its way. Only for objects of this node's own.
+        at_once = len(msg) > 2 and msg[2] is True and protocol.home_of(msg[1]) == self.node_id
+        self.table.release(msg[1], ident, at_once)
 
     def on_subscribe(self, ident: bytes, msg: tuple) -> None:
         entries = self.table.entries

@@ -9,7 +9,8 @@ allocating and zeroing them, most of the cost of a large `put` or result on tmpf
       unmapped everywhere? (a write lease: the kernel refuses it while any process
       has the file open or mapped, e.g. a numpy view from get() that outlived its ref)
         yes -> rename -> <spares>/<size>-<n>                published
-        no  -> stays in quarantine; asked again at each tick()
+        no  -> stays in quarantine; asked again every RETRY_S for its first RETRY_FOR
+               (retry()), then at each tick()
     writer (any process: segments.write_segment), a value of RECYCLE_MIN bytes or more:
       the smallest published spare of at least its size: rename -> its own path,
       truncate to its size, write (segments.take_spare)
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 SPARE_TTL = 5.0  # seconds a published spare waits for a writer before it is unlinked
 QUARANTINE_TTL = 60.0  # seconds a still-mapped file is asked again before it is unlinked
+RETRY_S = 0.05  # a file quarantined less than RETRY_FOR is asked again this often...
+RETRY_FOR = 1.0  # ...(a task's worker lets go of its argument just after its result); later, at tick()
 SPARE_SHARE = 4  # spares hold at most 1/SPARE_SHARE of the store's capacity...
 SPARE_MAX = 2 << 30  # ...and at most this many bytes
 
@@ -87,6 +90,7 @@ class Spares:
         self.enabled = self.limit >= RECYCLE_MIN
         self.quarantined: dict[str, float] = {}  # name -> since
         self.published: dict[str, float] = {}  # name -> when
+        self.retry_until = 0.0  # retry() is due until then (RETRY_FOR after the last quarantine)
         self.counter = itertools.count()
 
     def offer(self, path: str, size: int) -> bool:
@@ -107,7 +111,8 @@ class Spares:
             os.rename(path, os.path.join(self.dir, name))
         except OSError:
             return False
-        self.quarantined[name] = time.monotonic()
+        self.quarantined[name] = now = time.monotonic()
+        self.retry_until = now + RETRY_FOR
         self.release(name)
         return True
 
@@ -138,6 +143,12 @@ class Spares:
         except OSError:
             return
         self.published[public] = time.monotonic()
+
+    def retry(self, now: float) -> None:
+        """Publish the files quarantined less than RETRY_FOR ago that nobody maps now."""
+        for name, since in list(self.quarantined.items()):
+            if now - since < RETRY_FOR:
+                self.release(name)
 
     def tick(self) -> None:
         """Publish what is no longer mapped; unlink what waited too long or is too much."""

@@ -66,7 +66,8 @@ class Kind:
     SUBMIT = 2  # (TaskSpec)
     PUT = 3  # (object_id, is_error, value, size, contained)
     HOLD = 4  # (object_id,)          this process now holds a ref
-    RELEASE = 5  # (object_id,)       this process dropped its last ref
+    RELEASE = 5  # (object_id[, private])  this process dropped its last ref; private: it made
+    #   the object and no ref to it ever left it (or came in), so no HOLD can be on its way
     SUBSCRIBE = 6  # (object_ids,)     send me these values when ready
     CANCEL = 7  # (task_id, "drop" | "steal" | "interrupt")   owner -> worker: skip or stop this task
     KILL_ACTOR = 8  # (actor_id, no_restart)
