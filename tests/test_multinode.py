@@ -152,6 +152,22 @@ def test_objects_move_between_nodes(three_nodes):
     )
 
 
+PULLED = 2**20  # 8 MiB of float64
+
+
+def copies_on(node_id: str) -> list[str]:
+    """The segments of node `node_id` (one machine: its copies of other nodes' objects)."""
+    return [s for s in segments() if f"-{node_id}-" in s]
+
+
+def put_and_read_on(node_id: str, resource: str, value: float) -> runtime.ObjectRef:
+    """Put an 8 MiB array here; a task on node `node_id` (which has `resource`) reads it."""
+    ref = runtime.put(np.full(PULLED, value))
+    got = runtime.get(where.options(resources={resource: 1}).remote(ref), timeout=60)
+    assert got == (node_id, value * PULLED)
+    return ref
+
+
 def test_a_pulled_copy_goes_when_its_object_is_freed_and_the_next_pull_reuses_its_file(no_leaks):
     """A node keeps the copy it pulled of another node's object for the next task that reads
     it (up to 30 s after its last use), but not once the object is freed at home: nobody can
@@ -161,24 +177,19 @@ def test_a_pulled_copy_goes_when_its_object_is_freed_and_the_next_pull_reuses_it
     try:
         other = cluster.add_node("b", 2, {"b": 1})
         runtime.init(address=cluster.address)
-        n = 2**20  # 8 MiB of float64
-
-        def copies():
-            return [s for s in segments() if f"-{other}-" in s]
 
         def published():
             return [s for s in spares() if f"-{other}-spares" in s and "/q-" not in s]
 
-        ref = runtime.put(np.full(n, 1.0))
-        assert runtime.get(where.options(resources={"b": 1}).remote(ref), timeout=60) == (other, float(n))
-        (copy,) = copies()
+        ref = put_and_read_on(other, "b", 1.0)
+        (copy,) = copies_on(other)
         del ref
-        wait_for(lambda: not copies(), timeout=15, what="the copy to go once its object is freed")
+        wait_for(lambda: not copies_on(other), timeout=15, what="the copy to go once its object is freed")
         inodes = {os.stat(s).st_ino for s in wait_for(published, what="the copy's file as a spare")}
-        ref = runtime.put(np.full(n, 2.0))
-        assert runtime.get(where.options(resources={"b": 1}).remote(ref), timeout=60) == (other, 2.0 * n)
-        (copy,) = copies()
+        ref = put_and_read_on(other, "b", 2.0)  # held: its copy stays while we look
+        (copy,) = copies_on(other)
         assert os.stat(copy).st_ino in inodes  # the pull wrote into the spare
+        del ref
     finally:
         cluster.stop()
 
@@ -190,20 +201,16 @@ def test_a_pulled_copy_goes_when_its_object_is_freed_after_it_was_spilled_at_hom
     try:
         other = cluster.add_node("b", 2, {"b": 1})
         runtime.init(address=cluster.address)
-        n = 2**20  # 8 MiB of float64
-
-        def copies():
-            return [s for s in segments() if f"-{other}-" in s]
-
-        ref = runtime.put(np.full(n, 1.0))
-        assert runtime.get(where.options(resources={"b": 1}).remote(ref), timeout=60) == (other, float(n))
-        (copy,) = copies()
+        ref = put_and_read_on(other, "b", 1.0)
+        (copy,) = copies_on(other)
         home = set(segments()) - {copy}
-        more = [runtime.put(np.full(n, float(i))) for i in range(2)]  # 24 MiB: over the store's 20
+        more = [runtime.put(np.full(PULLED, float(i))) for i in range(2)]  # 24 MiB: over the store's 20
         wait_for(lambda: not home & set(segments()), what="the first object to be spilled")
-        assert copies() == [copy]
+        assert copies_on(other) == [copy]
         del ref
-        wait_for(lambda: not copies(), timeout=15, what="the copy to go once its spilled object is freed")
+        wait_for(
+            lambda: not copies_on(other), timeout=15, what="the copy to go once its spilled object is freed"
+        )
         del more
     finally:
         cluster.stop()
