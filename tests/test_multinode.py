@@ -216,6 +216,28 @@ def test_a_pulled_copy_goes_when_its_object_is_freed_after_it_was_spilled_at_hom
         cluster.stop()
 
 
+def test_a_result_moved_to_its_owners_node_leaves_its_file_a_spare_for_the_next_result(no_leaks):
+    """A large result made on another node is moved to its owner's node; the file it leaves
+    behind becomes a spare there, and the next result of its size is written into it."""
+    cluster = Cluster(2, {"a": 1})
+    try:
+        other = cluster.add_node("b", 2, {"b": 1})
+        runtime.init(address=cluster.address)
+        make = runtime.remote(resources={"b": 1})(lambda value: np.full(PULLED, value))
+
+        def published():
+            return {os.stat(s).st_ino for s in spares() if f"-{other}-spares" in s and "/q-" not in s}
+
+        assert runtime.get(make.remote(1.0), timeout=60)[0] == 1.0
+        (left,) = wait_for(published, what="the moved result's file as a spare")
+        assert runtime.get(make.remote(2.0), timeout=60)[0] == 2.0
+        # Written into that spare, then moved: the same file is the one spare again (a new
+        # file would have left two).
+        wait_for(lambda: published() == {left}, what="the same file back as the only spare")
+    finally:
+        cluster.stop()
+
+
 def test_nested_tasks_and_actors_across_nodes(three_nodes):
     nodes = three_nodes.nodes
 

@@ -419,9 +419,11 @@ class Transfers:
             return
         entry = self.copies.pop(path, None)
         if entry is not None:
-            self.discard_copy(entry[0])
+            self.discard(entry[0])
 
-    def discard_copy(self, local: str) -> None:
+    def discard(self, local: str) -> None:
+        """A file of ours nobody asks for again (a copy of a freed object, a result moved to
+        its owner's node): one of our spares once nobody maps it, or unlinked."""
         try:
             size = os.stat(local).st_size
         except OSError:
@@ -449,13 +451,11 @@ class Transfers:
                 item[6] = offset
                 self.serving.append(item)
                 continue
-            # The mapping is unmapped when ZeroMQ has sent (and released) the last view of it.
+            # The mapping is unmapped when ZeroMQ has sent (and released) the last view of it;
+            # a moved result's file is then a spare for the next result written here.
             if move:
                 self.transit.pop(path, None)
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
+                self.discard(path)
 
     def note_transit(self, paths: list[str]) -> None:
         """Our segments of results sent to another node's owner: kept TRANSIT_TTL for the move."""
@@ -478,14 +478,11 @@ class Transfers:
         for path, (local, used) in list(self.copies.items()):
             if now - used > CACHE_TTL:
                 del self.copies[path]
-                self.discard_copy(local)
+                self.discard(local)
         for path, deadline in list(self.transit.items()):
             if now > deadline:
                 del self.transit[path]
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
+                self.discard(path)
 
     def drop_node(self, node_id: str) -> None:
         """A node died: its transfers to us fail."""
