@@ -387,10 +387,14 @@ class DaskBackend(Backend):
         return getattr(actor, name)
 
     def shutdown(self) -> None:
+        # Client.shutdown stops the scheduler and workers, then the client. Closing the cluster
+        # first left the client reconnecting, which sometimes failed inside distributed
+        # (RuntimeError: dictionary changed size during iteration); closing the client first
+        # took ~17 s with 30,000 tasks queued, shutdown ~2.5 s.
         try:
-            self.cluster.close(timeout=30)  # first: a client with many tasks queued closes slowly
+            self.client.shutdown()
         finally:
-            self.client.close(timeout=30)
+            self.cluster.close(timeout=30)
 
 
 def make_backend(framework: str) -> Backend:
