@@ -782,20 +782,30 @@ def test_tasks_stolen_from_a_worker_whose_task_then_blocks_in_get_run_once_and_f
     runs = tmp_path / "runs"
     runs.mkdir()
 
+    def until(condition, timeout=30.0):
+        """Inside a task: wait for `condition` (a file to appear, say), at most `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return condition()
+
     @runtime.remote
     def inner():
-        time.sleep(0.1)
         return 1
+
+    def blocking_elsewhere():
+        """A blocking task started in another process: the other worker stole from us."""
+        me = str(os.getpid())
+        return any(blocks == "1" and pid != me for _, blocks, pid in (f.split("_") for f in os.listdir(runs)))
 
     @runtime.remote
     def task(i, blocks, gate=None):
-        while gate and not os.path.exists(gate):
-            time.sleep(0.005)
-        (runs / f"{i}-{time.monotonic_ns()}").touch()  # each start, to count them
+        if gate:
+            until(lambda: os.path.exists(gate))  # none ends while the burst is dealt
+        (runs / f"{i}_{int(blocks)}_{os.getpid()}").touch()  # each start, to count them
         if blocks:
-            time.sleep(0.6)  # the other worker ends its short ones and steals meanwhile
+            until(blocking_elsewhere, timeout=10)  # block in get() only after the steal
             return runtime.get(inner.remote(), timeout=60) + i
-        time.sleep(0.05)
         return i
 
     runtime.get([task.remote(-1, False) for _ in range(40)], timeout=60)  # both workers leased
@@ -807,8 +817,9 @@ def test_tasks_stolen_from_a_worker_whose_task_then_blocks_in_get_run_once_and_f
     gate.touch()
     results = runtime.get(refs, timeout=60)
     assert results == [i + 1 if i % 2 == 0 else i for i in range(16)]
-    started = sorted(int(f.name.split("-")[0]) for f in runs.iterdir())
-    assert started == list(range(16)), started  # each ran once: none lost, none twice
+    started = [f.name.split("_") for f in runs.iterdir()]
+    assert sorted(int(i) for i, _, _ in started) == list(range(16)), started  # each ran once
+    assert len({pid for _, blocks, pid in started if blocks == "1"}) >= 2, started  # a steal
     runtime.shutdown()
 
 
