@@ -47,7 +47,7 @@ from ..prctl import sigint_blocked
 from ..wire import protocol
 from ..wire.paths import segment_node
 from ..wire.protocol import Kind
-from ..wire.segments import RECYCLE_MIN, pwrite_all, take_spare
+from ..wire.segments import pwrite_all, take_spare
 from .spares import Spares
 
 log = logging.getLogger("runtime.gateway")
@@ -327,7 +327,7 @@ class Transfers:
         part = pull.local + ".part"
         try:
             # Into a spare segment when there is one: its pages exist (no zeroing by the kernel).
-            spare = take_spare(part, total) if total >= RECYCLE_MIN else None
+            spare = take_spare(part, total)
             pull.fd = (
                 spare if spare is not None else os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             )

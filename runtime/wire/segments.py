@@ -40,7 +40,7 @@ def write_segment(path: str, data: bytes, buffers: list[memoryview]) -> str:
         entries.append((offset, buf.nbytes))
         offset = _align(offset + buf.nbytes)
     header = _HEAD.pack(_MAGIC, len(buffers), len(data)) + b"".join(_ENTRY.pack(o, n) for o, n in entries)
-    fd = take_spare(path, offset) if offset >= RECYCLE_MIN else None
+    fd = take_spare(path, offset)
     if fd is None:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -71,7 +71,10 @@ def spare_dir(segment: str) -> str:
 def take_spare(path: str, size: int) -> int | None:
     """A file descriptor for writing `size` bytes at `path`, which becomes the smallest spare
     segment of at least that size (at most twice: a bigger one waits for a bigger value);
-    None if there is none. The node published it once no process mapped it."""
+    None if there is none, or the value is under RECYCLE_MIN. The node published it once
+    no process mapped it."""
+    if size < RECYCLE_MIN:
+        return None
     folder = spare_dir(path)
     try:
         names = sorted(os.listdir(folder))  # "<size, 16 digits>-<n>"; quarantined: "q-<n>"
