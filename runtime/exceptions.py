@@ -198,7 +198,7 @@ class WorkerCrashedError(ClusterError):
     """The worker running the task died, and the task's retries ran out."""
 
 
-class OutOfMemoryError(ClusterError, MemoryError):
+class OutOfMemoryError(MemoryError, ClusterError):  # MemoryError first: see test_tracebacks
     """The node's memory passed its threshold and its memory monitor killed the worker running
     the task (the newest task first, actors last), and the task's retries ran out."""
 

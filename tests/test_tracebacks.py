@@ -200,3 +200,32 @@ def test_a_real_kernel_shows_the_cells_name_and_source_lines(kernel):
     assert "Cell In[7], line 4" in text and "z = y['nope'] + x" in text, text
     assert "remote_cell.py" not in text and WORKER_FRAME not in text
     assert wait_for(lambda: kernel.value("1 + 1") == "2")
+
+
+
+def _made_again(cls, args):
+    error = cls.__new__(cls, *args)  # what tblib's exception pickler does
+    error.args = args
+    return error
+
+
+def test_every_error_of_ours_unpickles_under_a_generic_exception_pickler():
+    """dask.distributed installs tblib's pickler for every exception class when it is imported:
+    it remakes an error with `cls.__new__(cls)`, which CPython refuses for a class whose first
+    base is not its builtin one (MemoryError.__new__(OutOfMemoryError) "is not safe"). A user
+    with Dask imported got that TypeError from get() instead of our OutOfMemoryError."""
+    import copyreg
+    import pickle
+
+    classes = [c for c in vars(exceptions).values() if isinstance(c, type) and issubclass(c, BaseException)]
+    assert exceptions.OutOfMemoryError in classes
+    for cls in classes:
+        assert isinstance(cls.__new__(cls), cls)
+    error = exceptions.OutOfMemoryError("the task ran out of memory")
+    copyreg.pickle(exceptions.OutOfMemoryError, lambda e: (_made_again, (type(e), e.args)))
+    try:
+        for dumps in (pickle.dumps, cloudpickle.dumps):
+            again = pickle.loads(dumps(error))
+            assert type(again) is exceptions.OutOfMemoryError and again.args == error.args
+    finally:
+        del copyreg.dispatch_table[exceptions.OutOfMemoryError]
