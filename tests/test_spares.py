@@ -10,6 +10,7 @@ from pathlib import Path
 from runtime.node import spares
 from runtime.node.spares import Spares
 from runtime.wire import segments
+from runtime.wire.arena import ARENA
 
 MB = 2**20
 
@@ -24,7 +25,10 @@ def test_spares_go_after_their_time_and_the_oldest_beyond_the_limit():
 
 
 def write(path: str, size: int, fill: bytes) -> None:
+    """A segment written by a process that then lets go of it (the node's side alone; the
+    writer that keeps its file is tested in test_arena.py)."""
     segments.write_segment(path, b"", [memoryview(fill * size)])
+    ARENA.clear()
 
 
 def test_a_spare_is_published_once_unmapped_and_taken_by_the_next_writer():

@@ -65,6 +65,7 @@ from ..exceptions import (
     GetTimeoutError,
 )
 from ..wire import protocol, serialization, transport
+from ..wire.arena import ARENA
 from ..wire.protocol import Kind
 from .actor_calls import ActorCalls
 from .arrivals import Arrivals
@@ -391,6 +392,7 @@ class Client:
             self.last_keepalive = now
             self.send(NODE, (Kind.STATS, *stats))
         self.flush()
+        ARENA.sweep()  # let go of our large files the node freed and we did not reuse
 
     def mark_dead(self, reason: str) -> None:
         """The cluster is gone: wake every waiter with `reason`; tell `on_dead` (once)."""
@@ -435,6 +437,7 @@ class Client:
         os.write(self.io.wake_w, b"x")
         if self.thread is not None:
             self.thread.join(timeout=2.0)
+        ARENA.clear()
         for link in list(self.peers.values()):
             link.close()
         if self.link is not None and not self.remote_driver:

@@ -5,18 +5,20 @@ allocating and zeroing them, most of the cost of a large `put` or result on tmpf
 ::
 
     node: an object of RECYCLE_MIN bytes or more is freed (ObjectTable._free)
-      offer(): rename nbc-C-N-<id> -> <spares>/q-<n>       its name is gone: nobody opens it again
+      offer(): rename nbc-C-N-<id> -> <spares>/q-<id>      its name is gone: nobody opens it again
+        its writer may take it back from there (wire/arena.py: it keeps the file open and
+        mapped, so its next value of that size is one memcpy; then this node never sees it free)
       unmapped everywhere? (a write lease: the kernel refuses it while any process
       has the file open or mapped, e.g. a numpy view from get() that outlived its ref)
-        yes -> rename -> <spares>/<size>-<n>                published
+        yes -> rename -> <spares>/<size>-<id>               published
         no  -> stays in quarantine; asked again every RETRY_S for its first RETRY_FOR
                (retry()), then at each tick()
     writer (any process: segments.write_segment), a value of RECYCLE_MIN bytes or more:
       the smallest published spare of at least its size: rename -> its own path,
       truncate to its size, write (segments.take_spare)
     node tick(): unlink spares unused for SPARE_TTL, quarantined ones after QUARANTINE_TTL,
-                 and the oldest beyond `limit` bytes; drop() them all when the machine's
-                 memory is short (before the memory monitor kills a worker); clear() at the end
+                 and the oldest beyond `limit` bytes; drop() them all (quarantined too)
+                 when the machine's memory is short (before the memory monitor kills a worker); clear() at the end
 
 Why a lease and not the table: the table knows that no process holds a ref, but
 a zero-copy array from `get` maps the segment for as long as it lives, and
@@ -27,14 +29,13 @@ The decisions (`to_unlink`) are apart from the file operations.
 from __future__ import annotations
 
 import fcntl
-import itertools
 import logging
 import os
 import shutil
 import signal
 import time
 
-from ..wire.segments import RECYCLE_MIN, spare_dir
+from ..wire.segments import RECYCLE_MIN, quarantine_path, spare_dir
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,6 @@ class Spares:
         self.quarantined: dict[str, float] = {}  # name -> since
         self.published: dict[str, float] = {}  # name -> when
         self.retry_until = 0.0  # retry() is due until then (RETRY_FOR after the last quarantine)
-        self.counter = itertools.count()
 
     def offer(self, path: str, size: int) -> bool:
         """A freed segment of `size` bytes: keep it (True), or the caller unlinks it."""
@@ -105,7 +105,7 @@ class Spares:
                 signal.signal(signal.SIGIO, signal.SIG_IGN)
             except ValueError:
                 pass  # not the main thread: a node run inside a test's thread
-        name = f"q-{next(self.counter)}"
+        name = os.path.basename(quarantine_path(path))  # where its writer looks (wire/arena.py)
         try:
             os.makedirs(self.dir, mode=0o700, exist_ok=True)
             os.rename(path, os.path.join(self.dir, name))
@@ -173,8 +173,10 @@ class Spares:
             self.unlink(name)
 
     def drop(self) -> bool:
-        """Memory is short: unlink every published spare; whether there was any."""
-        names, self.published = list(self.published), {}
+        """Memory is short: unlink every spare, and every quarantined file (still mapped by a
+        reader, or kept by its writer, who lets go of it at its next tick); whether there was any."""
+        names, self.published = list(self.published) + list(self.quarantined), {}
+        self.quarantined = {}
         for name in names:
             self.unlink(name)
         return bool(names)

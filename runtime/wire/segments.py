@@ -20,6 +20,8 @@ import mmap
 import os
 import struct
 
+from .arena import ARENA
+
 _MAGIC = b"NBC1"
 _HEAD = struct.Struct("<4sIQ")  # magic, nbuffers, data length
 _ENTRY = struct.Struct("<QQ")  # offset, length
@@ -40,15 +42,30 @@ def write_segment(path: str, data: bytes, buffers: list[memoryview]) -> str:
         entries.append((offset, buf.nbytes))
         offset = _align(offset + buf.nbytes)
     header = _HEAD.pack(_MAGIC, len(buffers), len(data)) + b"".join(_ENTRY.pack(o, n) for o, n in entries)
+    if offset >= RECYCLE_MIN:
+        kept = ARENA.claim(path, quarantine_path(path), offset)
+        if kept is not None:
+            try:
+                with memoryview(kept.mm) as view:  # a memcpy each: the pages are mapped
+                    view[: len(header)] = header
+                    view[len(header) : len(header) + len(data)] = data
+                    for (off, n), buf in zip(entries, buffers, strict=True):
+                        view[off : off + n] = memoryview(buf).cast("B")
+            except BaseException:
+                ARENA.let_go(kept)
+                os.unlink(path)
+                raise
+            ARENA.put_back(kept)
+            return path
     fd = take_spare(path, offset)
     if fd is None:
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             # Left by an earlier attempt of the same task whose worker died before its owner
             # heard of it (a retry makes the same object id): nobody knows that file, replace it.
             os.unlink(path)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.ftruncate(fd, max(offset, 1))
         pwrite_all(fd, header + data, 0)
@@ -58,7 +75,10 @@ def write_segment(path: str, data: bytes, buffers: list[memoryview]) -> str:
         os.close(fd)
         os.unlink(path)
         raise
-    os.close(fd)
+    if offset >= RECYCLE_MIN:
+        ARENA.keep(path, quarantine_path(path), fd, offset)  # our next value of its size: a memcpy
+    else:
+        os.close(fd)
     return path
 
 
@@ -66,6 +86,12 @@ def spare_dir(segment: str) -> str:
     """The folder of a node's spare segments, next to its segments (`segment`: one of its
     segment paths, or their prefix ending in "-")."""
     return segment.rsplit("-", 1)[0] + "-spares"
+
+
+def quarantine_path(segment: str) -> str:
+    """Where the node puts the file of the freed object at `segment` until nobody maps it
+    (spares.offer); its writer takes it back from there (arena.py)."""
+    return os.path.join(spare_dir(segment), "q-" + segment.rsplit("-", 1)[1])
 
 
 def take_spare(path: str, size: int) -> int | None:
@@ -77,7 +103,7 @@ def take_spare(path: str, size: int) -> int | None:
         return None
     folder = spare_dir(path)
     try:
-        names = sorted(os.listdir(folder))  # "<size, 16 digits>-<n>"; quarantined: "q-<n>"
+        names = sorted(os.listdir(folder))  # "<size, 16 digits>-<id>"; quarantined: "q-<id>"
     except OSError:
         return None
     for name in names:
@@ -91,7 +117,7 @@ def take_spare(path: str, size: int) -> int | None:
         except OSError:
             continue
         try:
-            return os.open(path, os.O_WRONLY)
+            return os.open(path, os.O_RDWR)
         except OSError:
             return None
     return None

@@ -1,0 +1,192 @@
+"""A process's own large segment files, kept open after it wrote them, so that its next value
+of about their size is one memcpy into pages it has mapped already (Ray's store writes into an
+arena mapped once; a file written with `pwrite`, or mapped afresh, costs twice the copy).
+
+::
+
+    write_segment(path, size), size >= RECYCLE_MIN (any process)
+      claim(path, freed_at, size): a kept file of at least `size` bytes (at most twice), whose object the
+        node has freed: the node renamed it <spares>/q-<object id> (spares.offer)
+          rename <spares>/q-<id> -> path                 atomic: the node can no longer publish it
+          nobody else has it open or mapped? a write lease on our own descriptor: the kernel
+            counts every other open file and mapping, not the one we hold
+              no  -> rename it back (the node asks again later), try the next one
+              yes -> ftruncate to size; a view of our mapping (MAP_POPULATE the first time)
+      none: take_spare / a new file, pwrite; then keep(path, fd)
+    sweep() (the client's tick, and each write): let go of a file the node unlinked (no links
+      left), one freed KEEP_TTL ago and not claimed since, and the oldest beyond KEEP_MAX.
+      Letting go = munmap + close: the node's own lease check then publishes the file as an
+      ordinary spare for any writer (spares.release).
+
+Why only the writer can claim its file: while it holds the file open, the node's lease
+check (another descriptor) always fails. Why the lease and not the table: a zero-copy
+array from `get` maps the segment for as long as it lives, in any process.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+KEEP_MAX = 8  # files kept open per process
+KEEP_TTL = 5.0  # seconds a freed file waits for its writer before it goes back to the node
+
+
+@dataclass
+class Kept:
+    path: str  # where its object lives; the node renames it to `freed_at` when it frees it
+    freed_at: str
+    fd: int  # open read-write: the lease is taken on this descriptor
+    size: int  # bytes in the file
+    ino: int
+    mm: mmap.mmap | None = None  # made (populated) the first time the file is reused
+    freed: float | None = None  # when we first saw it gone from `path`
+
+
+def alone(fd: int) -> bool | None:
+    """Whether no other open file or mapping has the file of `fd` (a write lease on `fd`, taken
+    and let go at once); None if this file system or kernel cannot say."""
+    if not hasattr(fcntl, "F_SETLEASE"):
+        return None  # not Linux
+    try:
+        # A lease broken by someone opening the file signals us: SIGURG, ignored by default,
+        # instead of SIGIO, whose default ends the process. Nobody opens the file by name
+        # meanwhile: it is at a path whose object id has not been given out yet.
+        fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
+    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    return True
+
+
+class Arena:
+    """The kept files of this process (one instance, `ARENA`)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.kept: dict[int, Kept] = {}  # inode -> file, oldest first
+        self.enabled = True
+
+    def keep(self, path: str, freed_at: str, fd: int, size: int) -> None:
+        """Hold on to `fd`, just written at `path` with `size` bytes (ours to close from now);
+        `freed_at`: where the node puts the file when it frees the object."""
+        if not self.enabled:
+            os.close(fd)
+            return
+        self.put_back(Kept(path, freed_at, fd, size, os.fstat(fd).st_ino))
+        self.sweep()
+
+    def claim(self, path: str, freed_at: str, size: int) -> Kept | None:
+        """A kept file, now at `path` and `size` bytes long, its mapping ready for writing
+        (`view`); None if none is free for it. The caller writes it, then `put_back`s it."""
+        if not self.enabled:
+            return None
+        with self.lock:
+            fits = sorted((e for e in self.kept.values() if size <= e.size <= 2 * size), key=lambda e: e.size)
+            for e in fits:
+                del self.kept[e.ino]  # ours alone while we look at it: sweep() passes it by
+        got = None
+        for e in fits:
+            if got is None and self._take(e, path, size):
+                got = e
+                e.path, e.freed_at, e.size, e.freed = path, freed_at, size, None
+            elif e.fd >= 0:
+                self.put_back(e)
+        return got
+
+    def _take(self, e: Kept, path: str, size: int) -> bool:
+        try:
+            os.rename(e.freed_at, path)
+        except OSError:
+            return False  # its object is alive still, or the node let the file go
+        free = alone(e.fd)
+        if not free:
+            try:
+                os.rename(path, e.freed_at)  # the node asks again later
+            except OSError:
+                pass
+            if free is None:
+                self.enabled = False
+            return False
+        try:
+            os.ftruncate(e.fd, size)
+            if e.mm is None:
+                e.mm = mmap.mmap(e.fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+        except OSError:
+            self.let_go(e)
+            os.unlink(path)
+            return False
+        return True
+
+    def put_back(self, e: Kept) -> None:
+        """Keep `e` again (written, or not taken)."""
+        with self.lock:
+            old = self.kept.pop(e.ino, None)
+            self.kept[e.ino] = e
+        if old is not None and old is not e:
+            self.let_go(old)
+
+    def sweep(self) -> None:
+        """Let go of the files the node unlinked, freed more than KEEP_TTL ago, or too many."""
+        now = time.monotonic()
+        gone = []
+        with self.lock:
+            for e in list(self.kept.values()):
+                try:
+                    links = os.fstat(e.fd).st_nlink
+                except OSError:
+                    links = 0
+                try:
+                    here = os.stat(e.path).st_ino == e.ino
+                except OSError:
+                    here = False
+                if here:
+                    e.freed = None
+                elif e.freed is None:
+                    e.freed = now
+                if links == 0 or (e.freed is not None and now - e.freed > KEEP_TTL):
+                    gone.append(self.kept.pop(e.ino))
+            while len(self.kept) > KEEP_MAX:
+                gone.append(self.kept.pop(next(iter(self.kept))))
+        for e in gone:
+            self.let_go(e)
+
+    def clear(self) -> None:
+        """Let go of every kept file (the cluster is shutting down)."""
+        with self.lock:
+            gone, self.kept = list(self.kept.values()), {}
+        for e in gone:
+            self.let_go(e)
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's files are the parent's."""
+        self.lock = threading.Lock()
+        self.clear()
+
+    @staticmethod
+    def let_go(e: Kept) -> None:
+        """Unmap and close `e`: the node may publish it as a spare now."""
+        if e.mm is not None:
+            try:
+                e.mm.close()
+            except BufferError:
+                pass  # a view is still out: the mapping goes with it
+            e.mm = None
+        if e.fd >= 0:
+            try:
+                os.close(e.fd)
+            except OSError:
+                pass
+            e.fd = -1
+
+
+ARENA = Arena()
+os.register_at_fork(after_in_child=ARENA.after_fork)
