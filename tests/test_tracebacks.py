@@ -202,7 +202,6 @@ def test_a_real_kernel_shows_the_cells_name_and_source_lines(kernel):
     assert wait_for(lambda: kernel.value("1 + 1") == "2")
 
 
-
 def _made_again(cls, args):
     error = cls.__new__(cls, *args)  # what tblib's exception pickler does
     error.args = args
