@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from runtime.node.spares import Spares
@@ -139,3 +140,15 @@ def test_a_forked_child_does_not_write_into_its_parents_files(store):
     os.close(read_fd)
     os.waitpid(pid, 0)
     assert len(ARENA.kept) == 1
+
+
+def test_a_big_value_copied_in_two_halves_on_two_threads_lands_whole(store):
+    # numpy is loaded (the split copy is numpy's, and only when the process has it already)
+    values = np.random.default_rng(0).integers(0, 255, arena.SPLIT_MIN * 2 + 12345, dtype=np.uint8)
+    a = write(store.prefix + "a", arena.SPLIT_MIN * 2 + 12345, b"\x01")
+    store.offer(store.prefix + "a", arena.SPLIT_MIN * 2 + 12345)
+    segments.write_segment(store.prefix + "b", b"head", [memoryview(values)])
+    assert os.stat(store.prefix + "b").st_ino == a  # through our mapping
+    data, (buf,) = segments.read_segment(store.prefix + "b")
+    assert bytes(data) == b"head" and (np.frombuffer(buf, np.uint8) == values).all()
+    del data, buf

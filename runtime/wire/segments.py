@@ -20,6 +20,7 @@ import mmap
 import os
 import struct
 
+from . import arena
 from .arena import ARENA
 
 _MAGIC = b"NBC1"
@@ -46,11 +47,10 @@ def write_segment(path: str, data: bytes, buffers: list[memoryview]) -> str:
         kept = ARENA.claim(path, quarantine_path(path), offset)
         if kept is not None:
             try:
-                with memoryview(kept.mm) as view:  # a memcpy each: the pages are mapped
-                    view[: len(header)] = header
-                    view[len(header) : len(header) + len(data)] = data
-                    for (off, n), buf in zip(entries, buffers, strict=True):
-                        view[off : off + n] = memoryview(buf).cast("B")
+                arena.copy(kept.mm, 0, memoryview(header))  # a memcpy each: the pages are mapped
+                arena.copy(kept.mm, len(header), memoryview(data).cast("B"))
+                for (off, _), buf in zip(entries, buffers, strict=True):
+                    arena.copy(kept.mm, off, memoryview(buf).cast("B"))
             except BaseException:
                 ARENA.let_go(kept)
                 os.unlink(path)
