@@ -152,3 +152,24 @@ def test_a_big_value_copied_in_two_halves_on_two_threads_lands_whole(store):
     data, (buf,) = segments.read_segment(store.prefix + "b")
     assert bytes(data) == b"head" and (np.frombuffer(buf, np.uint8) == values).all()
     del data, buf
+
+
+def test_another_file_under_the_freed_name_is_not_written(store):
+    """Our file was unlinked (its object spilled to disk, say), another was written under that
+    name (a task run again makes the same object id) and freed: that file is not ours to write
+    through our mapping of the old one."""
+    write(store.prefix + "a", 2 * MB, b"\x01")
+    os.unlink(store.prefix + "a")  # spilled
+    with open(store.prefix + "a", "wb") as f:  # another file under its name
+        f.write(b"\x05" * 2 * MB)
+    restored = os.stat(store.prefix + "a").st_ino
+    with open(store.prefix + "a", "rb") as f:  # someone reads it: it stays in quarantine
+        view = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+    try:
+        store.offer(store.prefix + "a", 2 * MB)
+        b = write(store.prefix + "b", 2 * MB, b"\x02")
+        assert b != restored and read(store.prefix + "b") == b"\x02" * (2 * MB)
+        assert os.stat(os.path.join(store.dir, "q-a")).st_ino == restored  # back, untouched
+        assert view[:1] == b"\x05"
+    finally:
+        view.close()

@@ -8,6 +8,7 @@ arena mapped once; a file written with `pwrite`, or mapped afresh, costs twice t
       claim(path, freed_at, size): a kept file of at least `size` bytes (at most twice), whose object the
         node has freed: the node renamed it <spares>/q-<object id> (spares.offer)
           rename <spares>/q-<id> -> path                 atomic: the node can no longer publish it
+          still our file (same inode)? no -> rename it back, forget ours (it was unlinked)
           nobody else has it open or mapped? a write lease on our own descriptor: the kernel
             counts every other open file and mapping, not the one we hold
               no  -> rename it back (the node asks again later), try the next one
@@ -140,6 +141,20 @@ class Arena:
             os.rename(e.freed_at, path)
         except OSError:
             return False  # its object is alive still, or the node let the file go
+        try:
+            ours = os.stat(path).st_ino == e.ino
+        except OSError:
+            ours = False
+        if not ours:
+            # Another file under its object's name: ours was unlinked (spilled to disk, say)
+            # and another written under that name (a task run again makes the same object id),
+            # then freed. Not ours to write through our mapping of the old one.
+            try:
+                os.rename(path, e.freed_at)
+            except OSError:
+                pass
+            self.let_go(e)
+            return False
         free = alone(e.fd)
         if not free:
             try:
