@@ -8,10 +8,11 @@ mapping does (numpy views keep the mapping alive).
 
 Every process writes and reads segments (`serialization.py`); the node's
 `ObjectTable` (``runtime/node/object_store.py``) owns their lifetime. A
-value of RECYCLE_MIN bytes or more is written into a spare segment when the
-node has one (the file of a freed object that nobody maps any more,
-``runtime/node/spares.py``): its pages exist, so the kernel does not
-allocate and zero them again.
+value of RECYCLE_MIN bytes or more is written into the file of a freed
+object that nobody maps any more: first one this process wrote and kept
+mapped (``arena.py``: one copy into mapped pages), else a spare segment of
+the node (``runtime/node/spares.py``): its pages exist, so the kernel does
+not allocate and zero them again.
 """
 
 from __future__ import annotations
