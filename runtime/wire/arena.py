@@ -34,6 +34,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 KEEP_MAX = 8  # files kept open per process
 KEEP_TTL = 5.0  # seconds a freed file waits for its writer before it goes back to the node
@@ -97,9 +101,9 @@ class Arena:
         self.lock = threading.Lock()
         self.kept: dict[int, Kept] = {}  # inode -> file, oldest first
         self.enabled = True
-        self.pool = None  # the helper thread of copy(), made the first time it is needed
+        self.pool: ThreadPoolExecutor | None = None  # copy()'s helper thread, made when first needed
 
-    def helper(self):
+    def helper(self) -> ThreadPoolExecutor:
         """The thread that copies the second half of a big value (a ThreadPoolExecutor)."""
         if self.pool is None:
             from concurrent.futures import ThreadPoolExecutor
