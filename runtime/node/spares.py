@@ -18,7 +18,8 @@ allocating and zeroing them, most of the cost of a large `put` or result on tmpf
       truncate to its size, write (segments.take_spare)
     node tick(): unlink spares unused for SPARE_TTL, quarantined ones after QUARANTINE_TTL,
                  and the oldest beyond `limit` bytes; drop() them all (quarantined too)
-                 when the machine's memory is short (before the memory monitor kills a worker); clear() at the end
+                 when the machine's memory is short (before the memory monitor kills a
+                 worker); clear() at the end
 
 Why a lease and not the table: the table knows that no process holds a ref, but
 a zero-copy array from `get` maps the segment for as long as it lives, and
@@ -175,8 +176,8 @@ class Spares:
     def drop(self) -> bool:
         """Memory is short: unlink every spare, and every quarantined file (still mapped by a
         reader, or kept by its writer, who lets go of it at its next tick); whether there was any."""
-        names, self.published = list(self.published) + list(self.quarantined), {}
-        self.quarantined = {}
+        names = [*self.published, *self.quarantined]
+        self.published, self.quarantined = {}, {}
         for name in names:
             self.unlink(name)
         return bool(names)

@@ -5,15 +5,16 @@ arena mapped once; a file written with `pwrite`, or mapped afresh, costs twice t
 ::
 
     write_segment(path, size), size >= RECYCLE_MIN (any process)
-      claim(path, freed_at, size): a kept file of at least `size` bytes (at most twice), whose object the
-        node has freed: the node renamed it <spares>/q-<object id> (spares.offer)
+      write(path, size, parts) -> claim: a kept file of at least `size` bytes (at most twice),
+        whose object the node has freed: the node renamed it <spares>/q-<object id> (spares.offer)
           rename <spares>/q-<id> -> path                 atomic: the node can no longer publish it
           still our file (same inode)? no -> rename it back, forget ours (it was unlinked)
           nobody else has it open or mapped? a write lease on our own descriptor: the kernel
             counts every other open file and mapping, not the one we hold
               no  -> rename it back (the node asks again later), try the next one
-              yes -> ftruncate to size; a view of our mapping (MAP_POPULATE the first time)
-      none: take_spare / a new file, pwrite; then keep(path, fd)
+              yes -> ftruncate to size; copy the parts into our mapping (MAP_POPULATE the
+                     first time; halves on two threads when big), keep it again
+      none (write() says False): take_spare / a new file, pwrite; then keep(path, fd, size)
     sweep() (the client's tick, and each write): let go of a file the node unlinked (no links
       left), one freed KEEP_TTL ago and not claimed since, and the oldest beyond KEEP_MAX.
       Letting go = munmap + close: the node's own lease check then publishes the file as an
@@ -48,12 +49,17 @@ SPLIT_MIN = 16 << 20  # bytes: a copy this big is done in two halves on two thre
 @dataclass
 class Kept:
     path: str  # where its object lives; the node renames it to `freed_at` when it frees it
-    freed_at: str
     fd: int  # open read-write: the lease is taken on this descriptor
     size: int  # bytes in the file
     ino: int
     mm: mmap.mmap | None = None  # made (populated) the first time the file is reused
     freed: float | None = None  # when we first saw it gone from `path`
+
+    @property
+    def freed_at(self) -> str:
+        from .segments import quarantine_path  # segments imports this module
+
+        return quarantine_path(self.path)
 
 
 def alone(fd: int) -> bool | None:
@@ -113,18 +119,32 @@ class Arena:
                     self.pool = ThreadPoolExecutor(1, thread_name_prefix="nbc-copy")
         return self.pool
 
-    def keep(self, path: str, freed_at: str, fd: int, size: int) -> None:
-        """Hold on to `fd`, just written at `path` with `size` bytes (ours to close from now);
-        `freed_at`: where the node puts the file when it frees the object."""
+    def keep(self, path: str, fd: int, size: int) -> None:
+        """Hold on to `fd`, just written at `path` with `size` bytes (ours to close from now)."""
         if not self.enabled:
             os.close(fd)
             return
-        self.put_back(Kept(path, freed_at, fd, size, os.fstat(fd).st_ino))
+        self.put_back(Kept(path, fd, size, os.fstat(fd).st_ino))
         self.sweep()
 
-    def claim(self, path: str, freed_at: str, size: int) -> Kept | None:
-        """A kept file, now at `path` and `size` bytes long, its mapping ready for writing
-        (`view`); None if none is free for it. The caller writes it, then `put_back`s it."""
+    def write(self, path: str, size: int, parts: list[tuple[int, memoryview]]) -> bool:
+        """Write a `size`-byte value at `path` (`parts`: (offset, bytes) pairs) through the
+        mapping of a kept file whose object was freed; False if none is free for it."""
+        e = self._claim(path, size)
+        if e is None:
+            return False
+        try:
+            for offset, part in parts:
+                copy(e.mm, offset, part)
+        except BaseException:
+            self.let_go(e)
+            os.unlink(path)
+            raise
+        self.put_back(e)
+        return True
+
+    def _claim(self, path: str, size: int) -> Kept | None:
+        """A kept file, now at `path`, `size` bytes long and mapped; None if none is free."""
         if not self.enabled:
             return None
         with self.lock:
@@ -135,37 +155,34 @@ class Arena:
         for e in fits:
             if got is None and self._take(e, path, size):
                 got = e
-                e.path, e.freed_at, e.size, e.freed = path, freed_at, size, None
+                e.path, e.size, e.freed = path, size, None
             elif e.fd >= 0:
                 self.put_back(e)
         return got
 
     def _take(self, e: Kept, path: str, size: int) -> bool:
+        freed_at = e.freed_at
         try:
-            os.rename(e.freed_at, path)
+            os.rename(freed_at, path)
         except OSError:
             return False  # its object is alive still, or the node let the file go
         try:
             ours = os.stat(path).st_ino == e.ino
         except OSError:
             ours = False
-        if not ours:
-            # Another file under its object's name: ours was unlinked (spilled to disk, say)
-            # and another written under that name (a task run again makes the same object id),
-            # then freed. Not ours to write through our mapping of the old one.
-            try:
-                os.rename(path, e.freed_at)
-            except OSError:
-                pass
-            self.let_go(e)
-            return False
-        free = alone(e.fd)
+        # Not ours: ours was unlinked (spilled to disk, say) and another file written under
+        # its object's name (a task run again makes the same object id), then freed; not ours
+        # to write through our mapping of the old one. Ours but mapped elsewhere: the node
+        # asks again later.
+        free = alone(e.fd) if ours else False
         if not free:
             try:
-                os.rename(path, e.freed_at)  # the node asks again later
+                os.rename(path, freed_at)
             except OSError:
                 pass
-            if free is None:
+            if not ours:
+                self.let_go(e)
+            elif free is None:
                 self.enabled = False
             return False
         try:

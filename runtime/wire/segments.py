@@ -21,7 +21,6 @@ import mmap
 import os
 import struct
 
-from . import arena
 from .arena import ARENA
 
 _MAGIC = b"NBC1"
@@ -44,20 +43,10 @@ def write_segment(path: str, data: bytes, buffers: list[memoryview]) -> str:
         entries.append((offset, buf.nbytes))
         offset = _align(offset + buf.nbytes)
     header = _HEAD.pack(_MAGIC, len(buffers), len(data)) + b"".join(_ENTRY.pack(o, n) for o, n in entries)
-    if offset >= RECYCLE_MIN:
-        kept = ARENA.claim(path, quarantine_path(path), offset)
-        if kept is not None:
-            try:
-                arena.copy(kept.mm, 0, memoryview(header))  # a memcpy each: the pages are mapped
-                arena.copy(kept.mm, len(header), memoryview(data).cast("B"))
-                for (off, _), buf in zip(entries, buffers, strict=True):
-                    arena.copy(kept.mm, off, memoryview(buf).cast("B"))
-            except BaseException:
-                ARENA.let_go(kept)
-                os.unlink(path)
-                raise
-            ARENA.put_back(kept)
-            return path
+    parts = [(0, memoryview(header)), (len(header), memoryview(data).cast("B"))]
+    parts += [(off, memoryview(buf).cast("B")) for (off, _), buf in zip(entries, buffers, strict=True)]
+    if offset >= RECYCLE_MIN and ARENA.write(path, offset, parts):  # one copy into mapped pages
+        return path
     fd = take_spare(path, offset)
     if fd is None:
         try:
@@ -69,15 +58,14 @@ def write_segment(path: str, data: bytes, buffers: list[memoryview]) -> str:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.ftruncate(fd, max(offset, 1))
-        pwrite_all(fd, header + data, 0)
-        for (off, _), buf in zip(entries, buffers, strict=True):
-            pwrite_all(fd, buf, off)
+        for off, part in parts:
+            pwrite_all(fd, part, off)
     except BaseException:
         os.close(fd)
         os.unlink(path)
         raise
     if offset >= RECYCLE_MIN:
-        ARENA.keep(path, quarantine_path(path), fd, offset)  # our next value of its size: a memcpy
+        ARENA.keep(path, fd, offset)  # our next value of its size: one copy (arena.py)
     else:
         os.close(fd)
     return path
