@@ -764,6 +764,62 @@ def test_tasks_stolen_from_a_busy_worker_leave_it_at_its_next_read_not_when_it_r
     runtime.shutdown()
 
 
+def test_a_worker_on_its_last_task_takes_half_of_what_waits_at_another_before_it_is_idle(
+    no_leaks, monkeypatch, tmp_path
+):
+    """The owner has nothing left to send; one worker runs its last task while another has
+    four queued behind a long one. The first takes the later two at once, not when its task
+    ends: they are on its lease (queued behind its task) while both tasks still run. Asked
+    only once idle, it would wait for the long task's worker to read, then a round trip
+    (the tail of a burst of short tasks: one worker idle while the other runs what it could
+    have had). The stolen tasks then run there, once each."""
+    from runtime import session
+    from runtime.client import decisions
+
+    monkeypatch.setattr(decisions, "LEASE_IDLE", 3600.0)  # both leases stay
+    # A whole pipeline dealt to each worker at once, round robin (as in the tests above).
+    monkeypatch.setattr(decisions, "depth_limit", lambda *args, **kwargs: decisions.PIPELINE)
+    runtime.init(num_cpus=2)
+    gates = {name: tmp_path / name for name in ("deal", "long", "last")}
+
+    @runtime.remote
+    def task(i, gate=None, then=None):
+        deadline = time.monotonic() + 60
+        while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        while then and not os.path.exists(then) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return i, os.getpid()
+
+    runtime.get([task.remote(-1) for _ in range(40)], timeout=60)  # both workers leased
+    deal, long_gate, last_gate = (str(g) for g in gates.values())
+    # Round robin: the long one and a, b, c, d to one worker; four short ones and then
+    # the last one (it waits for its own gate) to the other.
+    refs = [task.remote(0, deal, long_gate)]
+    for i in range(1, 5):
+        refs += [task.remote(10 + i, deal), task.remote(i, deal)]
+    refs.append(task.remote(9, deal, last_gate))
+    long_one, shorts, queued, last = refs[0], refs[1:9:2], refs[2:9:2], refs[9]
+    gates["deal"].touch()
+    runtime.get(shorts, timeout=60)  # the other worker now runs only its last task
+
+    leases = session.client().leases
+    on_last = lambda: next(  # noqa: E731 - the lease running the last task, and its tasks
+        (list(x.inflight) for xs in leases.leases.values() for x in xs if last.task_id() in x.inflight), []
+    )
+    deadline = time.monotonic() + 30
+    while not {r.task_id() for r in queued[2:]} <= set(on_last()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert on_last() == [last.task_id()] + [r.task_id() for r in queued[2:]], on_last()
+    gates["last"].touch()  # they run there, behind it, while the long one still runs
+    thief = runtime.get([last, *queued[2:]], timeout=60)
+    assert [i for i, _ in thief] == [9, 3, 4] and len({pid for _, pid in thief}) == 1, thief
+    gates["long"].touch()
+    victim = runtime.get([long_one, *queued[:2]], timeout=60)  # (the idle thief may take one)
+    assert [i for i, _ in victim] == [0, 1, 2] and victim[0][1] != thief[0][1], victim
+    runtime.shutdown()
+
+
 def test_tasks_stolen_from_a_worker_whose_task_then_blocks_in_get_run_once_and_finish(
     no_leaks, monkeypatch, tmp_path
 ):

@@ -480,6 +480,28 @@ def test_steal_takes_at_least_one_and_nothing_from_workers_without_a_queue():
     assert decisions.steal(idle, [idle, held(3, inflight=1)]) is None
 
 
+def test_a_worker_on_its_last_task_takes_half_of_what_waits_beyond_the_victims_running_one():
+    last, busy = held(1, inflight=1), held(2, inflight=5)  # 4 waiting behind the running one
+    assert decisions.steal(last, [last, busy]) == Steal(busy, list(busy.inflight)[-2:])  # 1+2 each
+    assert decisions.steal(last, [last, held(3, inflight=2)]) is None  # 1 each already
+    assert decisions.steal(held(4, inflight=2), [busy]) is None  # it has one more to run itself
+
+
+def test_tasks_a_steal_already_asked_for_are_neither_asked_again_nor_counted():
+    thief, busy = held(1), held(2, inflight=7)
+    first = decisions.steal(thief, [thief, busy])
+    assert first == Steal(busy, list(busy.inflight)[-3:])
+    busy.asked.update(first.task_ids)  # no answer yet
+    again = decisions.steal(thief, [thief, busy])  # 3 not asked for wait behind the running one
+    assert again == Steal(busy, list(busy.inflight)[3:4])
+    busy.asked.update(again.task_ids)
+    last = held(3, inflight=1)
+    assert decisions.steal(last, [busy]) == Steal(busy, list(busy.inflight)[2:3])  # 2 left: 1 each
+    busy.asked.add(list(busy.inflight)[2])
+    assert decisions.steal(last, [busy]) is None  # one left: it stays
+    assert decisions.steal(thief, [busy]) == Steal(busy, list(busy.inflight)[1:2])  # idle: it goes
+
+
 # ---------------------------------------------------------------------- retry
 
 

@@ -214,6 +214,7 @@ class Leases:
         if lease is not None:
             self.task_s[lease.shape] = decisions.task_time(self.task_s.get(lease.shape), took)
             lease.inflight.pop(call.task_id, None)
+            lease.asked.discard(call.task_id)  # a steal asked for it too late: it ran
             if not lease.inflight:
                 lease.idle_since = time.monotonic()
         call.lease = None
@@ -232,14 +233,21 @@ class Leases:
             self.return_lease(lease)
         elif decisions.refill(len(lease.inflight), lease.shape in self.full):
             self.dispatch(lease.shape)
-            if not lease.inflight:
+            if len(lease.inflight) <= 1:  # its last task, or none: nothing more here for it
                 self.steal_for(lease)
 
-    def steal_for(self, idle: Lease) -> None:
-        """An idle worker while others have tasks queued behind a running one: take half."""
-        steal = decisions.steal(idle, self.leases.get(idle.shape, ()))
+    def steal_for(self, thief: Lease) -> None:
+        """A worker on its last task or idle while others have tasks queued behind a
+        running one: take half."""
+        steal = decisions.steal(thief, self.leases.get(thief.shape, ()))
         if steal is None:
             return
+        steal.victim.asked.update(steal.task_ids)
+        # First in line when they come back: the victim's own DONE may come in the same
+        # batch as its REJECTED, and at the same depth the first lease gets the task.
+        leases = self.leases[thief.shape]
+        leases.remove(thief)
+        leases.insert(0, thief)
         for task_id in steal.task_ids:
             self.core.queue(steal.victim.link, (Kind.CANCEL, task_id, "steal"))  # answered by REJECTED
 
@@ -256,6 +264,7 @@ class Leases:
                 if link is not None and call.lease.link is not link:
                     continue
                 call.lease.inflight.pop(task_id, None)
+                call.lease.asked.discard(task_id)
                 call.lease = None
                 self.task_queues.setdefault(call.shape, deque()).appendleft(call)
                 shapes.add(call.shape)
@@ -338,6 +347,7 @@ class Leases:
                 core.signal_worker(lease, force)
             else:  # still queued in the worker: it will skip it
                 del lease.inflight[spec.task_id]
+                lease.asked.discard(spec.task_id)
                 self.full.discard(lease.shape)  # room on that lease: the next enqueue dispatches
                 call.lease = None
                 core.queue(lease.link, (Kind.CANCEL, spec.task_id, "drop"))

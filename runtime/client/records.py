@@ -115,7 +115,7 @@ class Call:
 
 
 class Lease:
-    __slots__ = ("lease_id", "shape", "link", "pid", "inflight", "idle_since", "revoked", "node")
+    __slots__ = ("lease_id", "shape", "link", "pid", "inflight", "asked", "idle_since", "revoked", "node")
 
     def __init__(self, lease_id: int, shape: tuple, link, pid: int, node: str = "") -> None:
         self.node = node  # "" for our own node
@@ -124,6 +124,7 @@ class Lease:
         self.link = link
         self.pid = pid
         self.inflight: dict[bytes, Call] = {}
+        self.asked: set[bytes] = set()  # of those, the ones a steal asked back (no answer yet)
         self.idle_since = time.monotonic()
         self.revoked = False
 
