@@ -10,7 +10,8 @@ the gap between the two goes.
         the chunks serially here
         Pool: pool.starmap(chunk, ...)                           (its own chunking)
     per run: wall time; the first chunk's start after the call began; each worker's busy
-    time (the chunks' own time) and its gaps between chunks; the CPU time spent outside
+    time (the chunks' own time) and its gaps between chunks; how far apart the workers'
+    last chunks end (the tail: one idle, the other still running); the CPU time spent outside
     the chunks meanwhile, all threads (/proc schedstat): this process, our node, head and
     zygote, and the workers' CPU less their chunks' own (time.thread_time)
 
@@ -87,6 +88,7 @@ def anatomy(run, t0: float) -> dict[str, float]:
         "start": min(s for s, _, _, _ in out) - t0,
         "busy per worker": busy / len(per),
         "gaps per worker": gaps / len(per),
+        "ends apart": max(s[-1][1] for s in per.values()) - min(s[-1][1] for s in per.values()),
         "chunks' CPU": sum(c for *_, c in out),
     }
 
