@@ -63,6 +63,7 @@ DISPLAY = {"runtime": "runtime", "ray": "Ray", "dask": "Dask"}
 MB = 1024 * 1024
 RUNTIME_ROOT_ENV = "NBC_BENCH_RUNTIME_ROOT"  # where the child imports `runtime` from (--runtime-rev)
 START_TIMEOUT_S = 120.0
+SHUTDOWN_LIMIT_S = 90.0  # s: Dask's shutdown taking longer is reported as an error
 PREFIX = "[bench] "
 
 
@@ -403,10 +404,27 @@ class DaskBackend(Backend):
         # first left the client reconnecting, which sometimes failed inside distributed
         # (RuntimeError: dictionary changed size during iteration); closing the client first
         # took ~17 s with 30,000 tasks queued, shutdown ~2.5 s.
-        try:
-            self.client.shutdown()
-        finally:
-            self.cluster.close(timeout=30)
+        # Bounded: in one full run (2026-12-02) it hung for over 5 minutes after the queued
+        # workload's tasks were cancelled, until the child's 600 s limit killed it (a script
+        # cancelling 100,000 queued tasks and shutting down took 1.4 + 0.9 s).
+        errors: list[BaseException] = []
+
+        def close() -> None:
+            try:
+                try:
+                    self.client.shutdown()
+                finally:
+                    self.cluster.close(timeout=30)
+            except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
+                errors.append(e)
+
+        closer = threading.Thread(target=close, daemon=True)
+        closer.start()
+        closer.join(SHUTDOWN_LIMIT_S)
+        if closer.is_alive():
+            raise TimeoutError(f"Dask's Client.shutdown() did not return within {SHUTDOWN_LIMIT_S:.0f} s")
+        if errors:
+            raise errors[0]
 
 
 def make_backend(framework: str) -> Backend:
