@@ -773,6 +773,8 @@ def test_a_worker_on_its_last_task_takes_half_of_what_waits_at_another_before_it
     only once idle, it would wait for the long task's worker to read, then a round trip
     (the tail of a burst of short tasks: one worker idle while the other runs what it could
     have had). The stolen tasks then run there, once each."""
+    from conftest import wait_for
+
     from runtime import session
     from runtime.client import decisions
 
@@ -807,10 +809,9 @@ def test_a_worker_on_its_last_task_takes_half_of_what_waits_at_another_before_it
     on_last = lambda: next(  # noqa: E731 - the lease running the last task, and its tasks
         (list(x.inflight) for xs in leases.leases.values() for x in xs if last.task_id() in x.inflight), []
     )
-    deadline = time.monotonic() + 30
-    while not {r.task_id() for r in queued[2:]} <= set(on_last()) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert on_last() == [last.task_id()] + [r.task_id() for r in queued[2:]], on_last()
+    stolen = [r.task_id() for r in queued[2:]]
+    wait_for(lambda: set(stolen) <= set(on_last()), timeout=30, interval=0.01, what="the steal")
+    assert on_last() == [last.task_id(), *stolen], on_last()
     gates["last"].touch()  # they run there, behind it, while the long one still runs
     thief = runtime.get([last, *queued[2:]], timeout=60)
     assert [i for i, _ in thief] == [9, 3, 4] and len({pid for _, pid in thief}) == 1, thief
