@@ -238,14 +238,16 @@ class Leases:
 
     def steal_for(self, thief: Lease) -> None:
         """A worker on its last task or idle while others have tasks queued behind a
-        running one: take half."""
-        steal = decisions.steal(thief, self.leases.get(thief.shape, ()))
+        running one: take half. Not for a revoked lease: it goes back once its task ends."""
+        leases = self.leases.get(thief.shape, [])
+        if thief.revoked or thief not in leases:
+            return
+        steal = decisions.steal(thief, leases)
         if steal is None:
             return
         steal.victim.asked.update(steal.task_ids)
         # First in line when they come back: the victim's own DONE may come in the same
         # batch as its REJECTED, and at the same depth the first lease gets the task.
-        leases = self.leases[thief.shape]
         leases.remove(thief)
         leases.insert(0, thief)
         for task_id in steal.task_ids:
