@@ -764,6 +764,39 @@ def test_tasks_stolen_from_a_busy_worker_leave_it_at_its_next_read_not_when_it_r
     runtime.shutdown()
 
 
+def test_the_drivers_io_thread_sleeps_until_its_tick_without_a_busy_loop_before_it(no_leaks, monkeypatch):
+    """The I/O thread waits for its next tick in a ZeroMQ poll, whose timeout is whole
+    milliseconds. Truncated, the last millisecond before each tick became 30-60 empty polls
+    in a row, each taking the interpreter from the thread in get() (the node and the head
+    loops did the same). Rounded up, it polls about once per tick while nothing happens."""
+    from conftest import wait_for
+
+    from runtime import session
+    from runtime.client import io_loop
+    from runtime.wire import protocol
+
+    assert [protocol.poll_ms(s) for s in (0.0003, 0.0, 0.0123, 1.0, None, -1.0)] == [1, 0, 13, 1000, -1, -1]
+    runtime.init(num_cpus=1)
+    client = session.client()
+    counts = {"poll": 0, "tick": 0}
+    real_poll, real_tick = io_loop.poll, client.tick
+
+    def poll(*args):
+        counts["poll"] += 1
+        return real_poll(*args)
+
+    def tick():
+        counts["tick"] += 1
+        real_tick()
+
+    monkeypatch.setattr(io_loop, "poll", poll)
+    monkeypatch.setattr(client, "tick", tick)
+    wait_for(lambda: counts["tick"] >= 8, timeout=30, what="8 ticks of the I/O thread")
+    polls, ticks = counts["poll"], counts["tick"]
+    assert polls <= 2 * ticks + 4, (polls, ticks)
+    runtime.shutdown()
+
+
 def test_a_worker_on_its_last_task_takes_half_of_what_waits_at_another_before_it_is_idle(
     no_leaks, monkeypatch, tmp_path
 ):

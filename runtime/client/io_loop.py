@@ -40,9 +40,8 @@ def poll(rlist: list, wlist: list, timeout: float) -> tuple[list, list]:
     flags: dict = dict.fromkeys(rlist, protocol.POLLIN)
     for s in wlist:
         flags[s] = flags.get(s, 0) | protocol.POLLOUT
-    ms = int(timeout * 1000.0)
     readable, writable = [], []
-    for s, events in zmq.zmq_poll(list(flags.items()), ms if ms >= 0 else -1):
+    for s, events in zmq.zmq_poll(list(flags.items()), protocol.poll_ms(timeout)):
         if events & protocol.POLLIN:
             readable.append(s)
         if events & protocol.POLLOUT:

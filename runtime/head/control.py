@@ -161,7 +161,7 @@ class Head:
         while self.running:
             # Asleep until the next membership check or view is due (it woke 5 times a second).
             due = min(next_check, self.next_view) if ready_sent else time.monotonic() + 0.2
-            events = dict(poller.poll(max(0.0, due - time.monotonic()) * 1000))
+            events = dict(poller.poll(protocol.poll_ms(max(0.0, due - time.monotonic()))))
             if sock in events:
                 for ident, batch in protocol.recv_batches(sock, self.signer, True):
                     for msg in batch:

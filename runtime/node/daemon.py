@@ -237,7 +237,7 @@ class Node:
                 changed = self.reported and self.scheduler.available != self.reported_available
                 if changed:
                     due = min(due, self.next_report)
-                timeout = max(0, (due - time.monotonic()) * 1000)
+                timeout = protocol.poll_ms(max(0.0, due - time.monotonic()))
                 if gateway.serving:
                     timeout = 0
                 for fd, ev in poller.poll(timeout):

@@ -40,6 +40,7 @@ import functools
 import hashlib
 import hmac
 import logging
+import math
 import os
 import pickle
 import struct
@@ -56,6 +57,17 @@ PROTOCOL = 5  # pickle protocol
 # Poll flags as plain ints: `ev & zmq.POLLOUT` goes through enum.Flag (~0.5 µs against
 # ~0.03 µs), several times a turn in the node's loop and the I/O thread's.
 POLLIN, POLLOUT, POLLERR = int(zmq.POLLIN), int(zmq.POLLOUT), int(zmq.POLLERR)
+
+
+def poll_ms(seconds: float | None) -> int:
+    """A ZeroMQ poll's timeout for `seconds`: whole milliseconds, rounded up; -1 (none) for
+    None or a negative time. ZeroMQ (and pyzmq's `Poller.poll`, which truncates a float)
+    would wait 0 ms for anything under one: the last millisecond before each timer of a
+    loop became a busy loop of empty polls (30-60 of them per tick in a driver's I/O
+    thread, each taking the interpreter from the thread in get())."""
+    if seconds is None or seconds < 0:
+        return -1
+    return math.ceil(seconds * 1000.0)
 
 
 class Kind:
