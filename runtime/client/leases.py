@@ -240,8 +240,8 @@ class Leases:
         """A worker on its last task or idle while others have tasks queued behind a
         running one: take half. Not for a revoked lease: it goes back once its task ends."""
         leases = self.leases.get(thief.shape, [])
-        if thief.revoked or thief not in leases:
-            return
+        if len(leases) < 2 or thief.revoked or thief not in leases:
+            return  # (a sync loop on one worker comes here after every task)
         steal = decisions.steal(thief, leases)
         if steal is None:
             return
