@@ -213,8 +213,7 @@ class Leases:
         lease = call.lease
         if lease is not None:
             self.task_s[lease.shape] = decisions.task_time(self.task_s.get(lease.shape), took)
-            lease.inflight.pop(call.task_id, None)
-            lease.asked.discard(call.task_id)  # a steal asked for it too late: it ran
+            lease.forget(call.task_id)  # (a steal may have asked for it too late: it ran)
             if not lease.inflight:
                 lease.idle_since = time.monotonic()
         call.lease = None
@@ -265,8 +264,7 @@ class Leases:
                     continue
                 if link is not None and call.lease.link is not link:
                     continue
-                call.lease.inflight.pop(task_id, None)
-                call.lease.asked.discard(task_id)
+                call.lease.forget(task_id)
                 call.lease = None
                 self.task_queues.setdefault(call.shape, deque()).appendleft(call)
                 shapes.add(call.shape)
@@ -348,8 +346,7 @@ class Leases:
                     self.interrupting[spec.task_id] = (call, time.monotonic())
                 core.signal_worker(lease, force)
             else:  # still queued in the worker: it will skip it
-                del lease.inflight[spec.task_id]
-                lease.asked.discard(spec.task_id)
+                lease.forget(spec.task_id)
                 self.full.discard(lease.shape)  # room on that lease: the next enqueue dispatches
                 call.lease = None
                 core.queue(lease.link, (Kind.CANCEL, spec.task_id, "drop"))

@@ -128,6 +128,11 @@ class Lease:
         self.idle_since = time.monotonic()
         self.revoked = False
 
+    def forget(self, task_id: bytes) -> None:
+        """A call left this lease: done, handed back, or cancelled before it ran."""
+        self.inflight.pop(task_id, None)
+        self.asked.discard(task_id)
+
 
 class ActorConn:
     """This process's view of one actor: where it is and the calls for it."""
