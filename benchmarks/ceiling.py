@@ -163,6 +163,17 @@ def pool_chunks(pool: Any, mc_pi_chunk: Callable[[int, int], int], tasks: int, s
     return sum(pool.starmap(mc_pi_chunk, [(s, samples) for s in range(tasks)]))
 
 
+def copy_halves(pool: ThreadPoolExecutor, dest: Any, src: Any) -> None:
+    """numpy's copy of `src` into `dest` in two halves, the second on `pool`'s thread (numpy lets
+    go of the GIL): a store's put into memory mapped already, at the memory's bandwidth."""
+    import numpy as np
+
+    half = src.size // 2
+    other = pool.submit(np.copyto, dest[half:], src[half:])
+    np.copyto(dest[:half], src[:half])
+    other.result()
+
+
 def rate(fn: Callable[[], None], n: int, reps: int, budget_s: float) -> list[float]:
     runs: list[float] = []
     start = time.perf_counter()
@@ -243,14 +254,11 @@ def measure(p: Any, mc_pi_chunk: Callable[[int, int], int], array_mb: int) -> di
         copies.append(time.perf_counter() - t0)
     # A store's put: a copy into memory mapped and touched already, in two halves on two
     # threads (one core's memcpy is short of the memory's bandwidth; Ray's and ours do this).
-    half = arr.size // 2
     with ThreadPoolExecutor(1) as pool:
         into_mapped = []
         for _ in range(max(5, p.min_reps)):
             t0 = time.perf_counter()
-            other = pool.submit(np.copyto, dst[half:], arr[half:])
-            np.copyto(dst[:half], arr[:half])
-            other.result()
+            copy_halves(pool, dst, arr)
             into_mapped.append(time.perf_counter() - t0)
     del dst
     sums, mapped = [], []
