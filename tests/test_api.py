@@ -913,6 +913,70 @@ def test_tasks_stolen_from_a_worker_whose_task_then_blocks_in_get_run_once_and_f
     runtime.shutdown()
 
 
+def test_a_long_task_is_not_woken_every_20_ms_by_its_workers_watch_thread(no_leaks):
+    """Once a task has run 20 ms its worker's watch thread reads what came, then sleeps until
+    more comes: it used to wake every 20 ms, each time taking the interpreter from the task."""
+    runtime.init(num_cpus=1)
+
+    @runtime.remote
+    def spin(seconds):
+        import threading
+
+        watch = next(t for t in threading.enumerate() if t.name == "watch")
+
+        def wakes():
+            with open(f"/proc/self/task/{watch.native_id}/status") as f:
+                return int(f.read().split("\nvoluntary_ctxt_switches:")[1].split()[0])
+
+        end = time.monotonic() + seconds
+        before = wakes()
+        while time.monotonic() < end:  # pure Python: it holds the interpreter
+            pass
+        return wakes() - before
+
+    runtime.get(spin.remote(0.1))
+    woke = runtime.get(spin.remote(1.0), timeout=60)
+    assert woke < 10, woke  # every 20 ms: 50 and more
+    runtime.shutdown()
+
+
+def test_replies_held_after_a_long_task_go_out_while_the_next_task_runs_long(no_leaks, tmp_path):
+    """A long task, with a pipeline of short ones queued behind it: its worker's watch thread
+    reads them at 20 ms, then sleeps until the sockets have something, and nothing more comes
+    (the owner tops up a pipeline only once half of it is done). The short ones then run with
+    their replies held, and the next one blocks: the main thread nudges the watch thread,
+    which sends them after ~20 ms; without the nudge they waited for its own look, 5 s."""
+    from runtime.client.decisions import PIPELINE
+
+    runtime.init(num_cpus=1)
+    go = tmp_path / "go"
+
+    @runtime.remote
+    def g(i, path=None, spin=0.0, patience=0.0):
+        end = time.monotonic() + spin
+        while time.monotonic() < end:
+            pass
+        deadline = time.monotonic() + patience
+        while path and not os.path.exists(path):
+            if time.monotonic() > deadline:
+                return "gave up"
+            time.sleep(0.01)
+        return i
+
+    runtime.get([g.remote(-1) for _ in range(50)])  # g is known short: a whole pipeline per worker
+    for round_ in range(3):
+        long_one = g.remote(-3, spin=0.3)
+        short = [g.remote(i) for i in range(5)]
+        blocked = g.remote(-2, str(go), patience=2.5)  # the watch thread's own look: after 5 s
+        behind = [g.remote(i) for i in range(PIPELINE - 7)]  # queued behind it: holding goes on
+        assert runtime.get([long_one, *short], timeout=60) == [-3, *range(5)], round_
+        go.touch()
+        assert runtime.get(blocked, timeout=60) == -2, round_  # not "gave up": they came meanwhile
+        assert runtime.get(behind, timeout=60) == list(range(PIPELINE - 7))
+        go.unlink()
+    runtime.shutdown()
+
+
 def test_results_held_back_go_out_while_a_task_expected_short_runs_long(no_leaks, tmp_path):
     """The worker held the DONEs of short tasks and started one more of the same function,
     which blocks: its watch thread sends them anyway; they do not wait for that task."""

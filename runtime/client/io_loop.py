@@ -10,8 +10,8 @@
         └─ every TICK (0.1 s) while leases, calls, backoffs or interrupts are pending, else
            every IDLE_TICK (0.5 s): Client.tick (idle leases, stats, keepalive)
     worker main thread ── no I/O thread: Client.pump reads between tasks
-    worker "watch" thread ── while one task runs over 20 ms: read_now
-        (a moment with read_lock, never while the main thread wants it)
+    worker "watch" thread ── while one task runs over 20 ms: read_now, then wait_readable
+        (a moment with read_lock, never while the main thread wants it; the wait without it)
 
 Every socket read ends in `Client.dispatch` (messages) or
 `Client.on_peer_closed` / `Client.mark_dead` (connections gone).
@@ -107,15 +107,30 @@ class IOLoop:
             with core.cv:
                 core.cv.wait(timeout)
 
-    def read_now(self) -> None:
+    def read_now(self) -> bool:
         """A worker's other thread: read what waits, unless a thread reads or wants to
-        (its main thread, in get(): it keeps the sockets)."""
+        (its main thread, in get(): it keeps the sockets); False then."""
         if self.want_read or not self.read_lock.acquire(blocking=False):
-            return
+            return False
         try:
             self.read(0)
         finally:
             self.read_lock.release()
+        return True
+
+    def wait_readable(self, timeout: float, extra: int) -> list | None:
+        """A worker's watch thread: wait (no lock, no interpreter) until a socket or the fd
+        `extra` has something, at most `timeout`; what is ready (`extra` as itself), or
+        None if a socket closed meanwhile."""
+        socks: list = [link.sock for link in self.links()]
+        for listener in (self.listener, self.direct_listener):
+            if listener is not None:
+                socks.append(listener)
+        try:
+            ready, _, _ = select.select([*socks, extra], [], [], timeout)
+        except (OSError, ValueError):
+            return None
+        return ready
 
     def links(self) -> list[transport.Link]:
         core = self.core
