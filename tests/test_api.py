@@ -936,7 +936,7 @@ def test_a_long_task_is_not_woken_every_20_ms_by_its_workers_watch_thread(no_lea
 
     runtime.get(spin.remote(0.1))
     woke = runtime.get(spin.remote(1.0), timeout=60)
-    assert woke < 10, woke  # every 20 ms: 50 and more
+    assert woke < 25, woke  # now 4-5; with a look every 20 ms, over 100
     runtime.shutdown()
 
 
