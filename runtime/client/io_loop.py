@@ -122,12 +122,8 @@ class IOLoop:
         """A worker's watch thread: wait (no lock, no interpreter) until a socket or the fd
         `extra` has something, at most `timeout`; what is ready (`extra` as itself), or
         None if a socket closed meanwhile."""
-        socks: list = [link.sock for link in self.links()]
-        for listener in (self.listener, self.direct_listener):
-            if listener is not None:
-                socks.append(listener)
         try:
-            ready, _, _ = select.select([*socks, extra], [], [], timeout)
+            ready, _, _ = select.select([*self.socks(self.links()), extra], [], [], timeout)
         except (OSError, ValueError):
             return None
         return ready
@@ -139,15 +135,20 @@ class IOLoop:
             links.append(core.link)
         return links
 
-    def read(self, timeout: float, extra: list | None = None) -> list:
-        """Wait up to `timeout` for any socket; dispatch what came (holding read_lock)."""
-        core = self.core
-        links = self.links()  # once a read: this runs twice per sync task (each side)
-        socks = [link.sock for link in links]
+    def socks(self, links: list[transport.Link]) -> list:
+        """What a read waits on: the links' sockets, and the listeners new callers come to."""
+        socks: list = [link.sock for link in links]
         if self.listener is not None:
             socks.append(self.listener)
             if self.direct_listener is not None:
                 socks.append(self.direct_listener)
+        return socks
+
+    def read(self, timeout: float, extra: list | None = None) -> list:
+        """Wait up to `timeout` for any socket; dispatch what came (holding read_lock)."""
+        core = self.core
+        links = self.links()  # once a read: this runs twice per sync task (each side)
+        socks = self.socks(links)
         writing = {link.sock: link for link in links if link.wants_write}
         try:
             if extra:  # the I/O thread: also the wake pipe and the head's ZeroMQ socket

@@ -378,8 +378,6 @@ class WorkerLoop:
         ended = time.time()
         self.replies.ran(spec.function_id, ended - started)
         self.end(spec, results, retryable, link, hold=True, took=ended - started)
-        if self.quiet and self.replies.held:
-            self.nudge()  # the watch thread sends them if the next task runs long
         self.events.record(spec.name, started, ended, not any(r[1] for r in results), hold=True)
 
     def begin(
@@ -416,6 +414,8 @@ class WorkerLoop:
         )
         if not held:
             self.client.queue(link, msg)
+        elif self.quiet:
+            self.nudge()  # the watch thread, asleep on the sockets, sends it if the next task runs long
 
     def watch(self) -> threading.Event:
         """The event that wakes the watch thread, which looks after the worker while its
@@ -442,13 +442,13 @@ class WorkerLoop:
                 time.sleep(LATE_S)
                 if replies.overdue(time.monotonic()):
                     self.send_held()
-                running = self.started if client.executing else -1
+                running = self.running()
                 if running == seen and running >= 0 and not self.actor_id:
                     # The same task for LATE_S or more: read what came, then sleep until more comes.
                     if client.io.read_now() and not replies.held and self.wait_quiet(running):
                         # Something came for the task that runs now: read it once that one
                         # has run LATE_S (the main thread reads between short tasks).
-                        running = self.started if client.executing else -1
+                        running = self.running()
                 seen = running
                 if client.executing or replies.held or not inbox.empty():
                     idle = 0
@@ -468,7 +468,7 @@ class WorkerLoop:
         Monte Carlo burst's workers: ~2.5 of their ~6 ms outside the chunks). True: another
         task runs and something came for it; False: the ticks again (no task, replies held
         (the main thread nudges), or the main thread reads the sockets itself: in get())."""
-        client, io = self.client, self.client.io
+        io = self.client.io
         self.quiet = True
         try:
             while not self.replies.held:
@@ -480,9 +480,9 @@ class WorkerLoop:
                         os.read(self.nudge_r, 4096)
                     except OSError:
                         pass
-                same = client.executing and self.started == running
-                if not same:
-                    return client.executing and bool(ready)
+                current = self.running()
+                if current != running:
+                    return current >= 0 and bool(ready)
                 if ready:
                     if not io.read_now():
                         return False
@@ -490,6 +490,10 @@ class WorkerLoop:
             return False
         finally:
             self.quiet = False
+
+    def running(self) -> int:
+        """The running task's number (`started`), -1 between tasks: the watch thread's clock."""
+        return self.started if self.client.executing else -1
 
     def nudge(self) -> None:
         try:
