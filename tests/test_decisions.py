@@ -666,3 +666,18 @@ def test_a_cancelled_task_that_still_runs_is_interrupted_again_only_alone_on_its
     assert not decisions.interrupt_again(sent=10.0, now=10.0 + again / 2, alone=True)  # give it time
     assert decisions.interrupt_again(sent=10.0, now=10.0 + again, alone=True)
     assert not decisions.interrupt_again(sent=10.0, now=10.0 + 5 * again, alone=False)  # may hit the next
+
+
+def test_our_nodes_batch_goes_after_the_workers_only_when_it_asks_for_or_returns_workers():
+    from runtime.wire.protocol import Kind
+
+    asking = [(Kind.LEASE_REQUEST, 1, (("CPU", 1.0),), "f"), (Kind.LEASE_REQUEST, 2, (("CPU", 1.0),), "f")]
+    assert decisions.node_last(asking)  # a burst's flush: its workers' first tasks go before
+    assert decisions.node_last([(Kind.LEASE_RETURN, 7), (Kind.LEASE_CANCEL, (("CPU", 1.0),))])
+    assert decisions.node_last([(Kind.STATS, {"f": 2}, {})])
+    # A HOLD must reach the node before the results that make a ref's sender let go of it;
+    # a PUT before the task that names the object; a FORWARD in the order it was queued.
+    assert not decisions.node_last([*asking, (Kind.HOLD, b"o" * 20)])
+    assert not decisions.node_last([(Kind.PUT, b"o" * 20, False, b"", 1, [])])
+    assert not decisions.node_last([(Kind.TRANSIT, ["/dev/shm/x"])])
+    assert not decisions.node_last([(Kind.FORWARD, "node", b"", [])])

@@ -25,6 +25,7 @@ from a busy one, and whether a call whose attempt failed runs again.
       it asked to be retried)                                         its queue; Fail(cancelled|crashed)
     a node died                            ──▶ void_requests()    ──▶ lease requests spilled there, per
                                                                       shape, to ask again
+    what a flush has for our node          ──▶ node_last()        ──▶ send it after the workers' batches?
 
 Nothing here sends, reads a socket, takes a lock or reads the clock: `Leases`
 and `ActorCalls` feed the records in (`records.Call`, `records.Lease`) and
@@ -41,6 +42,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from ..wire.protocol import Kind
 from .records import Call, Lease
 
 # Seconds an idle lease is kept for the next task of its shape. A burst after a pause (a
@@ -282,3 +284,23 @@ def void_requests(spilled: dict[tuple, dict[str, int]], node_id: str) -> dict[tu
         if n:
             void[shape] = n
     return void
+
+
+# ---------------------------------------------------------------- sending order
+
+# What may reach our node after the batches for the workers: asking for workers, giving them
+# back, counts. Anything else to the node goes first: a HOLD of a ref we received before the
+# results that make its sender let go of it, a PUT or a TRANSIT before the task or the DONE
+# that names the object, a FORWARD in the order it was queued.
+LEASE_TRAFFIC = frozenset({Kind.LEASE_REQUEST, Kind.LEASE_CANCEL, Kind.LEASE_RETURN, Kind.STATS})
+
+
+def node_last(batch: list) -> bool:
+    """Send our node's `batch` after the other links' batches of the same flush?
+
+    A burst's flush holds the tasks for its leased workers and the lease requests for the
+    rest. Written first, the requests woke the node daemon first, on this process's CPU
+    (a Unix socket's reader is woken beside its writer), and the second worker of an 8-task
+    Monte Carlo burst got its first task 2-6 ms after the first in most bursts.
+    """
+    return all(msg[0] in LEASE_TRAFFIC for msg in batch)
