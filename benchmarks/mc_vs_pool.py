@@ -9,7 +9,8 @@ the gap between the two goes.
         ours: get([chunk.remote(s, n) for s in range(tasks)])   each chunk times itself
         the chunks serially here
         Pool: pool.starmap(chunk, ...)                           (its own chunking)
-    per run: wall time; the first chunk's start after the call began; each worker's busy
+    per run: wall time; the first chunk's start after the call began, and the last worker's
+    first chunk's (a worker idle until its first task); each worker's busy
     time (the chunks' own time) and its gaps between chunks; how far apart the workers'
     last chunks end (the tail: one idle, the other still running); the CPU time spent outside
     the chunks meanwhile, all threads (/proc schedstat): this process, our node, head and
@@ -86,6 +87,8 @@ def anatomy(run, t0: float) -> dict[str, float]:
     return {
         "wall": wall,
         "start": min(s for s, _, _, _ in out) - t0,
+        # The last worker's first chunk: a worker that waits for its first task idles meanwhile.
+        "last start": max(spans[0][0] for spans in per.values()) - t0,
         "busy per worker": busy / len(per),
         "gaps per worker": gaps / len(per),
         "ends apart": max(s[-1][1] for s in per.values()) - min(s[-1][1] for s in per.values()),
