@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import options as opt
 from . import session
@@ -24,7 +24,7 @@ def encode_args(client: Client, args: tuple, kwargs: dict, task_id: bytes) -> tu
     runs; refs nested deeper stay refs (`contained`). `keep` holds the refs
     and handles involved, alive until the task is done.
     """
-    plain = serialization.dumps_plain((args, kwargs))
+    plain = serialization.dumps_args(args, kwargs)
     if plain is not None:  # builtin scalars: no refs inside, inline
         return plain, (), (), ()
     deps: list[bytes] = []
@@ -159,6 +159,7 @@ class RemoteFunction:
         self._options = opt.validate(dict(options), actor=False)
         self._sig = _signature(fn)
         self._shape = opt.shape(self._options, 1)
+        self._plan = CallOptions.of(self._options)
         self.__name__ = getattr(fn, "__name__", "function")
         self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
         self.__doc__ = getattr(fn, "__doc__", None)
@@ -178,7 +179,7 @@ class RemoteFunction:
         self.__init__(state["fn"], state["options"])
 
     def remote(self, *args, **kwargs) -> Any:
-        return self._remote(args, kwargs, self._options, self._shape)
+        return self._remote(args, kwargs, self._plan, self._shape)
 
     def options(self, **options) -> _BoundOptions:
         """The same function with some options changed for the next calls."""
@@ -186,22 +187,22 @@ class RemoteFunction:
         merged.update(opt.validate(options, actor=False))
         return _BoundOptions(self, merged)
 
-    def _remote(self, args: tuple, kwargs: dict, options: dict, shape: tuple) -> Any:
+    def _remote(self, args: tuple, kwargs: dict, plan: CallOptions, shape: tuple) -> Any:
         client = session.client()
         check_arity(self._sig, self.__name__, args, kwargs)
         fid = register(client, self._function, self)
         task_id = ids.next()
-        num_returns = options.get("num_returns", 1)
-        return_ids = tuple(object_id_for(task_id, i) for i in range(num_returns))
+        num_returns, retry_exc, name, max_retries, strategy = plan
+        if num_returns == 1:
+            return_ids: tuple = (task_id + b"\x00",)  # object_id_for(task_id, 0)
+        else:
+            return_ids = tuple(object_id_for(task_id, i) for i in range(num_returns))
         wire, deps, contained, keep = encode_args(client, args, kwargs, task_id)
-        retry_exc = bool(options.get("retry_exceptions", False))
-        if options.get("scheduling_strategy") is not None:
-            shape = opt.place(shape, options["scheduling_strategy"])
-        name = options.get("name") or self.__name__
-        max_retries = options.get("max_retries", 3)
+        if strategy is not None:
+            shape = opt.place(shape, strategy)
         ctx = session.current_ctx()
         refs = [ObjectRef(rid, client, announce=False) for rid in return_ids]
-        template = _template(client, fid, name, shape, max_retries, retry_exc, ctx)
+        template = _template(client, fid, name or self.__name__, shape, max_retries, retry_exc, ctx)
         if deps or contained or keep:  # refs in the arguments: the whole spec, kept with them
             spec = template._replace(
                 task_id=task_id, args=wire, deps=deps, contained=contained, return_ids=return_ids
@@ -214,6 +215,26 @@ class RemoteFunction:
         return refs if num_returns else None
 
 
+class CallOptions(NamedTuple):
+    """What the options say of every call (read once, not per `.remote()`)."""
+
+    num_returns: int
+    retry_exceptions: bool
+    name: str | None  # None: the function's own
+    max_retries: int
+    strategy: Any  # scheduling_strategy (applied per call: a placement group's may change)
+
+    @classmethod
+    def of(cls, options: dict) -> CallOptions:
+        return cls(
+            options.get("num_returns", 1),
+            bool(options.get("retry_exceptions", False)),
+            options.get("name") or None,
+            options.get("max_retries", 3),
+            options.get("scheduling_strategy"),
+        )
+
+
 class _BoundOptions:
     """`f.options(...)`: call `.remote()` on it."""
 
@@ -221,6 +242,7 @@ class _BoundOptions:
         self._fn = fn
         self._options = options
         self._shape = opt.shape(options, 1)
+        self._plan = CallOptions.of(options)
 
     def remote(self, *args, **kwargs) -> Any:
-        return self._fn._remote(args, kwargs, self._options, self._shape)
+        return self._fn._remote(args, kwargs, self._plan, self._shape)

@@ -1051,3 +1051,40 @@ def test_results_held_back_go_out_while_a_task_expected_short_runs_long(no_leaks
         assert runtime.get([blocked, *after], timeout=60) == [-2, *range(10)]
         go.unlink()
     runtime.shutdown()
+
+
+def test_a_worker_drops_an_execute_that_does_not_carry_a_tasks_fields(no_leaks, capsys):
+    """An EXECUTE carries the task as a plain tuple of TaskSpec's fields (`protocol.spec_of`):
+    one of another shape, even signed with the cluster key, is dropped with a warning (on the
+    worker's stderr, which reaches the owner of its last task), and the worker goes on
+    running the tasks it is sent."""
+    from runtime import session
+    from runtime.wire import transport
+    from runtime.wire.protocol import Kind
+
+    runtime.init(num_cpus=1)
+
+    @runtime.remote
+    def where():
+        return os.getpid(), session.client().io.listener.getsockname()
+
+    pid, path = runtime.get(where.remote())
+    link = transport.Link(path, session.client().signer)
+    try:
+        link.send(
+            [
+                (Kind.EXECUTE, ("too", "short"), {}, ()),
+                (Kind.EXECUTE, "not a tuple", {}, ()),
+                (Kind.EXECUTE, tuple(range(15))),  # the right fields, but no resolved values
+            ]
+        )
+        seen = ""
+        deadline = time.monotonic() + 30
+        while seen.count("dropped an EXECUTE") < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            seen += capsys.readouterr().err
+        assert seen.count("dropped an EXECUTE whose task is not a TaskSpec's fields") == 3, seen
+        assert runtime.get(where.remote(), timeout=30)[0] == pid  # the same worker, still serving
+    finally:
+        link.close()
+    runtime.shutdown()

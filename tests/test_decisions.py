@@ -416,6 +416,24 @@ def test_tasks_go_round_robin_one_level_at_a_time():
     assert all(c.lease is lease for lease, c in sent)
 
 
+def test_a_lone_call_goes_where_assign_would_put_it_unless_a_worker_holds_a_backlog():
+    """The sync task's shortcut (`Leases.enqueue`, nothing queued) picks the lease `assign`
+    picks for one call, and steps aside whenever dispatch would also weigh a backlog."""
+    for inflights, revoked in [((0,), ()), ((1, 0), ()), ((0, 0), ()), ((1, 1, 0), ()), ((0, 0), (0,))]:
+        leases = [held(i + 1, n) for i, n in enumerate(inflights)]
+        for i in revoked:
+            leases[i].revoked = True
+        free = decisions.free_lease(leases)
+        sent = decisions.assign(deque([call(99)]), [x for x in leases if not x.revoked], limit=1)
+        assert free is not None and [(free, free.inflight[b"T99"])] == sent
+    assert decisions.free_lease([held(1, 1)]) is None  # every worker busy: it queues
+    assert decisions.free_lease([held(1, 2), held(2)]) is None  # a backlog: dispatch asks for workers
+    assert decisions.free_lease([]) is None
+    revoked = held(1)
+    revoked.revoked = True
+    assert decisions.free_lease([revoked]) is None
+
+
 def test_without_leases_nothing_is_sent():
     queue = deque([call(1)])
     assert decisions.assign(queue, [], limit=PIPELINE) == [] and len(queue) == 1

@@ -67,8 +67,8 @@ class ActorCalls:
             ac.queue.popleft()
             if call.cancelled:
                 continue
-            ac.inflight[call.spec.task_id] = call
-            core.queue(ac.link, (Kind.EXECUTE, call.spec, core.resolved(call.spec), ()))
+            ac.inflight[call.task_id] = call
+            core.queue(ac.link, (Kind.EXECUTE, call.fields(), core.resolved(call.template), ()))
 
     def fail_call(self, ac: ActorConn, call: Call) -> None:
         self.core.finish_error(

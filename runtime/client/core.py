@@ -163,7 +163,7 @@ class Client:
         self.submit, self.submit_to_node, self.cancel = subs.submit, subs.submit_to_node, subs.cancel
         self.submit_call = subs.submit_call
         self.task_templates: dict[tuple, protocol.TaskSpec] = {}  # remote_function._template
-        self.deps_arrived, self.resolved, self._on_done = subs.deps_arrived, subs.resolved, subs.on_done
+        self.deps_arrived, self.resolved = subs.deps_arrived, subs.resolved
         self.finish_error, self.forget_waiting = subs.finish_error, subs.forget_waiting
         # Connections to workers and from callers (client/connections.py).
         self.arrivals = Arrivals(self)  # what direct links bring from other nodes' memory
@@ -172,6 +172,7 @@ class Client:
         self.worker_link, self.signal_worker = conns.link, conns.signal
         self.on_peer_closed, self._on_node_dead = conns.closed, conns.node_dead
         self.stats_sent: tuple = ()
+        self.handlers = self._handlers()  # Kind -> what dispatch does with it
 
         self.link: Any = None
         # A driver on a machine without a node talks to a node's gateway over TCP.
@@ -252,7 +253,8 @@ class Client:
                 self.on_blocked()
             self.send(NODE, (Kind.BLOCKED,))
         self.outbox.sent_at = 0.0  # a burst ends here: the next call is sent at once
-        self.flush()
+        if self.outq:
+            self.flush()
         deadline = None if timeout is None else time.monotonic() + timeout
         io = self.io
         io.want_read += 1
@@ -297,70 +299,90 @@ class Client:
             self.tick()
 
     def dispatch(self, batch: list, link: transport.Link | None) -> None:
+        """Handle one batch read from `link` (None: our node, or the head): each message by
+        its kind's handler (`handlers`), the rest by `on_message` (a worker's tasks, a node's
+        requests); waiters are woken once, after the batch, if values came."""
+        handlers = self.handlers
         got_values = False
         for msg in batch:
-            kind = msg[0]
-            if kind == Kind.DONE:
-                self._on_done(msg, link)
-                got_values = True
-            elif kind == Kind.RESULT:
-                with self.lock:
-                    self.objects.arrived(msg[1], msg[2], msg[3])
-                got_values = True
-            elif kind == Kind.LOG:
-                try:
-                    self.log_handler(*msg[1:])
-                except Exception:
-                    pass
-            elif kind == Kind.REPLY:
-                self.control.on_reply(msg)
-            elif kind == Kind.FETCHED:
-                self.arrivals.on_fetched(msg[1], msg[2])
-            elif kind == Kind.LEASE_GRANT:
-                self.leases.on_grant(msg)
-            elif kind == Kind.LEASE_REVOKE:
-                self.leases.on_revoke(msg[1])
-            elif kind == Kind.LEASE_KILLED:
-                self.leases.on_killed(msg[1], msg[2])
-            elif kind == Kind.ACTOR_LOCATION:
-                self.actor_calls.on_location(msg)
-            elif kind == Kind.REJECTED:
-                self.leases.on_rejected(msg[1], link)
-            elif kind == Kind.FORWARDED:
-                _, node_id, ident, inner = msg
-                if ident:
-                    self.dispatch(inner, self.workers_by_identity.get(ident))
-                else:  # from that node itself
-                    for m in inner:
-                        if m[0] == Kind.LEASE_GRANT:
-                            self.leases.on_grant(m, node_id)
-                        else:
-                            self.dispatch([m], None)
-            elif kind == Kind.PEER_CLOSED:
-                link = self.workers_by_identity.get(msg[2])
-                if link is not None and getattr(link, "node_id", None) == msg[1]:
-                    link.close()
-                    self.on_peer_closed(link)
-            elif kind == Kind.LEASE_SPILL:
-                self.leases.on_spill(msg)
-            elif kind == Kind.NODE_DEAD:
-                self._on_node_dead(msg[1])
-            elif kind == Kind.ALIVE:
-                pass  # a driver without a node: its node is there (see tick)
-            elif kind == Kind.FUNC:
-                self.function_blobs[msg[1]] = (msg[2], msg[3])
-                got_values = True
-            elif kind == Kind.WELCOME:
-                self.welcome = msg[2]
-                if not self.node_pid:
-                    self.node_pid = msg[2].get("pid", 0)
-            elif kind == Kind.HELLO and link is not None:
-                link.identity = msg[6]
+            handler = handlers.get(msg[0])
+            if handler is not None:
+                if handler(msg, link):
+                    got_values = True
             elif self.on_message is not None:
                 self.on_message(msg, link)
         if got_values:
             with self.cv:
                 self.cv.notify_all()
+
+    def _handlers(self) -> dict[int, Callable[[tuple, transport.Link | None], bool | None]]:
+        """What each kind of message this core handles itself does; True: values came.
+        A table, not a chain of tests: a worker's EXECUTE came after twenty of them."""
+        leases, objects, subs = self.leases, self.objects, self.submissions
+
+        def result(msg: tuple, link: transport.Link | None) -> bool:
+            with self.lock:
+                objects.arrived(msg[1], msg[2], msg[3])
+            return True
+
+        def log(msg: tuple, link: transport.Link | None) -> None:
+            try:
+                self.log_handler(*msg[1:])
+            except Exception:
+                pass
+
+        def forwarded(msg: tuple, link: transport.Link | None) -> None:
+            _, node_id, ident, inner = msg
+            if ident:
+                self.dispatch(inner, self.workers_by_identity.get(ident))
+            else:  # from that node itself
+                for m in inner:
+                    if m[0] == Kind.LEASE_GRANT:
+                        leases.on_grant(m, node_id)
+                    else:
+                        self.dispatch([m], None)
+
+        def peer_closed(msg: tuple, link: transport.Link | None) -> None:
+            link = self.workers_by_identity.get(msg[2])
+            if link is not None and getattr(link, "node_id", None) == msg[1]:
+                link.close()
+                self.on_peer_closed(link)
+
+        def func(msg: tuple, link: transport.Link | None) -> bool:
+            self.function_blobs[msg[1]] = (msg[2], msg[3])
+            return True
+
+        def welcome(msg: tuple, link: transport.Link | None) -> None:
+            self.welcome = msg[2]
+            if not self.node_pid:
+                self.node_pid = msg[2].get("pid", 0)
+
+        def hello(msg: tuple, link: transport.Link | None) -> None:
+            if link is not None:
+                link.identity = msg[6]
+            elif self.on_message is not None:
+                self.on_message(msg, link)
+
+        return {
+            Kind.DONE: subs.on_done,
+            Kind.RESULT: result,
+            Kind.LOG: log,
+            Kind.REPLY: lambda msg, link: self.control.on_reply(msg),
+            Kind.FETCHED: lambda msg, link: self.arrivals.on_fetched(msg[1], msg[2]),
+            Kind.LEASE_GRANT: lambda msg, link: leases.on_grant(msg),
+            Kind.LEASE_REVOKE: lambda msg, link: leases.on_revoke(msg[1]),
+            Kind.LEASE_KILLED: lambda msg, link: leases.on_killed(msg[1], msg[2]),
+            Kind.ACTOR_LOCATION: lambda msg, link: self.actor_calls.on_location(msg),
+            Kind.REJECTED: lambda msg, link: leases.on_rejected(msg[1], link),
+            Kind.FORWARDED: forwarded,
+            Kind.PEER_CLOSED: peer_closed,
+            Kind.LEASE_SPILL: lambda msg, link: leases.on_spill(msg),
+            Kind.NODE_DEAD: lambda msg, link: self._on_node_dead(msg[1]),
+            Kind.ALIVE: lambda msg, link: None,  # a driver without a node: its node is there (tick)
+            Kind.FUNC: func,
+            Kind.WELCOME: welcome,
+            Kind.HELLO: hello,
+        }
 
     # ============================================================ I/O thread
     def tick_interval(self) -> float:

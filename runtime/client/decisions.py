@@ -14,6 +14,7 @@ from a busy one, and whether a call whose attempt failed runs again.
     a lease's task done: what it holds,    ──▶ refill()           ──▶ top it up now, or at LOW_WATER
       were all leases full?
     a shape's queue, its leases, the limit ──▶ assign()           ──▶ (lease, call): send EXECUTE
+    one call, nothing queued, the leases   ──▶ free_lease()       ──▶ the lease to send it to now
     tasks queued here or behind running    ──▶ backlog()          ──▶ keep a granted worker? ask for
       ones; lease requests still open          more_leases()          how many more (LEASE_REQUEST)?
     the first request for a shape          ──▶ idle_elsewhere()   ──▶ leases of other shapes to give back
@@ -142,6 +143,21 @@ def assign(queue: deque[Call], leases: list[Lease], limit: int) -> list[tuple[Le
                 out.append((lease, call))
         depth += 1
     return out
+
+
+def free_lease(leases: list[Lease]) -> Lease | None:
+    """The lease `assign` would give a lone call to when nothing is queued: the first one
+    that holds nothing, if no lease of the shape holds a task behind a running one (else
+    None: `dispatch` also weighs that backlog). A sync task's path: one pass over one or
+    two leases in place of dispatch's (the limit, assign, the backlog, cancelling requests)."""
+    free = None
+    for lease in leases:
+        held = len(lease.inflight)
+        if held > 1:
+            return None
+        if free is None and not held and not lease.revoked:
+            free = lease
+    return free
 
 
 def backlog(queued: int, leases: Iterable[Lease]) -> int:

@@ -70,6 +70,16 @@ class Leases:
             # A new burst of this shape: how deep to fill is decided by its own tasks' times
             # (a burst of long tasks after short ones of the same shape is not dealt deep).
             del self.task_s[shape]
+        if not queue and not self.lease_requests.get(shape):
+            # Nothing queued, no workers asked for: a free worker takes it now (a sync task).
+            lease = decisions.free_lease(self.leases.get(shape, ()))
+            if lease is not None:
+                call.lease = lease
+                lease.inflight[call.task_id] = call
+                self.full.discard(shape)
+                self.requested_at.pop(shape, None)  # (as dispatch's cancel_requests)
+                self.execute(lease, call)
+                return
         if queue is None:
             queue = self.task_queues[shape] = deque()
         elif queue and shape in self.full and self.lease_requests.get(shape, 0) >= decisions.MAX_REQUESTS:
@@ -93,9 +103,7 @@ class Leases:
             self.requested_at.get(shape), time.monotonic(), node_full, self.task_s.get(shape)
         )
         for lease, call in decisions.assign(queue, leases, limit):
-            spec = call.spec
-            self.send_function(lease.link, spec.function_id)
-            core.queue(lease.link, (Kind.EXECUTE, spec, core.resolved(spec) if spec.deps else {}, ()))
+            self.execute(lease, call)
         if queue and limit == decisions.PIPELINE:
             self.full.add(shape)  # every lease holds all it may: enqueue need not dispatch
         else:
@@ -117,6 +125,14 @@ class Leases:
             self.lease_requests[shape] = asked + want
             for _ in range(want):
                 core.send_node((Kind.LEASE_REQUEST, core.next_request_id(), shape, name))
+
+    def execute(self, lease: Lease, call: Call) -> None:
+        """Send `call` to its leased worker (its function first, the first time)."""
+        core = self.core
+        template = call.template  # its function and its arguments' refs are the call's
+        self.send_function(lease.link, template.function_id)
+        resolved = core.resolved(template) if template.deps else {}
+        core.queue(lease.link, (Kind.EXECUTE, call.fields(), resolved, ()))
 
     def send_function(self, link: transport.Link, function_id: bytes) -> None:
         """A worker gets a function's code with its first task (no round trip to the node)."""

@@ -79,11 +79,18 @@ class Call:
 
     @property
     def spec(self) -> TaskSpec:
-        """The whole TaskSpec (made anew for a call of a template: read it when sending)."""
+        """The whole TaskSpec (made anew for a call of a template)."""
         t = self.template
         if t.task_id is self.task_id:
             return t
-        return TaskSpec(
+        return TaskSpec._make(self.fields())
+
+    def fields(self) -> tuple:
+        """The whole TaskSpec as the plain tuple an EXECUTE carries (`protocol.spec_of`)."""
+        t = self.template
+        if t.task_id is self.task_id:
+            return tuple(t)
+        return (
             self.task_id,
             t.kind,
             t.name,

@@ -144,22 +144,24 @@ class Submissions:
     def finish_error(self, call: Call, error: bytes) -> None:
         self.finish(call, [(rid, True, error, len(error), ()) for rid in call.return_ids])
 
-    def on_done(self, msg: tuple, link: transport.Link | None) -> None:
-        """DONE from a worker: the call's results, or a retry (Leases.on_done decides)."""
+    def on_done(self, msg: tuple, link: transport.Link | None) -> bool:
+        """DONE from a worker: the call's results, or a retry (Leases.on_done decides).
+        True if results were kept (`Client.dispatch` wakes the waiters after the batch)."""
         _, task_id, results, retryable, took = msg
         with self.core.lock:
             call = self.calls.get(task_id)
             if call is None:
-                return
+                return False
             lease = call.lease
             actor = call.template.actor_id
             if actor:
                 self.actor_calls.on_done(call)
             elif self.leases.on_done(call, retryable, took):
-                return  # queued again: a retry
-            self.finish(call, results, notify=False)  # Client.dispatch wakes waiters after the batch
+                return False  # queued again: a retry
+            self.finish(call, results, notify=False)
             if not actor and lease is not None:
                 self.leases.next_for(lease)
+        return True
 
     def forget_waiting(self, call: Call) -> None:
         """A cancelled call no longer waits for its arguments."""

@@ -178,7 +178,7 @@ class Actors:
         if fn is not None and spec.function_id not in w.known:
             w.known.add(spec.function_id)
             self.outbox.emit(w.identity, (Kind.FUNC, spec.function_id, fn[0], fn[1]))
-        self.outbox.emit(w.identity, (Kind.EXECUTE, spec, self.objects.resolve(spec), w.gpu_ids))
+        self.outbox.emit(w.identity, (Kind.EXECUTE, tuple(spec), self.objects.resolve(spec), w.gpu_ids))
 
     def on_ready(self, ident: bytes, msg: tuple) -> None:
         """ACTOR_READY: its constructor returned (or raised)."""

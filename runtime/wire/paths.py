@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import config as cfg
 from ..exceptions import ObjectLostError
-from .protocol import PROTOCOL, Kind
+from .protocol import PROTOCOL, SPEC_ARGS, Kind
 
 
 def segment_node(path: str) -> str:
@@ -39,8 +39,8 @@ def foreign_paths(batch: list, node_id: str) -> list[tuple[str, bool]]:
 
     for msg in batch:
         kind = msg[0]
-        if kind == Kind.EXECUTE:
-            check(msg[1].args, False)
+        if kind == Kind.EXECUTE:  # the task's fields as a plain tuple (protocol.spec_of)
+            check(msg[1][SPEC_ARGS], False)
             for _, value in msg[2].values():
                 check(value, False)
         elif kind == Kind.SUBMIT:
@@ -73,11 +73,12 @@ def rewrite(batch: list, mapping: dict[str, str | None]) -> list:
     for msg in batch:
         kind = msg[0]
         if kind == Kind.EXECUTE:
-            spec = msg[1]
-            if isinstance(spec.args, str) and mapping.get(spec.args):
-                spec = spec._replace(args=mapping[spec.args])
+            fields = msg[1]
+            args = fields[SPEC_ARGS]
+            if isinstance(args, str) and mapping.get(args):
+                fields = (*fields[:SPEC_ARGS], mapping[args], *fields[SPEC_ARGS + 1 :])
             resolved = {dep: swap(*v) for dep, v in msg[2].items()}
-            msg = (kind, spec, resolved, *msg[3:])
+            msg = (kind, fields, resolved, *msg[3:])
         elif kind == Kind.SUBMIT:
             spec = msg[1]
             if isinstance(spec.args, str) and mapping.get(spec.args):

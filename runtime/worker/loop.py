@@ -53,10 +53,12 @@ from ..prctl import block_sigint, set_process_name, sigint_blocked
 from ..remote_traceback import RemoteTraceback
 from ..timeline import EVENTS_LATE_S, Recorder
 from ..wire import serialization, transport
-from ..wire.protocol import ACTOR_CALL, ACTOR_CREATE, Kind, TaskSpec
+from ..wire.protocol import ACTOR_CALL, ACTOR_CREATE, Kind, TaskSpec, spec_of
 from ..wire.serialization import Dep
 from . import output
 from .replies import LATE_S, Replies
+
+log = logging.getLogger(__name__)
 
 PARK_AFTER = 50  # idle looks of the watch thread (LATE_S apart: a second) before it parks
 QUIET_S = 5.0  # s: the watch thread, asleep until the sockets have something (or a nudge), looks again
@@ -122,9 +124,13 @@ class WorkerLoop:
         """Called by whichever thread reads the sockets."""
         kind = msg[0]
         if kind == Kind.EXECUTE:
+            spec = spec_of(msg[1]) if len(msg) == 4 else None
+            if spec is None:
+                log.warning("dropped an EXECUTE whose task is not a TaskSpec's fields")
+                return
             with self.claim:
-                self.queued.add(msg[1].task_id)
-                self.inbox.put((msg, link))
+                self.queued.add(spec.task_id)
+                self.inbox.put((spec, msg[2], msg[3], link))
         elif kind == Kind.CANCEL:
             task_id, mode = msg[1], msg[2]
             with self.claim:
@@ -158,17 +164,17 @@ class WorkerLoop:
                 item = self.inbox.get()
                 if (
                     item is not None
-                    and item[1] is not None
-                    and item[0][1].kind not in (ACTOR_CALL, ACTOR_CREATE)
+                    and item[3] is not None
+                    and item[0].kind not in (ACTOR_CALL, ACTOR_CREATE)
                 ):
-                    task_id = item[0][1].task_id
+                    task_id = item[0].task_id
                     if self.cancelled.get(task_id) == "drop":
                         # Stolen and answered already: a second REJECTED would take the task
                         # from the worker it went to next, and this mark, left behind,
                         # would swallow it if it came back here (the owner then waits forever).
                         del self.cancelled[task_id]
                         continue
-                    back.setdefault(item[1], []).append(task_id)
+                    back.setdefault(item[3], []).append(task_id)
                     self.queued.discard(task_id)
                 else:
                     kept.append(item)
@@ -181,14 +187,21 @@ class WorkerLoop:
         signal.signal(signal.SIGINT, self.on_sigint)
         inbox = self.inbox
         client = self.client
+        events = self.events
+
+        def came() -> bool:
+            return not inbox.empty()
+
         just_read = False
         while True:
             try:
                 if inbox.empty():
-                    if self.replies.held or self.events.held:
-                        self.release()
-                    # Held event lines are written within EVENTS_LATE_S, also when idle.
-                    client.pump(EVENTS_LATE_S if self.events.held else 1.0, lambda: not inbox.empty())
+                    if self.replies.held:
+                        self.send_held()
+                    if events.held and events.due(time.monotonic()):
+                        events.flush()
+                    # Held events are written within EVENTS_LATE_S, also when idle.
+                    client.pump(EVENTS_LATE_S if events.held else 1.0, came)
                     just_read = True
                     continue
                 if not self.actor_id and not just_read:
@@ -197,12 +210,12 @@ class WorkerLoop:
                 with self.claim:
                     item = inbox.get()
                     if item is not None:
-                        self.queued.discard(item[0][1].task_id)
+                        self.queued.discard(item[0].task_id)
                 if item is None:
                     self.release()
                     self.events.flush()
                     break
-                (_, spec, resolved, gpu_ids), link = item
+                spec, resolved, gpu_ids, link = item
                 now = time.monotonic()
                 if self.replies.held:
                     if not self.replies.may_hold(spec.function_id, now, inbox.qsize()):
@@ -329,6 +342,10 @@ class WorkerLoop:
         out = []
         client = self.client
         for object_id, v in zip(ids, values, strict=True):
+            plain = serialization.dumps_plain(v)
+            if plain is not None:  # builtin scalars (most results): inline, no segment to name
+                out.append((object_id, False, plain, len(plain), ()))
+                continue
             wire, size, contained = serialization.serialize(v, client.segment(object_id))
             if contained:
                 client.promote(contained)  # refs we made, now leaving with the result
