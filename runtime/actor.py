@@ -8,9 +8,8 @@ from typing import Any
 from . import options as opt
 from . import session
 from .client import Client
-from .object_ref import ObjectRef
-from .remote_function import _signature, check_arity, encode_args, register
-from .wire.protocol import ACTOR_CALL, ACTOR_CREATE, TaskSpec, ids, object_id_for
+from .remote_function import _signature, call_template, check_arity, encode_args, register, result_ids, submit
+from .wire.protocol import ACTOR_CREATE, TaskSpec, ids
 from .wire.serialization import note_ref
 
 
@@ -226,32 +225,21 @@ class ActorHandle:
 
     def _call(self, name: str, args: tuple, kwargs: dict, num_returns: int) -> Any:
         client = session.client()
-        check_arity(self._sigs.get(name), f"{self._meta['class_name']}.{name}", (None, *args), kwargs)
+        qualname = f"{self._meta['class_name']}.{name}"
+        check_arity(self._sigs.get(name), qualname, (None, *args), kwargs)
         task_id = ids.next()
-        return_ids = tuple(object_id_for(task_id, i) for i in range(num_returns))
-        wire, deps, contained, keep = encode_args(client, args, kwargs, task_id)
-        spec = TaskSpec(
-            task_id,
-            ACTOR_CALL,
-            f"{self._meta['class_name']}.{name}",
+        # What every call of this method shares is kept once (as a function's tasks do).
+        template = call_template(
+            client,
             name.encode(),
-            wire,
-            deps,
-            contained,
-            return_ids,
-            client.identity,
+            qualname,
             (),
             self._max_task_retries,
             False,
-            self._actor_id,
             session.current_ctx(),
-            None,
+            self._actor_id,
         )
-        refs = [ObjectRef(rid, client, announce=False) for rid in return_ids]
-        client.submit(spec, keep)
-        if num_returns == 1:
-            return refs[0]
-        return refs if num_returns else None
+        return submit(client, template, task_id, result_ids(task_id, num_returns), args, kwargs)
 
 
 def _rebuild_handle(actor_id: bytes, meta: dict, max_task_retries: int = 0) -> ActorHandle:

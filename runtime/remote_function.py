@@ -13,7 +13,7 @@ from .client import NODE, Client
 from .client.records import Call
 from .object_ref import ObjectRef
 from .wire import serialization
-from .wire.protocol import TASK, Kind, TaskSpec, ids, object_id_for
+from .wire.protocol import ACTOR_CALL, TASK, Kind, TaskSpec, ids, object_id_for
 from .wire.serialization import Dep
 
 
@@ -76,12 +76,20 @@ def register(client: Client, obj: Any, cache_owner: Any) -> bytes:
     return fid
 
 
-def _template(
-    client: Client, fid: bytes, name: str, shape: tuple, max_retries: int, retry_exc: bool, ctx: Any
+def call_template(
+    client: Client,
+    fid: bytes,
+    name: str,
+    shape: tuple,
+    max_retries: int,
+    retry_exc: bool,
+    ctx: Any,
+    actor_id: bytes = b"",
 ) -> TaskSpec:
-    """The TaskSpec the calls of one function with these options share (without a call's own
-    id, arguments and result ids); kept by the client, made again when the context changes."""
-    key = (fid, name, shape, max_retries, retry_exc)
+    """The TaskSpec the calls of one function (or one actor's method: `actor_id`, `fid` its
+    name) with these options share, without a call's own id, arguments and result ids;
+    kept by the client, made again when the context changes."""
+    key = (fid, name, shape, max_retries, retry_exc, actor_id)
     templates = client.task_templates
     template = templates.get(key)
     if template is None or (template.ctx is not ctx and not (type(ctx) is str and template.ctx == ctx)):
@@ -89,7 +97,7 @@ def _template(
             templates.clear()
         template = templates[key] = TaskSpec(
             b"",
-            TASK,
+            ACTOR_CALL if actor_id else TASK,
             name,
             fid,
             b"",
@@ -100,11 +108,37 @@ def _template(
             shape,
             max_retries,
             retry_exc,
-            b"",
+            actor_id,
             ctx,
             None,
         )
     return template
+
+
+def result_ids(task_id: bytes, num_returns: int) -> tuple:
+    """The ids of a call's results."""
+    if num_returns == 1:
+        return (task_id + b"\x00",)  # object_id_for(task_id, 0)
+    return tuple(object_id_for(task_id, i) for i in range(num_returns))
+
+
+def submit(
+    client: Client, template: TaskSpec, task_id: bytes, return_ids: tuple, args: tuple, kwargs: dict
+) -> Any:
+    """Submit one call of `template` with these arguments: its ref (a list of them for
+    num_returns != 1, None for 0)."""
+    wire, deps, contained, keep = encode_args(client, args, kwargs, task_id)
+    refs = [ObjectRef(rid, client, announce=False) for rid in return_ids]
+    if deps or contained or keep:  # refs in the arguments: the whole spec, kept with them
+        spec = template._replace(
+            task_id=task_id, args=wire, deps=deps, contained=contained, return_ids=return_ids
+        )
+        client.submit(spec, keep)
+    else:  # the common case: what every call of this function shares is kept once
+        client.submit_call(Call.of(template, task_id, wire, return_ids))
+    if len(refs) == 1:
+        return refs[0]
+    return refs or None
 
 
 def check_arity(sig: inspect.Signature | None, name: str, args: tuple, kwargs: dict) -> None:
@@ -193,26 +227,13 @@ class RemoteFunction:
         fid = register(client, self._function, self)
         task_id = ids.next()
         num_returns, retry_exc, name, max_retries, strategy = plan
-        if num_returns == 1:
-            return_ids: tuple = (task_id + b"\x00",)  # object_id_for(task_id, 0)
-        else:
-            return_ids = tuple(object_id_for(task_id, i) for i in range(num_returns))
-        wire, deps, contained, keep = encode_args(client, args, kwargs, task_id)
+        return_ids = result_ids(task_id, num_returns)
         if strategy is not None:
             shape = opt.place(shape, strategy)
-        ctx = session.current_ctx()
-        refs = [ObjectRef(rid, client, announce=False) for rid in return_ids]
-        template = _template(client, fid, name or self.__name__, shape, max_retries, retry_exc, ctx)
-        if deps or contained or keep:  # refs in the arguments: the whole spec, kept with them
-            spec = template._replace(
-                task_id=task_id, args=wire, deps=deps, contained=contained, return_ids=return_ids
-            )
-            client.submit(spec, keep)
-        else:  # the common case: what every call of this function shares is kept once
-            client.submit_call(Call.of(template, task_id, wire, return_ids))
-        if num_returns == 1:
-            return refs[0]
-        return refs if num_returns else None
+        template = call_template(
+            client, fid, name or self.__name__, shape, max_retries, retry_exc, session.current_ctx()
+        )
+        return submit(client, template, task_id, return_ids, args, kwargs)
 
 
 class CallOptions(NamedTuple):

@@ -39,7 +39,7 @@ class ActorCalls:
 
     def enqueue(self, call: Call) -> None:
         """A call is submitted: it takes its place in the actor's order."""
-        self.conn(call.spec.actor_id).queue.append(call)
+        self.conn(call.actor_id).queue.append(call)
 
     def pump(self, ac: ActorConn) -> None:
         """Send the calls whose arguments are here, in order; locate the actor first."""
@@ -101,9 +101,9 @@ class ActorCalls:
             self.pump(ac)
 
     def on_done(self, call: Call) -> None:
-        ac = self.conns.get(call.spec.actor_id)
+        ac = self.conns.get(call.actor_id)
         if ac is not None:
-            ac.inflight.pop(call.spec.task_id, None)
+            ac.inflight.pop(call.task_id, None)
 
     def peer_closed(self, link: transport.Link) -> None:
         """An actor's worker is gone: calls in flight run again where it restarts (within
@@ -146,7 +146,7 @@ class ActorCalls:
 
     def cancel(self, call: Call) -> None:
         """A queued call is dropped; a running actor call is not interrupted (as in Ray)."""
-        ac = self.conns.get(call.spec.actor_id)
+        ac = self.conns.get(call.actor_id)
         if ac is not None and call in ac.queue:
             ac.queue.remove(call)
-            self.core.finish_error(call, error_value(TaskCancelledError(call.spec.name)))
+            self.core.finish_error(call, error_value(TaskCancelledError(call.name)))

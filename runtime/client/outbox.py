@@ -118,6 +118,10 @@ class Outbox:
         if not self.outq:
             return False
         out, self.outq = self.outq, {}
+        if len(out) == 1:  # one link (a sync task's EXECUTE, a worker's DONE): no order to keep
+            ((only, batch),) = out.items()
+            only.send(batch)
+            return only.wants_write
         link = self.core.link
         node_batch = out.pop(link, None) if link is not None else None
         if node_batch and not node_last(node_batch):

@@ -385,9 +385,11 @@ class WorkerLoop:
             value = fn(*args, **kwargs)
             self.in_task = False
             results = self.encode_results(spec, value)
+            ok = True
         except BaseException as exc:  # noqa: BLE001 - everything goes back to the owner
             self.in_task = False
             results, retryable = self.encode_error(spec, exc)
+            ok = False
         finally:
             self.in_task = False
             client.executing = False
@@ -395,7 +397,7 @@ class WorkerLoop:
         ended = time.time()
         self.replies.ran(spec.function_id, ended - started)
         self.end(spec, results, retryable, link, hold=True, took=ended - started)
-        self.events.record(spec.name, started, ended, not any(r[1] for r in results), hold=True)
+        self.events.record(spec.name, started, ended, ok, hold=True)
 
     def begin(
         self, spec: TaskSpec, label: str, link: transport.Link | None, thread_only: bool = False
@@ -582,15 +584,15 @@ class WorkerLoop:
             method = getattr(self.instance, spec.function_id.decode())
             args, kwargs = self.decode_args(spec, resolved)
             results = self.encode_results(spec, method(*args, **kwargs))
+            ok = True
         except BaseException as exc:  # noqa: BLE001
             results, retryable = self.encode_error(spec, exc)
+            ok = False
         ended = time.time()
         if not threaded:  # the main thread's: held as a task's (an actor's calls keep their order)
             self.replies.ran(spec.function_id, ended - started)
         self.end(spec, results, retryable, link, hold=not threaded, took=ended - started)
-        self.events.record(
-            spec.name, started, ended, not any(r[1] for r in results), "actor call", not threaded
-        )
+        self.events.record(spec.name, started, ended, ok, "actor call", not threaded)
 
     async def run_call_async(self, spec: TaskSpec, resolved: dict, link: transport.Link | None) -> None:
         try:
