@@ -30,20 +30,10 @@ import subprocess
 import sys
 import time
 
+from cpu_per_task import cpu_s  # this folder: run as a script
+
 KINDS = ("task", "actor", "async", "async_actor")
 FIGURES = ("wall", "driver", "worker")
-
-
-def cpu_s(pid: int) -> float:
-    """CPU time of all of a process's threads, in seconds (ns-precise: schedstat)."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except OSError:  # a thread that just ended
-            pass
-    return total / 1e9
 
 
 def child(root: str, same_cpu: bool) -> None:
