@@ -162,7 +162,7 @@ class Client:
         self.calls, self.dep_waiters = subs.calls, subs.dep_waiters
         self.submit, self.submit_to_node, self.cancel = subs.submit, subs.submit_to_node, subs.cancel
         self.submit_call = subs.submit_call
-        self.task_templates: dict[tuple, protocol.TaskSpec] = {}  # remote_function._template
+        self.task_templates: dict[tuple, protocol.TaskSpec] = {}  # remote_function.call_template
         self.deps_arrived, self.resolved = subs.deps_arrived, subs.resolved
         self.finish_error, self.forget_waiting = subs.finish_error, subs.forget_waiting
         # Connections to workers and from callers (client/connections.py).

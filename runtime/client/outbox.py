@@ -118,11 +118,11 @@ class Outbox:
         if not self.outq:
             return False
         out, self.outq = self.outq, {}
+        link = self.core.link
         if len(out) == 1:  # one link (a sync task's EXECUTE, a worker's DONE): no order to keep
             ((only, batch),) = out.items()
             only.send(batch)
-            return only.wants_write
-        link = self.core.link
+            return only.wants_write or (link is not None and link.wants_write)
         node_batch = out.pop(link, None) if link is not None else None
         if node_batch and not node_last(node_batch):
             link.send(node_batch)
