@@ -4,8 +4,8 @@
 
     driver (this process) ── N x get(f.remote(i)) ──▶ one worker (num_cpus=1)
     measured: wall time, this process's CPU time and the worker's (all their threads,
-              /proc/<pid>/task/*/schedstat: to the ns, where getrusage and psutil
-              count 10 ms ticks), each divided by N
+              /proc/<pid>/task/*/schedstat: to the ns, where psutil counts 10 ms
+              ticks, a tenth of 3,000 async tasks' time), each divided by N
     then the same N submitted at once and fetched together (async), and N calls
     of one actor's method submitted at once and fetched together (actor)
 
