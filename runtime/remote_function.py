@@ -49,7 +49,7 @@ def encode_args(client: Client, args: tuple, kwargs: dict, task_id: bytes) -> tu
             else:
                 kw[k] = v
         kwargs = kw
-    wire, _, contained = serialization.serialize((args, kwargs), client.segment(task_id + b"args"), keep)
+    wire, _, contained = serialization.serialize_full((args, kwargs), client.segment(task_id + b"args"), keep)
     return wire, tuple(deps), contained, tuple(keep)
 
 

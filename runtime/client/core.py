@@ -253,7 +253,7 @@ class Client:
                 self.on_blocked()
             self.send(NODE, (Kind.BLOCKED,))
         self.outbox.sent_at = 0.0  # a burst ends here: the next call is sent at once
-        if self.outq:
+        if self.outq:  # what this thread queued (another thread's flush in progress sends its own)
             self.flush()
         deadline = None if timeout is None else time.monotonic() + timeout
         io = self.io

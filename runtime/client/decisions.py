@@ -138,11 +138,16 @@ def assign(queue: deque[Call], leases: list[Lease], limit: int) -> list[tuple[Le
                 call = queue.popleft()
                 if call.cancelled:
                     continue
-                call.lease = lease
-                lease.inflight[call.task_id] = call
+                give(lease, call)
                 out.append((lease, call))
         depth += 1
     return out
+
+
+def give(lease: Lease, call: Call) -> None:
+    """Record that `call` goes to `lease` (its worker runs them in this order)."""
+    call.lease = lease
+    lease.inflight[call.task_id] = call
 
 
 def free_lease(leases: list[Lease]) -> Lease | None:

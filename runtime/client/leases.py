@@ -74,8 +74,7 @@ class Leases:
             # Nothing queued, no workers asked for: a free worker takes it now (a sync task).
             lease = decisions.free_lease(self.leases.get(shape, ()))
             if lease is not None:
-                call.lease = lease
-                lease.inflight[call.task_id] = call
+                decisions.give(lease, call)
                 self.full.discard(shape)
                 self.requested_at.pop(shape, None)  # (as dispatch's cancel_requests)
                 self.execute(lease, call)

@@ -128,11 +128,13 @@ def dumps_plain(value: Any) -> bytes | None:
     """`value` pickled when it is made of builtin scalars (`_is_simple`) and small enough
     to travel inline; else None (use `serialize`). No ref can be inside such a value,
     so there is nothing to collect: the common task's arguments skip that machinery."""
-    if _is_simple(value):
-        data = pickle.dumps(value, PROTOCOL)
-        if len(data) < INLINE_THRESHOLD:
-            return data
-    return None
+    return _inline(value) if _is_simple(value) else None
+
+
+def _inline(value: Any) -> bytes | None:
+    """`value` (known to hold builtin scalars only) pickled, if small enough to travel inline."""
+    data = pickle.dumps(value, PROTOCOL)
+    return data if len(data) < INLINE_THRESHOLD else None
 
 
 def dumps_args(args: tuple, kwargs: dict) -> bytes | None:
@@ -145,8 +147,7 @@ def dumps_args(args: tuple, kwargs: dict) -> bytes | None:
             return None
     if kwargs and not _is_simple(kwargs, 1):
         return None
-    data = pickle.dumps((args, kwargs), PROTOCOL)
-    return data if len(data) < INLINE_THRESHOLD else None
+    return _inline((args, kwargs))
 
 
 def loads(data) -> Any:
@@ -173,6 +174,14 @@ def serialize(
     plain = dumps_plain(value)
     if plain is not None:  # builtin scalars (most results): no refs to collect, inline
         return plain, len(plain), ()
+    return serialize_full(value, segment_name, keep)
+
+
+def serialize_full(
+    value: Any, segment_name: str | None, keep: list | None = None
+) -> tuple[bytes | str, int, tuple]:
+    """`serialize` for a value `dumps_plain` (or `dumps_args`) already turned down: the
+    refs inside collected, a large value written to its segment."""
     buffers: list[pickle.PickleBuffer] = []
     with collect_refs() as found:
         data = dumps(value, buffer_callback=buffers.append)

@@ -196,10 +196,8 @@ class WorkerLoop:
         while True:
             try:
                 if inbox.empty():
-                    if self.replies.held:
-                        self.send_held()
-                    if events.held and events.due(time.monotonic()):
-                        events.flush()
+                    if self.replies.held or events.held:
+                        self.release()
                     # Held events are written within EVENTS_LATE_S, also when idle.
                     client.pump(EVENTS_LATE_S if events.held else 1.0, came)
                     just_read = True
@@ -346,7 +344,7 @@ class WorkerLoop:
             if plain is not None:  # builtin scalars (most results): inline, no segment to name
                 out.append((object_id, False, plain, len(plain), ()))
                 continue
-            wire, size, contained = serialization.serialize(v, client.segment(object_id))
+            wire, size, contained = serialization.serialize_full(v, client.segment(object_id))
             if contained:
                 client.promote(contained)  # refs we made, now leaving with the result
             out.append((object_id, False, wire, size, contained))
@@ -531,9 +529,11 @@ class WorkerLoop:
     def release(self) -> None:
         """Send the held DONEs, one batch per owner; write the held task events once due
         (a write per sync task cost the worker ~5 % of a round trip)."""
-        self.send_held()
-        if self.events.due(time.monotonic()):
-            self.events.flush()
+        if self.replies.held:
+            self.send_held()
+        events = self.events
+        if events.held and events.due(time.monotonic()):
+            events.flush()
 
     # -- actors -----------------------------------------------------------
     def create_actor(self, spec: TaskSpec, resolved: dict) -> None:
