@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,15 +21,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import ours
+from conftest import free_port, ours
 
 ADDRESS_FILE = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class OutsideCluster:
@@ -41,12 +34,23 @@ class OutsideCluster:
         self.token = token
         self.temp_dir = tempfile.mkdtemp(prefix="nbcrt-")
         self.temp_dirs = [self.temp_dir]
-        self.port = free_port()
-        self.client_port = free_port()
+        self.ports: set[int] = set()  # handed out to this cluster's processes
+        self.port = self.free_port()
+        self.client_port = self.free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen] = []
         self.env = dict(os.environ, NBCLUSTER_DIR=marker, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
         self.env.pop("RAY_ADDRESS", None)
+
+    def free_port(self) -> int:
+        """A free port no process of this cluster was given yet. A port is free again once
+        its probe socket closes, so two probes in a row can return the same one, and Ray
+        refuses one port for two of its components ("is used by other components")."""
+        while True:
+            port = free_port()
+            if port not in self.ports:
+                self.ports.add(port)
+                return port
 
     def _ray_start(self, name: str, args: list[str], tries: int = 3) -> str:
         """`ray start --block`; tried again when a busy machine makes Ray miss its fixed 30 s
@@ -65,9 +69,9 @@ class OutsideCluster:
         cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--disable-usage-stats"]
         cmd += [
             "--node-ip-address=127.0.0.1",
-            f"--dashboard-agent-listen-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}",
-            f"--metrics-export-port={free_port()}",
+            f"--dashboard-agent-listen-port={self.free_port()}",
+            f"--runtime-env-agent-port={self.free_port()}",
+            f"--metrics-export-port={self.free_port()}",
             *args,
         ]
         with open(log, "wb") as out:
@@ -89,7 +93,7 @@ class OutsideCluster:
 
     def start_head(self, num_cpus: int, resources: dict, dashboard: bool = True) -> None:
         """The head; `dashboard=False`: ``--include-dashboard=false`` (Ray without its dashboard)."""
-        web = ["--dashboard-host=127.0.0.1", f"--dashboard-port={free_port()}"]
+        web = ["--dashboard-host=127.0.0.1", f"--dashboard-port={self.free_port()}"]
         self.head_log = self._ray_start(
             "head",
             [
